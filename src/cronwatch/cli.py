@@ -1,0 +1,66 @@
+"""Command-line entry points: ``cronwatch`` and ``job-watch`` (the same program).
+
+The wrapper forms (``run NAME -- CMD`` and ``--name NAME CMD``) take a fast path that
+imports nothing but ``os`` and ``sys`` before the child starts; every other command goes
+through argparse and the store.
+"""
+
+from __future__ import annotations
+
+import sys
+
+_HELP_FLAGS = ("-h", "--help")
+
+
+def _name_form(argv: list[str]) -> bool:
+    """True for ``[--db X ...] --name NAME CMD...``: --name before the first bare word."""
+    for a in argv:
+        if a == "--name" or a.startswith("--name="):
+            return True
+        if not a.startswith("-") or a == "--":
+            return False
+    return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        if args and args[0] == "run" and not _help_before_command(args[1:]):
+            from .runner import main as run_main
+
+            return _exit(run_main(args[1:], name_form=False), argv)
+        if _name_form(args) and not _help_before_command(args):
+            from .runner import main as run_main
+
+            return _exit(run_main(args, name_form=True), argv)
+        from .commands import dispatch
+
+        return _exit(dispatch(args), argv)
+    except KeyboardInterrupt:
+        sys.stderr.write("cronwatch: interrupted\n")
+        return _exit(130, argv)
+    except BrokenPipeError:  # `cronwatch history x | head`
+        return _exit(0, argv)
+
+
+def _help_before_command(args: list[str]) -> bool:
+    for a in args:
+        if a == "--":
+            return False
+        if a in _HELP_FLAGS:
+            return True
+    return False
+
+
+def _exit(code: int, argv: list[str] | None) -> int:
+    if argv is not None:  # called from Python (tests): just return
+        return code
+    try:
+        sys.stdout.flush()
+    except Exception:
+        pass
+    sys.exit(code)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

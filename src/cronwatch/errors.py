@@ -1,0 +1,37 @@
+"""Exceptions. One base class; adapters turn it into a one-line message or a JSON error.
+
+    CronwatchError              anything cronwatch reports to a user (CLI exit 1, HTTP 400)
+    ├── ValidationError         bad input: names, durations, schedules, statuses (exit 2, 422)
+    ├── NotFound                unknown job, run or incident (exit 1, 404)
+    ├── StoreError              the database cannot be opened, read or written
+    └── DeliveryError           a notification channel failed (transport error, bad answer)
+"""
+
+from __future__ import annotations
+
+
+class CronwatchError(Exception):
+    """Base class. ``str(e)`` is a complete one-line message for a person."""
+
+    exit_code = 1
+    http_status = 400
+
+
+class ValidationError(CronwatchError, ValueError):
+    exit_code = 2
+    http_status = 422
+
+
+class NotFound(CronwatchError, LookupError):
+    exit_code = 1
+    http_status = 404
+
+
+class StoreError(CronwatchError):
+    exit_code = 1
+    http_status = 503
+
+
+class DeliveryError(CronwatchError):
+    exit_code = 1
+    http_status = 502

@@ -1,0 +1,153 @@
+"""The Store interface every backend implements.
+
+Semantics shared by all backends (see ../shared/design.md, "Run semantics"):
+
+* ``record_run`` stores a run as given (the wrapper, import, the spool); idempotent by run id.
+* ``start_run`` opens a run. A start without a client run id marks the job's open runs
+  that have no client run id as timed out first; a start with a run id never touches
+  other runs (they are concurrent).
+* ``finish_run`` closes the open run (matched by client run id when given, else the newest
+  open run without one); with no open run it records a synthetic, already-finished run.
+  Finishing a run id that is already finished is a no-op (delivery is at-least-once).
+* Retention runs as part of every write: run records older than ``keep_days`` go, and
+  captured output is kept for the newest ``keep_output`` runs and the newest
+  ``keep_failed_output`` failed runs of each job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from ..models import Job, Run, Status
+
+
+class Store:
+    """Abstract base. Methods raise ``NotFound`` for unknown jobs or runs."""
+
+    url: str = ""
+
+    # --- lifecycle ---------------------------------------------------------------
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- jobs --------------------------------------------------------------------
+    def get_job(self, name: str) -> Job:
+        raise NotImplementedError
+
+    def find_job(self, name: str) -> Job | None:
+        raise NotImplementedError
+
+    def job_by_key(self, ping_key: str) -> Job | None:
+        raise NotImplementedError
+
+    def ensure_job(self, name: str, *, now: float) -> Job:
+        raise NotImplementedError
+
+    def save_job(self, job: Job, *, now: float) -> Job:
+        """Insert or update ``job`` (all settings and its ping key)."""
+        raise NotImplementedError
+
+    def delete_job(self, name: str) -> None:
+        raise NotImplementedError
+
+    def list_jobs(self) -> list[Job]:
+        raise NotImplementedError
+
+    # --- runs --------------------------------------------------------------------
+    def record_run(self, run: Run, *, now: float) -> bool:
+        """Store a run as given; False if a run with that id already exists."""
+        return self.record_runs([run], now=now)[0] == 1
+
+    def record_runs(self, runs: Iterable[Run], *, now: float) -> tuple[int, int]:
+        """Bulk insert (import, spool replay). Returns (inserted, skipped)."""
+        raise NotImplementedError
+
+    def start_run(
+        self,
+        job: str,
+        *,
+        now: float,
+        run_id: str | None = None,
+        env: str = "",
+        host: str = "",
+        user: str = "",
+        command: str = "",
+        source: str = "ping",
+    ) -> tuple[Run, list[Run]]:
+        """Open a run. Returns (the run, the runs it marked timed out)."""
+        raise NotImplementedError
+
+    def finish_run(
+        self,
+        job: str,
+        status: Status,
+        *,
+        now: float,
+        run_id: str | None = None,
+        env: str = "",
+        exit_code: int | None = None,
+        duration: float | None = None,
+        stdout: bytes | None = None,
+        stderr: bytes | None = None,
+        message: str = "",
+        host: str = "",
+        source: str = "ping",
+    ) -> Run:
+        raise NotImplementedError
+
+    def update_run(self, run: Run, *, now: float) -> None:
+        """Overwrite a stored run's fields (status, times, output...)."""
+        raise NotImplementedError
+
+    def get_run(self, run_id: str, *, output: bool = True) -> Run:
+        raise NotImplementedError
+
+    def list_runs(
+        self,
+        *,
+        job: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        status: Status | None = None,
+        env: str | None = None,
+        limit: int | None = None,
+        output: bool = False,
+        oldest_first: bool = False,
+    ) -> list[Run]:
+        raise NotImplementedError
+
+    def iter_runs(
+        self, *, job: str | None = None, since: float | None = None, output: bool = True
+    ) -> Iterator[Run]:
+        """Every matching run, oldest first, streamed (export)."""
+        raise NotImplementedError
+
+    def open_runs(self) -> list[Run]:
+        raise NotImplementedError
+
+    def last_run(self, job: str, *, statuses: Iterable[Status] | None = None) -> Run | None:
+        raise NotImplementedError
+
+    # --- aggregates ----------------------------------------------------------------
+    def job_stats(self, job: str, *, since: float | None = None) -> dict[str, Any]:
+        """Counts by status, success rate, p50/p95/max/avg duration, last success/failure,
+        current streak. Computed in the database: fast over a year of minutely runs."""
+        raise NotImplementedError
+
+    def recent_durations(self, job: str, n: int) -> list[tuple[float, str]]:
+        """(duration, status) of the newest ``n`` finished runs, newest first."""
+        raise NotImplementedError
+
+    # --- key/value ---------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        raise NotImplementedError
+
+    def set_meta(self, key: str, value: str) -> None:
+        raise NotImplementedError
