@@ -31,6 +31,10 @@ class Store:
     def close(self) -> None:
         raise NotImplementedError
 
+    def transaction(self) -> Any:
+        """Context manager: store writes inside it share one transaction (group commit)."""
+        raise NotImplementedError
+
     def __enter__(self) -> Store:
         return self
 

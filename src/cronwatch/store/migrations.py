@@ -53,6 +53,56 @@ SQLITE: list[str] = [
     CREATE INDEX outputs_job ON outputs (job_id, started_at);
     CREATE INDEX outputs_job_failed ON outputs (job_id, failed, started_at);
     """,
+    # 2: alert state, incidents, the notification outbox, API tokens, the event log (SSE)
+    """
+    CREATE TABLE alert_state (
+        job_id INTEGER NOT NULL,
+        env TEXT NOT NULL DEFAULT '',
+        state TEXT NOT NULL,
+        PRIMARY KEY (job_id, env)
+    );
+    CREATE TABLE incidents (
+        id INTEGER PRIMARY KEY,
+        job_id INTEGER NOT NULL,
+        env TEXT NOT NULL DEFAULT '',
+        opened_at REAL NOT NULL,
+        closed_at REAL,
+        cause TEXT NOT NULL DEFAULT '',
+        open_run TEXT,
+        close_run TEXT
+    );
+    CREATE INDEX incidents_job ON incidents (job_id, opened_at);
+    CREATE TABLE notifications (
+        id INTEGER PRIMARY KEY,
+        incident_id INTEGER,
+        job_id INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        last_error TEXT NOT NULL DEFAULT '',
+        sent_at REAL
+    );
+    CREATE INDEX notifications_due ON notifications (status, next_attempt_at);
+    CREATE INDEX notifications_incident ON notifications (incident_id);
+    CREATE TABLE tokens (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        hash TEXT NOT NULL UNIQUE,
+        read_only INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        last_used_at REAL
+    );
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        type TEXT NOT NULL,
+        data TEXT NOT NULL
+    );
+    """,
 ]
 
 POSTGRES: list[str] = []

@@ -109,6 +109,11 @@ class SQLiteStore(Store):
     def _write(self) -> _Tx:
         return _Tx(self.db)
 
+    def transaction(self) -> _Tx:
+        """One write transaction around several store calls (group commit): nested store
+        writes join it, and everything commits or rolls back together."""
+        return _Tx(self.db)
+
     def _job_id(self, name: str) -> int:
         jid = self._job_ids.get(name)
         if jid is None:
