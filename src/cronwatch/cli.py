@@ -14,11 +14,18 @@ _HELP_FLAGS = ("-h", "--help")
 
 def _name_form(argv: list[str]) -> bool:
     """True for ``[--db X ...] --name NAME CMD...``: --name before the first bare word."""
+    from .runner import _VALUED  # the run options that take a value (``--db X``)
+
+    skip = False
     for a in argv:
+        if skip:
+            skip = False
+            continue
         if a == "--name" or a.startswith("--name="):
             return True
         if not a.startswith("-") or a == "--":
             return False
+        skip = a in _VALUED
     return False
 
 

@@ -114,11 +114,9 @@ def after_run(o: Options, res: Result) -> None:
 def _after_record(store: object, o: Options, run: Run, db_path: str, now: float) -> None:
     """Post-run hooks: alert evaluation and the dashboard. Each failure is one warning."""
     try:
-        from . import hooks
+        from . import checks
 
-        hooks.after_run(store, run, now=now, config=o.config)
-    except ImportError:
-        pass
+        checks.after_run(store, run, now=now, config=o.config)
     except Exception as e:
         warn(f"alert evaluation failed: {e}")
     path = dashboard_path(o, db_path)

@@ -1,0 +1,36 @@
+# The two commands of the README. Both work on a fresh machine with only Python 3.11+.
+#   make run   - venv, install, a short demo on the embedded SQLite default
+#   make test  - venv, install with test extras, the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+DEMO   := $(CURDIR)/demo
+
+.PHONY: run test venv lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+venv: $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[server,test,dev]'
+
+run: venv
+	@CRONWATCH_DB=$(DEMO)/history.db sh scripts/demo.sh $(BIN)
+
+test: venv
+	@sh scripts/ensure-test-deps.sh
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: venv
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy src/cronwatch
+
+bench: venv
+	$(BIN)/python benchmarks/bench_wrapper.py
+	$(BIN)/python benchmarks/bench_passthrough.py
+	$(BIN)/python benchmarks/bench_queries.py
+
+clean:
+	rm -rf $(VENV) $(DEMO) build dist src/*.egg-info .pytest_cache
