@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import socket
+import ssl
 import urllib.error
 import urllib.request
 from typing import Any
@@ -25,20 +26,29 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 _opener = urllib.request.build_opener(_NoRedirect)
 
 
-def _reason(exc: BaseException, timeout: float) -> str:
+def reason(exc: BaseException, timeout: float) -> str:
+    """A short, one-line description of a transport failure."""
     if isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError):
         exc = exc.reason if isinstance(exc.reason, BaseException) else OSError(str(exc.reason))
     if isinstance(exc, TimeoutError | socket.timeout):
-        return f"timed out after {timeout:g}s"
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, socket.gaierror):
-        return f"cannot resolve the host ({exc.strerror or exc})"
-    if isinstance(exc, http.client.RemoteDisconnected):
-        return "the server closed the connection without answering"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror[:1].lower() + exc.strerror[1:]
-    return str(exc) or type(exc).__name__
+        text = f"timed out after {timeout:g}s"
+    elif isinstance(exc, ConnectionRefusedError):
+        text = "connection refused"
+    elif isinstance(exc, socket.gaierror):
+        text = f"cannot resolve the host ({exc.strerror or exc})"
+    elif isinstance(exc, ssl.SSLCertVerificationError):
+        text = f"TLS certificate not trusted ({exc.verify_message})"
+    elif isinstance(exc, ssl.SSLError):
+        text = f"TLS error ({exc.reason or exc})"
+    elif isinstance(exc, http.client.RemoteDisconnected):
+        text = "the server closed the connection without answering"
+    elif isinstance(exc, http.client.BadStatusLine):
+        text = f"not an HTTP answer ({str(exc).strip()[:80]})"
+    elif isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror[:1].lower() + exc.strerror[1:]
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
 
 
 def snippet(body: bytes, limit: int = 200) -> str:
@@ -71,7 +81,8 @@ def post(
         except (OSError, http.client.HTTPException):
             answer = b""
         detail = f": {snippet(answer)}" if answer.strip() else ""
-        where = f" (redirect to {e.headers.get('Location')})" if 300 <= e.code < 400 else ""
+        # The Location is not shown: it usually repeats the secret part of the URL.
+        where = " (a redirect: configure the final URL)" if 300 <= e.code < 400 else ""
         raise DeliveryError(f"{label}: HTTP {e.code} {e.reason}{where}{detail}") from None
     except (OSError, http.client.HTTPException, ValueError) as e:
-        raise DeliveryError(f"{label}: {_reason(e, timeout)}") from None
+        raise DeliveryError(f"{label}: {reason(e, timeout)}") from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from string import Template
 from typing import Any
@@ -17,12 +18,7 @@ PLACEHOLDERS = (
     "kind", "event", "job", "env", "status", "cause", "title", "text", "output_tail",
     "run_id", "exit_code", "duration", "at", "dashboard_url",
 )  # fmt: skip
-_HEADLINE = {
-    "alert": "is DOWN",
-    "recovery": "is UP again",
-    "reminder": "is still DOWN",
-    "test": "test notification",
-}
+_HEADLINE = {"alert": "is DOWN", "recovery": "is UP again", "reminder": "is still DOWN"}
 
 
 def _one_line(text: str) -> str:
@@ -150,15 +146,15 @@ class Message:
             "dashboard_url": self.dashboard_url,
         }
 
-    def render(self, template: str, *, json_escape: bool = False) -> str:
+    def render(self, template: str, escape: Callable[[str], str] | None = None) -> str:
         """Fill ``$job``-style placeholders (unknown ones stay as written).
 
-        With ``json_escape`` each value is escaped to sit inside a JSON string literal,
-        so ``{"text": "$job: $cause"}`` stays valid JSON whatever the output contains.
+        ``escape`` is applied to each value, e.g. ``json_escape`` so that
+        ``{"text": "$job: $cause"}`` stays valid JSON whatever the output contains.
         """
         values = self.values()
-        if json_escape:
-            values = {k: json.dumps(v, ensure_ascii=False)[1:-1] for k, v in values.items()}
+        if escape is not None:
+            values = {k: escape(v) for k, v in values.items()}
         return Template(template).safe_substitute(values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -176,6 +172,11 @@ class Message:
 _FIELDS = frozenset(Message.__dataclass_fields__)
 
 
+def json_escape(value: str) -> str:
+    """``value`` escaped to sit between the quotes of a JSON string."""
+    return json.dumps(value, ensure_ascii=False)[1:-1]
+
+
 def is_json_template(template: str) -> bool:
     """A template that looks like a JSON object or array is sent as application/json."""
     return template.lstrip()[:1] in ("{", "[")
@@ -186,7 +187,7 @@ def check_template(template: str) -> str:
     if is_json_template(template):
         sample = Message("test", "job", "success", 'a "quoted"\ncause', output_tail="x\ty\\z")
         try:
-            json.loads(sample.render(template, json_escape=True))
+            json.loads(sample.render(template, json_escape))
         except ValueError as e:
             raise ValidationError(
                 f"invalid webhook template: it starts like JSON but is not valid JSON ({e}); "
