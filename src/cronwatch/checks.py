@@ -1,0 +1,282 @@
+"""Evaluation: the adapter between the pure core (schedule, health, alerting, assertions)
+and the store. Used by the wrapper after each run, by ``cronwatch check`` and by the
+server's scheduler — the same decisions everywhere.
+
+Every function takes ``now``; nothing here reads the clock, so ``check --at`` travels in time.
+Each returns the events it caused (dicts with ``type``: run.ok, run.error, job.missed,
+job.timeout, job.recovered, incident.opened, incident.closed) for the server's event log.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._utils import format_time, iso
+from .alerting import (
+    AlertState,
+    CloseIncident,
+    Notify,
+    OpenIncident,
+    Policy,
+    next_tick,
+    on_outcome,
+    on_tick,
+)
+from .errors import CronwatchError, DeliveryError, ValidationError
+from .models import Job, Run, Status
+
+MAX_ATTEMPTS = 8
+OUTPUT_TAIL = 2048
+
+
+def _tail(run: Run | None) -> str:
+    if run is None:
+        return ""
+    data = (run.stdout or b"") + (run.stderr or b"")
+    return data[-OUTPUT_TAIL:].decode("utf-8", "replace")
+
+
+def _cause(run: Run) -> str:
+    if run.status is Status.MISSED:
+        return run.message or "missed: no run started in time"
+    if run.status is Status.TIMEOUT:
+        return run.message or "timed out"
+    if run.message:
+        return run.message
+    if run.status is Status.SUCCESS:
+        return "succeeded" + ("" if run.exit_code is None else f" (exit code {run.exit_code})")
+    if run.signal is not None:
+        return f"killed by signal {run.signal}"
+    return f"exit code {run.exit_code}"
+
+
+def apply_assertions(store: Any, job: Job, run: Run, *, now: float) -> bool:
+    """Turn a successful run that breaks a rule into a failure. True if it changed."""
+    if run.status is not Status.SUCCESS or not job.asserts:
+        return False
+    from .assertions import check_rules, parse_rule
+
+    failure = check_rules([parse_rule(r) for r in job.asserts], run)
+    if failure is None:
+        return False
+    run.status = Status.FAILED
+    run.message = f"assertion failed: {failure}"
+    store.update_run(run, now=now)
+    return True
+
+
+def record_outcome(store: Any, job: Job, run: Run, *, now: float) -> list[dict[str, Any]]:
+    """Advance the job's alert state with a finished run; queue notifications."""
+    events: list[dict[str, Any]] = []
+    if run.status is Status.RUNNING:
+        return events
+    raw = store.get_alert_state(job.name, run.env)
+    state = AlertState.from_dict(raw) if raw else AlertState()
+    was_down = state.down
+    state, actions = on_outcome(
+        state,
+        Policy.from_job(job),
+        failed=run.status.is_failure,
+        paused=job.paused,
+        cause=_cause(run),
+        at=now,
+    )
+    events += _act(store, job, run.env, actions, run, now)
+    if was_down and not state.down:
+        events.append({"type": "job.recovered", "job": job.name, "env": run.env, "run": run.id})
+    store.set_alert_state(job.name, run.env, state.to_dict())
+    return events
+
+
+def _act(
+    store: Any, job: Job, env: str, actions: list[Any], run: Run | None, now: float
+) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    for action in actions:
+        if isinstance(action, OpenIncident):
+            iid = store.open_incident(job.name, env, at=now, cause=action.cause,
+                                      run_id=run.id if run else None)  # fmt: skip
+            events.append({"type": "incident.opened", "job": job.name, "env": env, "incident": iid,
+                           "cause": action.cause})  # fmt: skip
+        elif isinstance(action, CloseIncident):
+            iid = store.close_incident(job.name, env, at=now, run_id=run.id if run else None)
+            if iid is not None:
+                events.append({"type": "incident.closed", "job": job.name, "env": env,
+                               "incident": iid})  # fmt: skip
+        elif isinstance(action, Notify):
+            incident = store.current_incident(job.name, env)
+            if incident is None and action.kind == "recovery":
+                last = store.list_incidents(job=job.name, limit=1)
+                incident = last[0]["id"] if last else None
+            payload = {
+                "kind": action.kind,
+                "job": job.name,
+                "status": run.status.value if run else ("success" if action.kind == "recovery" else "failed"),
+                "cause": action.cause,
+                "run": None if run is None else run.to_dict(output=False),
+                "output_tail": _tail(run),
+                "env": env,
+                "at": now,
+            }
+            for channel in job.notify:
+                store.enqueue_notification(job=job.name, incident_id=incident, kind=action.kind,
+                                           channel=channel, payload=payload, at=now)  # fmt: skip
+    return events
+
+
+def after_run(store: Any, run: Run, *, now: float, config: str | None = None) -> list[dict[str, Any]]:
+    """The wrapper's (and a finishing ping's) evaluation of its own job.
+
+    The state changes share one transaction; delivery happens after it, outside any lock.
+    """
+    with store.transaction():
+        job = store.get_job(run.job)
+        apply_assertions(store, job, run, now=now)
+        events = [{"type": "run.ok" if run.status is Status.SUCCESS else "run.error",
+                   "job": job.name, "env": run.env, "run": run.id,
+                   "status": run.status.value}]  # fmt: skip
+        events += record_outcome(store, job, run, now=now)
+    if job.notify:
+        deliver_outbox(store, now=now, budget=10.0)
+    return events
+
+
+def check_job(store: Any, name: str, *, now: float) -> list[dict[str, Any]]:
+    """Evaluate one job as of ``now``: record timed-out and missed runs, advance alerts."""
+    with store.transaction():
+        return _check_job(store, store.get_job(name), now)
+
+
+def _check_job(store: Any, job: Job, now: float) -> list[dict[str, Any]]:
+    name = job.name
+    events: list[dict[str, Any]] = []
+    if job.paused:
+        return events
+    for run in _overdue(job, store.open_runs_of(name), now):
+        run.status = Status.TIMEOUT
+        run.ended_at = now
+        run.duration = now - run.started_at
+        run.message = f"still running after the max runtime of {job.max_runtime:g}s"
+        store.update_run(run, now=now)
+        events.append({"type": "job.timeout", "job": name, "env": run.env, "run": run.id})
+        events += record_outcome(store, job, run, now=now)
+    if job.schedule:
+        from .health import effective_grace
+
+        grace = effective_grace(job)
+        newest = store.last_run(name)
+        anchor = newest.started_at if newest is not None else job.created_at
+        for expected in _missed(job, anchor, now):
+            run = Run(job=name, started_at=expected, status=Status.MISSED, ended_at=expected,
+                      message=f"missed: expected at {format_time(expected)} UTC "
+                              f"(+{grace:g}s grace), no run started",
+                      source="scheduler")  # fmt: skip
+            store.record_run(run, now=now)
+            events.append({"type": "job.missed", "job": name, "env": "", "run": run.id,
+                           "expected": iso(expected)})  # fmt: skip
+            events += record_outcome(store, job, run, now=now)
+    raw = store.get_alert_state(name, "")
+    if raw:
+        old = AlertState.from_dict(raw)
+        state, actions = on_tick(old, Policy.from_job(job), paused=job.paused, at=now)
+        if actions:
+            events += _act(store, job, "", actions, store.last_run(name), now)
+        if state != old:
+            store.set_alert_state(name, "", state.to_dict())
+    return events
+
+
+def _overdue(job: Job, open_runs: list[Run], now: float) -> list[Run]:
+    from .health import overdue
+
+    return overdue(job, open_runs, now)
+
+
+def _missed(job: Job, anchor: float, now: float) -> list[float]:
+    from .health import effective_grace
+    from .schedule import missed_deadlines, parse_schedule
+
+    return missed_deadlines(parse_schedule(job.schedule), job.tz, effective_grace(job), anchor, now)
+
+
+def check_all(store: Any, *, now: float) -> list[dict[str, Any]]:
+    """Evaluate every job that can have changed by ``now``.
+
+    Each job remembers when it next needs a look (its missed or max-runtime deadline, or
+    a reminder); writes reset that. So a check touches only the due jobs, not all of them.
+    """
+    events: list[dict[str, Any]] = []
+    with store.transaction():
+        for name in store.due_jobs(now=now):
+            events += _check_job(store, store.get_job(name), now)
+            store.set_next_check(name, job_deadline(store, name, now=now))
+    return events
+
+
+def job_deadline(store: Any, name: str, *, now: float) -> float | None:
+    """The earliest instant at which this job's health can change by the clock alone."""
+    from .health import next_deadline
+
+    job = store.get_job(name)
+    if job.paused:
+        return None
+    newest = store.last_run(name)
+    anchor = newest.started_at if newest is not None else job.created_at
+    deadlines = [next_deadline(job, anchor, store.open_runs_of(name))]
+    raw = store.get_alert_state(name, "")
+    if raw:
+        deadlines.append(next_tick(AlertState.from_dict(raw), Policy.from_job(job), paused=job.paused))
+    found = [d for d in deadlines if d is not None]
+    return min(found) if found else None
+
+
+def deliver_outbox(store: Any, *, now: float, budget: float = 30.0, timeout: float = 5.0) -> int:
+    """Send due notifications; failures are retried later with exponential backoff."""
+    import time
+
+    from .notify import Message, send
+
+    sent = 0
+    started = time.monotonic()
+    for item in store.due_notifications(now=now):
+        if time.monotonic() - started > budget:
+            break
+        if not store.claim_notification(item["id"], attempts=item["attempts"], now=now,
+                                        lease=timeout * 3):  # fmt: skip
+            continue  # another process took it
+        try:
+            msg = Message.from_dict(item["payload"])
+            send(item["channel"], msg, timeout=timeout)
+        except ValidationError as e:  # a bad channel or template: retrying cannot help
+            store.finish_notification(item["id"], ok=False, now=now, error=str(e)[:500])
+            continue
+        except (DeliveryError, CronwatchError, OSError) as e:
+            attempts = item["attempts"] + 1
+            retry = None if attempts >= MAX_ATTEMPTS else now + min(3600.0, 30.0 * 2 ** (attempts - 1))
+            store.finish_notification(item["id"], ok=False, now=now, error=str(e)[:500], retry_at=retry)
+            continue
+        store.finish_notification(item["id"], ok=True, now=now)
+        sent += 1
+    return sent
+
+
+def describe(store: Any, name: str, *, now: float) -> dict[str, Any]:
+    """Health and slow-down findings for stats/jobs/dashboard."""
+    from .health import evaluate
+    from .stats import slowdown
+
+    job = store.get_job(name)
+    last_finished = store.last_run(name, statuses=[s for s in Status if s is not Status.RUNNING])
+    newest = store.last_run(name)
+    anchor = newest.started_at if newest is not None else job.created_at
+    report = evaluate(job, last_finished=last_finished, open_runs=store.open_runs_of(name),
+                      anchor=anchor, now=now)  # fmt: skip
+    out: dict[str, Any] = {
+        "health": str(report.health),
+        "health_reason": report.reason,
+        "next_expected": report.next_expected,
+    }
+    durations = [d for d, st in store.recent_durations(name, 110) if st == "success"]
+    finding = slowdown(durations)
+    out["slowdown"] = finding.text() if finding else None
+    return out
