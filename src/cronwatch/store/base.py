@@ -155,3 +155,60 @@ class Store:
 
     def set_meta(self, key: str, value: str) -> None:
         raise NotImplementedError
+
+    # --- server: ping keys, tokens, the event log, incidents, log output ------------------
+    def ensure_ping_key(self, name: str, *, now: float) -> str:
+        """The job's ping key, made and stored on first need (the job is created if new)."""
+        raise NotImplementedError
+
+    def set_ping_key(self, name: str, key: str) -> None:
+        """Give a job an explicit ping key (ValidationError if another job holds it)."""
+        raise NotImplementedError
+
+    def project_ping_key(self) -> str:
+        """The project-wide ping key for slug URLs, made on first use."""
+        raise NotImplementedError
+
+    def create_token(self, name: str, *, read_only: bool, now: float) -> str:
+        """A new API token; only its sha256 is stored. Returned once."""
+        raise NotImplementedError
+
+    def check_token(self, token: str) -> dict[str, Any] | None:
+        raise NotImplementedError
+
+    def touch_token(self, name: str, *, now: float) -> None:
+        raise NotImplementedError
+
+    def list_tokens(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def delete_token(self, name: str) -> None:
+        raise NotImplementedError
+
+    def add_event(self, type: str, data: dict[str, Any], *, now: float) -> int:
+        """Append to the event log; returns the event's (increasing) id."""
+        raise NotImplementedError
+
+    def events_since(self, last_id: int, *, limit: int = 500) -> list[tuple[int, float, str, str]]:
+        raise NotImplementedError
+
+    def last_event_id(self) -> int:
+        raise NotImplementedError
+
+    def list_incidents(
+        self, *, job: str | None = None, open_only: bool = False, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def get_incident(self, incident_id: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def append_output(
+        self, job: str, data: bytes, *, now: float, run_id: str | None = None, env: str = "",
+        limit: int = 1_000_000,
+    ) -> str | None:
+        """Append to the open run's stdout (a log ping); the run id or None if none is open."""
+        raise NotImplementedError
+
+    def forget_job_ids(self) -> None:
+        """Drop any cached name -> id mapping (another connection changed the jobs)."""

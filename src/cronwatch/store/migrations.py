@@ -102,6 +102,8 @@ SQLITE: list[str] = [
         type TEXT NOT NULL,
         data TEXT NOT NULL
     );
+    ALTER TABLE jobs ADD COLUMN next_check REAL;
+    CREATE INDEX jobs_next_check ON jobs (next_check);
     """,
 ]
 

@@ -159,7 +159,7 @@ class SQLiteStore(Store):
         with self._write():
             self._ensure_job_id(job.name, job.created_at or now)
             self.db.execute(
-                "UPDATE jobs SET settings=?, paused=?, ping_key=? WHERE name=?",
+                "UPDATE jobs SET settings=?, paused=?, ping_key=?, next_check=NULL WHERE name=?",
                 (json.dumps(settings), int(job.paused), job.ping_key or None, job.name),
             )
         return self.get_job(job.name)
@@ -221,6 +221,7 @@ class SQLiteStore(Store):
         if cur.rowcount == 0:
             return None
         rowid = cur.lastrowid
+        self.db.execute("UPDATE jobs SET next_check=NULL WHERE id=? AND next_check IS NOT NULL", (jid,))
         if run.stdout is not None or run.stderr is not None:
             self.db.execute(
                 "INSERT INTO outputs(run_id, job_id, started_at, failed, stdout, stderr) "
@@ -247,7 +248,8 @@ class SQLiteStore(Store):
 
     def _open_rows(self, jid: int, env: str) -> list[tuple[Any, ...]]:
         return self.db.execute(
-            "SELECT id, uid, started_at, client_rid FROM runs "
+            # INDEXED BY: without it the planner walks every run of the job to skip a sort
+            "SELECT id, uid, started_at, client_rid FROM runs INDEXED BY runs_open "
             "WHERE job_id=? AND env=? AND status='running' ORDER BY started_at DESC",
             (jid, env),
         ).fetchall()
@@ -339,6 +341,7 @@ class SQLiteStore(Store):
                     "host=CASE WHEN ?='' THEN host ELSE ? END WHERE id=?",
                     (status.value, now, dur, exit_code, message, host, host, target),
                 )
+                self.db.execute("UPDATE jobs SET next_check=NULL WHERE id=?", (jid,))
                 if stdout is not None or stderr is not None:
                     self.db.execute(
                         "INSERT OR REPLACE INTO outputs(run_id, job_id, started_at, failed, "
@@ -464,6 +467,14 @@ class SQLiteStore(Store):
         ).fetchall()
         return [_run_from_row(r) for r in rows]
 
+    def open_runs_of(self, job: str) -> list[Run]:
+        rows = self.db.execute(
+            f"SELECT {_RUN_COLS} FROM runs r JOIN jobs j ON j.id=r.job_id "
+            "WHERE r.job_id=? AND r.status='running' ORDER BY r.started_at",
+            (self._job_id(job),),
+        ).fetchall()
+        return [_run_from_row(r) for r in rows]
+
     def last_run(self, job: str, *, statuses: Iterable[Status] | None = None) -> Run | None:
         jid = self._job_id(job)
         sql = f"SELECT {_RUN_COLS} FROM runs r JOIN jobs j ON j.id=r.job_id WHERE r.job_id=?"
@@ -555,6 +566,163 @@ class SQLiteStore(Store):
             (jid, n),
         ).fetchall()
 
+    # --- the check schedule: which jobs can have changed health by now ---------------------------
+    def due_jobs(self, *, now: float) -> list[str]:
+        """Jobs whose next clock-driven change is due, or unknown (changed since last check)."""
+        return [
+            r[0]
+            for r in self.db.execute(
+                "SELECT name FROM jobs WHERE next_check IS NULL OR next_check<=? ORDER BY name",
+                (now,),
+            )
+        ]
+
+    def set_next_check(self, job: str, at: float | None) -> None:
+        """Remember when ``job`` next needs a look (None: never, until something changes)."""
+        with self._write():
+            self.db.execute(
+                "UPDATE jobs SET next_check=? WHERE id=?",
+                (1e18 if at is None else at, self._job_id(job)),
+            )
+
+    # --- alerting: state, incidents, the notification outbox ----------------------------------
+    def get_alert_state(self, job: str, env: str = "") -> dict[str, Any] | None:
+        row = self.db.execute(
+            "SELECT state FROM alert_state WHERE job_id=? AND env=?", (self._job_id(job), env)
+        ).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def set_alert_state(self, job: str, env: str, state: dict[str, Any]) -> None:
+        with self._write():
+            self.db.execute(
+                "INSERT OR REPLACE INTO alert_state(job_id, env, state) VALUES (?,?,?)",
+                (self._job_id(job), env, json.dumps(state)),
+            )
+
+    def open_incident(self, job: str, env: str, *, at: float, cause: str, run_id: str | None) -> int:
+        with self._write():
+            cur = self.db.execute(
+                "INSERT INTO incidents(job_id, env, opened_at, cause, open_run) VALUES (?,?,?,?,?)",
+                (self._job_id(job), env, at, cause, run_id),
+            )
+        return int(cur.lastrowid or 0)
+
+    def close_incident(self, job: str, env: str, *, at: float, run_id: str | None) -> int | None:
+        with self._write():
+            row = self.db.execute(
+                "SELECT id FROM incidents WHERE job_id=? AND env=? AND closed_at IS NULL "
+                "ORDER BY opened_at DESC LIMIT 1",
+                (self._job_id(job), env),
+            ).fetchone()
+            if row is None:
+                return None
+            self.db.execute(
+                "UPDATE incidents SET closed_at=?, close_run=? WHERE id=? AND closed_at IS NULL",
+                (at, run_id, row[0]),
+            )
+        return int(row[0])
+
+    def current_incident(self, job: str, env: str = "") -> int | None:
+        row = self.db.execute(
+            "SELECT id FROM incidents WHERE job_id=? AND env=? AND closed_at IS NULL "
+            "ORDER BY opened_at DESC LIMIT 1",
+            (self._job_id(job), env),
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    _INCIDENT_SELECT = (
+        "SELECT i.id, j.name, i.env, i.opened_at, i.closed_at, i.cause, i.open_run, i.close_run "
+        "FROM incidents i JOIN jobs j ON j.id=i.job_id"
+    )
+
+    def _incident(self, row: tuple[Any, ...]) -> dict[str, Any]:
+        keys = ("id", "job", "env", "opened_at", "closed_at", "cause", "open_run", "close_run")
+        d = dict(zip(keys, row, strict=True))
+        d["notifications"] = [
+            dict(zip(("id", "kind", "channel", "status", "attempts", "created_at", "sent_at",
+                      "last_error", "next_attempt_at"), n, strict=True))
+            for n in self.db.execute(
+                "SELECT id, kind, channel, status, attempts, created_at, sent_at, last_error, "
+                "next_attempt_at FROM notifications WHERE incident_id=? ORDER BY id",
+                (row[0],),
+            )
+        ]  # fmt: skip
+        return d
+
+    def list_incidents(
+        self, *, job: str | None = None, limit: int = 50, open_only: bool = False
+    ) -> list[dict[str, Any]]:
+        sql, params = self._INCIDENT_SELECT, []
+        where = []
+        if job is not None:
+            where.append("i.job_id=?")
+            params.append(self._job_id(job))
+        if open_only:
+            where.append("i.closed_at IS NULL")
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY i.opened_at DESC, i.id DESC LIMIT ?"
+        params.append(limit)
+        return [self._incident(r) for r in self.db.execute(sql, params).fetchall()]
+
+    def get_incident(self, incident_id: int) -> dict[str, Any]:
+        row = self.db.execute(self._INCIDENT_SELECT + " WHERE i.id=?", (incident_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"unknown incident {incident_id}")
+        return self._incident(row)
+
+    def enqueue_notification(
+        self, *, job: str, incident_id: int | None, kind: str, channel: str,
+        payload: dict[str, Any], at: float,
+    ) -> int:  # fmt: skip
+        with self._write():
+            cur = self.db.execute(
+                "INSERT INTO notifications(incident_id, job_id, kind, channel, payload, created_at, "
+                "next_attempt_at) VALUES (?,?,?,?,?,?,?)",
+                (incident_id, self._job_id(job), kind, channel, json.dumps(payload), at, at),
+            )
+        return int(cur.lastrowid or 0)
+
+    def due_notifications(self, *, now: float, limit: int = 50) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT id, channel, payload, attempts, kind FROM notifications "
+            "WHERE status='pending' AND next_attempt_at<=? ORDER BY id LIMIT ?",
+            (now, limit),
+        ).fetchall()
+        return [
+            {"id": r[0], "channel": r[1], "payload": json.loads(r[2]), "attempts": r[3], "kind": r[4]}
+            for r in rows
+        ]
+
+    def claim_notification(self, nid: int, *, attempts: int, now: float, lease: float) -> bool:
+        """Take one delivery attempt (conditional update: exactly one claimant wins)."""
+        with self._write():
+            cur = self.db.execute(
+                "UPDATE notifications SET attempts=attempts+1, next_attempt_at=? "
+                "WHERE id=? AND status='pending' AND attempts=? AND next_attempt_at<=?",
+                (now + lease, nid, attempts, now),
+            )
+        return cur.rowcount == 1
+
+    def finish_notification(
+        self, nid: int, *, ok: bool, now: float, error: str = "", retry_at: float | None = None
+    ) -> None:
+        with self._write():
+            if ok:
+                self.db.execute(
+                    "UPDATE notifications SET status='sent', sent_at=?, last_error='' WHERE id=?",
+                    (now, nid),
+                )
+            elif retry_at is not None:
+                self.db.execute(
+                    "UPDATE notifications SET last_error=?, next_attempt_at=? WHERE id=?",
+                    (error, retry_at, nid),
+                )
+            else:
+                self.db.execute(
+                    "UPDATE notifications SET status='failed', last_error=? WHERE id=?", (error, nid)
+                )
+
     # --- key/value ---------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
@@ -563,6 +731,153 @@ class SQLiteStore(Store):
     def set_meta(self, key: str, value: str) -> None:
         with self._write():
             self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    # --- server: ping keys, tokens, the event log, incidents, log output ------------------
+    def ensure_ping_key(self, name: str, *, now: float) -> str:
+        """The job's ping key, made (random, 128 bits, URL-safe) and stored on first need."""
+        import secrets
+
+        with self._write():
+            jid = self._ensure_job_id(name, now)
+            row = self.db.execute("SELECT ping_key FROM jobs WHERE id=?", (jid,)).fetchone()
+            if row[0]:
+                return str(row[0])
+            key = secrets.token_urlsafe(16)
+            self.db.execute("UPDATE jobs SET ping_key=? WHERE id=?", (key, jid))
+        return key
+
+    def set_ping_key(self, name: str, key: str) -> None:
+        """Give a job an explicit ping key; a key another job holds is refused."""
+        from ..errors import ValidationError
+
+        if not key or len(key) > 128 or not all(c.isalnum() or c in "-_" for c in key):
+            raise ValidationError(
+                f"invalid ping key {key!r}: 1-128 characters of letters, digits, '-' and '_'"
+            )
+        with self._write():
+            jid = self._job_id(name)
+            row = self.db.execute("SELECT id FROM jobs WHERE ping_key=?", (key,)).fetchone()
+            if row is not None and row[0] != jid:
+                raise ValidationError("that ping key belongs to another job")
+            self.db.execute("UPDATE jobs SET ping_key=? WHERE id=?", (key, jid))
+
+    def project_ping_key(self) -> str:
+        """The project-wide ping key for slug URLs, made on first use and kept in meta."""
+        import secrets
+
+        with self._write():
+            key = self.get_meta("project_ping_key")
+            if key is None:
+                key = secrets.token_urlsafe(16)
+                self.db.execute(
+                    "INSERT INTO meta(key, value) VALUES ('project_ping_key', ?)", (key,)
+                )
+        return key
+
+    def create_token(self, name: str, *, read_only: bool, now: float) -> str:
+        """Store a new API token's sha256 and return the token itself (shown once)."""
+        import hashlib
+        import secrets
+
+        from ..errors import ValidationError
+
+        token = "cw_" + secrets.token_urlsafe(32)
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        with self._write():
+            if self.db.execute("SELECT 1 FROM tokens WHERE name=?", (name,)).fetchone():
+                raise ValidationError(f"a token named {name!r} already exists")
+            self.db.execute(
+                "INSERT INTO tokens(name, hash, read_only, created_at) VALUES (?,?,?,?)",
+                (name, digest, int(read_only), now),
+            )
+        return token
+
+    def check_token(self, token: str) -> dict[str, Any] | None:
+        """The token's record ({name, read_only, ...}) or None when unknown."""
+        import hashlib
+
+        digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
+        row = self.db.execute(
+            "SELECT name, read_only, created_at, last_used_at FROM tokens WHERE hash=?", (digest,)
+        ).fetchone()
+        if row is None:
+            return None
+        return {"name": row[0], "read_only": bool(row[1]), "created_at": row[2],
+                "last_used_at": row[3]}  # fmt: skip
+
+    def touch_token(self, name: str, *, now: float) -> None:
+        with self._write():
+            self.db.execute("UPDATE tokens SET last_used_at=? WHERE name=?", (now, name))
+
+    def list_tokens(self) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT name, read_only, created_at, last_used_at FROM tokens ORDER BY name"
+        ).fetchall()
+        return [{"name": r[0], "read_only": bool(r[1]), "created_at": r[2], "last_used_at": r[3]}
+                for r in rows]  # fmt: skip
+
+    def delete_token(self, name: str) -> None:
+        with self._write():
+            if self.db.execute("DELETE FROM tokens WHERE name=?", (name,)).rowcount == 0:
+                raise NotFound(f"unknown token {name!r}")
+
+    def add_event(self, type: str, data: dict[str, Any], *, now: float) -> int:
+        """Append to the event log (SSE); ids increase, so clients resume by Last-Event-ID."""
+        with self._write():
+            cur = self.db.execute(
+                "INSERT INTO events(at, type, data) VALUES (?,?,?)", (now, type, json.dumps(data))
+            )
+        return int(cur.lastrowid or 0)
+
+    def events_since(self, last_id: int, *, limit: int = 500) -> list[tuple[int, float, str, str]]:
+        """(id, at, type, data JSON) of events after ``last_id``, oldest first."""
+        return self.db.execute(
+            "SELECT id, at, type, data FROM events WHERE id>? ORDER BY id LIMIT ?",
+            (last_id, limit),
+        ).fetchall()
+
+    def last_event_id(self) -> int:
+        row = self.db.execute("SELECT max(id) FROM events").fetchone()
+        return int(row[0] or 0)
+
+    def append_output(
+        self, job: str, data: bytes, *, now: float, run_id: str | None = None, env: str = "",
+        limit: int = 1_000_000,
+    ) -> str | None:
+        """Append ``data`` to the open run's stdout (a log ping); the run's id, or None when
+        no run is open. Nothing else about the run changes."""
+        from .._utils import cap_bytes
+
+        with self._write():
+            jid = self._job_id(job)
+            if run_id is not None:
+                row = self.db.execute(
+                    "SELECT id, uid, started_at, status FROM runs WHERE uid=? AND job_id=?",
+                    (run_id, jid),
+                ).fetchone()
+            else:
+                row = self.db.execute(
+                    "SELECT id, uid, started_at, status FROM runs INDEXED BY runs_open WHERE "
+                    "job_id=? AND env=? AND status='running' AND client_rid=0 "
+                    "ORDER BY started_at DESC LIMIT 1",
+                    (jid, env),
+                ).fetchone()
+            if row is None:
+                return None
+            out = self.db.execute(
+                "SELECT stdout FROM outputs WHERE run_id=?", (row[0],)
+            ).fetchone()
+            old = decompress(out[0]) if out is not None and out[0] is not None else b""
+            self.db.execute(
+                "INSERT OR REPLACE INTO outputs(run_id, job_id, started_at, failed, stdout, "
+                "stderr) VALUES (?,?,?,?,?,NULL)",
+                (row[0], jid, row[2], int(row[3] in _FAILED), compress(cap_bytes(old + data, limit))),
+            )
+        return str(row[1])
+
+    def forget_job_ids(self) -> None:
+        """Drop the name -> id cache (another connection deleted or renamed a job)."""
+        self._job_ids.clear()
 
 
 class _Tx:

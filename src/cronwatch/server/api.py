@@ -1,0 +1,304 @@
+"""The management API: FastAPI under /api/v1, strict pydantic models, bearer tokens.
+
+Reads use the server's read connection; writes go through the group-commit writer, like
+pings. Every CronwatchError becomes ``{"error": message}`` with its HTTP status; bad
+input is a 422 that names the field, never a 500.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPBearer
+
+from ..errors import CronwatchError, NotFound, ValidationError
+from ..models import NAME_RULE, Job, Status
+from ..store.base import Store
+from .api_models import JobCreate, JobPatch, JobSettings, RunCreate, RunPatch
+from .auth import authorize
+
+NAME = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+RUN_ID = r"^[A-Za-z0-9._:-]{1,128}$"
+JobName = Annotated[str, Path(pattern=NAME, description=NAME_RULE)]
+RunId = Annotated[str, Path(pattern=RUN_ID)]
+# module level: endpoint annotations are strings (PEP 563), resolved in this namespace
+BEARER = HTTPBearer(auto_error=False, description="a token from: cronwatch token create NAME")
+PERIODS = {"day": 86400.0, "week": 7 * 86400.0, "month": 30 * 86400.0}
+OUTPUT_LIMIT = 1_000_000
+
+
+_ERR = {
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {"error": {"type": "string"}},
+                "required": ["error"],
+            }
+        }
+    }
+}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "missing or invalid token", **_ERR},
+    403: {"description": "read-only token on a write", **_ERR},
+    404: {"description": "unknown job, run or incident", **_ERR},
+    409: {"description": "the job exists already", **_ERR},
+    422: {"description": "invalid input; the message names the field", **_ERR},
+}  # fmt: skip
+
+
+class Conflict(CronwatchError):
+    http_status = 409
+
+
+def build_api(server: Any) -> FastAPI:
+    def auth(request: Request, _: Annotated[Any, Depends(BEARER)] = None) -> None:
+        authorization = request.headers.get("authorization")
+        authorize(server, authorization, write=request.method not in ("GET", "HEAD"))
+
+    api = FastAPI(
+        title="cronwatch", version="1", servers=[{"url": "/api/v1"}], openapi_url="/openapi.json",
+        docs_url=None, redoc_url=None, dependencies=[Depends(auth)], responses=ERRORS,
+    )  # fmt: skip
+
+    @api.exception_handler(CronwatchError)
+    async def cronwatch_error(request: Request, exc: CronwatchError) -> JSONResponse:
+        server.counters["api_errors"] += 1
+        return JSONResponse({"error": str(exc)}, status_code=exc.http_status)
+
+    @api.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        server.counters["api_errors"] += 1
+        errors = jsonable_encoder(
+            exc.errors(), custom_encoder={bytes: lambda b: b.decode("utf-8", "replace")}
+        )
+        first = errors[0] if errors else {}
+        where = ".".join(str(x) for x in first.get("loc", ()))
+        msg = f"invalid {where}: {first.get('msg', 'invalid input')}"
+        return JSONResponse({"error": msg, "detail": errors}, status_code=422)
+
+    reader: Store = server.reader
+
+    async def write(op: Any, touch: str | None = None) -> Any:
+        result = await server.writer.run(op)
+        if touch is not None and server.scheduler is not None:
+            server.scheduler.touch(touch)  # its settings changed: so may its deadline
+        return result
+
+    async def keyed(jobs: list[Job]) -> list[Job]:
+        """Jobs with their ping keys, made on first need (a job may come from the wrapper)."""
+        missing = [j.name for j in jobs if not j.ping_key]
+        if missing:
+            keys = await write(
+                lambda s: {n: s.ensure_ping_key(n, now=time.time()) for n in missing}
+            )
+            for j in jobs:
+                j.ping_key = j.ping_key or keys.get(j.name, "")
+        return jobs
+
+    # --- jobs ------------------------------------------------------------------------------
+    @api.get("/jobs")
+    async def list_jobs(
+        health: Annotated[str | None, Query(max_length=32)] = None,
+        status: Annotated[str | None, Query(max_length=32)] = None,
+        tag: Annotated[str | None, Query(max_length=200)] = None,
+    ) -> list[dict[str, Any]]:
+        out = []
+        for job in await keyed(reader.list_jobs()):
+            d = job_view(reader, job)
+            if health and d["health"] != health:
+                continue
+            if status and d["status"] != status:
+                continue
+            if tag and tag not in job.tags:
+                continue
+            out.append(d)
+        return out
+
+    @api.post("/jobs", status_code=201)
+    async def create_job(body: JobCreate) -> dict[str, Any]:
+        settings = body.model_dump(exclude={"name"}, exclude_unset=True)
+        check_settings(settings)
+
+        def op(store: Store) -> Job:
+            if store.find_job(body.name) is not None:
+                raise Conflict(f"job {body.name!r} already exists")
+            return _save(store, Job(name=body.name), settings)
+
+        return job_view(reader, await write(op, body.name))
+
+    @api.get("/jobs/{name}")
+    async def get_job(name: JobName) -> dict[str, Any]:
+        return job_view(reader, (await keyed([reader.get_job(name)]))[0])
+
+    @api.put("/jobs/{name}")
+    async def put_job(name: JobName, body: JobSettings) -> dict[str, Any]:
+        settings = body.model_dump(exclude_unset=True)
+        check_settings(settings)
+
+        def op(store: Store) -> Job:
+            old = store.find_job(name)
+            fresh = Job(name=name, created_at=old.created_at if old else 0.0,
+                        ping_key=old.ping_key if old else "")  # fmt: skip
+            return _save(store, fresh, settings)
+
+        return job_view(reader, await write(op, name))
+
+    @api.patch("/jobs/{name}")
+    async def patch_job(name: JobName, body: JobPatch) -> dict[str, Any]:
+        settings = body.model_dump(exclude_unset=True)
+        check_settings(settings)
+        return job_view(reader, await write(lambda s: _save(s, s.get_job(name), settings), name))
+
+    @api.delete("/jobs/{name}", status_code=204)
+    async def delete_job(name: JobName) -> Response:
+        await write(lambda s: s.delete_job(name), name)
+        reader.forget_job_ids()
+        return Response(status_code=204)
+
+    @api.post("/jobs/{name}/pause")
+    async def pause(name: JobName) -> dict[str, Any]:
+        return job_view(
+            reader, await write(lambda s: _save(s, s.get_job(name), {"paused": True}), name)
+        )
+
+    @api.post("/jobs/{name}/resume")
+    async def resume(name: JobName) -> dict[str, Any]:
+        job = await write(lambda s: _save(s, s.get_job(name), {"paused": False}), name)
+        return job_view(reader, job)
+
+    # --- runs --------------------------------------------------------------------------------
+    @api.get("/jobs/{name}/runs")
+    async def list_runs(
+        name: JobName,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+        status: Annotated[Status | None, Query()] = None,
+        since: Annotated[float | None, Query(ge=0, le=1e11)] = None,
+    ) -> list[dict[str, Any]]:
+        reader.get_job(name)
+        runs = reader.list_runs(job=name, limit=limit, status=status, since=since)
+        return [r.to_dict(output=False) for r in runs]
+
+    @api.post("/jobs/{name}/runs", status_code=201)
+    async def create_run(name: JobName, body: RunCreate) -> dict[str, Any]:
+        from .runs_api import create_run_op
+
+        run = await write(lambda s: create_run_op(s, name, body, time.time(), OUTPUT_LIMIT), name)
+        if server.scheduler is not None:
+            server.scheduler.deliver_now.set()
+        return run.to_dict(output=True)
+
+    @api.get("/runs/{run_id}")
+    async def get_run(run_id: RunId) -> dict[str, Any]:
+        return reader.get_run(run_id, output=True).to_dict(output=True)
+
+    @api.patch("/runs/{run_id}")
+    async def patch_run(run_id: RunId, body: RunPatch) -> dict[str, Any]:
+        from .runs_api import patch_run_op
+
+        run = await write(lambda s: patch_run_op(s, run_id, body, time.time(), OUTPUT_LIMIT))
+        if server.scheduler is not None:
+            server.scheduler.touch(run.job)
+            server.scheduler.deliver_now.set()
+        return run.to_dict(output=True)
+
+    # --- stats and incidents ---------------------------------------------------------------
+    @api.get("/jobs/{name}/stats")
+    async def stats(
+        name: JobName, period: Literal["day", "week", "month"] = "day"
+    ) -> dict[str, Any]:
+        reader.get_job(name)
+        s = reader.job_stats(name, since=time.time() - PERIODS[period])
+        finished = s["finished"]
+        return {
+            "job": name, "period": period, "total": s["runs"], "successful": s["success"],
+            "failed": s["failed"], "missed": s["missed"], "timeout": s["timeout"],
+            "running": s["running"], "avg_duration": s["duration_avg"],
+            "p95_duration": s["duration_p95"],
+            "uptime": None if not finished else round(100.0 * s["success"] / finished, 3),
+        }  # fmt: skip
+
+    @api.get("/incidents")
+    async def incidents(
+        job: Annotated[str | None, Query(pattern=NAME)] = None,
+        open: bool = False,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[dict[str, Any]]:
+        if job is not None:
+            reader.get_job(job)
+        return reader.list_incidents(job=job, open_only=open, limit=limit)
+
+    @api.get("/incidents/{incident_id}")
+    async def incident(incident_id: Annotated[int, Path(ge=1, le=2**62)]) -> dict[str, Any]:
+        return reader.get_incident(incident_id)
+
+    return api
+
+
+def check_settings(settings: dict[str, Any]) -> None:
+    """Validate what pydantic cannot: the schedule and the time zone."""
+    if settings.get("tz"):
+        from zoneinfo import ZoneInfo
+
+        try:
+            ZoneInfo(settings["tz"])
+        except Exception:
+            raise ValidationError(f"invalid tz {settings['tz']!r}: expected an IANA zone") from None
+    for channel in settings.get("notify") or ():
+        try:
+            from ..notify import validate_channel
+        except ImportError:
+            break
+        try:
+            validate_channel(channel)
+        except CronwatchError as e:
+            raise ValidationError(f"invalid notify channel: {e}") from None
+        except Exception as e:
+            raise ValidationError(f"invalid notify channel {channel!r}: {e}") from None
+    if settings.get("schedule"):
+        try:
+            from ..schedule import parse_schedule  # type: ignore[attr-defined]
+        except ImportError:
+            return
+        try:
+            parse_schedule(settings["schedule"])
+        except CronwatchError as e:
+            raise ValidationError(f"invalid schedule: {e}") from None
+        except Exception as e:  # a parser bug must still be the client's 422, not a 500
+            raise ValidationError(f"invalid schedule {settings['schedule']!r}: {e}") from None
+
+
+def _save(store: Store, job: Job, settings: dict[str, Any]) -> Job:
+    key = settings.pop("ping_key", None)
+    for k, v in settings.items():
+        setattr(job, k, v)
+    saved = store.save_job(job, now=time.time())
+    if key:
+        store.set_ping_key(saved.name, key)
+    store.ensure_ping_key(saved.name, now=time.time())
+    return store.get_job(saved.name)
+
+
+def job_view(store: Store, job: Job) -> dict[str, Any]:
+    d = job.to_dict()
+    last = store.last_run(job.name)
+    d["last_run"] = None if last is None else last.to_dict(output=False)
+    d["status"] = None if last is None else last.status.value
+    if job.paused:
+        health = "paused"
+    elif last is None:
+        health = "unknown"
+    else:
+        done = last if last.status.is_finished else store.last_run(
+            job.name, statuses=[s for s in Status if s.is_finished])  # fmt: skip
+        health = "unknown" if done is None else ("failing" if done.status.is_failure else "healthy")
+    d["health"] = health
+    return d
+
+
+__all__ = ["build_api", "NotFound"]

@@ -1,0 +1,74 @@
+"""/metrics in the Prometheus text format: per job health and server counters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def render(server: Any) -> str:
+    reader = server.reader
+    lines = [
+        "# HELP cronwatch_job_up 1 if the job's last finished run succeeded, 0 if it failed.",
+        "# TYPE cronwatch_job_up gauge",
+    ]
+    up: list[str] = []
+    last_time: list[str] = []
+    last_dur: list[str] = []
+    by_status: list[str] = []
+    rows = reader.db.execute(
+        "SELECT j.name, j.paused, "
+        " (SELECT status || ' ' || started_at || ' ' || ifnull(duration, 'NaN') FROM runs r "
+        "  WHERE r.job_id=j.id AND r.status!='running' ORDER BY started_at DESC LIMIT 1) "
+        "FROM jobs j ORDER BY j.name"
+    ).fetchall()
+    counts: dict[str, dict[str, int]] = {}
+    for name, status, n in reader.db.execute(
+        "SELECT j.name, r.status, count(*) FROM runs r JOIN jobs j ON j.id=r.job_id "
+        "GROUP BY r.job_id, r.status"
+    ):
+        counts.setdefault(name, {})[status] = n
+    for name, _paused, last in rows:
+        lab = f'job="{_label(name)}"'
+        if last is not None:
+            status, started, duration = last.split(" ")
+            up.append(f"cronwatch_job_up{{{lab}}} {1 if status == 'success' else 0}")
+            last_time.append(f"cronwatch_job_last_run_timestamp_seconds{{{lab}}} {started}")
+            last_dur.append(f"cronwatch_job_last_duration_seconds{{{lab}}} {duration}")
+        for status, n in sorted(counts.get(name, {}).items()):
+            by_status.append(f'cronwatch_job_runs_total{{{lab},status="{status}"}} {n}')
+    lines += up
+    lines += ["# HELP cronwatch_job_last_run_timestamp_seconds Start of the last finished run.",
+              "# TYPE cronwatch_job_last_run_timestamp_seconds gauge", *last_time,
+              "# HELP cronwatch_job_last_duration_seconds Duration of the last finished run.",
+              "# TYPE cronwatch_job_last_duration_seconds gauge", *last_dur,
+              "# HELP cronwatch_job_runs_total Stored runs by status.",
+              "# TYPE cronwatch_job_runs_total gauge", *by_status]  # fmt: skip
+    c = server.counters
+    lines += [
+        "# HELP cronwatch_pings_received_total Ping requests received.",
+        "# TYPE cronwatch_pings_received_total counter",
+        f"cronwatch_pings_received_total {c['pings_received']}",
+        "# HELP cronwatch_pings_total Well-formed pings by dialect.",
+        "# TYPE cronwatch_pings_total counter",
+    ]
+    for d in ("healthchecks", "simob", "cronitor"):
+        lines.append(f'cronwatch_pings_total{{dialect="{d}"}} {c["pings_" + d]}')
+    lines += [
+        "# HELP cronwatch_ping_errors_total Pings answered with an error (4xx/5xx).",
+        "# TYPE cronwatch_ping_errors_total counter",
+        f"cronwatch_ping_errors_total {c['ping_errors']}",
+        "# HELP cronwatch_api_errors_total Management API requests answered with an error.",
+        "# TYPE cronwatch_api_errors_total counter",
+        f"cronwatch_api_errors_total {c['api_errors']}",
+    ]
+    w = server.writer
+    if w is not None:
+        lines += ["# HELP cronwatch_commits_total Group commits by the writer.",
+                  "# TYPE cronwatch_commits_total counter", f"cronwatch_commits_total {w.batches}",
+                  "# HELP cronwatch_writes_total Operations committed by the writer.",
+                  "# TYPE cronwatch_writes_total counter", f"cronwatch_writes_total {w.ops}"]  # fmt: skip
+    return "\n".join(lines) + "\n"

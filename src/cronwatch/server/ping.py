@@ -1,0 +1,260 @@
+"""Ping dialects: URL + query -> one ``Ping`` (what happened to which job).
+
+Parsing is pure; ``apply_ping`` runs in the writer thread inside the group transaction.
+
+    simob        /jobs/p/{key}?state=run|complete|fail[&v=1]
+    Healthchecks /ping/{key}[/start|/fail|/log|/{0-255}][?rid=]
+                 /ping/{project-key}/{slug}[/start|/fail|/log|/{0-255}][?create=1]
+    Cronitor     /p/{project-key}/{job}, /ping/{project-key}/{job}
+                 ?state=run|complete|fail|ok&message=&metric=duration:1.5&series=&env=&host=
+    Loom         /ping/{key}/start, /ping/{key}/fail, ?exit_code=N
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+from ..errors import CronwatchError, NotFound, ValidationError
+from ..models import Status, new_run_id, validate_name, validate_run_id
+from ..store.base import Store
+
+START, SUCCESS, FAIL, LOG, HEARTBEAT = "start", "success", "fail", "log", "heartbeat"
+_SIMOB_STATES = {"run": START, "complete": SUCCESS, "fail": FAIL}
+_CRONITOR_STATES = {"run": START, "complete": SUCCESS, "fail": FAIL, "ok": SUCCESS}
+_CRONITOR_PARAMS = ("state", "message", "msg", "metric", "series", "env", "host", "status_code")
+_HC_ACTIONS = {"start": START, "fail": FAIL, "log": LOG}
+MAX_FIELD = 2000  # message, host and env are cut to this; a ping cannot bloat a row
+
+
+class BadPing(CronwatchError):
+    http_status = 400
+
+
+@dataclass(slots=True)
+class Ping:
+    dialect: str
+    key: str = ""  # a job's ping key, or
+    project_key: str = ""  # the project key + slug
+    slug: str = ""
+    create: bool = False
+    action: str = SUCCESS
+    exit_code: int | None = None
+    rid: str | None = None
+    env: str = ""
+    host: str = ""
+    message: str = ""
+    duration: float | None = None
+    want_execution: bool = False
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def _exit_status(text: str) -> int:
+    if not text.isdigit() or len(text) > 3 or int(text) > 255:
+        raise BadPing(f"invalid exit status {text!r}: expected 0-255")
+    return int(text)
+
+
+def _cut(text: str) -> str:
+    return text[:MAX_FIELD]
+
+
+def parse_ping(path: str, query: str) -> Ping | None:
+    """The ping a request describes; None if the path is not a ping route (404)."""
+    parts = path.strip("/").split("/")
+    if len(parts) > 4 or len(path) > 600:
+        return None
+    params = parse_qsl(query, keep_blank_values=True, max_num_fields=64)
+    q: dict[str, str] = {}
+    metrics: list[str] = []
+    for k, v in params:
+        if k == "metric":
+            metrics.append(v)
+        else:
+            q.setdefault(k, v)
+    head = parts[0]
+    if head == "jobs" and len(parts) == 3 and parts[1] == "p":
+        p = Ping("simob", key=parts[2])
+        state = q.get("state", "").lower()
+        if state not in _SIMOB_STATES:
+            raise BadPing("missing or invalid state: expected state=run, complete or fail")
+        p.action = _SIMOB_STATES[state]
+        p.want_execution = q.get("v") == "1"
+    elif head == "p" and len(parts) == 3:
+        p = Ping("cronitor", project_key=parts[1], slug=parts[2], create=True)
+    elif head == "ping" and 2 <= len(parts) <= 4:
+        p = _parse_ping_path(parts[1:], q)
+    else:
+        return None
+    if p.dialect == "cronitor":
+        _cronitor(p, q, metrics)
+    if "rid" in q:
+        p.rid = _rid(q["rid"])
+    if "exit_code" in q:  # Loom
+        p.exit_code = _exit_status(q["exit_code"])
+        if p.action == SUCCESS and p.exit_code != 0:
+            p.action = FAIL
+    if "env" in q:
+        p.env = _cut(q["env"])
+    if p.slug:
+        try:
+            validate_name(p.slug)
+        except ValidationError as e:
+            raise BadPing(str(e)) from None
+    return p
+
+
+def _rid(text: str) -> str:
+    try:
+        return validate_run_id(text)
+    except ValidationError as e:
+        raise BadPing(str(e)) from None
+
+
+def _parse_ping_path(rest: list[str], q: dict[str, str]) -> Ping:
+    key = rest[0]
+    if len(rest) == 1:
+        return Ping("healthchecks", key=key)
+    second = rest[1]
+    if len(rest) == 2 and (second in _HC_ACTIONS or second.isdigit() or second.startswith("-")):
+        p = Ping("healthchecks", key=key)
+        if second in _HC_ACTIONS:
+            p.action = _HC_ACTIONS[second]
+        else:
+            p.exit_code = _exit_status(second)
+            p.action = SUCCESS if p.exit_code == 0 else FAIL
+        return p
+    # /ping/{project-key}/{slug}[/action]: Healthchecks slugs, and Cronitor when state=...
+    cronitor = len(rest) == 2 and any(k in q for k in _CRONITOR_PARAMS)
+    p = Ping("cronitor" if cronitor else "healthchecks", project_key=key, slug=second)
+    p.create = cronitor or q.get("create") == "1"
+    if len(rest) == 3:
+        third = rest[2]
+        if third in _HC_ACTIONS:
+            p.action = _HC_ACTIONS[third]
+        else:
+            p.exit_code = _exit_status(third)
+            p.action = SUCCESS if p.exit_code == 0 else FAIL
+    return p
+
+
+def _cronitor(p: Ping, q: dict[str, str], metrics: list[str]) -> None:
+    state = q.get("state", "").lower()
+    if state:
+        if state not in _CRONITOR_STATES:
+            raise BadPing("invalid state: expected state=run, complete, fail or ok")
+        p.action = _CRONITOR_STATES[state]
+    else:
+        p.action = HEARTBEAT
+    p.message = _cut(q.get("message") or q.get("msg") or "")
+    p.host = _cut(q.get("host", ""))
+    if q.get("series"):
+        p.rid = _rid(q["series"])
+    if q.get("status_code"):
+        try:
+            p.exit_code = int(q["status_code"])
+        except ValueError:
+            raise BadPing(f"invalid status_code {q['status_code']!r}") from None
+    for m in metrics:
+        name, _, value = m.partition(":")
+        try:
+            number = float(value)
+        except ValueError:
+            raise BadPing(f"invalid metric {m!r}: expected name:number") from None
+        if name == "duration":
+            if not 0 <= number < 1e9:
+                raise BadPing(f"invalid duration metric {m!r}")
+            p.duration = number
+        elif name in ("count", "error_count"):
+            p.extra[name] = value
+    if p.extra:
+        counts = " ".join(f"{k}={v}" for k, v in sorted(p.extra.items()))
+        p.message = f"{p.message} ({counts})" if p.message else counts
+
+
+# --- applying a ping (writer thread) --------------------------------------------------
+
+
+def resolve_job(store: Store, p: Ping, project_key: str, now: float) -> str:
+    if p.key:
+        row = store.db.execute(  # type: ignore[attr-defined]
+            "SELECT name FROM jobs WHERE ping_key=?", (p.key,)
+        ).fetchone()
+        if row is None:
+            raise NotFound("not found")
+        return str(row[0])
+    if p.project_key != project_key:
+        raise NotFound("not found")
+    if not p.create and store.find_job(p.slug) is None:
+        raise NotFound("not found")
+    return p.slug
+
+
+def apply_ping(
+    store: Store, p: Ping, body: bytes | None, project_key: str, now: float | None = None
+) -> dict[str, Any]:
+    """Record the ping; returns {"job", "run", "events"} (events also go to the log)."""
+    now = time.time() if now is None else now
+    job = resolve_job(store, p, project_key, now)
+    events: list[dict[str, Any]] = []
+    src = "ping:" + p.dialect
+    if p.action == START:
+        run, timed_out = store.start_run(job, now=now, run_id=p.rid, env=p.env, host=p.host,
+                                         source=src)  # fmt: skip
+        for t in timed_out:  # a timed-out run is a failure for the alert state too
+            extra = _after_ping(store, t, now)
+            events.append(_event("job.timeout", t))
+            events.extend(extra)
+        if body:
+            store.append_output(job, body, now=now, run_id=run.id, env=p.env)
+        events.append(_event("run.started", run))
+    elif p.action == LOG:
+        rid = store.append_output(job, body or b"", now=now, run_id=p.rid, env=p.env)
+        events.append({"type": "run.log", "job": job, "env": p.env, "run": rid,
+                       "bytes": len(body or b"")})  # fmt: skip
+        run = None
+    else:
+        status = Status.FAILED if p.action == FAIL else Status.SUCCESS
+        rid = p.rid
+        if p.action == HEARTBEAT and rid is None:
+            rid = new_run_id(now)  # a heartbeat never closes an open run
+        run = store.finish_run(job, status, now=now, run_id=rid, env=p.env,
+                               exit_code=p.exit_code, duration=p.duration, stdout=body or None,
+                               message=p.message, host=p.host, source=src)  # fmt: skip
+        extra = _after_ping(store, run, now)  # may turn a success into a failure (asserts)
+        events.append(_event("run.ok" if run.status is Status.SUCCESS else "run.error", run))
+        events.extend(extra)
+    for ev in events:
+        store.add_event(ev["type"], ev, now=now)
+    return {"job": job, "run": None if run is None else run.id, "events": events}
+
+
+def _event(type_: str, run: Any) -> dict[str, Any]:
+    return {"type": type_, "job": run.job, "env": run.env, "run": run.id,
+            "status": run.status.value, "started_at": run.started_at, "ended_at": run.ended_at,
+            "duration": run.duration, "exit_code": run.exit_code}  # fmt: skip
+
+
+def _after_ping(store: Store, run: Any, now: float) -> list[dict[str, Any]]:
+    """Assertions and the alert state machine (cronwatch.checks) for a finished run.
+
+    Delivery is not done here: this runs in the writer's transaction, and the scheduler's
+    outbox task sends notifications on its own connection.
+    """
+    try:
+        from .. import checks
+    except ImportError:
+        return []
+    hook = getattr(checks, "after_ping", None)
+    if hook is not None:
+        return list(hook(store, run, now=now) or [])
+    record = getattr(checks, "record_outcome", None)
+    if record is None:
+        return []
+    job = store.get_job(run.job)
+    assertions = getattr(checks, "apply_assertions", None)
+    if assertions is not None:
+        assertions(store, job, run, now=now)
+    return list(record(store, job, run, now=now) or [])

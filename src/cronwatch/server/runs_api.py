@@ -1,0 +1,79 @@
+"""Run check-ins through the API (SDKs): the same run semantics as pings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._utils import cap_bytes
+from ..models import Run, Status, validate_name
+from ..store.base import Store
+from .api_models import RunCreate, RunPatch
+from .ping import _after_ping, _event
+
+
+def _output(text: str | None, limit: int) -> bytes | None:
+    return None if text is None else cap_bytes(text.encode("utf-8", "surrogateescape"), limit)
+
+
+def _log(store: Store, events: list[dict[str, Any]], now: float) -> None:
+    for ev in events:
+        store.add_event(ev["type"], ev, now=now)
+
+
+def create_run_op(store: Store, job: str, body: RunCreate, now: float, limit: int) -> Run:
+    validate_name(job)
+    if body.status == "in_progress":
+        run, timed_out = store.start_run(job, now=now, run_id=body.run_id, env=body.env,
+                                         host=body.host, source="api")  # fmt: skip
+        if body.output:
+            store.append_output(job, body.output.encode(), now=now, run_id=run.id, limit=limit)
+        _log(
+            store, [_event("job.timeout", t) for t in timed_out] + [_event("run.started", run)], now
+        )
+        return store.get_run(run.id)
+    status = Status.SUCCESS if body.status == "ok" else Status.FAILED
+    duration = None if body.duration_ms is None else body.duration_ms / 1000
+    run = store.finish_run(job, status, now=now, run_id=body.run_id, env=body.env,
+                           exit_code=body.exit_code, duration=duration,
+                           stdout=_output(body.output, limit), message=body.message,
+                           host=body.host, source="api")  # fmt: skip
+    extra = _after_ping(store, run, now)
+    _log(
+        store, [_event("run.ok" if run.status is Status.SUCCESS else "run.error", run), *extra], now
+    )
+    return run
+
+
+def patch_run_op(store: Store, run_id: str, body: RunPatch, now: float, limit: int) -> Run:
+    run = store.get_run(run_id, output=True)
+    fields = body.model_dump(exclude_unset=True)
+    if not run.status.is_finished and ("status" in fields or "finished_at" in fields):
+        if body.status is not None:
+            status = Status.SUCCESS if body.status == "ok" else Status.FAILED
+        else:
+            status = Status.FAILED if body.exit_code else Status.SUCCESS
+        end = body.finished_at if body.finished_at is not None else now
+        duration = (body.duration_ms / 1000 if body.duration_ms is not None
+                    else max(0.0, end - run.started_at))  # fmt: skip
+        done = store.finish_run(run.job, status, now=end, run_id=run_id, env=run.env,
+                                exit_code=body.exit_code, duration=duration,
+                                stdout=_output(body.output, limit), message=body.message or "",
+                                source=run.source)  # fmt: skip
+        extra = _after_ping(store, done, now)
+        ok = done.status is Status.SUCCESS
+        _log(store, [_event("run.ok" if ok else "run.error", done), *extra], now)
+        return store.get_run(run_id)
+    if body.status is not None:
+        run.status = Status.SUCCESS if body.status == "ok" else Status.FAILED
+    if body.finished_at is not None:
+        run.ended_at = body.finished_at
+    if body.duration_ms is not None:
+        run.duration = body.duration_ms / 1000
+    if "exit_code" in fields:
+        run.exit_code = body.exit_code
+    if body.output is not None:
+        run.stdout = _output(body.output, limit)
+    if body.message is not None:
+        run.message = body.message
+    store.update_run(run, now=now)
+    return store.get_run(run_id)

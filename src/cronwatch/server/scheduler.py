@@ -1,0 +1,155 @@
+"""The scheduler: missed and timed-out runs, and the notification outbox.
+
+Deadlines live in a min-heap; the loop sleeps until the earliest one (or until a ping
+moves a job's deadline), so each event costs O(log n) and nothing scans every job per
+tick. Deadline maths and the alert state machine are ``cronwatch.checks`` (core):
+``job_deadline``, ``check_job`` and ``deliver_outbox``. Checks run in the writer thread,
+inside the group transaction, like pings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import time
+from typing import Any
+
+from ..store import open_store
+from ..store.base import Store
+
+log = logging.getLogger("cronwatch.server")
+
+
+def _checks() -> Any:
+    try:
+        from .. import checks  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return checks
+
+
+class Scheduler:
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.heap: list[tuple[float, str]] = []
+        self.deadline: dict[str, float] = {}  # the live entry per job; others are stale
+        self.dirty: set[str] = set()
+        self.wakeup = asyncio.Event()
+        self.deliver_now = asyncio.Event()
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self.tasks = [asyncio.ensure_future(self._main()), asyncio.ensure_future(self._outbox())]
+
+    async def stop(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        for t in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+
+    def touch(self, job: str) -> None:
+        """A ping changed the job: recompute its deadline."""
+        self.dirty.add(job)
+        self.wakeup.set()
+
+    async def _main(self) -> None:
+        checks = _checks()
+        deadline_of = getattr(checks, "job_deadline", None)
+        check_job = getattr(checks, "check_job", None)
+        if deadline_of is None or check_job is None:
+            log.warning("cronwatch.checks is not available: no missed-run detection")
+            return
+        self.dirty.update(j.name for j in self.server.reader.list_jobs())  # once, at start
+        writer = self.server.writer
+        while True:
+            try:
+                if self.dirty:
+                    names, self.dirty = self.dirty, set()
+                    found = await writer.run(
+                        lambda s, names=names: _deadlines(s, names, deadline_of)
+                    )
+                    for name, when in found.items():
+                        self._set(name, when)
+                now = time.time()
+                due: list[str] = []
+                while self.heap and self.heap[0][0] <= now:
+                    when, name = heapq.heappop(self.heap)
+                    if self.deadline.get(name) == when:
+                        del self.deadline[name]
+                        due.append(name)
+                if due:
+                    events = await writer.run(
+                        lambda s, due=due, now=now: _check(s, due, check_job, now)
+                    )
+                    self.dirty.update(due)
+                    if events:
+                        self.deliver_now.set()
+                    continue
+                timeout = min(self.heap[0][0] - time.time(), 3600.0) if self.heap else 3600.0
+                self.wakeup.clear()
+                if not self.dirty:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.wakeup.wait(), max(0.0, timeout))
+                    # under a ping storm, collect touches for a moment: one recompute each
+                    await asyncio.sleep(0.05)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("scheduler step failed; retrying in 1s")
+                await asyncio.sleep(1)
+
+    def _set(self, name: str, when: float | None) -> None:
+        if when is None:
+            self.deadline.pop(name, None)  # its heap entry goes stale
+            return
+        if self.deadline.get(name) != when:
+            self.deadline[name] = when
+            heapq.heappush(self.heap, (when, name))
+
+    async def _outbox(self) -> None:
+        deliver = getattr(_checks(), "deliver_outbox", None)
+        if deliver is None:
+            return
+        # its own connection: deliveries do network I/O and must never hold up pings
+        store = await asyncio.to_thread(open_store, self.server.config.db)
+        try:
+            while True:
+                try:
+                    await asyncio.to_thread(deliver, store, now=time.time())
+                except Exception:
+                    log.exception("outbox delivery failed")
+                self.deliver_now.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self.deliver_now.wait(), self.server.config.outbox_interval
+                    )
+        finally:
+            store.close()
+
+
+def _deadlines(store: Store, names: set[str], deadline_of: Any) -> dict[str, float | None]:
+    now = time.time()
+    out: dict[str, float | None] = {}
+    for name in names:
+        try:
+            out[name] = deadline_of(store, name, now=now)
+        except Exception:  # a deleted job, a bad schedule: no deadline
+            out[name] = None
+    return out
+
+
+def _check(store: Store, names: list[str], check_job: Any, now: float) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    for name in names:
+        try:
+            found = list(check_job(store, name, now=now) or [])
+        except Exception:
+            log.exception("check of %s failed", name)
+            continue
+        for ev in found:
+            store.add_event(str(ev.get("type", "job.event")), ev, now=now)
+        events.extend(found)
+    return events
