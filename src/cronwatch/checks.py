@@ -84,7 +84,9 @@ def record_outcome(store: Any, job: Job, run: Run, *, now: float) -> list[dict[s
     events += _act(store, job, run.env, actions, run, now)
     if was_down and not state.down:
         events.append({"type": "job.recovered", "job": job.name, "env": run.env, "run": run.id})
-    store.set_alert_state(job.name, run.env, state.to_dict())
+    new = state.to_dict()
+    if new != raw:  # a steady healthy job costs no write
+        store.set_alert_state(job.name, run.env, new)
     return events
 
 
