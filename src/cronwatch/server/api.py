@@ -289,15 +289,14 @@ def job_view(store: Store, job: Job) -> dict[str, Any]:
     last = store.last_run(job.name)
     d["last_run"] = None if last is None else last.to_dict(output=False)
     d["status"] = None if last is None else last.status.value
-    if job.paused:
-        health = "paused"
-    elif last is None:
-        health = "unknown"
-    else:
-        done = last if last.status.is_finished else store.last_run(
-            job.name, statuses=[s for s in Status if s.is_finished])  # fmt: skip
-        health = "unknown" if done is None else ("failing" if done.status.is_failure else "healthy")
-    d["health"] = health
+    # The same health the CLI and the dashboard show: schedule, grace, max runtime included.
+    from ..checks import describe
+
+    info = describe(store, job.name, now=time.time())
+    d["health"] = info["health"]
+    d["health_reason"] = info["health_reason"]
+    d["next_expected"] = info["next_expected"]
+    d["slowdown"] = info["slowdown"]
     return d
 
 
