@@ -1,8 +1,8 @@
 """Storage: one small interface, picked by a path or URL.
 
 ``open_store("path/to/history.db")`` or ``open_store("sqlite:///abs/path.db")`` gives the
-SQLite store (stdlib ``sqlite3``); ``open_store("postgresql://...")`` the PostgreSQL one
-(psycopg 3, the ``[postgres]`` extra). The CLI, wrapper, scheduler and server see only
+SQLite store (stdlib ``sqlite3``). A PostgreSQL backend (psycopg 3) is planned behind the
+same interface; until it exists a ``postgresql://`` URL is refused with a clear message. The CLI, wrapper, scheduler and server see only
 the ``Store`` methods.
 """
 
@@ -25,13 +25,10 @@ def open_store(target: str | None = None, *, timeout: float = 10.0, create: bool
 
     target = target or default_db_path()
     if target.startswith(("postgres://", "postgresql://")):
-        try:
-            from .postgres import PostgresStore
-        except ImportError as e:  # the [postgres] extra is not installed
-            raise ValidationError(
-                f"PostgreSQL needs the postgres extra: pip install 'cronwatch[postgres]' ({e})"
-            ) from None
-        return PostgresStore(target)
+        raise ValidationError(
+            "PostgreSQL storage is not available in this version of cronwatch: "
+            "use a SQLite file (--db PATH)"
+        )
     if target.startswith("sqlite://"):
         target = target[len("sqlite://") :]
     elif "://" in target:
