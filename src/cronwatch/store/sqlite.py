@@ -453,7 +453,7 @@ class SQLiteStore(Store):
     ) -> list[Run]:
         where, params = self._where(job, since, until, status, env)
         order = "ASC" if oldest_first else "DESC"
-        sql = f"SELECT {_RUN_COLS} FROM runs r JOIN jobs j ON j.id=r.job_id{where} ORDER BY r.started_at {order}, r.id {order}"
+        sql = f"SELECT {_RUN_COLS} FROM runs r JOIN jobs j ON j.id=r.job_id{where} ORDER BY r.started_at {order}"
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
@@ -481,10 +481,10 @@ class SQLiteStore(Store):
     def open_runs_of(self, job: str) -> list[Run]:
         rows = self.db.execute(
             f"SELECT {_RUN_COLS} FROM runs r JOIN jobs j ON j.id=r.job_id "
-            "WHERE r.job_id=? AND r.status='running' ORDER BY r.started_at",
+            "WHERE r.job_id=? AND r.status='running'",  # the partial index; sorted below
             (self._job_id(job),),
         ).fetchall()
-        return [_run_from_row(r) for r in rows]
+        return sorted((_run_from_row(r) for r in rows), key=lambda r: r.started_at)
 
     def last_run(self, job: str, *, statuses: Iterable[Status] | None = None) -> Run | None:
         jid = self._job_id(job)
@@ -839,6 +839,12 @@ class SQLiteStore(Store):
                 "INSERT INTO events(at, type, data) VALUES (?,?,?)", (now, type, json.dumps(data))
             )
         return int(cur.lastrowid or 0)
+
+    def add_events(self, rows: list[tuple[float, str, str]]) -> None:
+        """Append (at, type, data JSON) rows in order: the server's writer logs a whole
+        batch of pings with one executemany instead of a statement per event."""
+        with self._write():
+            self.db.executemany("INSERT INTO events(at, type, data) VALUES (?,?,?)", rows)
 
     def events_since(self, last_id: int, *, limit: int = 500) -> list[tuple[int, float, str, str]]:
         """(id, at, type, data JSON) of events after ``last_id``, oldest first."""
