@@ -158,10 +158,11 @@ def load(path: str | None = None) -> dict[str, dict[str, Any]]:
         raise ValidationError(f"{path}: invalid TOML: {e}") from None
     except OSError as e:
         raise ValidationError(f"cannot read {path}: {e.strerror}") from None
-    unknown = set(data) - {"defaults", "jobs"}
+    unknown = set(data) - {"defaults", "jobs", "server"}  # [server] is read by the client
     if unknown:
         raise ValidationError(
-            f"{path}: unknown section {sorted(unknown)[0]!r}: expected [defaults] and [jobs.NAME]"
+            f"{path}: unknown section {sorted(unknown)[0]!r}: expected [defaults], [jobs.NAME] "
+            "and [server]"
         )
     defaults = data.get("defaults", {})
     jobs = data.get("jobs", {})
