@@ -6,11 +6,12 @@ on first use of ``cronwatch.monitor`` and friends.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from ._version import __version__
 
+TYPE_CHECKING = False  # not `from typing import ...`: the wrapper pays for every import
 if TYPE_CHECKING:
+    from typing import Any
+
     from .client import JobHandle, Monitor, finish_job, monitor, start_job
     from .errors import CronwatchError, ValidationError
     from .transport import Settings, Transport
@@ -41,7 +42,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> Any:  # noqa: F821 (Any only under TYPE_CHECKING)
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'cronwatch' has no attribute {name!r}")

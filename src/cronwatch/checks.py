@@ -65,12 +65,34 @@ def apply_assertions(store: Any, job: Job, run: Run, *, now: float) -> bool:
     return True
 
 
+def steady(raw: dict[str, Any] | None, job: Job, run: Run) -> bool:
+    """True when recording ``run`` cannot change anything that matters: a success for a
+    job that is up, with no failure streak and its recovery count already reached.
+
+    on_outcome would only count one more success (ok_streak is read only while down, and
+    the failure that brings a job down resets it first) and prune old send times (pruned
+    again on every use), so no action can follow and the stored state need not be
+    rewritten: the common healthy ping costs no alert-state write (the server also skips
+    the read, from its cache).
+    """
+    return (
+        raw is not None
+        and run.status is Status.SUCCESS
+        and not raw.get("down")
+        and not raw.get("fail_streak")
+        and not raw.get("incident_open")
+        and int(raw.get("ok_streak") or 0) >= job.recover_after
+    )
+
+
 def record_outcome(store: Any, job: Job, run: Run, *, now: float) -> list[dict[str, Any]]:
     """Advance the job's alert state with a finished run; queue notifications."""
     events: list[dict[str, Any]] = []
     if run.status is Status.RUNNING:
         return events
     raw = store.get_alert_state(job.name, run.env)
+    if steady(raw, job, run):
+        return events
     state = AlertState.from_dict(raw) if raw else AlertState()
     was_down = state.down
     state, actions = on_outcome(

@@ -32,10 +32,13 @@ def _name_form(argv: list[str]) -> bool:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     try:
-        if args and args[0] == "run" and not _help_before_command(args[1:]):
-            from .runner import main as run_main
+        if args and args[0] == "run":
+            if _help_before_command(args[1:]):  # `run NAME -h`: argparse would take -h as CMD
+                args = ["run", "--help"]
+            else:
+                from .runner import main as run_main
 
-            return _exit(run_main(args[1:], name_form=False), argv)
+                return _exit(run_main(args[1:], name_form=False), argv)
         if _name_form(args) and not _help_before_command(args):
             from .runner import main as run_main
 

@@ -119,6 +119,10 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--no-dashboard", action="store_true", help="do not regenerate the dashboard")
     p.add_argument("--env", metavar="ENV", help="environment label for the run (e.g. staging)")
     p.add_argument("--config", metavar="PATH", help="config file (default $XDG_CONFIG_HOME/cronwatch/config.toml)")  # fmt: skip
+    p.add_argument("--server", metavar="URL", help="also report to this cronwatch (or simob-style) server; or $CRONWATCH_URL")  # fmt: skip
+    p.add_argument("--key", metavar="KEY", help="the job's ping key, or the project ping key (NAME picks the job); or $CRONWATCH_KEY")  # fmt: skip
+    p.add_argument("--capture-output", action="store_true", help="send the captured output with the finishing ping")  # fmt: skip
+    p.add_argument("--no-local", action="store_true", help="report to the server only, keep no local record")  # fmt: skip
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
 
     p = command(sub, "history", cmd_history, "show the last runs of a job, newest first",
@@ -203,6 +207,13 @@ def dispatch(argv: list[str]) -> int:
     except CronwatchError as e:
         sys.stderr.write(f"cronwatch: {e}\n")
         return e.exit_code
+    except Exception as e:
+        # A damaged or unreadable database ("database disk image is malformed") is the
+        # user's problem to fix, not our bug: one line, no traceback.
+        if not type(e).__module__.startswith(("sqlite3", "psycopg")):
+            raise
+        sys.stderr.write(f"cronwatch: database error: {e}\n")
+        return 1
 
 
 # --- helpers --------------------------------------------------------------------------
@@ -267,11 +278,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def _enrich_stats(store: Any, name: str, s: dict[str, Any], now: float) -> None:
     """Add health and slow-down findings when the schedules/alerts core is present."""
-    try:
-        from .health import describe_job
-    except ImportError:
-        return
-    s.update(describe_job(store, name, now=now))
+    from .checks import describe
+
+    s.update(describe(store, name, now=now))
 
 
 def cmd_last_failure(args: argparse.Namespace) -> int:
@@ -381,7 +390,10 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     since = None if args.since is None else time.time() - args.since
-    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    try:
+        out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    except OSError as e:
+        raise CronwatchError(f"cannot write {args.output}: {e.strerror or e}") from None
     count = 0
     try:
         with open_db(args) as store:
@@ -453,6 +465,6 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     if path is None:
         raise StoreError("the dashboard is turned off by CRONWATCH_DASHBOARD; give --out PATH")
     with open_db(args) as store:
-        write_dashboard(store, path, now=time.time())
+        write_dashboard(store, path, now=time.time(), fresh=True)
     print(path)
     return 0

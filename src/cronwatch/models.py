@@ -5,6 +5,7 @@ Plain values only; no I/O. Every adapter (wrapper, CLI, server, SDK) speaks thes
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import time
@@ -147,36 +148,42 @@ class Run:
             raise ValidationError("a run must be a JSON object")
         try:
             job = validate_name(d["job"])
-            started = float(d["started_at"])
+            started = _time_field("started_at", d["started_at"])
             status = parse_status(str(d.get("status", "success")))
         except KeyError as e:
             raise ValidationError(f"run is missing the field {e.args[0]!r}") from None
-        except (TypeError, ValueError) as e:
-            raise ValidationError(f"run has an invalid value: {e}") from None
         run_id = validate_run_id(str(d["id"])) if d.get("id") else ""
 
         def opt_float(key: str) -> float | None:
             v = d.get(key)
-            return None if v is None else float(v)
+            return None if v is None else _number_field(key, v)
 
         def opt_int(key: str) -> int | None:
             v = d.get(key)
-            return None if v is None else int(v)
+            if v is None:
+                return None
+            if isinstance(v, int) or (isinstance(v, str) and v.strip().lstrip("-").isdigit()):
+                return int(v)
+            raise ValidationError(f"run field {key!r} must be a whole number, not {v!r}")
 
         def opt_bytes(key: str) -> bytes | None:
             v = d.get(key)
             if v is None:
                 return None
             if isinstance(v, str):
-                return v.encode("utf-8", "surrogateescape")
+                try:
+                    return v.encode("utf-8", "surrogateescape")
+                except UnicodeEncodeError:
+                    raise ValidationError(f"run field {key!r} is not valid text") from None
             raise ValidationError(f"run field {key!r} must be a string")
 
+        ended = d.get("ended_at")
         return cls(
             job=job,
             started_at=started,
             status=status,
             id=run_id,
-            ended_at=opt_float("ended_at"),
+            ended_at=None if ended is None else _time_field("ended_at", ended),
             duration=opt_float("duration"),
             exit_code=opt_int("exit_code"),
             signal=opt_int("signal"),
@@ -189,6 +196,33 @@ class Run:
             message=str(d.get("message") or ""),
             source=str(d.get("source") or "import"),
         )
+
+
+def _number_field(key: str, v: Any) -> float:
+    if not isinstance(v, (int, float, str)):
+        raise ValidationError(f"run field {key!r} must be a number, not {v!r}")
+    try:
+        value = float(v)
+    except ValueError:
+        raise ValidationError(f"run field {key!r} must be a number, not {v!r}") from None
+    if not math.isfinite(value):
+        raise ValidationError(f"run field {key!r} must be a finite number, not {v!r}")
+    return value
+
+
+def _time_field(key: str, v: Any) -> float:
+    """Seconds since the epoch, or an ISO 8601 string (naive means UTC)."""
+    if isinstance(v, str):
+        from ._utils import parse_timestamp
+
+        try:
+            v = parse_timestamp(v)
+        except ValidationError as e:
+            raise ValidationError(f"run field {key!r}: {e}") from None
+    value = _number_field(key, v)
+    if not 0 <= value < 253402300800:  # year 10000: what a run id's clock can hold
+        raise ValidationError(f"run field {key!r} is out of range: {v!r}")
+    return value
 
 
 @dataclass(slots=True)

@@ -7,28 +7,47 @@ code has already been decided by then and is never changed here.
 
 from __future__ import annotations
 
-import getpass
 import os
 import shlex
-import socket
 import sys
 import time
 from typing import TYPE_CHECKING
 
 from . import spool
-from ._utils import default_db_path
+from ._utils import data_dir, default_db_path
 from .models import Run, Status
 
 if TYPE_CHECKING:
     from .runner import Options, Result
 
-DB_TIMEOUT = float(os.environ.get("CRONWATCH_DB_TIMEOUT", "30"))
+
+def _db_timeout() -> float:
+    """Seconds to wait for a locked database ($CRONWATCH_DB_TIMEOUT, default 30).
+
+    A bad value must not lose the run: it falls back to the default (with a warning)."""
+    text = os.environ.get("CRONWATCH_DB_TIMEOUT", "")
+    if not text:
+        return 30.0
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 86400:  # also rejects nan and inf
+        warn(f"ignoring CRONWATCH_DB_TIMEOUT={text!r}: expected seconds, such as 30")
+        return 30.0
+    return value
 
 
 def _user() -> str:
+    # What getpass.getuser() does, without its imports (every cron run pays for them).
+    for key in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        if os.environ.get(key):
+            return os.environ[key]
     try:
-        return getpass.getuser()
-    except Exception:
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_name
+    except (ImportError, KeyError):
         return str(os.getuid())
 
 
@@ -47,6 +66,7 @@ def build_run(o: Options, res: Result) -> Run:
     elif res.signal is not None:
         message = f"killed by signal {res.signal}"
     return Run(
+        id=res.run_id,  # shared with the server when reporting remotely ("" = make one)
         job=o.name,
         started_at=res.started_at,
         status=status,
@@ -56,9 +76,10 @@ def build_run(o: Options, res: Result) -> Run:
         signal=res.signal,
         stdout=res.stdout,
         stderr=res.stderr,
-        host=socket.gethostname(),
+        host=os.uname().nodename,
         user=_user(),
-        command=shlex.join(o.command),
+        # argv may hold bytes that are not UTF-8 (surrogate-escaped): store them visibly
+        command=shlex.join(o.command).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"),
         env=o.env,
         message=message,
         source="wrapper",
@@ -70,7 +91,13 @@ def dashboard_path(o: Options | None, db_path: str) -> str | None:
     value = (o.dashboard if o is not None else None) or os.environ.get("CRONWATCH_DASHBOARD")
     if (o is not None and o.no_dashboard) or value in ("off", "none", "0"):
         return None
-    return value or os.path.join(os.path.dirname(os.path.abspath(db_path)), "dashboard.html")
+    if value:
+        return value
+    if db_path.startswith("sqlite://"):
+        db_path = db_path[len("sqlite://") :]
+    elif "://" in db_path:  # a database server: the default data directory, not ./postgresql:
+        return os.path.join(data_dir(), "dashboard.html")
+    return os.path.join(os.path.dirname(os.path.abspath(db_path)), "dashboard.html")
 
 
 def warn(message: str) -> None:
@@ -82,13 +109,29 @@ def warn(message: str) -> None:
 
 
 def after_run(o: Options, res: Result) -> None:
+    """Record locally and/or report to the server; never raises, never changes the exit."""
+    from .runner import remote_wanted
+
     run = build_run(o, res)
+    remote = remote_wanted(o)
+    if o.local or not remote:
+        if not o.local:
+            warn("--no-local needs a server (--server/--key or CRONWATCH_URL/CRONWATCH_KEY); "
+                 "recorded locally")  # fmt: skip
+        _record_local(o, run)
+    if remote:
+        from .remote import on_finish
+
+        on_finish(o, run, res)
+
+
+def _record_local(o: Options, run: Run) -> None:
     db_path = o.db or default_db_path()
     now = time.time()
     try:
         from .store import open_store
 
-        store = open_store(db_path, timeout=DB_TIMEOUT)
+        store = open_store(db_path, timeout=_db_timeout())
         try:
             store.record_run(run, now=now)
         except BaseException:
@@ -102,11 +145,12 @@ def after_run(o: Options, res: Result) -> None:
             warn(f"{e}; and the run could not be spooled either: {e2}")
         return
     try:
-        if spool.has_spooled(db_path):
-            spool.replay(store, db_path, now)
+        try:
+            if spool.has_spooled(db_path):
+                spool.replay(store, db_path, now)
+        except Exception as e:  # they stay in the spool for the next run
+            warn(f"spooled runs not merged yet: {e}")
         _after_record(store, o, run, db_path, now)
-    except Exception as e:
-        warn(str(e))
     finally:
         store.close()
 

@@ -31,7 +31,7 @@ def parse_size(text: str) -> int:
         s = s[:-1]
     try:
         value = int(float(s) * mult)
-    except ValueError:
+    except (ValueError, OverflowError):  # "lots", "nan", "inf"
         raise Usage(f"invalid size {text!r}: expected bytes such as 65536, 512k or 1M") from None
     if value < 0:
         raise Usage(f"invalid size {text!r}: must not be negative")
@@ -42,10 +42,15 @@ def parse_duration_fast(text: str) -> float:
     # Same grammar as _utils.parse_duration, kept import-free for the pre-spawn path.
     units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
     s = text.strip().lower()
+    bad = f"invalid duration {text!r}: expected a duration such as 90s, 15m, 24h, 7d or 2w"
     try:
-        return float(s)
+        value = float(s)
     except ValueError:
         pass
+    else:
+        if not 0 <= value < float("inf"):  # also rejects nan
+            raise Usage(bad)
+        return value
     total, num = 0.0, ""
     i = 0
     while i < len(s):
@@ -56,12 +61,15 @@ def parse_duration_fast(text: str) -> float:
             continue
         unit = "ms" if s.startswith("ms", i) else c
         if not num or unit not in units:
-            raise Usage(f"invalid duration {text!r}: expected a duration such as 90s, 15m, 24h, 7d or 2w")
-        total += float(num) * units[unit]
+            raise Usage(bad)
+        try:
+            total += float(num) * units[unit]
+        except ValueError:  # "1.2.3s"
+            raise Usage(bad) from None
         num = ""
         i += len(unit)
-    if num or not s:
-        raise Usage(f"invalid duration {text!r}: expected a duration such as 90s, 15m, 24h, 7d or 2w")
+    if num or not s or total == float("inf"):
+        raise Usage(bad)
     return total
 
 
@@ -82,6 +90,7 @@ class Options:
         self.server: str | None = None
         self.key: str | None = None
         self.local = True
+        self.send_output = False
         self.config: str | None = None
 
 
@@ -90,18 +99,20 @@ _VALUED = {"--db", "--max-output", "--timeout", "--kill-grace", "--dashboard", "
 _FLAGS = {"--no-capture", "--capture", "--capture-output", "--no-dashboard", "--no-local"}
 
 
+def remote_wanted(o: Options) -> bool:
+    """Whether this run reports to a server (import-free: most runs are local only)."""
+    if o.server or o.key or os.environ.get("CRONWATCH_URL") or os.environ.get("CRONWATCH_KEY"):
+        return True
+    if o.config:
+        return True
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return os.path.exists(os.path.join(base, "cronwatch", "config.toml"))
+
+
 def parse_run_args(args: list[str], *, name_form: bool) -> Options:
     """Parse ``NAME [options] -- CMD...`` (run form) or ``--name NAME [options] CMD...``."""
     o = Options()
     i = 0
-    if not name_form:
-        if not args or args[0].startswith("-") and args[0] != "-":
-            if args and args[0] == "--":
-                raise Usage("no job name given: cronwatch run NAME -- CMD [ARGS...]")
-            if not args:
-                raise Usage("no job name given: cronwatch run NAME -- CMD [ARGS...]")
-        o.name = args[0] if args and not args[0].startswith("-") else ""
-        i = 1 if o.name else 0
     saw_dashdash = False
     while i < len(args):
         a = args[i]
@@ -109,10 +120,14 @@ def parse_run_args(args: list[str], *, name_form: bool) -> Options:
             saw_dashdash = True
             o.command = args[i + 1 :]
             break
-        if not a.startswith("--") or a == "-":
+        if not a.startswith("--"):
             if name_form:
                 o.command = args[i:]
                 break
+            if not o.name:  # the first bare word is the job name (options may come first)
+                o.name = a
+                i += 1
+                continue
             raise Usage("no command given: put it after --, as in: cronwatch run NAME -- CMD [ARGS...]")
         key, eq, val = a.partition("=")
         if key in _VALUED:
@@ -168,8 +183,10 @@ def _apply(o: Options, key: str, val: str) -> None:
         o.config = val
     elif key == "--no-capture":
         o.capture = False
-    elif key in ("--capture", "--capture-output"):
+    elif key == "--capture":
         o.capture = True
+    elif key == "--capture-output":  # remote mode: send the output with the finishing ping
+        o.capture = o.send_output = True
     elif key == "--no-dashboard":
         o.no_dashboard = True
     elif key == "--no-local":
@@ -232,6 +249,7 @@ class Result:
         self.stderr: bytes | None = None
         self.wrapper_exit = 0
         self.internal_error = ""
+        self.run_id = ""
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> bool:
@@ -244,7 +262,9 @@ def _write_all(fd: int, data: bytes | memoryview) -> bool:
 
             select.select([], [fd], [])
             continue
-        except OSError:  # our stdout is gone (EPIPE, closed): keep capturing, stop teeing
+        except BrokenPipeError:  # the caller closes the job's side too
+            raise
+        except OSError:  # our stdout is unusable (closed, disk full): keep capturing
             return False
         view = view[n:]
     return True
@@ -263,6 +283,7 @@ def _prepare(
             tty = False
         if tty:  # a terminal stays a terminal: give the child a pty of its own
             r, w = os.openpty()
+            _mirror_terminal(target, w)
         else:
             r, w = os.pipe()
             try:
@@ -276,6 +297,25 @@ def _prepare(
         actions.append((os.POSIX_SPAWN_DUP2, w, target))
     for fd in list(fds) + child_ends:
         actions.append((os.POSIX_SPAWN_CLOSE, fd))
+
+
+def _mirror_terminal(target: int, slave: int) -> None:
+    """Give the child's pty our terminal's size, and no output processing of its own:
+    our terminal already turns "\\n" into "\\r\\n", so the bytes must pass through as
+    written (else the user sees "\\r\\r\\n" and the capture gets "\\r\\n")."""
+    import fcntl
+    import termios
+
+    try:
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, fcntl.ioctl(target, termios.TIOCGWINSZ, b"\0" * 8))
+    except OSError:
+        pass
+    try:
+        attrs = termios.tcgetattr(slave)
+        attrs[1] &= ~termios.OPOST
+        termios.tcsetattr(slave, termios.TCSANOW, attrs)
+    except (OSError, termios.error):
+        pass
 
 
 def execute(o: Options) -> Result:
@@ -295,20 +335,28 @@ def execute(o: Options) -> Result:
         _prepare(o.capture, fds, actions, child_ends)
     except Exception as e:
         raise NotStarted(str(e)) from e
-    try:
-        import signal
+    import signal
 
-        # Python ignores SIGPIPE (and SIGXFSZ); a shell-started job would not, so reset them.
+    forward = _Forwarder()
+    try:
+        # Block the forwarded signals from before the spawn: one that lands while
+        # posix_spawnp returns waits for us instead of killing us and stranding the child.
+        forward.block()
+        # The child gets our original signal mask and dispositions (an ignored SIGHUP under
+        # nohup stays ignored), except that Python ignores SIGPIPE and SIGXFSZ and a
+        # shell-started job would not: reset those.
         pid = os.posix_spawnp(
             o.command[0],
             o.command,
             os.environ,
             file_actions=actions or None,
+            setsigmask=forward.old_mask or (),
             setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
         )
     except OSError as e:
         import errno
 
+        forward.unblock()
         for fd in list(fds) + child_ends:
             os.close(fd)
         res.exit_code = 127 if e.errno in (errno.ENOENT, errno.ENOTDIR) else 126
@@ -321,14 +369,28 @@ def execute(o: Options) -> Result:
             res.stdout, res.stderr = b"", f"cronwatch: {res.spawn_error}\n".encode()
         return res
     except Exception as e:
+        forward.unblock()
         raise NotStarted(str(e)) from e
+    forward.pid = pid
     for w in child_ends:
         os.close(w)
+    if remote_wanted(o):  # after the spawn: the child never waits for this
+        try:
+            from .models import new_run_id
+            from .remote import on_start
+
+            res.run_id = new_run_id(res.started_at)
+            on_start(o, res.run_id, res.started_at)
+        except Exception:
+            pass
+    open_fds = set(fds)
     try:
-        status = _supervise(o, res, pid, fds, t0)
+        status = _supervise(o, res, pid, fds, open_fds, forward, t0)
     except Exception as e:  # our bug: never strand the child; pass its output and exit on
         res.internal_error = f"{type(e).__name__}: {e}"
-        status = _drain_plain(pid, fds)
+        status = _drain_plain(pid, fds, open_fds, forward)
+    finally:
+        forward.unblock()
     res.ended_at = time.time()
     res.duration = time.monotonic() - t0
     code = os.waitstatus_to_exitcode(status)
@@ -341,19 +403,80 @@ def execute(o: Options) -> Result:
     return res
 
 
-def _supervise(o: Options, res: Result, pid: int, fds: dict[int, int], t0: float) -> int:
+_SI_KERNEL = 0x80  # si_code of a signal the kernel sent: the terminal's Ctrl-C, Ctrl-\, hangup
+
+
+class _Forwarder:
+    """Passes SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to us on to the child.
+
+    While the child runs these stay blocked and are collected with sigtimedwait, which says
+    who sent each one. The terminal sends Ctrl-C, Ctrl-\\ and hangups to its whole
+    foreground process group, so the child (in our group) has that signal already:
+    forwarding it would deliver it twice. Everything else (kill, systemd, timeout) is
+    forwarded.
+    """
+
+    def __init__(self) -> None:
+        import signal
+
+        self.sigs = {getattr(signal, name) for name in FORWARDED}
+        self.pid = 0
+        self.old_mask: set[int] | None = None
+
+    def block(self) -> None:
+        import signal
+
+        self.old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, self.sigs)
+
+    def __call__(self, signum: int) -> None:
+        try:
+            os.kill(self.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def relay(self) -> None:
+        """Forward every signal that has arrived since the last call."""
+        import signal
+
+        while self.old_mask is not None:
+            info = signal.sigtimedwait(self.sigs, 0)
+            if info is None:
+                return
+            if info.si_code == _SI_KERNEL and self._shares_our_group():
+                continue
+            self(info.si_signo)
+
+    def _shares_our_group(self) -> bool:
+        try:
+            return os.getpgid(self.pid) == os.getpgrp()
+        except OSError:
+            return False
+
+    def unblock(self) -> None:
+        """The child is gone: drop what is still pending (moot now) and restore our mask."""
+        if self.old_mask is None:
+            return
+        import signal
+
+        while signal.sigtimedwait(self.sigs, 0) is not None:
+            pass
+        signal.pthread_sigmask(signal.SIG_SETMASK, self.old_mask)
+        self.old_mask = None
+
+
+def _supervise(
+    o: Options,
+    res: Result,
+    pid: int,
+    fds: dict[int, int],
+    open_fds: set[int],
+    forward: _Forwarder,
+    t0: float,
+) -> int:
     import select
     import signal
     import time
 
-    def forward(signum: int, _frame: object = None) -> None:
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
-
-    for name in FORWARDED:
-        signal.signal(getattr(signal, name), forward)
     caps = {r: _Capture(o.max_output) for r in fds}
     poller = select.poll()
     for r in fds:
@@ -368,14 +491,13 @@ def _supervise(o: Options, res: Result, pid: int, fds: dict[int, int], t0: float
     status: int | None = None
     exited_at = 0.0
     tee_ok = {1: True, 2: True}
-    open_fds = set(fds)
     read = os.read
     while open_fds or status is None:
         now = time.monotonic()
         waits: list[float] = []
         if status is None:
-            if pidfd == -1:
-                waits.append(0.05)
+            forward.relay()
+            waits.append(0.05)  # blocked signals cannot wake poll: look for them this often
             if deadline is not None:
                 if not res.timed_out and now >= deadline:
                     res.timed_out = True
@@ -414,17 +536,24 @@ def _supervise(o: Options, res: Result, pid: int, fds: dict[int, int], t0: float
             caps[fd].add(data)
             target = fds[fd]
             if tee_ok[target]:
-                tee_ok[target] = _write_all(target, data)
+                try:
+                    tee_ok[target] = _write_all(target, data)
+                except BrokenPipeError:
+                    # Nobody reads our side any more (`cronwatch run x -- yes | head -1`):
+                    # the job must see that too, as it would unwrapped, or it writes forever.
+                    tee_ok[target] = False
+                    poller.unregister(fd)
+                    os.close(fd)
+                    open_fds.discard(fd)
         if status is None and pidfd < 0:
             wpid, st = os.waitpid(pid, 0 if pidfd == -2 else os.WNOHANG)
             if wpid:
                 status = st
                 exited_at = time.monotonic()
-    for fd in open_fds:
+    for fd in list(open_fds):
         poller.unregister(fd)
         os.close(fd)
-    for name in FORWARDED:
-        signal.signal(getattr(signal, name), signal.SIG_DFL)
+        open_fds.discard(fd)
     if o.capture:
         by_target = {fds[r]: caps[r].value() for r in fds}
         res.stdout, res.stderr = by_target.get(1, b""), by_target.get(2, b"")
@@ -432,21 +561,25 @@ def _supervise(o: Options, res: Result, pid: int, fds: dict[int, int], t0: float
     return status
 
 
-def _drain_plain(pid: int, fds: dict[int, int]) -> int:
+def _drain_plain(pid: int, fds: dict[int, int], open_fds: set[int], forward: _Forwarder) -> int:
     import select
 
-    open_fds = set(fds)
     while open_fds:
-        ready, _, _ = select.select(list(open_fds), [], [], 0.5)
+        forward.relay()
+        ready, _, _ = select.select(list(open_fds), [], [], 0.1)
         for fd in ready:
             try:
                 data = os.read(fd, 65536)
             except OSError:
                 data = b""
-            if data:
-                _write_all(fds[fd], data)
-            else:
-                open_fds.discard(fd)
+            try:
+                if data:
+                    _write_all(fds[fd], data)
+                    continue
+            except BrokenPipeError:
+                pass
+            os.close(fd)
+            open_fds.discard(fd)
     return os.waitpid(pid, 0)[1]
 
 

@@ -4,33 +4,53 @@ Each run is one JSON file, written atomically (temporary file + rename), named b
 id so replaying is idempotent (the store ignores ids it already has). The first writable
 of these directories is used; all of them are replayed:
 
-1. ``<database>.spool/`` beside the database;
+1. ``<database>.spool/`` beside the database (not for a server URL such as postgresql://);
 2. ``$XDG_STATE_HOME/cronwatch/spool/<hash of the database path>/``;
 3. ``$TMPDIR/cronwatch-<uid>/spool/<hash>/``.
+
+Every wrapped run checks for spooled runs, so that check avoids imports and hashing
+unless a spool directory exists.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 
 from .models import Run
 
 
-def spool_dirs(db_path: str) -> list[str]:
-    digest = hashlib.sha1(os.path.abspath(db_path).encode()).hexdigest()[:16]
+def _target(db_path: str) -> tuple[str, bool]:
+    """(what identifies the database, whether it is a local file)."""
+    if db_path.startswith("sqlite://"):
+        db_path = db_path[len("sqlite://") :]
+    elif "://" in db_path:  # a database server: nothing to put a directory beside
+        return db_path, False
+    return os.path.abspath(os.path.expanduser(db_path)), True
+
+
+def _fallback_bases() -> list[str]:
+    """The parents of the per-database fallback directories."""
     state = os.environ.get("XDG_STATE_HOME") or os.path.join(
         os.path.expanduser("~"), ".local", "state"
     )
+    env = os.environ
+    tmp = env.get("TMPDIR") or env.get("TEMP") or env.get("TMP") or "/tmp"
     return [
-        os.path.abspath(db_path) + ".spool",
-        os.path.join(state, "cronwatch", "spool", digest),
-        os.path.join(tempfile.gettempdir(), f"cronwatch-{os.getuid()}", "spool", digest),
+        os.path.join(state, "cronwatch", "spool"),
+        os.path.join(tmp, f"cronwatch-{os.getuid()}", "spool"),
     ]
+
+
+def spool_dirs(db_path: str) -> list[str]:
+    import hashlib
+
+    target, local = _target(db_path)
+    digest = hashlib.sha1(target.encode()).hexdigest()[:16]
+    beside = [target + ".spool"] if local else []
+    return beside + [os.path.join(base, digest) for base in _fallback_bases()]
 
 
 def encode_run(run: Run) -> dict[str, object]:
@@ -53,6 +73,8 @@ def decode_run(d: dict[str, object]) -> Run:
 
 def spool_run(db_path: str, run: Run) -> str:
     """Write ``run`` to the first writable spool directory; return the file's path."""
+    import tempfile
+
     data = json.dumps(encode_run(run)).encode()
     errors = []
     for d in spool_dirs(db_path):
@@ -88,18 +110,24 @@ def spooled(db_path: str) -> Iterator[tuple[str, Run | None]]:
         try:
             with open(path, "rb") as f:
                 yield path, decode_run(json.loads(f.read()))
-        except (OSError, ValueError):
+        except (OSError, ValueError, TypeError):
             yield path, None
 
 
+def _has_files(d: str) -> bool:
+    try:
+        return any(n.endswith(".json") and not n.startswith(".tmp-") for n in os.listdir(d))
+    except OSError:
+        return False
+
+
 def has_spooled(db_path: str) -> bool:
-    for d in spool_dirs(db_path):
-        try:
-            if any(n.endswith(".json") and not n.startswith(".tmp-") for n in os.listdir(d)):
-                return True
-        except OSError:
-            continue
-    return False
+    target, local = _target(db_path)
+    if local and _has_files(target + ".spool"):
+        return True
+    if not any(os.path.isdir(base) for base in _fallback_bases()):
+        return False  # the common case: no hashing needed
+    return any(_has_files(d) for d in spool_dirs(db_path))
 
 
 def replay(store: object, db_path: str, now: float) -> int:

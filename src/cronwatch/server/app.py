@@ -16,16 +16,19 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import CronwatchError, NotFound, StoreError
+from ..errors import CronwatchError, StoreError
 from ..store import open_store
 from ..store.base import Store
+from .apply import Applier
 from .ingest import Writer
-from .ping import BadPing, apply_ping, parse_ping
+from .ping import BadPing, parse_ping
+from .pingproc import PingProcess, reply_for
 
 log = logging.getLogger("cronwatch.server")
 
 Scope = dict[str, Any]
 _PING_PREFIXES = ("/ping/", "/p/", "/jobs/p/")
+_PING_METHODS = frozenset(("GET", "POST", "HEAD"))
 _TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
 
 
@@ -36,6 +39,8 @@ class Config:
     keepalive: float = 15.0  # seconds between SSE comment lines
     scheduler: bool = True
     outbox_interval: float = 5.0
+    # record pings in a child process (its own GIL, the other core); False: in a thread
+    ping_process: bool = True
 
 
 class Server:
@@ -46,13 +51,19 @@ class Server:
         self.writer_store: Store | None = None
         self.reader: Store | None = None
         self.writer: Writer | None = None
+        self.applier: Applier | None = None
+        self.pings: PingProcess | None = None
         self.project_key = ""
         self.counters: Counter[str] = Counter()
         self.started = time.time()
         self.api: Any = None
         self.hub: Any = None
         self.scheduler: Any = None
-        self._limit_header = (b"ping-body-limit", str(config.body_limit).encode())
+        limit = (b"ping-body-limit", str(config.body_limit).encode())
+        self._text = [limit, *_TEXT]
+        self._json = [limit, (b"content-type", b"application/json")]
+        self._ok = [*self._text, (b"content-length", b"2")]  # most replies are b"OK"
+        self._not_allowed = [*self._text, (b"allow", b"GET, POST, HEAD")]
 
     # --- lifespan ------------------------------------------------------------------------
     async def startup(self) -> None:
@@ -61,9 +72,15 @@ class Server:
         self.writer_store = open_store(self.config.db)
         self.reader = open_store(self.config.db)
         self.project_key = self.writer_store.project_ping_key()
-        self.writer = Writer(self.writer_store)
-        self.writer.start(asyncio.get_running_loop())
         self.hub = Hub(self)
+        if self.config.ping_process:
+            self.pings = PingProcess(self.writer_store.path, self.hub.wake)  # type: ignore[attr-defined]
+            await self.pings.start()
+            self.writer = Writer(self.writer_store)  # the API's and the scheduler's writes
+        else:
+            self.applier = Applier(self.project_key)
+            self.writer = Writer(self.writer_store, cache=self.applier)
+        self.writer.start(asyncio.get_running_loop())
         self.writer.after_commit.append(self.hub.wake)
         if self.config.scheduler:
             from .scheduler import Scheduler
@@ -76,6 +93,8 @@ class Server:
             await self.scheduler.stop()
         if self.hub is not None:
             self.hub.close()
+        if self.pings is not None:
+            await self.pings.stop()
         if self.writer is not None:
             self.writer.stop()
         for s in (self.writer_store, self.reader):
@@ -147,54 +166,64 @@ class Server:
 
     # --- pings ------------------------------------------------------------------------------
     async def ping(self, scope: Scope, receive: Any, send: Any) -> None:
-        headers = [self._limit_header, *_TEXT]
+        """The hot path: forward, await the commit, answer. No per-request objects beyond
+        the reply tuple; header lists are built once (see __init__)."""
         method = scope["method"]
-        head = method == "HEAD"
-        self.counters["pings_received"] += 1
-        if method not in ("GET", "POST", "HEAD"):
-            self.counters["ping_errors"] += 1
-            await respond(
-                send, 405, b"method not allowed", [*headers, (b"allow", b"GET, POST, HEAD")]
-            )
+        counters = self.counters
+        counters["pings_received"] += 1
+        if method not in _PING_METHODS:
+            counters["ping_errors"] += 1
+            await respond(send, 405, b"method not allowed", self._not_allowed)
             return
+        body = await read_body(receive, self.config.body_limit) if method == "POST" else None
+        pings = self.pings
+        if pings is not None:  # the usual case: the ping writer process
+            try:
+                reply = await pings.request(scope["path"], scope["query_string"], body)
+            except StoreError as e:
+                reply = (0, 503, str(e).encode(), False, "", "", False)
+            _, status, out, is_json, job, dialect, deliver = reply
+        else:
+            status, out, is_json, job, dialect, deliver = await self._ping_here(scope, body)
+        if dialect:
+            counters["pings_" + dialect] += 1
+        head = method == "HEAD"
+        if status != 200:
+            counters["ping_errors"] += 1
+            await respond(send, status, b"" if head else out, self._text)
+            return
+        if self.scheduler is not None:
+            self.scheduler.touch(job)
+            if deliver:
+                self.scheduler.deliver_now.set()  # alerts go out now, not at the next poll
+        if out == b"OK":
+            headers = self._ok
+        else:
+            headers = [*(self._json if is_json else self._text),
+                       (b"content-length", str(len(out)).encode())]  # fmt: skip
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if head else out})
+
+    async def _ping_here(
+        self, scope: Scope, body: bytes | None
+    ) -> tuple[int, bytes, bool, str, str, bool]:
+        """Record a ping with the in-process writer thread (no ping writer process)."""
         try:
             p = parse_ping(scope["path"], scope["query_string"].decode("latin-1"))
         except BadPing as e:
-            self.counters["ping_errors"] += 1
-            await respond(send, 400, b"" if head else str(e).encode(), headers)
-            return
+            return 400, str(e).encode(), False, "", "", False
         if p is None:
-            self.counters["ping_errors"] += 1
-            await respond(send, 404, b"" if head else b"not found", headers)
-            return
-        self.counters["pings_" + p.dialect] += 1
-        body = await read_body(receive, self.config.body_limit) if method == "POST" else None
+            return 404, b"not found", False, "", "", False
+        apply = self.applier.apply  # type: ignore[union-attr]
         try:
             result = await self.writer.run(  # type: ignore[union-attr]
-                lambda store: apply_ping(store, p, body, self.project_key)
+                lambda store: apply(store, p, body), cache_aware=True
             )
-        except NotFound:
-            self.counters["ping_errors"] += 1
-            await respond(send, 404, b"" if head else b"not found", headers)
-            return
-        except StoreError as e:
-            self.counters["ping_errors"] += 1
-            await respond(send, 503, b"" if head else str(e).encode(), headers)
-            return
-        except CronwatchError as e:
-            self.counters["ping_errors"] += 1
-            await respond(send, 400, b"" if head else str(e).encode(), headers)
-            return
-        if self.scheduler is not None:
-            self.scheduler.touch(result["job"])
-            if any(e["type"].startswith(("incident.", "job.recovered")) for e in result["events"]):
-                self.scheduler.deliver_now.set()  # alerts go out now, not at the next poll
-        if p.want_execution:
-            out = json.dumps({"execution": result["run"]}).encode()
-            headers = [self._limit_header, (b"content-type", b"application/json")]
-        else:
-            out = b"OK"
-        await respond(send, 200, b"" if head else out, headers, length=len(out))
+            ok, value = True, result
+        except Exception as e:
+            ok, value = False, e
+        status, out, is_json, job, deliver = reply_for(p, ok, value)
+        return status, out, is_json, job, p.dialect, deliver
 
 
 async def read_body(receive: Any, limit: int) -> bytes:

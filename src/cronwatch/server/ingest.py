@@ -3,8 +3,18 @@
 Requests put an operation (a function of the store) on a queue and await a future. The
 writer takes everything queued, runs it in ONE transaction, commits, then resolves every
 future, so a request is acknowledged only once its write is durable and concurrent
-requests share the cost of the commit. Each operation runs inside a savepoint: a bad one
-fails alone and the rest of the batch still commits.
+requests share the cost of the commit.
+
+A bad operation fails alone and the rest of the batch still commits. Operations run
+without a savepoint each (two statements an op were a large part of a ping's cost): one
+that fails before writing anything (``total_changes`` unchanged: an unknown ping key, a
+validation error) simply fails; one that fails after writing rolls the whole batch back,
+which is then replayed once with a savepoint per op, so only the bad one is undone.
+
+The writer may keep caches (``Cache``: jobs by ping key, alert states) that are valid
+only while nothing else changes the database. It drops them after any operation that is
+not a cache-aware ping, after a rollback, and when another connection committed (PRAGMA
+data_version, read once a batch).
 """
 
 from __future__ import annotations
@@ -12,10 +22,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from ..errors import StoreError
 from ..store.base import Store
@@ -23,17 +34,138 @@ from ..store.base import Store
 T = TypeVar("T")
 log = logging.getLogger("cronwatch.server")
 
-_Op = tuple[Callable[[Store], Any], asyncio.Future[Any]]
+# (op, cache_aware): cache-aware ops keep the writer's caches coherent themselves
+Op = tuple[Callable[[Store], Any], bool]
+_Queued = tuple[Callable[[Store], Any], asyncio.Future[Any], bool]
 _STOP = object()
 
 
-class Writer:
-    """The single writer. ``await writer.run(op)`` returns ``op(store)`` once committed."""
+class Cache(Protocol):
+    def invalidate(self) -> None: ...  # the database may have changed behind the cache
+    def flush(self, store: Store) -> None: ...  # write buffered rows (before commit)
+    def discard(self) -> None: ...  # the transaction rolled back: drop buffered rows
 
-    def __init__(self, store: Store, *, max_batch: int = 512, retries: int = 20) -> None:
+
+class _Replay(Exception):
+    """An op failed after writing: roll the batch back and replay it with savepoints."""
+
+
+class _NoCache:
+    def invalidate(self) -> None:
+        pass
+
+    def flush(self, store: Store) -> None:
+        pass
+
+    def discard(self) -> None:
+        pass
+
+
+class Committer:
+    """Runs batches of operations, each batch in one transaction (see the module doc)."""
+
+    def __init__(self, store: Store, *, cache: Cache | None = None, retries: int = 20) -> None:
         self.store = store
-        self.max_batch = max_batch
+        self.db: sqlite3.Connection = store.db  # type: ignore[attr-defined]
+        self.cache: Cache = cache or _NoCache()
         self.retries = retries
+        self._data_version = -1
+
+    def commit(self, batch: list[Op]) -> list[tuple[bool, Any]]:
+        """Run the batch in one transaction; retry while the database is busy.
+
+        Returns (True, result) or (False, exception) per op, in order.
+        """
+        delay = 0.002
+        safe = False
+        for attempt in range(self.retries):
+            try:
+                with self.store.transaction():
+                    self._check_foreign_commits()
+                    results = self._run_all(batch, safe)
+                    self.cache.flush(self.store)
+                return results
+            except _Replay:
+                self._rolled_back()
+                safe = True
+            except (StoreError, sqlite3.Error) as e:  # busy (another process writes) or I/O
+                self._rolled_back()
+                if attempt == self.retries - 1:
+                    log.error("giving up on a batch of %d: %s", len(batch), e)
+                    return [(False, e)] * len(batch)
+                time.sleep(delay)
+                delay = min(delay * 2, 0.25)
+        err = StoreError("database write failed: giving up after retries")
+        return [(False, err)] * len(batch)
+
+    def _rolled_back(self) -> None:
+        self.cache.discard()
+        self.cache.invalidate()
+        self.store.forget_job_ids()  # ids cached inside the rolled-back tx are void
+
+    def _check_foreign_commits(self) -> None:
+        # data_version changes only when ANOTHER connection committed (a wrapper, the CLI,
+        # the outbox): then jobs, keys and alert states may differ from what we remember.
+        version = self.db.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._data_version:
+            self._data_version = version
+            self.cache.invalidate()
+            self.store.forget_job_ids()
+
+    def _run_all(self, batch: list[Op], safe: bool) -> list[tuple[bool, Any]]:
+        db, store, cache = self.db, self.store, self.cache
+        results: list[tuple[bool, Any]] = []
+        append = results.append
+        for op, cache_aware in batch:
+            if not cache_aware:
+                cache.flush(store)  # keep the event log in order with what the op writes
+            if safe:
+                append(self._one_savepoint(op))
+            else:
+                before = db.total_changes
+                try:
+                    append((True, op(store)))
+                except Exception as e:
+                    if db.total_changes != before or not db.in_transaction:
+                        raise _Replay from e  # partial writes: undo them with the batch
+                    append((False, _failed(e)))
+            if not cache_aware:
+                cache.invalidate()
+        return results
+
+    def _one_savepoint(self, op: Callable[[Store], Any]) -> tuple[bool, Any]:
+        db = self.db
+        db.execute("SAVEPOINT op")
+        try:
+            result = op(self.store)
+        except Exception as e:  # this op fails alone; its partial writes are undone
+            if not db.in_transaction:  # SQLite rolled back the whole transaction
+                raise StoreError(f"database write failed: {e}") from e
+            db.execute("ROLLBACK TO op")
+            db.execute("RELEASE op")
+            self.store.forget_job_ids()
+            self.cache.invalidate()
+            return False, _failed(e)
+        db.execute("RELEASE op")
+        return True, result
+
+
+def _failed(e: Exception) -> Exception:
+    if not isinstance(e, StoreError) and not hasattr(e, "http_status"):
+        log.error("write operation failed", exc_info=e)
+    return e
+
+
+class Writer:
+    """The single writer thread. ``await writer.run(op)`` returns ``op(store)`` once
+    committed."""
+
+    def __init__(
+        self, store: Store, *, cache: Cache | None = None, max_batch: int = 512, retries: int = 20
+    ) -> None:
+        self.store = store
+        self.committer = Committer(store, cache=cache, retries=retries)
+        self.max_batch = max_batch
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.thread: threading.Thread | None = None
@@ -52,30 +184,31 @@ class Writer:
             self.thread.join(timeout=10)
             self.thread = None
 
-    def run(self, op: Callable[[Store], T]) -> asyncio.Future[T]:
+    def run(self, op: Callable[[Store], T], *, cache_aware: bool = False) -> asyncio.Future[T]:
         assert self.loop is not None, "writer not started"
         fut: asyncio.Future[T] = self.loop.create_future()
-        self.queue.put((op, fut))
+        self.queue.put((op, fut, cache_aware))
         return fut
 
     # --- the writer thread ---------------------------------------------------------------
     def _main(self) -> None:
+        get, get_nowait = self.queue.get, self.queue.get_nowait
         while True:
-            item = self.queue.get()
+            item = get()
             if item is _STOP:
                 return
-            batch: list[_Op] = [item]
+            batch: list[_Queued] = [item]
             stop = False
             while len(batch) < self.max_batch:
                 try:
-                    nxt = self.queue.get_nowait()
+                    nxt = get_nowait()
                 except queue.Empty:
                     break
                 if nxt is _STOP:
                     stop = True
                     break
                 batch.append(nxt)
-            results = self._commit(batch)
+            results = self.committer.commit([(op, aware) for op, _f, aware in batch])
             self.batches += 1
             self.ops += len(batch)
             assert self.loop is not None
@@ -86,51 +219,12 @@ class Writer:
             if stop:
                 return
 
-    def _commit(self, batch: list[_Op]) -> list[tuple[bool, Any]]:
-        """Run the batch in one transaction; retry while the database is busy."""
-        delay = 0.002
-        for attempt in range(self.retries):
-            results: list[tuple[bool, Any]] = []
-            try:
-                with self.store.transaction():
-                    for op, _fut in batch:
-                        results.append(self._one(op))
-                return results
-            except StoreError as e:  # busy (another process writes) or I/O: roll back, retry
-                self.store.forget_job_ids()  # ids cached inside the rolled-back tx are void
-                if attempt == self.retries - 1:
-                    log.error("giving up on a batch of %d: %s", len(batch), e)
-                    return [(False, e)] * len(batch)
-                time.sleep(delay)
-                delay = min(delay * 2, 0.25)
-        raise AssertionError("unreachable")
-
-    def _one(self, op: Callable[[Store], Any]) -> tuple[bool, Any]:
-        db = self.store.db  # type: ignore[attr-defined]
-        db.execute("SAVEPOINT op")
-        try:
-            result = op(self.store)
-        except Exception as e:  # this op fails alone; its partial writes are undone
-            db.execute("ROLLBACK TO op")
-            db.execute("RELEASE op")
-            self.store.forget_job_ids()
-            if not isinstance(e, StoreError) and not hasattr(e, "http_status"):
-                log.exception("ping operation failed")
-            return False, e
-        db.execute("RELEASE op")
-        return True, result
-
-    @staticmethod
-    def _resolve_one(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
-        if fut.done():  # the client went away
-            return
-        if ok:
-            fut.set_result(value)
-        else:
-            fut.set_exception(value)
-
-    def _resolve(self, batch: list[_Op], results: list[tuple[bool, Any]]) -> None:
-        for (_op, fut), (ok, value) in zip(batch, results, strict=True):
-            self._resolve_one(fut, ok, value)
+    def _resolve(self, batch: list[_Queued], results: list[tuple[bool, Any]]) -> None:
+        for (_op, fut, _aware), (ok, value) in zip(batch, results, strict=True):
+            if not fut.done():  # done: the client went away
+                if ok:
+                    fut.set_result(value)
+                else:
+                    fut.set_exception(value)
         for hook in self.after_commit:
             hook()

@@ -1,6 +1,7 @@
 """Ping dialects: URL + query -> one ``Ping`` (what happened to which job).
 
-Parsing is pure; ``apply_ping`` runs in the writer thread inside the group transaction.
+Parsing is pure; ``server.apply.Applier`` records pings in the writer thread, inside the
+group transaction.
 
     simob        /jobs/p/{key}?state=run|complete|fail[&v=1]
     Healthchecks /ping/{key}[/start|/fail|/log|/{0-255}][?rid=]
@@ -12,13 +13,12 @@ Parsing is pure; ``apply_ping`` runs in the writer thread inside the group trans
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
-from ..errors import CronwatchError, NotFound, ValidationError
-from ..models import Status, new_run_id, validate_name, validate_run_id
+from ..errors import CronwatchError, ValidationError
+from ..models import validate_name, validate_run_id
 from ..store.base import Store
 
 START, SUCCESS, FAIL, LOG, HEARTBEAT = "start", "success", "fail", "log", "heartbeat"
@@ -174,61 +174,7 @@ def _cronitor(p: Ping, q: dict[str, str], metrics: list[str]) -> None:
         p.message = f"{p.message} ({counts})" if p.message else counts
 
 
-# --- applying a ping (writer thread) --------------------------------------------------
-
-
-def resolve_job(store: Store, p: Ping, project_key: str, now: float) -> str:
-    if p.key:
-        row = store.db.execute(  # type: ignore[attr-defined]
-            "SELECT name FROM jobs WHERE ping_key=?", (p.key,)
-        ).fetchone()
-        if row is None:
-            raise NotFound("not found")
-        return str(row[0])
-    if p.project_key != project_key:
-        raise NotFound("not found")
-    if not p.create and store.find_job(p.slug) is None:
-        raise NotFound("not found")
-    return p.slug
-
-
-def apply_ping(
-    store: Store, p: Ping, body: bytes | None, project_key: str, now: float | None = None
-) -> dict[str, Any]:
-    """Record the ping; returns {"job", "run", "events"} (events also go to the log)."""
-    now = time.time() if now is None else now
-    job = resolve_job(store, p, project_key, now)
-    events: list[dict[str, Any]] = []
-    src = "ping:" + p.dialect
-    if p.action == START:
-        run, timed_out = store.start_run(job, now=now, run_id=p.rid, env=p.env, host=p.host,
-                                         source=src)  # fmt: skip
-        for t in timed_out:  # a timed-out run is a failure for the alert state too
-            extra = _after_ping(store, t, now)
-            events.append(_event("job.timeout", t))
-            events.extend(extra)
-        if body:
-            store.append_output(job, body, now=now, run_id=run.id, env=p.env)
-        events.append(_event("run.started", run))
-    elif p.action == LOG:
-        rid = store.append_output(job, body or b"", now=now, run_id=p.rid, env=p.env)
-        events.append({"type": "run.log", "job": job, "env": p.env, "run": rid,
-                       "bytes": len(body or b"")})  # fmt: skip
-        run = None
-    else:
-        status = Status.FAILED if p.action == FAIL else Status.SUCCESS
-        rid = p.rid
-        if p.action == HEARTBEAT and rid is None:
-            rid = new_run_id(now)  # a heartbeat never closes an open run
-        run = store.finish_run(job, status, now=now, run_id=rid, env=p.env,
-                               exit_code=p.exit_code, duration=p.duration, stdout=body or None,
-                               message=p.message, host=p.host, source=src)  # fmt: skip
-        extra = _after_ping(store, run, now)  # may turn a success into a failure (asserts)
-        events.append(_event("run.ok" if run.status is Status.SUCCESS else "run.error", run))
-        events.extend(extra)
-    for ev in events:
-        store.add_event(ev["type"], ev, now=now)
-    return {"job": job, "run": None if run is None else run.id, "events": events}
+# --- shared with the writer side (server.apply) and the runs API ------------------------
 
 
 def _event(type_: str, run: Any) -> dict[str, Any]:
@@ -243,18 +189,8 @@ def _after_ping(store: Store, run: Any, now: float) -> list[dict[str, Any]]:
     Delivery is not done here: this runs in the writer's transaction, and the scheduler's
     outbox task sends notifications on its own connection.
     """
-    try:
-        from .. import checks
-    except ImportError:
-        return []
-    hook = getattr(checks, "after_ping", None)
-    if hook is not None:
-        return list(hook(store, run, now=now) or [])
-    record = getattr(checks, "record_outcome", None)
-    if record is None:
-        return []
+    from .. import checks
+
     job = store.get_job(run.job)
-    assertions = getattr(checks, "apply_assertions", None)
-    if assertions is not None:
-        assertions(store, job, run, now=now)
-    return list(record(store, job, run, now=now) or [])
+    checks.apply_assertions(store, job, run, now=now)
+    return list(checks.record_outcome(store, job, run, now=now) or [])

@@ -93,8 +93,10 @@ class Scheduler:
                 if not self.dirty:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self.wakeup.wait(), max(0.0, timeout))
-                    # under a ping storm, collect touches for a moment: one recompute each
-                    await asyncio.sleep(0.05)
+                # under a ping storm, collect touches for a moment: one recompute each. Also
+                # when touches came in during the last recompute: else recomputes run back
+                # to back, each a write transaction that the ping writer has to wait for.
+                await asyncio.sleep(0.05)
             except asyncio.CancelledError:
                 raise
             except Exception:

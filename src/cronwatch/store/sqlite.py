@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from .._utils import compress, decompress
@@ -108,12 +108,16 @@ class SQLiteStore(Store):
 
     # --- helpers -------------------------------------------------------------------
     def _write(self) -> _Tx:
-        return _Tx(self.db)
+        return _Tx(self.db, self._forget)
+
+    def _forget(self) -> None:
+        # ids cached inside a rolled-back transaction may name rows that never existed
+        self._job_ids.clear()
 
     def transaction(self) -> _Tx:
         """One write transaction around several store calls (group commit): nested store
         writes join it, and everything commits or rolls back together."""
-        return _Tx(self.db)
+        return _Tx(self.db, self._forget)
 
     def _job_id(self, name: str) -> int:
         jid = self._job_ids.get(name)
@@ -199,15 +203,17 @@ class SQLiteStore(Store):
             cutoff = now - keep_days * 86400
             db.execute("DELETE FROM runs WHERE job_id=? AND started_at<?", (jid, cutoff))
             db.execute("DELETE FROM outputs WHERE job_id=? AND started_at<?", (jid, cutoff))
+        # Output of the newest keep_output runs is kept whatever their outcome; older
+        # output goes, except for the newest keep_failed_output failures.
         row = db.execute(
-            "SELECT started_at FROM outputs WHERE job_id=? ORDER BY started_at DESC "
-            "LIMIT 1 OFFSET ?",
+            "SELECT started_at FROM runs INDEXED BY runs_job_started WHERE job_id=? "
+            "ORDER BY started_at DESC LIMIT 1 OFFSET ?",
             (jid, keep_output),
         ).fetchone()
-        if row is not None:
-            db.execute(
-                "DELETE FROM outputs WHERE job_id=? AND failed=0 AND started_at<=?", (jid, row[0])
-            )
+        if row is None:
+            return
+        cutoff = row[0]
+        db.execute("DELETE FROM outputs WHERE job_id=? AND failed=0 AND started_at<=?", (jid, cutoff))
         row = db.execute(
             "SELECT started_at FROM outputs WHERE job_id=? AND failed=1 "
             "ORDER BY started_at DESC LIMIT 1 OFFSET ?",
@@ -215,7 +221,8 @@ class SQLiteStore(Store):
         ).fetchone()
         if row is not None:
             db.execute(
-                "DELETE FROM outputs WHERE job_id=? AND failed=1 AND started_at<=?", (jid, row[0])
+                "DELETE FROM outputs WHERE job_id=? AND failed=1 AND started_at<=?",
+                (jid, min(cutoff, row[0])),
             )
 
     def _insert(self, jid: int, run: Run, client_rid: bool = False) -> int | None:
@@ -900,9 +907,10 @@ class SQLiteStore(Store):
 class _Tx:
     """BEGIN IMMEDIATE ... COMMIT, re-entrant, turning sqlite errors into StoreError."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, on_rollback: Callable[[], None]) -> None:
         self.db = db
         self.outer = False
+        self.on_rollback = on_rollback
 
     def __enter__(self) -> None:
         if not self.db.in_transaction:
@@ -921,7 +929,9 @@ class _Tx:
                 return
             except sqlite3.Error as e:
                 self.db.execute("ROLLBACK")
+                self.on_rollback()
                 raise StoreError(f"database write failed: {e}") from None
         self.db.execute("ROLLBACK")
+        self.on_rollback()
         if isinstance(exc, sqlite3.Error):
             raise StoreError(f"database write failed: {exc}") from None

@@ -1,0 +1,259 @@
+"""The ping writer process: pings are recorded by a child process with its own GIL.
+
+Why a process: recording a ping (parse, run semantics, alert check, event row, commit)
+is Python work. In a thread it competes with the event loop for the one GIL, so every
+microsecond spent writing is a microsecond the loop cannot serve HTTP; the ping rate was
+bounded by the sum of both. A child process runs on the other core: the HTTP process
+only forwards (path, query, body) and sends back the reply it gets. SQLite is made for
+this (one writer connection in the child; the server's own connection for the API and
+the scheduler waits on the same lock), and a PostgreSQL deployment has the same shape.
+
+The link is a socketpair carrying length-prefixed ``marshal`` frames:
+  request  (seq, path, query bytes, body bytes or None)
+  reply    (seq, status, body bytes, is_json, job, dialect, deliver_now)
+The child reads whatever requests are waiting, records them in ONE transaction (group
+commit, ``ingest.Committer``), and only then writes the replies: an acknowledged ping is
+committed. If the HTTP process dies, the child sees EOF and exits; if the child dies,
+waiting pings get 503 and the server starts a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import marshal
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import CronwatchError, NotFound, StoreError
+from .ping import BadPing, Ping, parse_ping
+
+log = logging.getLogger("cronwatch.server")
+_LEN = struct.Struct("<I")
+Reply = tuple[int, int, bytes, bool, str, str, bool]
+_CHUNK = int(os.environ.get("CW_CHUNK", "32"))
+
+
+def reply_for(p: Ping, ok: bool, value: Any) -> tuple[int, bytes, bool, str, bool]:
+    """(status, body, is_json, job, deliver_now) for an applied ping: the HTTP answer."""
+    if not ok:
+        if isinstance(value, NotFound):
+            return 404, b"not found", False, "", False
+        if isinstance(value, StoreError):
+            return 503, str(value).encode(), False, "", False
+        if isinstance(value, CronwatchError):
+            return 400, str(value).encode(), False, "", False
+        return 500, b"internal error", False, "", False
+    deliver = any(e["type"].startswith(("incident.", "job.recovered")) for e in value["events"])
+    if p.want_execution:
+        body = json.dumps({"execution": value["run"]}).encode()
+        return 200, body, True, value["job"], deliver
+    return 200, b"OK", False, value["job"], deliver
+
+
+# --- the child ------------------------------------------------------------------------------
+
+
+def _serve(sock: socket.socket, db: str) -> None:
+    from ..store import open_store
+    from .apply import Applier
+    from .ingest import Committer
+
+    store = open_store(db)
+    applier = Applier(store.project_ping_key())
+    committer = Committer(store, cache=applier)
+    buf = bytearray()
+    while True:
+        data = sock.recv(1 << 20)
+        if not data:
+            return  # the server closed the link or died: every reply owed was sent
+        buf += data
+        requests, pos = [], 0
+        while len(buf) - pos >= 4:
+            (n,) = _LEN.unpack_from(buf, pos)
+            if len(buf) - pos - 4 < n:
+                break
+            requests.append(marshal.loads(bytes(buf[pos + 4 : pos + 4 + n])))
+            pos += 4 + n
+        del buf[:pos]
+        for i in range(0, len(requests), _CHUNK):
+            chunk = requests[i : i + _CHUNK]
+            sock.sendall(b"".join(_frame(r) for r in _record(applier, committer, chunk)))
+
+
+def _record(applier: Any, committer: Any, requests: list[tuple[Any, ...]]) -> list[Reply]:
+    if os.environ.get("CW_NOOP"):
+        return [(r[0], 200, b"OK", False, "hc", "healthchecks", False) for r in requests]
+    replies: list[Reply | None] = []
+    parsed: list[tuple[int, Ping]] = []
+    ops = []
+    for seq, path, query, body in requests:
+        try:
+            p = parse_ping(path, query.decode("latin-1"))
+        except BadPing as e:
+            replies.append((seq, 400, str(e).encode(), False, "", "", False))
+            continue
+        if p is None:
+            replies.append((seq, 404, b"not found", False, "", "", False))
+            continue
+        parsed.append((len(replies), p))
+        replies.append(None)
+        ops.append((lambda store, p=p, body=body: applier.apply(store, p, body), True))
+    if ops:
+        results = committer.commit(ops)
+        for (i, p), (ok, value) in zip(parsed, results, strict=True):
+            status, out, is_json, job, deliver = reply_for(p, ok, value)
+            replies[i] = (requests[i][0], status, out, is_json, job, p.dialect, deliver)
+    return replies  # type: ignore[return-value]
+
+
+def _frame(obj: Any) -> bytes:
+    data = marshal.dumps(obj)
+    return _LEN.pack(len(data)) + data
+
+
+def main(argv: list[str]) -> int:
+    """``python -m cronwatch.server.pingproc FD DB``: run until the link closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the
+    # server shuts down and closes the link, and then this finishes its batch and exits
+    logging.basicConfig(level=logging.WARNING, format="cronwatch ping writer: %(message)s")
+    sock = socket.socket(fileno=int(argv[0]))
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        _serve(sock, argv[1])  # a broken pipe: the server is gone; commits stay committed
+    return 0
+
+
+# --- the server side ------------------------------------------------------------------------
+
+
+class Link(asyncio.Protocol):
+    """The server's end: ``await link.request(path, query, body)`` gives the child's reply."""
+
+    def __init__(self, on_replies: Callable[[], None], on_lost: Callable[[], None]) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.on_replies = on_replies
+        self.on_lost = on_lost
+        self.transport: asyncio.Transport | None = None
+        self.pending: dict[int, asyncio.Future[Reply]] = {}
+        self.out: list[bytes] = []
+        self.buf = bytearray()
+        self.seq = 0
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def request(self, path: str, query: bytes, body: bytes | None) -> asyncio.Future[Reply]:
+        if self.transport is None or self.transport.is_closing():
+            raise StoreError("the ping writer is restarting; try again")
+        self.seq = seq = (self.seq + 1) & 0x7FFFFFFF
+        fut: asyncio.Future[Reply] = self.loop.create_future()
+        self.pending[seq] = fut
+        self.out.append(_frame((seq, path, query, body)))
+        if len(self.out) == 1:  # one write per loop iteration, whatever arrived in it
+            self.loop.call_soon(self._flush)
+        return fut
+
+    def _flush(self) -> None:
+        if self.out and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(self.out))
+        self.out.clear()
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        pos, size = 0, len(buf)
+        pending = self.pending
+        while size - pos >= 4:
+            (n,) = _LEN.unpack_from(buf, pos)
+            if size - pos - 4 < n:
+                break
+            reply = marshal.loads(bytes(buf[pos + 4 : pos + 4 + n]))
+            pos += 4 + n
+            fut = pending.pop(reply[0], None)
+            if fut is not None and not fut.done():  # done: the client went away
+                fut.set_result(reply)
+        del buf[:pos]
+        self.on_replies()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        pending, self.pending = self.pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(StoreError("the ping writer exited; try again"))
+        self.on_lost()
+
+
+class PingProcess:
+    """Starts the child, restarts it if it dies, stops it with the server."""
+
+    def __init__(self, db: str, on_replies: Callable[[], None]) -> None:
+        self.db = db
+        self.on_replies = on_replies
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.link: Link | None = None
+        self.stopping = False
+        self.restarts = 0
+
+    async def start(self) -> None:
+        parent, child = socket.socketpair()
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "cronwatch.server.pingproc", str(child.fileno()), self.db],
+                pass_fds=[child.fileno()], stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+        finally:
+            child.close()
+        loop = asyncio.get_running_loop()
+        _, link = await loop.create_unix_connection(
+            lambda: Link(self.on_replies, self._lost), sock=parent
+        )
+        self.link = link
+
+    def request(self, path: str, query: bytes, body: bytes | None) -> asyncio.Future[Reply]:
+        if self.link is None:
+            raise StoreError("the ping writer is restarting; try again")
+        return self.link.request(path, query, body)
+
+    def _lost(self) -> None:
+        self.link = None
+        if not self.stopping:
+            log.error("the ping writer exited (code %s); restarting it", self._reap())
+            self.restarts += 1
+            asyncio.get_running_loop().call_later(0.2, self._restart)
+
+    def _restart(self) -> None:
+        if not self.stopping:
+            asyncio.ensure_future(self.start())
+
+    def _reap(self) -> int | None:
+        if self.proc is None:
+            return None
+        try:
+            return self.proc.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    async def stop(self) -> None:
+        self.stopping = True
+        if self.link is not None and self.link.transport is not None:
+            self.link.transport.close()  # EOF: the child finishes its batch and exits
+        if self.proc is not None:
+            try:
+                await asyncio.to_thread(self.proc.wait, 10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,192 @@
+"""Export to JSON Lines and import back: exact, idempotent, forgiving of bad lines."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from cronwatch.models import Run, Status
+from cronwatch.store import open_store
+
+T0 = time.time() - 86400  # recent: the default retention keeps a year
+# Every byte value, invalid UTF-8, valid multi-byte UTF-8 (including outside the BMP), NUL.
+ODD_BYTES = bytes(range(256)) + b"\xff\xfe\xc3(" + "é€😀".encode() + b"\x00\xed\xa0\x80"
+
+
+def sample_runs() -> list[Run]:
+    return [
+        Run(job="backup", started_at=T0, status=Status.SUCCESS, ended_at=T0 + 1.5, duration=1.5,
+            exit_code=0, stdout=ODD_BYTES, stderr=b"", host="h1", user="u", command="b.sh --x",
+            env="prod", message="", source="wrapper"),
+        Run(job="backup", started_at=T0 + 60, status=Status.FAILED, ended_at=T0 + 61,
+            duration=1.0, signal=9, stdout=b"partial", stderr=ODD_BYTES[::-1],
+            message="killed by signal 9"),
+        Run(job="report", started_at=T0 + 120, status=Status.TIMEOUT, ended_at=T0 + 180,
+            duration=60.0, exit_code=None, stdout=None, stderr=None, source="ping"),
+        Run(job="report", started_at=T0 + 240, status=Status.RUNNING),
+    ]  # fmt: skip
+
+
+@pytest.fixture
+def exported(cw, store, tmp_path) -> tuple[Path, list[Run]]:
+    runs = sample_runs()
+    store.record_runs(runs, now=T0 + 300)
+    path = tmp_path / "runs.jsonl"
+    rc, out, err = cw("export", "-o", path)
+    assert (rc, out) == (0, b"")
+    assert err == f"exported 4 runs to {path}\n".encode()
+    return path, runs
+
+
+def stored(db: Path) -> list[Run]:
+    with open_store(str(db), create=False) as s:
+        return s.list_runs(output=True, oldest_first=True)
+
+
+def test_export_is_one_ascii_json_object_a_line(exported):
+    path, runs = exported
+    data = path.read_bytes()
+    assert data.isascii()
+    lines = data.decode().splitlines()
+    assert [json.loads(line)["id"] for line in lines] == [r.id for r in runs]  # oldest first
+
+
+def test_round_trip_into_a_fresh_database_is_exact(cw, exported, tmp_path):
+    path, runs = exported
+    fresh = tmp_path / "fresh" / "history.db"
+    rc, out, err = cw("import", path, "--db", fresh)
+    assert (rc, out, err) == (0, b"imported 4 runs, skipped 0 already present\n", b"")
+    assert stored(fresh) == runs  # every field, output bytes included
+
+
+def test_export_to_stdout_and_import_from_stdin(cw, exported, tmp_path):
+    _, runs = exported
+    rc, out, _ = cw("export")
+    assert rc == 0
+    fresh = tmp_path / "fresh.db"
+    rc, out, err = cw("import", "-", "--db", fresh, "--json", input=out)
+    assert rc == 0
+    assert json.loads(out) == {"imported": 4, "skipped": 0, "invalid": 0}
+    assert stored(fresh) == runs
+
+
+def test_reimport_is_idempotent(cw, exported, tmp_path):
+    path, runs = exported
+    fresh = tmp_path / "fresh.db"
+    assert cw("import", path, "--db", fresh).rc == 0
+    rc, out, _ = cw("import", path, "--db", fresh, "--json")
+    assert rc == 0
+    assert json.loads(out) == {"imported": 0, "skipped": 4, "invalid": 0}
+    assert stored(fresh) == runs
+    # ...and importing into the database the runs came from changes nothing either.
+    rc, out, _ = cw("import", path)
+    assert (rc, out) == (0, b"imported 0 runs, skipped 4 already present\n")
+
+
+def test_export_without_output(cw, exported, tmp_path):
+    _, runs = exported
+    rc, out, _ = cw("export", "--no-output")
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert rc == 0 and len(lines) == 4
+    assert all("stdout" not in d and "stderr" not in d for d in lines)
+    fresh = tmp_path / "fresh.db"
+    assert cw("import", "-", "--db", fresh, input=out).rc == 0
+    got = stored(fresh)
+    assert [r.id for r in got] == [r.id for r in runs]
+    assert all(r.stdout is None and r.stderr is None for r in got)
+
+
+@pytest.mark.parametrize(
+    ("args", "jobs"),
+    [(["--job", "report"], ["report", "report"]), (["--job", "backup"], ["backup", "backup"])],
+)
+def test_export_filters(cw, exported, args, jobs):
+    rc, out, _ = cw("export", *args)
+    assert rc == 0
+    assert [json.loads(line)["job"] for line in out.splitlines()] == jobs
+
+
+def test_export_since(cw, store):
+    now = time.time()
+    store.record_runs([Run(job="j", started_at=now - 7200, status=Status.SUCCESS),
+                       Run(job="j", started_at=now - 60, status=Status.SUCCESS)], now=now)  # fmt: skip
+    rc, out, _ = cw("export", "--since", "1h")
+    assert rc == 0 and len(out.splitlines()) == 1
+
+
+def test_invalid_lines_are_reported_and_valid_lines_imported(cw, tmp_path):
+    good = [
+        Run(job="good", started_at=T0 + i, status=Status.SUCCESS, stdout=b"ok") for i in range(3)
+    ]
+    lines = [
+        json.dumps(good[0].to_dict(exact=True)),                 # 1
+        "{not json",                                             # 2
+        json.dumps(good[1].to_dict(exact=True)),                 # 3
+        json.dumps({"job": "Bad Name", "started_at": T0}),      # 4
+        "",                                                      # 5: blank lines are skipped
+        json.dumps({"job": "x", "started_at": T0, "status": "bogus"}),  # 6
+        json.dumps({"job": "x"}),                                # 7
+        json.dumps(good[2].to_dict(exact=True)),                 # 8
+    ]  # fmt: skip
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    fresh = tmp_path / "fresh.db"
+    rc, out, err = cw("import", path, "--db", fresh)
+    assert rc == 1
+    assert out == b"imported 3 runs, skipped 0 already present, 4 invalid lines\n"
+    messages = err.decode().splitlines()
+    assert [m.split(":")[1].strip() for m in messages] == ["line 2", "line 4", "line 6", "line 7"]
+    assert "invalid job name 'Bad Name'" in messages[1]
+    assert "invalid status 'bogus'" in messages[2]
+    assert "missing the field 'started_at'" in messages[3]
+    assert [r.id for r in stored(fresh)] == [r.id for r in good]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "[1, 2]",
+        '"a string"',
+        '{"job": "x", "started_at": 1, "exit_code": [1]}',
+        '{"job": "x", "started_at": 1, "duration": {}}',
+        '{"job": "x", "started_at": "yesterday"}',
+        '{"job": "x", "started_at": NaN}',
+        '{"job": "x", "started_at": 1, "ended_at": Infinity}',
+        '{"job": "x", "started_at": 1, "stdout": 5}',
+        '{"job": "x", "started_at": 1, "id": "has space"}',
+        '{"job": "x", "started_at": 1e400}',
+    ],
+)
+def test_each_kind_of_bad_line_is_reported_not_fatal(cw, tmp_path, line):
+    good = Run(job="good", started_at=T0, status=Status.SUCCESS)
+    path = tmp_path / "bad.jsonl"
+    path.write_text(line + "\n" + json.dumps(good.to_dict()) + "\n")
+    fresh = tmp_path / "fresh.db"
+    rc, out, err = cw("import", path, "--db", fresh)
+    assert rc == 1
+    assert err.startswith(b"cronwatch: line 1: ") and len(err.splitlines()) == 1, err
+    assert [r.id for r in stored(fresh)] == [good.id]
+
+
+def test_only_the_first_invalid_lines_are_listed(cw, tmp_path):
+    path = tmp_path / "junk.jsonl"
+    path.write_text("junk\n" * 50)
+    rc, out, err = cw("import", path, "--db", tmp_path / "fresh.db")
+    assert rc == 1
+    assert b"50 invalid lines" in out
+    assert len(err.splitlines()) <= 6
+
+
+def test_import_of_a_missing_file(cw, tmp_path):
+    rc, out, err = cw("import", tmp_path / "nope.jsonl")
+    assert (rc, out) == (1, b"")
+    assert err.startswith(b"cronwatch: cannot read") and len(err.splitlines()) == 1
+
+
+def test_export_to_an_unwritable_place(cw, exported, tmp_path):
+    rc, out, err = cw("export", "-o", tmp_path / "no" / "such" / "dir.jsonl")
+    assert (rc, out) == (1, b"")
+    assert err.startswith(b"cronwatch: cannot write") and len(err.splitlines()) == 1
