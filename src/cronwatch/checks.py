@@ -168,46 +168,56 @@ def after_run(store: Any, run: Run, *, now: float, config: str | None = None) ->
 def check_job(store: Any, name: str, *, now: float) -> list[dict[str, Any]]:
     """Evaluate one job as of ``now``: record timed-out and missed runs, advance alerts."""
     with store.transaction():
-        return _check_job(store, store.get_job(name), now)
+        return _check_job(store, store.get_job(name), now)[0]
 
 
-def _check_job(store: Any, job: Job, now: float) -> list[dict[str, Any]]:
+def _check_job(store: Any, job: Job, now: float) -> tuple[list[dict[str, Any]], float | None]:
+    """(events, the job's next deadline). Reads each thing once: `check` runs it per job."""
+    from .health import next_deadline
+
     name = job.name
     events: list[dict[str, Any]] = []
     if job.paused:
-        return events
-    for run in _overdue(job, store.open_runs_of(name), now):
+        return events, None
+    open_runs = store.open_runs_of(name)
+    for run in _overdue(job, open_runs, now):
         run.status = Status.TIMEOUT
         run.ended_at = now
         run.duration = now - run.started_at
         run.message = f"still running after the max runtime of {job.max_runtime:g}s"
         store.update_run(run, now=now)
+        open_runs = [r for r in open_runs if r.id != run.id]
         events.append({"type": "job.timeout", "job": name, "env": run.env, "run": run.id})
         events += record_outcome(store, job, run, now=now)
+    newest = store.newest_start(name)
+    anchor = newest if newest is not None else job.created_at
     if job.schedule:
         from .health import effective_grace
 
         grace = effective_grace(job)
-        newest = store.last_run(name)
-        anchor = newest.started_at if newest is not None else job.created_at
         for expected in _missed(job, anchor, now):
             run = Run(job=name, started_at=expected, status=Status.MISSED, ended_at=expected,
                       message=f"missed: expected at {format_time(expected)} UTC "
                               f"(+{grace:g}s grace), no run started",
                       source="scheduler")  # fmt: skip
             store.record_run(run, now=now)
+            anchor = max(anchor, expected)
             events.append({"type": "job.missed", "job": name, "env": "", "run": run.id,
                            "expected": iso(expected)})  # fmt: skip
             events += record_outcome(store, job, run, now=now)
+    deadlines = [next_deadline(job, anchor, open_runs)]
     raw = store.get_alert_state(name, "")
     if raw:
         old = AlertState.from_dict(raw)
-        state, actions = on_tick(old, Policy.from_job(job), paused=job.paused, at=now)
+        policy = Policy.from_job(job)
+        state, actions = on_tick(old, policy, paused=job.paused, at=now)
         if actions:
             events += _act(store, job, "", actions, store.last_run(name), now)
         if state != old:
             store.set_alert_state(name, "", state.to_dict())
-    return events
+        deadlines.append(next_tick(state, policy, paused=job.paused))
+    found = [d for d in deadlines if d is not None]
+    return events, (min(found) if found else None)
 
 
 def _overdue(job: Job, open_runs: list[Run], now: float) -> list[Run]:
@@ -230,10 +240,13 @@ def check_all(store: Any, *, now: float) -> list[dict[str, Any]]:
     a reminder); writes reset that. So a check touches only the due jobs, not all of them.
     """
     events: list[dict[str, Any]] = []
+    deadlines: list[tuple[str, float | None]] = []
     with store.transaction():
         for name in store.due_jobs(now=now):
-            events += _check_job(store, store.get_job(name), now)
-            store.set_next_check(name, job_deadline(store, name, now=now))
+            job_events, deadline = _check_job(store, store.get_job(name), now)
+            events += job_events
+            deadlines.append((name, deadline))
+        store.set_next_checks(deadlines)
     return events
 
 
@@ -244,8 +257,8 @@ def job_deadline(store: Any, name: str, *, now: float) -> float | None:
     job = store.get_job(name)
     if job.paused:
         return None
-    newest = store.last_run(name)
-    anchor = newest.started_at if newest is not None else job.created_at
+    newest = store.newest_start(name)
+    anchor = newest if newest is not None else job.created_at
     deadlines = [next_deadline(job, anchor, store.open_runs_of(name))]
     raw = store.get_alert_state(name, "")
     if raw:

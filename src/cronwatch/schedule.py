@@ -15,6 +15,7 @@ evaluated in the job's zone so a daily 02:30 job stays at 02:30 local across DST
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from dataclasses import dataclass, replace
@@ -102,6 +103,9 @@ class Schedule:
         return self.text
 
     def next_after(self, t: float, tz: str = "UTC") -> float:
+        return _next_after(self, t, tz)
+
+    def _compute_next(self, t: float, tz: str) -> float:
         """The first expected time strictly after ``t`` (UTC epoch seconds), in zone ``tz``.
 
         Always ``> t`` and monotone in ``t``. Returns ``math.inf`` when the schedule has
@@ -112,6 +116,13 @@ class Schedule:
         zone = _zone(validate_tz(tz))
         nxt = _next_cron if self.kind in ("cron", "at") else _next_oncalendar
         return min(nxt(expr, t, zone) for expr in self.exprs)
+
+
+@lru_cache(maxsize=8192)
+def _next_after(schedule: Schedule, t: float, tz: str) -> float:
+    # The same (schedule, instant) is asked for twice per job by `check` (missed runs,
+    # then the next deadline); answers are pure, so remember recent ones.
+    return schedule._compute_next(t, tz)
 
 
 def _first_after(it: object, t: float) -> float:
@@ -134,8 +145,20 @@ def _start(t: float, zone: tzinfo) -> datetime:
     return datetime.fromtimestamp(math.floor(t), zone)
 
 
+@lru_cache(maxsize=1024)
+def _cron_parsed(expr: str, zone: tzinfo) -> CronSim:
+    # Parsing dominates CronSim's cost; `check` over thousands of jobs shares a few
+    # expressions. The parsed iterator is copied and rewound for each use.
+    return CronSim(expr, datetime.fromtimestamp(0, zone))
+
+
 def _next_cron(expr: str, t: float, zone: tzinfo) -> float:
-    return _first_after(CronSim(expr, _start(t, zone)), t)
+    it = copy.copy(_cron_parsed(expr, zone))
+    start = _start(t, zone)
+    # CronSim keeps naive local time when it mimics Debian cron's DST handling.
+    it.dt = start.replace(tzinfo=None) if it.fixup_tz is not None else start
+    it.skip_initial_tick = False
+    return _first_after(it, t)
 
 
 def _next_oncalendar(expr: str, t: float, zone: tzinfo) -> float:

@@ -595,6 +595,20 @@ class SQLiteStore(Store):
             )
         ]
 
+    def set_next_checks(self, items: list[tuple[str, float | None]]) -> None:
+        with self._write():
+            self.db.executemany(
+                "UPDATE jobs SET next_check=? WHERE name=?",
+                [(1e18 if at is None else at, name) for name, at in items],
+            )
+
+    def newest_start(self, job: str) -> float | None:
+        """Start time of the job's newest run (any status), or None."""
+        row = self.db.execute(
+            "SELECT max(started_at) FROM runs WHERE job_id=?", (self._job_id(job),)
+        ).fetchone()
+        return row[0]
+
     def set_next_check(self, job: str, at: float | None) -> None:
         """Remember when ``job`` next needs a look (None: never, until something changes)."""
         with self._write():
