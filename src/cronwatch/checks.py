@@ -160,6 +160,9 @@ def after_run(store: Any, run: Run, *, now: float, config: str | None = None) ->
                    "job": job.name, "env": run.env, "run": run.id,
                    "status": run.status.value}]  # fmt: skip
         events += record_outcome(store, job, run, now=now)
+        # The wrapper knows its job changed: remember the next deadline now, so that
+        # `cronwatch check` does not have to evaluate every job that ran since its last look.
+        store.set_next_check(job.name, job_deadline(store, job.name, now=now))
     if job.notify:
         deliver_outbox(store, now=now, budget=10.0)
     return events
@@ -252,14 +255,16 @@ def check_all(store: Any, *, now: float) -> list[dict[str, Any]]:
 
 def job_deadline(store: Any, name: str, *, now: float) -> float | None:
     """The earliest instant at which this job's health can change by the clock alone."""
-    from .health import next_deadline
-
     job = store.get_job(name)
     if job.paused:
         return None
-    newest = store.newest_start(name)
-    anchor = newest if newest is not None else job.created_at
-    deadlines = [next_deadline(job, anchor, store.open_runs_of(name))]
+    deadlines: list[float | None] = []
+    if job.schedule or job.max_runtime:  # else the clock alone cannot change its health
+        from .health import next_deadline
+
+        newest = store.newest_start(name)
+        anchor = newest if newest is not None else job.created_at
+        deadlines.append(next_deadline(job, anchor, store.open_runs_of(name)))
     raw = store.get_alert_state(name, "")
     if raw:
         deadlines.append(next_tick(AlertState.from_dict(raw), Policy.from_job(job), paused=job.paused))
