@@ -1,11 +1,15 @@
 """Acknowledged pings/s and latency of ``cronwatch serve``, against hello world.
 
-    python benchmarks/bench_server.py [--duration 10] [--connections 64]
+    python benchmarks/bench_server.py [--duration 10] [--connections 64] [--rounds 3]
+                                      [--ping-writer process,thread]
 
-Starts the real server (uvicorn, uvloop, httptools) on 127.0.0.1 and, in the same run,
-a hello-world raw ASGI app on the same stack; drives each with wrk (2 threads, 64
-connections) for a bounded time; then counts the runs in the database, so "acked" means
-committed. Prints a Markdown table (benchmarks/README.md, section "Server").
+Starts the real server (uvicorn, uvloop, httptools; one server per ping-writer mode) on
+127.0.0.1 and a hello-world raw ASGI app on the same stack; then, round after round,
+drives each with wrk (2 threads) for a bounded time, so that hello world and the server
+see the same machine load. Prints the median of the rounds: req/s, p50, p99, errors, the
+ratio to hello world of the same round, and the CPU time the server's processes spent
+per request (all threads and child processes, from /proc). Afterwards counts the runs in
+the database: "acked" means committed, so stored >= acknowledged.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,7 +33,7 @@ async def app(scope, receive, send):
                 "headers": [(b"content-type", b"text/plain"), (b"content-length", b"2")]})
     await send({"type": "http.response.body", "body": b"OK"})
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning",
-            access_log=False, lifespan="off")
+            access_log=False, lifespan="off", loop="auto", http="auto")
 """
 
 
@@ -57,65 +62,110 @@ def wrk(url: str, duration: int, connections: int) -> dict[str, float]:
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, sock.groups())) if sock else 0)
+    bad = int(non2xx.group(1)) if non2xx else 0
+    errors = bad + (sum(map(int, sock.groups())) if sock else 0)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    return {"rps": rps, "p50": ms("50%"), "p99": ms("99%"), "total": total, "errors": errors}
+    return {"rps": rps, "p50": ms("50%"), "p99": ms("99%"), "total": total,
+            "ok": total - bad, "errors": errors}  # fmt: skip
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid`` and its child processes (threads included)."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def stat(p: int) -> tuple[int, float]:
+        with open(f"/proc/{p}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[1]), (int(fields[11]) + int(fields[12])) / tick
+
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid, used = stat(int(entry))
+            except OSError:
+                continue
+            if int(entry) == pid or ppid == pid:
+                total += used
+    return total
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--ping-writer", default="process,thread")
     args = ap.parse_args()
     from cronwatch.store import open_store
 
+    modes = args.ping_writer.split(",")
     tmp = tempfile.mkdtemp(prefix="cw-bench-")
-    db = os.path.join(tmp, "history.db")
-    with open_store(db) as s:
-        keys = {n: s.ensure_ping_key(n, now=time.time()) for n in ("hc", "simob")}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "cronwatch.cli", "serve", "--port", "0", "--db", db],
-        stderr=subprocess.PIPE,
-    )  # fmt: skip
-    url = server.stderr.readline().decode().strip().rsplit(" ", 1)[-1]  # type: ignore[union-attr]
+    servers: dict[str, tuple[str, subprocess.Popen[bytes], str, dict[str, str]]] = {}
     hello = subprocess.Popen([sys.executable, "-c", HELLO, "8799"])
-    rows = []
     try:
-        wait_up(url + "/healthz")
+        for mode in modes:
+            db = os.path.join(tmp, f"{mode}.db")
+            with open_store(db) as s:
+                keys = {n: s.ensure_ping_key(n, now=time.time()) for n in ("hc", "simob")}
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "cronwatch.cli", "serve", "--port", "0", "--db", db,
+                 "--ping-writer", mode],
+                stderr=subprocess.PIPE,
+            )  # fmt: skip
+            line = proc.stderr.readline().decode()  # type: ignore[union-attr]
+            servers[mode] = (line.strip().rsplit(" ", 1)[-1], proc, db, keys)
         wait_up("http://127.0.0.1:8799/")
-        wrk(url + "/healthz", 2, args.connections)  # warm up
-        targets = [
-            ("hello world (raw ASGI, same stack)", "http://127.0.0.1:8799/", None),
-            ("/ping/{key}", f"{url}/ping/{keys['hc']}", "hc"),
-            (
-                "/jobs/p/{key}?state=complete",
-                f"{url}/jobs/p/{keys['simob']}?state=complete",
-                "simob",
-            ),
+        targets: list[tuple[str, str, int, str | None, str | None]] = [
+            ("hello world (raw ASGI, same stack)", "http://127.0.0.1:8799/", hello.pid, None, None)
         ]
-        hello_rps = 0.0
-        for label, target, job in targets:
-            r = wrk(target, args.duration, args.connections)
-            stored = None
-            if job is not None:
-                with open_store(db) as s:
-                    stored = s.job_stats(job)["runs"]
-            else:
-                hello_rps = r["rps"]
-            rows.append((label, r, stored))
+        for mode, (url, proc, _db, keys) in servers.items():
+            wait_up(url + "/healthz")
+            wrk(url + "/healthz", 2, args.connections)  # warm up
+            targets.append((f"/ping/{{key}} ({mode})", f"{url}/ping/{keys['hc']}", proc.pid,
+                            mode, "hc"))  # fmt: skip
+            targets.append((f"/jobs/p/{{key}}?state=complete ({mode})",
+                            f"{url}/jobs/p/{keys['simob']}?state=complete", proc.pid, mode,
+                            "simob"))  # fmt: skip
+        results: dict[str, list[dict[str, float]]] = {t[0]: [] for t in targets}
+        load = os.getloadavg()[0]
+        for _ in range(args.rounds):
+            hello_rps = 0.0
+            for label, url, pid, _mode, _job in targets:
+                before = cpu_seconds(pid)
+                r = wrk(url, args.duration, args.connections)
+                r["cpu_us"] = (cpu_seconds(pid) - before) / max(1, r["total"]) * 1e6
+                hello_rps = hello_rps or r["rps"]
+                r["ratio"] = r["rps"] / hello_rps
+                results[label].append(r)
     finally:
-        for p in (server, hello):
+        for p in [hello, *(s[1] for s in servers.values())]:
             p.terminate()
             p.wait()
-    print(f"wrk -t2 -c{args.connections} -d{args.duration}s, server and wrk on the same "
-          f"{os.cpu_count()}-core machine, 127.0.0.1\n")  # fmt: skip
-    print("| target | req/s | p50 ms | p99 ms | errors | runs stored | × hello |")
+    acked: dict[tuple[str, str], int] = {}
+    for label, _url, _pid, mode, job in targets:
+        if mode is not None and job is not None:
+            acked[(mode, job)] = int(sum(r["ok"] for r in results[label]))
+    print(f"wrk -t2 -c{args.connections} -d{args.duration}s, {args.rounds} rounds (medians), "
+          f"server and wrk on the same {os.cpu_count()}-core machine, 127.0.0.1, "
+          f"load average {load:.1f} at start\n")  # fmt: skip
+    print("| target | req/s | p50 ms | p99 ms | errors | × hello | server CPU µs/req |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    for label, r, stored in rows:
-        ratio = r["rps"] / hello_rps if hello_rps else float("nan")
-        kept = "-" if stored is None else f"{stored:,} of {r['total']:,}"
-        print(f"| {label} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['errors']} | "
-              f"{kept} | {ratio:.2f} |")  # fmt: skip
+    for label, rs in results.items():
+
+        def med(key: str, rs: list[dict[str, float]] = rs) -> float:
+            return statistics.median(r[key] for r in rs)
+
+        print(f"| {label} | {med('rps'):,.0f} | {med('p50'):.2f} | {med('p99'):.2f} | "
+              f"{int(sum(r['errors'] for r in rs))} | {med('ratio'):.2f} | {med('cpu_us'):.0f} |")  # fmt: skip
+    print()
+    for mode, (_url, _proc, db, _keys) in servers.items():
+        with open_store(db) as s:
+            for job in ("hc", "simob"):
+                stored = s.job_stats(job)["runs"]
+                ok = acked[(mode, job)]
+                verdict = "ok" if stored >= ok else "LOST ACKNOWLEDGED PINGS"
+                print(f"{mode} {job}: {ok:,} acknowledged, {stored:,} stored: {verdict}")
 
 
 if __name__ == "__main__":

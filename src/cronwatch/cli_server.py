@@ -27,6 +27,9 @@ def register(sub: Any, command: Any) -> None:
     p.add_argument(
         "--no-scheduler", action="store_true", help="do not run missed-run checks and alerts"
     )
+    p.add_argument("--ping-writer", choices=("process", "thread"), default="process",
+                   help="record pings in a child process (default: uses a second core) or "
+                        "in a thread of the server process")  # fmt: skip
     p.add_argument("--log-level", default="warning", help="uvicorn log level (default warning)")
 
     p = command(sub, "token", cmd_token_help, "manage API tokens for the management API",
@@ -72,7 +75,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ValidationError(f"invalid port {args.port}")
     _open(args).close()  # fail early, with a one-line message, on a bad database
     app = create_app(Config(db=args.db, body_limit=args.body_limit, keepalive=args.keepalive,
-                            scheduler=not args.no_scheduler))  # fmt: skip
+                            scheduler=not args.no_scheduler,
+                            ping_process=args.ping_writer == "process"))  # fmt: skip
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                             access_log=False, lifespan="on", loop="auto", http="auto")  # fmt: skip
     server = uvicorn.Server(config)

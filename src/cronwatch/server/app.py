@@ -74,7 +74,7 @@ class Server:
         self.project_key = self.writer_store.project_ping_key()
         self.hub = Hub(self)
         if self.config.ping_process:
-            self.pings = PingProcess(self.writer_store.path, self.hub.wake)  # type: ignore[attr-defined]
+            self.pings = PingProcess(self.writer_store.path, self._committed)  # type: ignore[attr-defined]
             await self.pings.start()
             self.writer = Writer(self.writer_store)  # the API's and the scheduler's writes
         else:
@@ -87,6 +87,14 @@ class Server:
 
             self.scheduler = Scheduler(self)
             self.scheduler.start()
+
+    def _committed(self, n: int) -> None:
+        """The ping writer process committed ``n`` pings: count it as the writer's, wake
+        the SSE streams."""
+        if self.writer is not None:
+            self.writer.batches += 1
+            self.writer.ops += n
+        self.hub.wake()
 
     async def shutdown(self) -> None:
         if self.scheduler is not None:
@@ -210,7 +218,7 @@ class Server:
         """Record a ping with the in-process writer thread (no ping writer process)."""
         try:
             p = parse_ping(scope["path"], scope["query_string"].decode("latin-1"))
-        except BadPing as e:
+        except (BadPing, ValueError) as e:  # ValueError: parse_qsl's limit on fields
             return 400, str(e).encode(), False, "", "", False
         if p is None:
             return 404, b"not found", False, "", "", False

@@ -66,7 +66,7 @@ def parse_ping(path: str, query: str) -> Ping | None:
     parts = path.strip("/").split("/")
     if len(parts) > 4 or len(path) > 600:
         return None
-    params = parse_qsl(query, keep_blank_values=True, max_num_fields=64)
+    params = parse_qsl(query, keep_blank_values=True, max_num_fields=64) if query else []
     q: dict[str, str] = {}
     metrics: list[str] = []
     for k, v in params:
