@@ -65,7 +65,9 @@ def ok(r: Result) -> Result:
     return r
 
 
-def test_failures_alert_once_and_success_recovers(cw: Callable[..., Result], receiver: Receiver) -> None:
+def test_failures_alert_once_and_success_recovers(
+    cw: Callable[..., Result], receiver: Receiver
+) -> None:
     ok(cw("job", "set", "backup", "--notify", receiver.url))
     assert cw("run", "backup", "--", "sh", "-c", "echo disk full >&2; exit 3").rc == 3
     assert receiver.events() == []  # one failure is tolerated

@@ -85,7 +85,9 @@ def parse_timestamp(text: str) -> float:
 
 
 def data_dir() -> str:
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share"
+    )
     return os.path.join(base, "cronwatch")
 
 
@@ -116,7 +118,7 @@ def cap_bytes(data: bytes, limit: int) -> bytes:
     if len(data) <= limit:
         return data
     half = limit // 2
-    return join_capped(data[:half], data[len(data) - (limit - half):], len(data))
+    return join_capped(data[:half], data[len(data) - (limit - half) :], len(data))
 
 
 def compress(data: bytes | None) -> bytes | None:

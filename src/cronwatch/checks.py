@@ -135,7 +135,9 @@ def _act(
             payload = {
                 "kind": action.kind,
                 "job": job.name,
-                "status": run.status.value if run else ("success" if action.kind == "recovery" else "failed"),
+                "status": run.status.value
+                if run
+                else ("success" if action.kind == "recovery" else "failed"),
                 "cause": action.cause,
                 "run": None if run is None else run.to_dict(output=False),
                 "output_tail": _tail(run),
@@ -148,7 +150,9 @@ def _act(
     return events
 
 
-def after_run(store: Any, run: Run, *, now: float, config: str | None = None) -> list[dict[str, Any]]:
+def after_run(
+    store: Any, run: Run, *, now: float, config: str | None = None
+) -> list[dict[str, Any]]:
     """The wrapper's (and a finishing ping's) evaluation of its own job.
 
     The state changes share one transaction; delivery happens after it, outside any lock.
@@ -267,7 +271,9 @@ def job_deadline(store: Any, name: str, *, now: float) -> float | None:
         deadlines.append(next_deadline(job, anchor, store.open_runs_of(name)))
     raw = store.get_alert_state(name, "")
     if raw:
-        deadlines.append(next_tick(AlertState.from_dict(raw), Policy.from_job(job), paused=job.paused))
+        deadlines.append(
+            next_tick(AlertState.from_dict(raw), Policy.from_job(job), paused=job.paused)
+        )
     found = [d for d in deadlines if d is not None]
     return min(found) if found else None
 
@@ -294,8 +300,12 @@ def deliver_outbox(store: Any, *, now: float, budget: float = 30.0, timeout: flo
             continue
         except (DeliveryError, CronwatchError, OSError) as e:
             attempts = item["attempts"] + 1
-            retry = None if attempts >= MAX_ATTEMPTS else now + min(3600.0, 30.0 * 2 ** (attempts - 1))
-            store.finish_notification(item["id"], ok=False, now=now, error=str(e)[:500], retry_at=retry)
+            retry = (
+                None if attempts >= MAX_ATTEMPTS else now + min(3600.0, 30.0 * 2 ** (attempts - 1))
+            )
+            store.finish_notification(
+                item["id"], ok=False, now=now, error=str(e)[:500], retry_at=retry
+            )
             continue
         store.finish_notification(item["id"], ok=True, now=now)
         sent += 1

@@ -81,7 +81,9 @@ def register(sub: Any, command: Any) -> None:
 
 
 def _help(args: argparse.Namespace) -> int:
-    sys.stderr.write(f"cronwatch: give an action (see cronwatch {args.example.split()[1]} --help)\n")
+    sys.stderr.write(
+        f"cronwatch: give an action (see cronwatch {args.example.split()[1]} --help)\n"
+    )
     return 2
 
 
@@ -267,7 +269,9 @@ def cmd_incidents(args: argparse.Namespace) -> int:
               f"opened {format_time(it['opened_at'])}, {state} — {it['cause']}")  # fmt: skip
         for n in it["notifications"]:
             result = n["status"] + (f" ({n['last_error']})" if n["last_error"] else "")
-            print(f"    {n['kind']:<9} {_redact(n['channel'])}: {result}, {n['attempts']} attempt(s)")
+            print(
+                f"    {n['kind']:<9} {_redact(n['channel'])}: {result}, {n['attempts']} attempt(s)"
+            )
     return 0
 
 

@@ -13,7 +13,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from . import __version__
 from ._utils import DURATION_HELP, format_time, parse_duration
@@ -41,7 +41,7 @@ class Formatter(argparse.RawDescriptionHelpFormatter):
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2, no usage dump
+    def error(self, message: str) -> NoReturn:  # one line, exit 2, no usage dump
         sys.stderr.write(f"cronwatch: {message} (see {self.prog} --help)\n")
         sys.exit(2)
 
@@ -78,7 +78,12 @@ def add_common(p: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
 
 
 def command(
-    sub: Any, name: str, func: Callable[[argparse.Namespace], int], help: str, example: str, **kw: Any
+    sub: Any,
+    name: str,
+    func: Callable[[argparse.Namespace], int],
+    help: str,
+    example: str,
+    **kw: Any,
 ) -> argparse.ArgumentParser:
     """Add a subcommand whose --help ends with an example."""
     p = sub.add_parser(
@@ -128,7 +133,9 @@ def build_parser() -> ArgumentParser:
     p = command(sub, "history", cmd_history, "show the last runs of a job, newest first",
                 "cronwatch history backup -n 50")  # fmt: skip
     p.add_argument("name", type=name_arg, metavar="NAME")
-    p.add_argument("-n", "--limit", type=positive_int, default=20, help="number of runs (default 20)")
+    p.add_argument(
+        "-n", "--limit", type=positive_int, default=20, help="number of runs (default 20)"
+    )
     add_common(p)
 
     p = command(sub, "stats", cmd_stats,
@@ -337,8 +344,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    from .report import STATUS_WORD, ago, percent, table
     from ._utils import format_duration
+    from .report import STATUS_WORD, ago, percent, table
 
     now = time.time()
     since = now - args.since
@@ -391,7 +398,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     since = None if args.since is None else time.time() - args.since
     try:
-        out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+        out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115 (closed below)
     except OSError as e:
         raise CronwatchError(f"cannot write {args.output}: {e.strerror or e}") from None
     count = 0

@@ -27,14 +27,20 @@ from .models import Job, validate_name
 
 # field -> (kind, help)
 FIELDS: dict[str, tuple[str, str]] = {
-    "schedule": ("schedule", "cron ('*/5 * * * *', '@daily'), 'every 15m', 'at 13:37', or OnCalendar"),
+    "schedule": (
+        "schedule",
+        "cron ('*/5 * * * *', '@daily'), 'every 15m', 'at 13:37', or OnCalendar",
+    ),
     "tz": ("tz", "an IANA time zone such as Europe/Berlin (default UTC)"),
     "grace": ("duration", DURATION_HELP),
     "max_runtime": ("duration?", DURATION_HELP + ", or 'none'"),
     "alert_after": ("count", "a whole number >= 1 (consecutive failures before an alert)"),
     "recover_after": ("count", "a whole number >= 1 (consecutive successes to recover)"),
     "realert": ("duration?", DURATION_HELP + ", or 'none'"),
-    "notify": ("channels", "a list of channel URLs (https://..., tgram://TOKEN/CHAT, slack://..., mailto://...)"),
+    "notify": (
+        "channels",
+        "a list of channel URLs (https://..., tgram://TOKEN/CHAT, slack://..., mailto://...)",
+    ),
     "asserts": ("rules", "a list of rules such as 'duration < 30m' or 'output contains done'"),
     "paused": ("bool", "true or false"),
     "tags": ("tags", "a list of tags (job-name characters)"),

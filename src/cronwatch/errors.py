@@ -1,10 +1,10 @@
 """Exceptions. One base class; adapters turn it into a one-line message or a JSON error.
 
-    CronwatchError              anything cronwatch reports to a user (CLI exit 1, HTTP 400)
-    ├── ValidationError         bad input: names, durations, schedules, statuses (exit 2, 422)
-    ├── NotFound                unknown job, run or incident (exit 1, 404)
-    ├── StoreError              the database cannot be opened, read or written
-    └── DeliveryError           a notification channel failed (transport error, bad answer)
+CronwatchError              anything cronwatch reports to a user (CLI exit 1, HTTP 400)
+├── ValidationError         bad input: names, durations, schedules, statuses (exit 2, 422)
+├── NotFound                unknown job, run or incident (exit 1, 404)
+├── StoreError              the database cannot be opened, read or written
+└── DeliveryError           a notification channel failed (transport error, bad answer)
 """
 
 from __future__ import annotations

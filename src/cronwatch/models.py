@@ -16,8 +16,7 @@ from typing import Any
 from .errors import ValidationError
 
 NAME_RULE = (
-    "a job name is 1-64 characters of a-z, 0-9, '-', '_' and '.', "
-    "starting with a letter or digit"
+    "a job name is 1-64 characters of a-z, 0-9, '-', '_' and '.', starting with a letter or digit"
 )
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
@@ -259,4 +258,6 @@ class Job:
         return d
 
 
-SETTING_NAMES = tuple(f.name for f in fields(Job) if f.name not in {"name", "created_at", "ping_key"})
+SETTING_NAMES = tuple(
+    f.name for f in fields(Job) if f.name not in {"name", "created_at", "ping_key"}
+)

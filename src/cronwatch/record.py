@@ -79,7 +79,9 @@ def build_run(o: Options, res: Result) -> Run:
         host=os.uname().nodename,
         user=_user(),
         # argv may hold bytes that are not UTF-8 (surrogate-escaped): store them visibly
-        command=shlex.join(o.command).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"),
+        command=shlex.join(o.command)
+        .encode("utf-8", "surrogateescape")
+        .decode("utf-8", "backslashreplace"),
         env=o.env,
         message=message,
         source="wrapper",

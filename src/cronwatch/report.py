@@ -47,7 +47,13 @@ def exit_text(run: Run) -> str:
 
 
 def runs_table(runs: list[Run], *, with_job: bool = False) -> str:
-    headers = (["JOB"] if with_job else []) + ["STARTED (UTC)", "STATUS", "EXIT", "DURATION", "OUTPUT"]
+    headers = (["JOB"] if with_job else []) + [
+        "STARTED (UTC)",
+        "STATUS",
+        "EXIT",
+        "DURATION",
+        "OUTPUT",
+    ]
     rows = []
     for r in runs:
         row = [r.job] if with_job else []

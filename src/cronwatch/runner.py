@@ -128,7 +128,9 @@ def parse_run_args(args: list[str], *, name_form: bool) -> Options:
                 o.name = a
                 i += 1
                 continue
-            raise Usage("no command given: put it after --, as in: cronwatch run NAME -- CMD [ARGS...]")
+            raise Usage(
+                "no command given: put it after --, as in: cronwatch run NAME -- CMD [ARGS...]"
+            )
         key, eq, val = a.partition("=")
         if key in _VALUED:
             if not eq:
@@ -593,7 +595,9 @@ def main(args: list[str], *, name_form: bool) -> int:
     try:
         res = execute(o)
     except NotStarted as e:  # our own failure before the child ran: run it anyway
-        sys.stderr.write(f"cronwatch: warning: wrapper failed ({e}); running the command unwrapped\n")
+        sys.stderr.write(
+            f"cronwatch: warning: wrapper failed ({e}); running the command unwrapped\n"
+        )
         sys.stderr.flush()
         try:
             os.execvp(o.command[0], o.command)

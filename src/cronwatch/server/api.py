@@ -262,7 +262,7 @@ def check_settings(settings: dict[str, Any]) -> None:
             raise ValidationError(f"invalid notify channel {channel!r}: {e}") from None
     if settings.get("schedule"):
         try:
-            from ..schedule import parse_schedule  # type: ignore[attr-defined]
+            from ..schedule import parse_schedule
         except ImportError:
             return
         try:

@@ -24,7 +24,7 @@ log = logging.getLogger("cronwatch.server")
 
 def _checks() -> Any:
     try:
-        from .. import checks  # type: ignore[attr-defined]
+        from .. import checks
     except ImportError:
         return None
     return checks

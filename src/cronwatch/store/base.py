@@ -204,7 +204,13 @@ class Store:
         raise NotImplementedError
 
     def append_output(
-        self, job: str, data: bytes, *, now: float, run_id: str | None = None, env: str = "",
+        self,
+        job: str,
+        data: bytes,
+        *,
+        now: float,
+        run_id: str | None = None,
+        env: str = "",
         limit: int = 1_000_000,
     ) -> str | None:
         """Append to the open run's stdout (a log ping); the run id or None if none is open."""

@@ -87,7 +87,9 @@ class SQLiteStore(Store):
             db.execute("PRAGMA journal_mode=WAL")
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+            )
             row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             version = int(row[0]) if row else 0
             for step in migrations.SQLITE[version:]:
@@ -213,7 +215,9 @@ class SQLiteStore(Store):
         if row is None:
             return
         cutoff = row[0]
-        db.execute("DELETE FROM outputs WHERE job_id=? AND failed=0 AND started_at<=?", (jid, cutoff))
+        db.execute(
+            "DELETE FROM outputs WHERE job_id=? AND failed=0 AND started_at<=?", (jid, cutoff)
+        )
         row = db.execute(
             "SELECT started_at FROM outputs WHERE job_id=? AND failed=1 "
             "ORDER BY started_at DESC LIMIT 1 OFFSET ?",
@@ -239,7 +243,9 @@ class SQLiteStore(Store):
         if cur.rowcount == 0:
             return None
         rowid = cur.lastrowid
-        self.db.execute("UPDATE jobs SET next_check=NULL WHERE id=? AND next_check IS NOT NULL", (jid,))
+        self.db.execute(
+            "UPDATE jobs SET next_check=NULL WHERE id=? AND next_check IS NOT NULL", (jid,)
+        )
         if run.stdout is not None or run.stderr is not None:
             self.db.execute(
                 "INSERT INTO outputs(run_id, job_id, started_at, failed, stdout, stderr) "
@@ -428,7 +434,8 @@ class SQLiteStore(Store):
         status: Status | None = None,
         env: str | None = None,
     ) -> tuple[str, list[Any]]:
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[Any] = []
         if job is not None:
             clauses.append("r.job_id=?")
             params.append(self._job_id(job))
@@ -536,7 +543,7 @@ class SQLiteStore(Store):
             "ORDER BY started_at DESC LIMIT 1",
             (jid,),
         ).fetchone()
-        streak = {"status": None, "count": 0}
+        streak: dict[str, Any] = {"status": None, "count": 0}
         if last is not None:
             kind = "success" if last[0] == "success" else "failure"
             other = ("'failed','timeout','missed'") if kind == "success" else "'success'"
@@ -631,7 +638,9 @@ class SQLiteStore(Store):
                 (self._job_id(job), env, json.dumps(state)),
             )
 
-    def open_incident(self, job: str, env: str, *, at: float, cause: str, run_id: str | None) -> int:
+    def open_incident(
+        self, job: str, env: str, *, at: float, cause: str, run_id: str | None
+    ) -> int:
         with self._write():
             cur = self.db.execute(
                 "INSERT INTO incidents(job_id, env, opened_at, cause, open_run) VALUES (?,?,?,?,?)",
@@ -722,7 +731,13 @@ class SQLiteStore(Store):
             (now, limit),
         ).fetchall()
         return [
-            {"id": r[0], "channel": r[1], "payload": json.loads(r[2]), "attempts": r[3], "kind": r[4]}
+            {
+                "id": r[0],
+                "channel": r[1],
+                "payload": json.loads(r[2]),
+                "attempts": r[3],
+                "kind": r[4],
+            }
             for r in rows
         ]
 
@@ -752,7 +767,8 @@ class SQLiteStore(Store):
                 )
             else:
                 self.db.execute(
-                    "UPDATE notifications SET status='failed', last_error=? WHERE id=?", (error, nid)
+                    "UPDATE notifications SET status='failed', last_error=? WHERE id=?",
+                    (error, nid),
                 )
 
     # --- key/value ---------------------------------------------------------------------------
@@ -879,7 +895,13 @@ class SQLiteStore(Store):
         return int(row[0] or 0)
 
     def append_output(
-        self, job: str, data: bytes, *, now: float, run_id: str | None = None, env: str = "",
+        self,
+        job: str,
+        data: bytes,
+        *,
+        now: float,
+        run_id: str | None = None,
+        env: str = "",
         limit: int = 1_000_000,
     ) -> str | None:
         """Append ``data`` to the open run's stdout (a log ping); the run's id, or None when
@@ -902,14 +924,18 @@ class SQLiteStore(Store):
                 ).fetchone()
             if row is None:
                 return None
-            out = self.db.execute(
-                "SELECT stdout FROM outputs WHERE run_id=?", (row[0],)
-            ).fetchone()
-            old = decompress(out[0]) if out is not None and out[0] is not None else b""
+            out = self.db.execute("SELECT stdout FROM outputs WHERE run_id=?", (row[0],)).fetchone()
+            old = (decompress(out[0]) if out is not None else None) or b""
             self.db.execute(
                 "INSERT OR REPLACE INTO outputs(run_id, job_id, started_at, failed, stdout, "
                 "stderr) VALUES (?,?,?,?,?,NULL)",
-                (row[0], jid, row[2], int(row[3] in _FAILED), compress(cap_bytes(old + data, limit))),
+                (
+                    row[0],
+                    jid,
+                    row[2],
+                    int(row[3] in _FAILED),
+                    compress(cap_bytes(old + data, limit)),
+                ),
             )
         return str(row[1])
 
