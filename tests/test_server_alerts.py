@@ -1,7 +1,6 @@
-"""Timeout -> alert -> recovery through the running server's scheduler and outbox.
-
-(A missed run needs at least the 60 s minimum grace to pass, too slow for the suite; the
-scheduler path is the same: a deadline in the heap, check_job, the outbox.)"""
+"""Timeout / missed -> alert -> recovery through the running server's scheduler and outbox,
+with a real local webhook receiver. (The missed case starts from a job whose last run lies
+ten minutes back, so the 60 s minimum grace has already passed when the server starts.)"""
 
 from __future__ import annotations
 
@@ -41,7 +40,7 @@ def wait_for(pred, timeout: float = 20.0) -> bool:  # type: ignore[no-untyped-de
     return False
 
 
-def test_missed_alert_and_recovery_via_webhook(tmp_path: Path) -> None:
+def test_timeout_alert_and_recovery_via_webhook(tmp_path: Path) -> None:
     hook = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
     threading.Thread(target=hook.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{hook.server_address[1]}/hook"
@@ -62,6 +61,52 @@ def test_missed_alert_and_recovery_via_webhook(tmp_path: Path) -> None:
         assert wait_for(lambda: len(Receiver.got) > n), "no recovery notice"
         (inc, *_) = c.get("/api/v1/incidents", params={"job": "tick"}).json()
         assert inc["closed_at"] is not None
+    finally:
+        server.stop()
+        hook.shutdown()
+
+
+def test_missed_run_alert_and_recovery_through_the_running_scheduler(tmp_path: Path) -> None:
+    """A job whose last run was ten minutes ago on a one-minute schedule: the scheduler,
+    started fresh, finds it missed, records the missed runs, alerts; a ping recovers it."""
+    from cronwatch.models import Job, Run, Status
+    from cronwatch.store import open_store
+
+    got: list[dict] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            got.append(json.loads(self.rfile.read(int(self.headers.get("content-length", 0)))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    hook = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{hook.server_address[1]}/hook"
+    now = time.time()
+    store = open_store(str(tmp_path / "h.db"))
+    store.save_job(Job(name="minutely", created_at=now - 3600, schedule="every 1m",
+                       grace=60, alert_after=1, notify=[url]), now=now)  # fmt: skip
+    store.record_run(Run(job="minutely", started_at=now - 600, status=Status.SUCCESS,
+                         ended_at=now - 599, duration=1.0), now=now)  # fmt: skip
+    key = store.ensure_ping_key("minutely", now=now)
+    store.close()
+    server = LiveServer(tmp_path / "h.db").start()
+    try:
+        assert wait_for(lambda: any(m["event"] == "alert" for m in got)), "no alert"
+        alert = next(m for m in got if m["event"] == "alert")
+        assert alert["job"] == "minutely" and alert["status"] == "missed"
+        c = httpx.Client(base_url=server.url, headers=server.token("admin"), timeout=10)
+        runs = c.get("/api/v1/jobs/minutely/runs", params={"limit": 50}).json()
+        assert sum(r["status"] == "missed" for r in runs) >= 7  # one per expected minute
+        assert c.get(f"/ping/{key}").text == "OK"
+        assert wait_for(lambda: any(m["event"] == "recovery" for m in got)), "no recovery"
+        assert [m["event"] for m in got] == ["alert", "recovery"]
+        (inc, *_) = c.get("/api/v1/incidents", params={"job": "minutely"}).json()
+        assert inc["closed_at"] is not None and "missed" in inc["cause"]
     finally:
         server.stop()
         hook.shutdown()
