@@ -45,6 +45,19 @@ def test_healthchecks_success_start_fail_and_exit_status(
     assert got[2].exit_code == 3
 
 
+def test_healthchecks_routes_keep_message_and_duration_metric(
+    live: LiveServer, client: httpx.Client
+) -> None:
+    name, key = fresh(live)
+    r = client.get(f"/ping/{key}/143", params={"message": "killed after the 60s timeout",
+                                               "metric": "duration:61.5"})  # fmt: skip
+    assert r.text == "OK"
+    (run,) = runs(live, name)
+    assert (run.status.value, run.exit_code, run.duration) == ("failed", 143, 61.5)
+    assert run.message == "killed after the 60s timeout"
+    assert client.get(f"/ping/{key}", params={"metric": "duration:soon"}).status_code == 400
+
+
 @pytest.mark.parametrize("path", ["/ping/{key}/256", "/ping/{key}/-1", "/ping/{key}/9999"])
 def test_healthchecks_malformed_exit_status_is_400(
     live: LiveServer, client: httpx.Client, path: str

@@ -90,6 +90,9 @@ def parse_ping(path: str, query: str) -> Ping | None:
         return None
     if p.dialect == "cronitor":
         _cronitor(p, q, metrics)
+    else:  # cronwatch's own client sends these on every dialect; others simply omit them
+        p.message = _cut(q.get("message") or q.get("msg") or "")
+        _metrics(p, metrics)
     if "rid" in q:
         p.rid = _rid(q["rid"])
     if "exit_code" in q:  # Loom
@@ -157,6 +160,14 @@ def _cronitor(p: Ping, q: dict[str, str], metrics: list[str]) -> None:
             p.exit_code = int(q["status_code"])
         except ValueError:
             raise BadPing(f"invalid status_code {q['status_code']!r}") from None
+    _metrics(p, metrics)
+    if p.extra:
+        counts = " ".join(f"{k}={v}" for k, v in sorted(p.extra.items()))
+        p.message = f"{p.message} ({counts})" if p.message else counts
+
+
+def _metrics(p: Ping, metrics: list[str]) -> None:
+    """Repeated ``metric=name:value``: duration (seconds), count, error_count."""
     for m in metrics:
         name, _, value = m.partition(":")
         try:
@@ -169,9 +180,6 @@ def _cronitor(p: Ping, q: dict[str, str], metrics: list[str]) -> None:
             p.duration = number
         elif name in ("count", "error_count"):
             p.extra[name] = value
-    if p.extra:
-        counts = " ".join(f"{k}={v}" for k, v in sorted(p.extra.items()))
-        p.message = f"{p.message} ({counts})" if p.message else counts
 
 
 # --- shared with the writer side (server.apply) and the runs API ------------------------
