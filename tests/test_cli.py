@@ -378,3 +378,12 @@ def test_damaged_database_is_one_line_not_a_traceback(cw, store, db_path):
         rc, out, err = cw(*args)
         assert rc == 1
         assert err.startswith(b"cronwatch: ") and len(err.splitlines()) == 1, err
+
+
+def test_db_and_json_before_the_command_are_honoured(cw, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    other = str(tmp_path / "other.db")
+    assert cw("run", "--db", other, "elsewhere", "--", "true").rc == 0
+    r = cw("--db", other, "--json", "history", "elsewhere")
+    assert r.rc == 0, r.err
+    assert [run["job"] for run in json.loads(r.out)] == ["elsewhere"]
+    assert cw("history", "elsewhere").rc == 1  # not in the default database

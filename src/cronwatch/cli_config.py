@@ -160,7 +160,8 @@ def _print_job(store: Any, job: Any, args: argparse.Namespace, now: float) -> No
         ("next expected", format_time(info["next_expected"]) + " UTC" if info.get("next_expected") else "-"),
         ("grace", format_duration(job.grace)),
         ("max runtime", format_duration(job.max_runtime) if job.max_runtime else "-"),
-        ("alerts", f"after {job.alert_after} failures, recover after {job.recover_after} successes"
+        ("alerts", f"after {job.alert_after} failure{'s' if job.alert_after != 1 else ''}, "
+                   f"recover after {job.recover_after} success{'es' if job.recover_after != 1 else ''}"
                    + (f", remind every {format_duration(job.realert)}" if job.realert else "")),
         ("notify", ", ".join(_redact(c) for c in job.notify) or "-"),
         ("assertions", "; ".join(job.asserts) or "-"),
@@ -242,9 +243,22 @@ def cmd_check(args: argparse.Namespace) -> int:
 
         emit_json({"at": now, "events": events, "notifications_sent": sent})
     else:
+        # Consecutive events of one kind for one job (say, 30 missed runs after a machine
+        # was off for a month) print as one line with a count.
+        groups: list[tuple[dict[str, Any], int]] = []
         for e in events:
+            if groups and (groups[-1][0]["type"], groups[-1][0]["job"], groups[-1][0].get("env"),
+                           groups[-1][0].get("cause")) == (e["type"], e["job"], e.get("env"), e.get("cause")):  # fmt: skip
+                groups[-1] = (groups[-1][0], groups[-1][1] + 1)
+            else:
+                groups.append((e, 1))
+        for e, n in groups:
             print(f"{e['type']:<16} {e['job']}" + (f" ({e['env']})" if e.get("env") else "")
+                  + (f" x{n}" if n > 1 else "")
                   + (f"  {e['cause']}" if e.get("cause") else ""))  # fmt: skip
+        if not events:
+            print("checked: nothing new")
+
         if sent:
             print(f"{sent} notification(s) sent")
     return 0

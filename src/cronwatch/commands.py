@@ -70,11 +70,18 @@ def positive_int(text: str) -> int:
     return value
 
 
-def add_common(p: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
+def add_common(p: argparse.ArgumentParser, *, json_flag: bool = True, top: bool = False) -> None:
+    """--db and --json, accepted before the command (top=True) and after it.
+
+    A subcommand's own default would overwrite what was given before the command name
+    (`cronwatch --db x.db import f`), so below the top level the defaults are SUPPRESS.
+    """
+    keep = {} if top else {"default": argparse.SUPPRESS}
     p.add_argument("--db", metavar="PATH", help="database file (default: $CRONWATCH_DB or "
-                   "$XDG_DATA_HOME/cronwatch/history.db)")  # fmt: skip
+                   "$XDG_DATA_HOME/cronwatch/history.db)", **keep)  # fmt: skip
     if json_flag:
-        p.add_argument("--json", action="store_true", help="machine-readable output (docs/json.md)")
+        p.add_argument("--json", action="store_true",
+                       help="machine-readable output (docs/json.md)", **keep)  # fmt: skip
 
 
 def command(
@@ -109,7 +116,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--since", type=duration_arg, metavar="DUR",
                         help=f"with no command: all runs of all jobs in the window ({DURATION_HELP})")  # fmt: skip
     parser.add_argument("--name", metavar="NAME", help="wrap a command: --name NAME CMD [ARGS...]")
-    add_common(parser)
+    add_common(parser, top=True)
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     p = command(sub, "run", cmd_run_help, "run a command and record the run",

@@ -129,6 +129,8 @@ def run_detail(run: Run) -> str:
     for label, data in (("stdout", run.stdout), ("stderr", run.stderr)):
         if data is None:
             out += f"\n\n--- {label}: not captured or expired ---"
+        elif not data:
+            out += f"\n\n--- {label}: empty ---"
         else:
             text = data.decode("utf-8", "replace")
             out += f"\n\n--- {label} ({len(data)} bytes) ---\n{text}"
