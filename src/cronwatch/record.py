@@ -168,8 +168,13 @@ def _after_record(store: object, o: Options, run: Run, db_path: str, now: float)
     path = dashboard_path(o, db_path)
     if path is not None:
         try:
-            from .dashboard import write_dashboard
+            if os.environ.get("CRONWATCH_DASHBOARD_SYNC") == "1":
+                from .dashboard import write_dashboard
 
-            write_dashboard(store, path, now=now)  # type: ignore[arg-type]
+                write_dashboard(store, path, now=now)  # type: ignore[arg-type]
+            else:  # detached: the job's scheduler does not wait for the page
+                from .regen import request
+
+                request(os.path.abspath(db_path), os.path.abspath(path))
         except Exception as e:
             warn(f"dashboard not written: {e}")

@@ -337,7 +337,7 @@ def execute(o: Options) -> Result:
         _prepare(o.capture, fds, actions, child_ends)
     except Exception as e:
         raise NotStarted(str(e)) from e
-    import signal
+    import _signal as signal  # the C module: `signal` would import enum and more before the spawn
 
     forward = _Forwarder()
     try:
@@ -419,14 +419,14 @@ class _Forwarder:
     """
 
     def __init__(self) -> None:
-        import signal
+        import _signal as signal  # the C module: `signal` would import enum and more before the spawn
 
         self.sigs = {getattr(signal, name) for name in FORWARDED}
         self.pid = 0
         self.old_mask: set[int] | None = None
 
     def block(self) -> None:
-        import signal
+        import _signal as signal  # the C module: `signal` would import enum and more before the spawn
 
         self.old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, self.sigs)
 
@@ -438,7 +438,7 @@ class _Forwarder:
 
     def relay(self) -> None:
         """Forward every signal that has arrived since the last call."""
-        import signal
+        import _signal as signal  # the C module: `signal` would import enum and more before the spawn
 
         while self.old_mask is not None:
             info = signal.sigtimedwait(self.sigs, 0)
@@ -458,7 +458,7 @@ class _Forwarder:
         """The child is gone: drop what is still pending (moot now) and restore our mask."""
         if self.old_mask is None:
             return
-        import signal
+        import _signal as signal  # the C module: `signal` would import enum and more before the spawn
 
         while signal.sigtimedwait(self.sigs, 0) is not None:
             pass
@@ -476,7 +476,7 @@ def _supervise(
     t0: float,
 ) -> int:
     import select
-    import signal
+    import _signal as signal  # the C module: `signal` would import enum and more before the spawn
     import time
 
     caps = {r: _Capture(o.max_output) for r in fds}
