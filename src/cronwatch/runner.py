@@ -475,8 +475,8 @@ def _supervise(
     forward: _Forwarder,
     t0: float,
 ) -> int:
-    import select
     import _signal as signal  # the C module: `signal` would import enum and more before the spawn
+    import select
     import time
 
     caps = {r: _Capture(o.max_output) for r in fds}
