@@ -27,14 +27,17 @@ Rules (defaults in Policy):
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal
 
 from .errors import ValidationError
 from .models import Job
 
-WINDOW = 3600.0
+TYPE_CHECKING = False  # no runtime `typing` import: the wrapper pays for every module
+if TYPE_CHECKING:
+    from typing import Any, Literal
 
-NotifyKind = Literal["alert", "recovery", "reminder"]
+    NotifyKind = Literal["alert", "recovery", "reminder"]
+
+WINDOW = 3600.0
 
 
 @dataclass(frozen=True, slots=True)

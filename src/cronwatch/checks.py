@@ -9,8 +9,6 @@ job.timeout, job.recovered, incident.opened, incident.closed) for the server's e
 
 from __future__ import annotations
 
-from typing import Any
-
 from ._utils import format_time, iso
 from .alerting import (
     AlertState,
@@ -24,6 +22,10 @@ from .alerting import (
 )
 from .errors import CronwatchError, DeliveryError, ValidationError
 from .models import Job, Run, Status
+
+TYPE_CHECKING = False  # no runtime `typing` import: the wrapper pays for every module
+if TYPE_CHECKING:
+    from typing import Any
 
 MAX_ATTEMPTS = 8
 OUTPUT_TAIL = 2048

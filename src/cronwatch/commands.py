@@ -76,7 +76,7 @@ def add_common(p: argparse.ArgumentParser, *, json_flag: bool = True, top: bool 
     A subcommand's own default would overwrite what was given before the command name
     (`cronwatch --db x.db import f`), so below the top level the defaults are SUPPRESS.
     """
-    keep = {} if top else {"default": argparse.SUPPRESS}
+    keep: dict[str, Any] = {} if top else {"default": argparse.SUPPRESS}
     p.add_argument("--db", metavar="PATH", help="database file (default: $CRONWATCH_DB or "
                    "$XDG_DATA_HOME/cronwatch/history.db)", **keep)  # fmt: skip
     if json_flag:

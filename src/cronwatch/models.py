@@ -11,9 +11,12 @@ import re
 import time
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
-from typing import Any
 
 from .errors import ValidationError
+
+TYPE_CHECKING = False  # no runtime `typing` import: the wrapper pays for every module
+if TYPE_CHECKING:
+    from typing import Any
 
 NAME_RULE = (
     "a job name is 1-64 characters of a-z, 0-9, '-', '_' and '.', starting with a letter or digit"

@@ -11,12 +11,12 @@ import os
 import shlex
 import sys
 import time
-from typing import TYPE_CHECKING
 
 from . import spool
 from ._utils import data_dir, default_db_path
 from .models import Run, Status
 
+TYPE_CHECKING = False  # no runtime `typing` import: the wrapper pays for every module
 if TYPE_CHECKING:
     from .runner import Options, Result
 

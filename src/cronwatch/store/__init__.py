@@ -8,10 +8,9 @@ the ``Store`` methods.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ..errors import ValidationError
 
+TYPE_CHECKING = False  # no runtime `typing` import: the wrapper pays for every module
 if TYPE_CHECKING:
     from .base import Store
 

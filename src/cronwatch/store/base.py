@@ -17,9 +17,12 @@ Semantics shared by all backends (see ../shared/design.md, "Run semantics"):
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 from ..models import Job, Run, Status
+
+TYPE_CHECKING = False  # no runtime `typing` import: the wrapper pays for every module
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class Store:

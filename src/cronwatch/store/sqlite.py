@@ -6,13 +6,16 @@ import json
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
 
 from .._utils import compress, decompress
 from ..errors import NotFound, StoreError
 from ..models import Job, Run, Status
 from . import migrations
 from .base import Store
+
+TYPE_CHECKING = False  # no runtime `typing` import: the wrapper pays for every module
+if TYPE_CHECKING:
+    from typing import Any
 
 _RUN_COLS = (
     "r.id, r.uid, j.name, r.env, r.status, r.started_at, r.ended_at, r.duration, r.exit_code, "
