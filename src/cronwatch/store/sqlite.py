@@ -515,16 +515,22 @@ class SQLiteStore(Store):
         return None if row is None else _run_from_row(row)
 
     # --- aggregates -------------------------------------------------------------------------
-    def _percentile(self, jid: int, since: float, n: int, q: float) -> float | None:
-        """Nearest-rank percentile by walking the (job_id, duration) index from the near end."""
+    def _percentile(self, jid: int, since: float | None, n: int, q: float) -> float | None:
+        """Nearest-rank percentile (k = round(q*(n-1))) of the finished runs' durations.
+
+        All history: walk the (job_id, duration) index from its nearer end. A window: sort
+        just the window's rows, found through (job_id, started_at); walking the duration
+        index would visit every run of the job to filter on started_at.
+        """
         if n == 0:
             return None
         k = min(n - 1, max(0, round(q * (n - 1))))
         order, offset = ("ASC", k) if k <= (n - 1) / 2 else ("DESC", n - 1 - k)
+        index = "runs_job_duration" if since is None else "runs_job_started"
         row = self.db.execute(
-            "SELECT duration FROM runs INDEXED BY runs_job_duration WHERE job_id=? AND "
+            f"SELECT duration FROM runs INDEXED BY {index} WHERE job_id=? AND "
             f"duration IS NOT NULL AND started_at>=? ORDER BY duration {order} LIMIT 1 OFFSET ?",
-            (jid, since, offset),
+            (jid, float("-inf") if since is None else since, offset),
         ).fetchone()
         return None if row is None else row[0]
 
@@ -568,8 +574,8 @@ class SQLiteStore(Store):
             "missed": missed,
             "success_rate": (ok / finished) if finished else None,
             "duration_avg": avg if n_dur else None,
-            "duration_p50": self._percentile(jid, lo, n_dur, 0.50),
-            "duration_p95": self._percentile(jid, lo, n_dur, 0.95),
+            "duration_p50": self._percentile(jid, since, n_dur, 0.50),
+            "duration_p95": self._percentile(jid, since, n_dur, 0.95),
             "duration_max": mx if n_dur else None,
             "last_success": last_success,
             "last_failure": last_failure,
