@@ -50,6 +50,7 @@ class Server:
         self.config = config
         self.writer_store: Store | None = None
         self.reader: Store | None = None
+        self._page: str | None = None  # the last dashboard page, for incremental renders
         self.writer: Writer | None = None
         self.applier: Applier | None = None
         self.pings: PingProcess | None = None
@@ -127,6 +128,8 @@ class Server:
                     await self.api_app()(scope, receive, send)
             elif path == "/healthz":
                 await self.healthz(send)
+            elif path in ("/", "/dashboard"):
+                await self.dashboard(scope, send)
             elif path == "/metrics":
                 from .metrics import render
 
@@ -159,6 +162,44 @@ class Server:
                 await self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def dashboard(self, scope: Scope, send: Any) -> None:
+        """The live dashboard: the static page's renderer, refreshing itself in place.
+
+        Job output is sensitive, so it takes a token like the API; a browser cannot send
+        a header, so ``?token=`` works too (use a read-only token).
+        """
+        from urllib.parse import parse_qs
+
+        from .auth import authorize
+
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        header = dict(scope.get("headers", [])).get(b"authorization", b"").decode("latin-1")
+        token = (query.get("token") or [""])[0]
+        try:
+            authorize(self, header or (f"Bearer {token}" if token else None), write=False)
+        except CronwatchError as e:
+            body = (f"{e}\nOpen /dashboard?token=TOKEN with a token from "
+                    "'cronwatch token create --read-only NAME'.\n").encode()  # fmt: skip
+            await respond(send, 401, body, _TEXT)
+            return
+        page = await asyncio.to_thread(self._render_dashboard)
+        await respond(send, 200, page.encode("utf-8"), [
+            (b"content-type", b"text/html; charset=utf-8"),
+            (b"cache-control", b"no-store"),
+            (b"content-security-policy", _DASHBOARD_CSP),
+            (b"referrer-policy", b"no-referrer"),  # the token is in the URL
+        ])  # fmt: skip
+
+    def _render_dashboard(self) -> str:
+        # In a worker thread with its own connection: rendering takes tens of milliseconds
+        # and must not stall pings on the event loop.
+        from ..dashboard import render_dashboard
+
+        with open_store(self.config.db) as store:
+            page = render_dashboard(store, now=time.time(), live=True, previous=self._page)
+        self._page = page
+        return page
 
     async def healthz(self, send: Any) -> None:
         try:
@@ -249,6 +290,12 @@ async def read_body(receive: Any, limit: int) -> bytes:
         more = message.get("more_body", False)
     body = b"".join(chunks)
     return body[:limit]
+
+
+_DASHBOARD_CSP = (
+    b"default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
+    b"img-src data:; connect-src 'self'; base-uri 'none'; form-action 'none'"
+)
 
 
 async def respond(
