@@ -128,6 +128,6 @@ def compress(data: bytes | None) -> bytes | None:
 
 
 def decompress(blob: bytes | None) -> bytes | None:
-    if blob is None:
-        return None
+    if not blob:  # None (not captured) or b"" (captured, empty: stored as is)
+        return blob
     return zlib.decompress(blob)

@@ -259,19 +259,49 @@ class SQLiteStore(Store):
         return rowid
 
     def record_runs(self, runs: Iterable[Run], *, now: float) -> tuple[int, int]:
-        inserted = skipped = 0
-        touched: set[int] = set()
-        with self._write():
-            for run in runs:
-                jid = self._ensure_job_id(run.job, now)
-                if self._insert(jid, run) is None:
-                    skipped += 1
-                else:
-                    inserted += 1
-                    touched.add(jid)
-            for jid in touched:
+        """Bulk insert (import, spool replay): one ``executemany`` for the runs, one for
+        their output, one next-check reset and one retention sweep per job."""
+        runs = list(runs)
+        if len(runs) == 1:  # the wrapper's and the spool's case: keep it simple
+            with self._write():
+                jid = self._ensure_job_id(runs[0].job, now)
+                if self._insert(jid, runs[0]) is None:
+                    return 0, 1
                 self._retention(jid, now)
-        return inserted, skipped
+            return 1, 0
+        db = self.db
+        with self._write():
+            ids = {name: self._ensure_job_id(name, now) for name in {r.job for r in runs}}
+            before = db.total_changes
+            db.executemany(
+                "INSERT OR IGNORE INTO runs(uid, job_id, env, status, started_at, ended_at, "
+                "duration, exit_code, signal, client_rid, host, user, command, message, source) "
+                "VALUES (?,?,?,?,?,?,?,?,?,0,?,?,?,?,?)",
+                [
+                    (r.id, ids[r.job], r.env, r.status.value, r.started_at, r.ended_at,
+                     r.duration, r.exit_code, r.signal, r.host, r.user, r.command, r.message,
+                     r.source)
+                    for r in runs
+                ],
+            )  # fmt: skip
+            inserted = db.total_changes - before
+            with_output = [r for r in runs if r.stdout is not None or r.stderr is not None]
+            if with_output:
+                # OR IGNORE: a run that was already present keeps the output it has.
+                db.executemany(
+                    "INSERT OR IGNORE INTO outputs(run_id, job_id, started_at, failed, stdout, "
+                    "stderr) SELECT id, job_id, started_at, ?, ?, ? FROM runs WHERE uid=?",
+                    [
+                        (int(r.status.is_failure), compress(r.stdout) if r.stdout else r.stdout,
+                         compress(r.stderr) if r.stderr else r.stderr, r.id)
+                        for r in with_output
+                    ],
+                )  # fmt: skip
+            if inserted:
+                for jid in ids.values():
+                    db.execute("UPDATE jobs SET next_check=NULL WHERE id=?", (jid,))
+                    self._retention(jid, now)
+        return inserted, len(runs) - inserted
 
     def _open_rows(self, jid: int, env: str) -> list[tuple[Any, ...]]:
         return self.db.execute(
