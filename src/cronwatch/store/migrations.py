@@ -102,8 +102,12 @@ SQLITE: list[str] = [
         type TEXT NOT NULL,
         data TEXT NOT NULL
     );
+    """,
+    # 3: when each job next needs a look by `check` (NULL: changed, look now). An early
+    # development build put this in step 2; the runner tolerates the column existing.
+    """
     ALTER TABLE jobs ADD COLUMN next_check REAL;
-    CREATE INDEX jobs_next_check ON jobs (next_check);
+    CREATE INDEX IF NOT EXISTS jobs_next_check ON jobs (next_check);
     """,
 ]
 

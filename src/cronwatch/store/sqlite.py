@@ -97,8 +97,14 @@ class SQLiteStore(Store):
             version = int(row[0]) if row else 0
             for step in migrations.SQLITE[version:]:
                 for stmt in step.split(";"):
-                    if stmt.strip():
+                    if not stmt.strip():
+                        continue
+                    try:
                         db.execute(stmt)
+                    except sqlite3.OperationalError as e:
+                        # re-adding a column that a development build already added
+                        if "ADD COLUMN" not in stmt or "duplicate column" not in str(e):
+                            raise
             db.execute(
                 "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
                 (str(len(migrations.SQLITE)),),
