@@ -10,16 +10,6 @@ job.timeout, job.recovered, incident.opened, incident.closed) for the server's e
 from __future__ import annotations
 
 from ._utils import format_time, iso
-from .alerting import (
-    AlertState,
-    CloseIncident,
-    Notify,
-    OpenIncident,
-    Policy,
-    next_tick,
-    on_outcome,
-    on_tick,
-)
 from .errors import CronwatchError, DeliveryError, ValidationError
 from .models import Job, Run, Status
 
@@ -95,6 +85,10 @@ def record_outcome(store: Any, job: Job, run: Run, *, now: float) -> list[dict[s
     raw = store.get_alert_state(job.name, run.env)
     if steady(raw, job, run):
         return events
+    # Imported here, not at the top: a steady success (most wrapped runs) never needs the
+    # state machine, and the wrapper pays for every import.
+    from .alerting import AlertState, Policy, on_outcome
+
     state = AlertState.from_dict(raw) if raw else AlertState()
     was_down = state.down
     state, actions = on_outcome(
@@ -117,6 +111,8 @@ def record_outcome(store: Any, job: Job, run: Run, *, now: float) -> list[dict[s
 def _act(
     store: Any, job: Job, env: str, actions: list[Any], run: Run | None, now: float
 ) -> list[dict[str, Any]]:
+    from .alerting import CloseIncident, Notify, OpenIncident
+
     events: list[dict[str, Any]] = []
     for action in actions:
         if isinstance(action, OpenIncident):
@@ -182,6 +178,7 @@ def check_job(store: Any, name: str, *, now: float) -> list[dict[str, Any]]:
 
 def _check_job(store: Any, job: Job, now: float) -> tuple[list[dict[str, Any]], float | None]:
     """(events, the job's next deadline). Reads each thing once: `check` runs it per job."""
+    from .alerting import AlertState, Policy, next_tick, on_tick
     from .health import next_deadline
 
     name = job.name
@@ -272,7 +269,9 @@ def job_deadline(store: Any, name: str, *, now: float) -> float | None:
         anchor = newest if newest is not None else job.created_at
         deadlines.append(next_deadline(job, anchor, store.open_runs_of(name)))
     raw = store.get_alert_state(name, "")
-    if raw:
+    if raw and raw.get("down"):  # only a job that is down has reminders or held alerts
+        from .alerting import AlertState, Policy, next_tick
+
         deadlines.append(
             next_tick(AlertState.from_dict(raw), Policy.from_job(job), paused=job.paused)
         )

@@ -8,7 +8,6 @@ code has already been decided by then and is never changed here.
 from __future__ import annotations
 
 import os
-import shlex
 import sys
 import time
 
@@ -51,6 +50,16 @@ def _user() -> str:
         return str(os.getuid())
 
 
+def _join(argv: list[str]) -> str:
+    """The command line as a shell would take it back (shlex.join, without importing shlex
+    and re on every wrapped run)."""
+    safe = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@%+=:,./-_")
+    return " ".join(
+        a if a and all(c in safe for c in a) else "'" + a.replace("'", "'\"'\"'") + "'"
+        for a in argv
+    )
+
+
 def build_run(o: Options, res: Result) -> Run:
     if res.timed_out:
         status = Status.TIMEOUT
@@ -79,7 +88,7 @@ def build_run(o: Options, res: Result) -> Run:
         host=os.uname().nodename,
         user=_user(),
         # argv may hold bytes that are not UTF-8 (surrogate-escaped): store them visibly
-        command=shlex.join(o.command)
+        command=_join(o.command)
         .encode("utf-8", "surrogateescape")
         .decode("utf-8", "backslashreplace"),
         env=o.env,
