@@ -21,6 +21,27 @@ from .errors import CronwatchError, NotFound, StoreError
 from .models import Run, parse_status, validate_name
 
 EXTENSIONS = ("cronwatch.cli_config", "cronwatch.cli_server", "cronwatch.cli_remote")
+# Which extension defines which command: a query like `cronwatch stats` then imports and
+# builds only what it needs (every command's parser and module cost ~50 ms of start-up).
+EXTENSION_COMMANDS = {
+    "cronwatch.cli_config": frozenset({"job", "apply", "check", "incidents", "notify"}),
+    "cronwatch.cli_server": frozenset({"serve", "token", "ping-key"}),
+    "cronwatch.cli_remote": frozenset({"ping", "flush"}),
+}
+CORE_COMMANDS = frozenset(
+    {
+        "run",
+        "history",
+        "stats",
+        "last-failure",
+        "show",
+        "runs",
+        "jobs",
+        "export",
+        "import",
+        "dashboard",
+    }
+)
 
 DESCRIPTION = """\
 cronwatch makes scheduled and one-off jobs observable. Wrap a command and every run
@@ -105,7 +126,8 @@ def command(
     return p
 
 
-def build_parser() -> ArgumentParser:
+def build_parser(command_name: str | None = None) -> ArgumentParser:
+    """The whole CLI, or (``command_name``) just enough of it to run that one command."""
     parser = ArgumentParser(
         prog="cronwatch",
         description=DESCRIPTION,
@@ -195,6 +217,8 @@ def build_parser() -> ArgumentParser:
     add_common(p, json_flag=False)
 
     for modname in EXTENSIONS:
+        if command_name is not None and command_name not in EXTENSION_COMMANDS[modname]:
+            continue
         try:
             mod = importlib.import_module(modname)
         except ModuleNotFoundError as e:
@@ -205,8 +229,29 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
+def _command_name(argv: list[str]) -> str | None:
+    """The command argv names, when it is a known one and no help was asked for."""
+    if any(a in ("-h", "--help") for a in argv):
+        return None
+    valued = {"--db", "--since", "--name"}
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a in valued:
+            i += 2
+            continue
+        if a.startswith("-"):
+            i += 1
+            continue
+        known = a in CORE_COMMANDS or any(a in c for c in EXTENSION_COMMANDS.values())
+        return a if known else None
+    return None
+
+
 def dispatch(argv: list[str]) -> int:
-    parser = build_parser()
+    name = _command_name(argv)
+    # a core command needs no extension; an extension's command only its own; else all
+    parser = build_parser(None if name is None else ("" if name in CORE_COMMANDS else name))
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is None:
