@@ -91,9 +91,9 @@ cmd_job_help = cmd_notify_help = _help
 
 
 def _store(args: argparse.Namespace, create: bool = True) -> Any:
-    from .store import open_store
+    from .commands import open_db  # commands that configure jobs may create the database
 
-    return open_store(getattr(args, "db", None), create=create)
+    return open_db(args, create=create)
 
 
 def cmd_job_set(args: argparse.Namespace) -> int:
