@@ -228,10 +228,9 @@ class _Capture:
         keep = self.limit - self.limit // 2
         if len(tail) > keep:
             tail = tail[len(tail) - keep :]
-        cut = self.total - len(self.head) - len(tail)
-        if cut <= 0:
-            return bytes(self.head) + tail
-        return bytes(self.head) + b"\n[... cronwatch: %d bytes cut ...]\n" % cut + tail
+        from ._utils import join_capped  # after the child exited: the import costs no one
+
+        return join_capped(bytes(self.head), tail, self.total)
 
 
 class NotStarted(Exception):
