@@ -122,24 +122,23 @@ def _parse_ping_path(rest: list[str], q: dict[str, str]) -> Ping:
         return Ping("healthchecks", key=key)
     second = rest[1]
     if len(rest) == 2 and (second in _HC_ACTIONS or second.isdigit() or second.startswith("-")):
-        p = Ping("healthchecks", key=key)
-        if second in _HC_ACTIONS:
-            p.action = _HC_ACTIONS[second]
-        else:
-            p.exit_code = _exit_status(second)
-            p.action = SUCCESS if p.exit_code == 0 else FAIL
-        return p
+        return _suffix(Ping("healthchecks", key=key), second)
     # /ping/{project-key}/{slug}[/action]: Healthchecks slugs, and Cronitor when state=...
     cronitor = len(rest) == 2 and any(k in q for k in _CRONITOR_PARAMS)
     p = Ping("cronitor" if cronitor else "healthchecks", project_key=key, slug=second)
     p.create = cronitor or q.get("create") == "1"
     if len(rest) == 3:
-        third = rest[2]
-        if third in _HC_ACTIONS:
-            p.action = _HC_ACTIONS[third]
-        else:
-            p.exit_code = _exit_status(third)
-            p.action = SUCCESS if p.exit_code == 0 else FAIL
+        _suffix(p, rest[2])
+    return p
+
+
+def _suffix(p: Ping, segment: str) -> Ping:
+    """The last path segment: /start, /fail, /log, or an exit status 0-255."""
+    if segment in _HC_ACTIONS:
+        p.action = _HC_ACTIONS[segment]
+    else:
+        p.exit_code = _exit_status(segment)
+        p.action = SUCCESS if p.exit_code == 0 else FAIL
     return p
 
 
