@@ -178,15 +178,15 @@ def check_job(store: Any, name: str, *, now: float) -> list[dict[str, Any]]:
 
 def _check_job(store: Any, job: Job, now: float) -> tuple[list[dict[str, Any]], float | None]:
     """(events, the job's next deadline). Reads each thing once: `check` runs it per job."""
-    from .alerting import AlertState, Policy, next_tick, on_tick
-    from .health import next_deadline
+    from .alerting import AlertState, Policy, on_tick
+    from .health import overdue
 
     name = job.name
     events: list[dict[str, Any]] = []
     if job.paused:
         return events, None
     open_runs = store.open_runs_of(name)
-    for run in _overdue(job, open_runs, now):
+    for run in overdue(job, open_runs, now):
         run.status = Status.TIMEOUT
         run.ended_at = now
         run.duration = now - run.started_at
@@ -195,13 +195,12 @@ def _check_job(store: Any, job: Job, now: float) -> tuple[list[dict[str, Any]], 
         open_runs = [r for r in open_runs if r.id != run.id]
         events.append({"type": "job.timeout", "job": name, "env": run.env, "run": run.id})
         events += record_outcome(store, job, run, now=now)
-    newest = store.newest_start(name)
-    anchor = newest if newest is not None else job.created_at
+    anchor = _anchor(store, job)
     if job.schedule:
         from .health import effective_grace
 
         grace = effective_grace(job)
-        for expected in _missed(job, anchor, now):
+        for expected in _missed(job, grace, anchor, now):
             run = Run(job=name, started_at=expected, status=Status.MISSED, ended_at=expected,
                       message=f"missed: expected at {format_time(expected)} UTC "
                               f"(+{grace:g}s grace), no run started",
@@ -211,32 +210,47 @@ def _check_job(store: Any, job: Job, now: float) -> tuple[list[dict[str, Any]], 
             events.append({"type": "job.missed", "job": name, "env": "", "run": run.id,
                            "expected": iso(expected)})  # fmt: skip
             events += record_outcome(store, job, run, now=now)
-    deadlines = [next_deadline(job, anchor, open_runs)]
     raw = store.get_alert_state(name, "")
+    state = None
     if raw:
         old = AlertState.from_dict(raw)
-        policy = Policy.from_job(job)
-        state, actions = on_tick(old, policy, paused=job.paused, at=now)
+        state, actions = on_tick(old, Policy.from_job(job), paused=job.paused, at=now)
         if actions:
             events += _act(store, job, "", actions, store.last_run(name), now)
         if state != old:
             store.set_alert_state(name, "", state.to_dict())
-        deadlines.append(next_tick(state, policy, paused=job.paused))
-    found = [d for d in deadlines if d is not None]
-    return events, (min(found) if found else None)
+    return events, _next_look(job, anchor, open_runs, state)
 
 
-def _overdue(job: Job, open_runs: list[Run], now: float) -> list[Run]:
-    from .health import overdue
+def _anchor(store: Any, job: Job) -> float:
+    """What the schedule counts from: the newest run's start, or the job's creation."""
+    newest = store.newest_start(job.name)
+    return newest if newest is not None else job.created_at
 
-    return overdue(job, open_runs, now)
+
+def _next_look(job: Job, anchor: float, open_runs: list[Run], state: Any) -> float | None:
+    """The earliest instant at which the clock alone can change this job: its missed or
+    max-runtime deadline, or a reminder or held-back alert while it is down."""
+    found: list[float] = []
+    if job.schedule or job.max_runtime is not None:  # else only the alert state can
+        from .health import next_deadline
+
+        deadline = next_deadline(job, anchor, open_runs)
+        if deadline is not None:
+            found.append(deadline)
+    if state is not None and state.down:  # only a job that is down has reminders
+        from .alerting import Policy, next_tick
+
+        tick = next_tick(state, Policy.from_job(job), paused=job.paused)
+        if tick is not None:
+            found.append(tick)
+    return min(found, default=None)
 
 
-def _missed(job: Job, anchor: float, now: float) -> list[float]:
-    from .health import effective_grace
+def _missed(job: Job, grace: float, anchor: float, now: float) -> list[float]:
     from .schedule import missed_deadlines, parse_schedule
 
-    return missed_deadlines(parse_schedule(job.schedule), job.tz, effective_grace(job), anchor, now)
+    return missed_deadlines(parse_schedule(job.schedule), job.tz, grace, anchor, now)
 
 
 def check_all(store: Any, *, now: float) -> list[dict[str, Any]]:
@@ -261,22 +275,16 @@ def job_deadline(store: Any, name: str, *, now: float) -> float | None:
     job = store.get_job(name)
     if job.paused:
         return None
-    deadlines: list[float | None] = []
-    if job.schedule or job.max_runtime:  # else the clock alone cannot change its health
-        from .health import next_deadline
-
-        newest = store.newest_start(name)
-        anchor = newest if newest is not None else job.created_at
-        deadlines.append(next_deadline(job, anchor, store.open_runs_of(name)))
+    timed = bool(job.schedule) or job.max_runtime is not None
+    anchor = _anchor(store, job) if timed else job.created_at
+    open_runs = store.open_runs_of(name) if timed else []
     raw = store.get_alert_state(name, "")
-    if raw and raw.get("down"):  # only a job that is down has reminders or held alerts
-        from .alerting import AlertState, Policy, next_tick
+    state = None
+    if raw and raw.get("down"):  # imported only then: the wrapper pays for every import
+        from .alerting import AlertState
 
-        deadlines.append(
-            next_tick(AlertState.from_dict(raw), Policy.from_job(job), paused=job.paused)
-        )
-    found = [d for d in deadlines if d is not None]
-    return min(found) if found else None
+        state = AlertState.from_dict(raw)
+    return _next_look(job, anchor, open_runs, state)
 
 
 def deliver_outbox(store: Any, *, now: float, budget: float = 30.0, timeout: float = 5.0) -> int:
@@ -320,10 +328,8 @@ def describe(store: Any, name: str, *, now: float) -> dict[str, Any]:
 
     job = store.get_job(name)
     last_finished = store.last_run(name, statuses=[s for s in Status if s is not Status.RUNNING])
-    newest = store.last_run(name)
-    anchor = newest.started_at if newest is not None else job.created_at
     report = evaluate(job, last_finished=last_finished, open_runs=store.open_runs_of(name),
-                      anchor=anchor, now=now)  # fmt: skip
+                      anchor=_anchor(store, job), now=now)  # fmt: skip
     out: dict[str, Any] = {
         "health": str(report.health),
         "health_reason": report.reason,
