@@ -387,3 +387,12 @@ def test_db_and_json_before_the_command_are_honoured(cw, tmp_path) -> None:  # t
     assert r.rc == 0, r.err
     assert [run["job"] for run in json.loads(r.out)] == ["elsewhere"]
     assert cw("history", "elsewhere").rc == 1  # not in the default database
+
+
+def test_the_recorded_command_line_is_shell_quoted_like_shlex(cw) -> None:  # type: ignore[no-untyped-def]
+    import shlex
+
+    argv = ["sh", "-c", 'echo "it\'s" $HOME; true', "", "a b", "--opt=x,y", "ünï"]
+    assert cw("run", "quoting", "--", *argv).rc == 0
+    (run,) = json.loads(cw("history", "quoting", "--json").out)
+    assert run["command"] == shlex.join(argv)
