@@ -77,8 +77,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(Config(db=args.db, body_limit=args.body_limit, keepalive=args.keepalive,
                             scheduler=not args.no_scheduler,
                             ping_process=args.ping_writer == "process"))  # fmt: skip
+    # With the ping writer process, pings are answered by server.front (uvicorn's protocol
+    # class for every connection; what is not a plain ping goes on to uvicorn's own).
+    http: Any = "auto"
+    if args.ping_writer == "process":
+        from .server.front import PingFront
+
+        http = PingFront
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
-                            access_log=False, lifespan="on", loop="auto", http="auto")  # fmt: skip
+                            access_log=False, lifespan="on", loop="auto", http=http)  # fmt: skip
     server = uvicorn.Server(config)
     # bind first so that --port 0 can print the port it got: tests and scripts read this line
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET

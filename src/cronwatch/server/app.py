@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,7 @@ from ..store.base import Store
 from .apply import Applier
 from .ingest import Writer
 from .ping import BadPing, parse_ping
-from .pingproc import PingProcess, reply_for
+from .pingproc import PingProcess, Reply, reply_for
 
 log = logging.getLogger("cronwatch.server")
 
@@ -63,7 +64,7 @@ class Server:
         limit = (b"ping-body-limit", str(config.body_limit).encode())
         self._text = [limit, *_TEXT]
         self._json = [limit, (b"content-type", b"application/json")]
-        self._ok = [*self._text, (b"content-length", b"2")]  # most replies are b"OK"
+        self.ok_headers = [*self._text, (b"content-length", b"2")]  # most replies are b"OK"
         self._not_allowed = [*self._text, (b"allow", b"GET, POST, HEAD")]
 
     # --- lifespan ------------------------------------------------------------------------
@@ -215,8 +216,8 @@ class Server:
 
     # --- pings ------------------------------------------------------------------------------
     async def ping(self, scope: Scope, receive: Any, send: Any) -> None:
-        """The hot path: forward, await the commit, answer. No per-request objects beyond
-        the reply tuple; header lists are built once (see __init__)."""
+        """A ping through ASGI (the front, server.front, answers most pings itself): forward,
+        await the commit, answer."""
         method = scope["method"]
         counters = self.counters
         counters["pings_received"] += 1
@@ -225,44 +226,58 @@ class Server:
             await respond(send, 405, b"method not allowed", self._not_allowed)
             return
         body = await read_body(receive, self.config.body_limit) if method == "POST" else None
-        pings = self.pings
-        if pings is not None:  # the usual case: the ping writer process
-            try:
-                reply = await pings.request(scope["path"], scope["query_string"], body)
-            except StoreError as e:
-                reply = (0, 503, str(e).encode(), False, "", "", False)
-            _, status, out, is_json, job, dialect, deliver = reply
+        if self.pings is not None:  # the usual case: the ping writer process
+            fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+            self.submit_ping(scope["path"], scope["query_string"], body, fut.set_result)
+            reply = await fut
         else:
-            status, out, is_json, job, dialect, deliver = await self._ping_here(scope, body)
+            reply = await self._ping_here(scope, body)
+        status, out, headers = self.ping_answer(method == "HEAD", reply)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": out})
+
+    def submit_ping(
+        self, path: str, query: bytes, body: bytes | None, done: Callable[[Reply], None]
+    ) -> None:
+        """Forward a ping to the writer process; ``done(reply)`` once it is committed (or
+        with a 503 reply if the writer is not there)."""
+        pings = self.pings
+        try:
+            if pings is None:
+                raise StoreError("the ping writer is not running")
+            pings.submit(path, query, body, done)
+        except StoreError as e:
+            done((0, 503, str(e).encode(), False, "", "", False))
+
+    def ping_answer(self, head: bool, reply: Reply) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        """Count an answered ping, tell the scheduler, and give (status, body, headers)."""
+        _, status, out, is_json, job, dialect, deliver = reply
+        counters = self.counters
         if dialect:
             counters["pings_" + dialect] += 1
-        head = method == "HEAD"
         if status != 200:
             counters["ping_errors"] += 1
-            await respond(send, status, b"" if head else out, self._text)
-            return
+            body = b"" if head else out
+            return status, body, [*self._text, (b"content-length", str(len(body)).encode())]
         if self.scheduler is not None:
             self.scheduler.touch(job)
             if deliver:
                 self.scheduler.deliver_now.set()  # alerts go out now, not at the next poll
         if out == b"OK":
-            headers = self._ok
+            headers = self.ok_headers
         else:
             headers = [*(self._json if is_json else self._text),
                        (b"content-length", str(len(out)).encode())]  # fmt: skip
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": b"" if head else out})
+        return 200, b"" if head else out, headers
 
-    async def _ping_here(
-        self, scope: Scope, body: bytes | None
-    ) -> tuple[int, bytes, bool, str, str, bool]:
+    async def _ping_here(self, scope: Scope, body: bytes | None) -> Reply:
         """Record a ping with the in-process writer thread (no ping writer process)."""
         try:
             p = parse_ping(scope["path"], scope["query_string"].decode("latin-1"))
         except (BadPing, ValueError) as e:  # ValueError: parse_qsl's limit on fields
-            return 400, str(e).encode(), False, "", "", False
+            return 0, 400, str(e).encode(), False, "", "", False
         if p is None:
-            return 404, b"not found", False, "", "", False
+            return 0, 404, b"not found", False, "", "", False
         apply = self.applier.apply  # type: ignore[union-attr]
         try:
             result = await self.writer.run(  # type: ignore[union-attr]
@@ -272,7 +287,7 @@ class Server:
         except Exception as e:
             ok, value = False, e
         status, out, is_json, job, deliver = reply_for(p, ok, value)
-        return status, out, is_json, job, p.dialect, deliver
+        return 0, status, out, is_json, job, p.dialect, deliver
 
 
 async def read_body(receive: Any, limit: int) -> bytes:

@@ -140,14 +140,15 @@ def main(argv: list[str]) -> int:
 
 
 class Link(asyncio.Protocol):
-    """The server's end: ``await link.request(path, query, body)`` gives the child's reply."""
+    """The server's end: ``link.submit(path, query, body, done)`` calls ``done(reply)``
+    with the child's reply (a 503 reply if the child goes away first)."""
 
     def __init__(self, on_replies: Callable[[int], None], on_lost: Callable[[], None]) -> None:
         self.loop = asyncio.get_running_loop()
         self.on_replies = on_replies
         self.on_lost = on_lost
         self.transport: asyncio.Transport | None = None
-        self.pending: dict[int, asyncio.Future[Reply]] = {}
+        self.pending: dict[int, Callable[[Reply], None]] = {}
         self.out: list[tuple[int, str, bytes, bytes | None]] = []
         self.buf = bytearray()
         self.seq = 0
@@ -155,16 +156,16 @@ class Link(asyncio.Protocol):
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
 
-    def request(self, path: str, query: bytes, body: bytes | None) -> asyncio.Future[Reply]:
+    def submit(
+        self, path: str, query: bytes, body: bytes | None, done: Callable[[Reply], None]
+    ) -> None:
         if self.transport is None or self.transport.is_closing():
             raise StoreError("the ping writer is restarting; try again")
         self.seq = seq = (self.seq + 1) & 0x7FFFFFFF
-        fut: asyncio.Future[Reply] = self.loop.create_future()
-        self.pending[seq] = fut
+        self.pending[seq] = done
         self.out.append((seq, path, query, body))
         if len(self.out) == 1:  # one write per loop iteration, whatever arrived in it
             self.loop.call_soon(self._flush)
-        return fut
 
     def _flush(self) -> None:
         if self.out and self.transport is not None and not self.transport.is_closing():
@@ -176,17 +177,16 @@ class Link(asyncio.Protocol):
         pending = self.pending
         for replies in _frames(self.buf):  # one frame: one commit
             for reply in replies:
-                fut = pending.pop(reply[0], None)
-                if fut is not None and not fut.done():  # done: the client went away
-                    fut.set_result(reply)
+                done = pending.pop(reply[0], None)
+                if done is not None:
+                    done(reply)
             self.on_replies(len(replies))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         pending, self.pending = self.pending, {}
-        for fut in pending.values():
-            if not fut.done():
-                fut.set_exception(StoreError("the ping writer exited; try again"))
+        for seq, done in pending.items():
+            done((seq, 503, b"the ping writer exited; try again", False, "", "", False))
         self.on_lost()
 
 
@@ -217,10 +217,12 @@ class PingProcess:
         )
         self.link = link
 
-    def request(self, path: str, query: bytes, body: bytes | None) -> asyncio.Future[Reply]:
+    def submit(
+        self, path: str, query: bytes, body: bytes | None, done: Callable[[Reply], None]
+    ) -> None:
         if self.link is None:
             raise StoreError("the ping writer is restarting; try again")
-        return self.link.request(path, query, body)
+        self.link.submit(path, query, body, done)
 
     def _replied(self, n: int) -> None:
         self.delay = 0.2  # it works

@@ -988,6 +988,45 @@ class SQLiteStore(Store):
         """Drop the name -> id cache (another connection deleted or renamed a job)."""
         self._job_ids.clear()
 
+    # --- added for the server's ping writer (server/apply.py): one statement a batch ----
+    def ping_job_id(self, name: str, *, now: float) -> int:
+        """The job's row id (created if missing), from this connection's cache."""
+        return self._ensure_job_id(name, now)
+
+    def has_open_run(self, jid: int, env: str) -> bool:
+        """Whether a run without a client run id is open: what ``finish_run`` without a
+        run id would close (with none, it records a synthetic run)."""
+        return (
+            self.db.execute(
+                "SELECT 1 FROM runs INDEXED BY runs_open WHERE job_id=? AND env=? "
+                "AND status='running' AND client_rid=0 LIMIT 1",
+                (jid, env),
+            ).fetchone()
+            is not None
+        )
+
+    def add_finished_runs(
+        self, rows: list[tuple[Any, ...]], jids: Iterable[int], *, now: float
+    ) -> None:
+        """Insert already-finished runs without output in one ``executemany``: what
+        ``finish_run`` does for a run with no open run to close (a synthetic run), for a
+        whole batch of pings. Rows are (uid, job id, env, status, started_at, ended_at,
+        duration, exit_code, host, message, source). Then, once per job, the next-check
+        reset and the retention sweep, as after any insert."""
+        db = self.db
+        with self._write():
+            db.executemany(
+                "INSERT OR IGNORE INTO runs(uid, job_id, env, status, started_at, ended_at, "
+                "duration, exit_code, host, message, source) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                rows,
+            )
+            for jid in jids:
+                db.execute(
+                    "UPDATE jobs SET next_check=NULL WHERE id=? AND next_check IS NOT NULL",
+                    (jid,),
+                )
+                self._retention(jid, now)
+
 
 class _Tx:
     """BEGIN IMMEDIATE ... COMMIT, re-entrant, turning sqlite errors into StoreError."""

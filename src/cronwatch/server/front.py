@@ -1,0 +1,293 @@
+"""The HTTP front of ``cronwatch serve``: pings answered without the ASGI machinery.
+
+uvicorn runs this as its HTTP protocol class. Each connection starts here; a request
+that is a plain ping (GET, POST or HEAD on /ping/, /p/ or /jobs/p/, HTTP/1.1, a
+well-formed head, no chunked body, no Expect or Upgrade) is parsed in a few string
+operations, forwarded to the ping writer process, and answered with bytes built once,
+when the writer reports the commit. Per ping that is one read, one write and no task,
+coroutine, scope dict or ASGI message.
+
+The first request that is anything else (the API, the event stream, metrics, a
+malformed request, a percent-encoded path) hands the connection over to uvicorn's own
+protocol, with the bytes not yet consumed, once every ping answer owed on it has been
+written; the ASGI app then serves it, and everything after it on that connection. So
+the fast path is a strict subset: whatever it does not take gets exactly the old
+behaviour, and the pings it takes are recorded by the same writer with the same replies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import deque
+from http import HTTPStatus
+from typing import Any
+
+from .pingproc import Reply
+
+_METHODS = (b"GET", b"POST", b"HEAD")
+# origin-form targets of the ping routes: no percent-encoding in the path (the ASGI path
+# would be decoded), no fragment; the query is passed on raw, as ASGI's query_string
+_TARGET = re.compile(
+    rb"/(?:ping|p|jobs/p)/[A-Za-z0-9._~!$&'()*+,;=:@/-]{0,600}(?:\?[!\"$-~]{0,8192})?"
+)
+# the header lines after the request line, lower-cased: names are tokens, values are
+# visible ASCII, spaces and tabs; anything else goes to uvicorn (which rejects or copes)
+_HEADERS = re.compile(rb"(?:\r\n[!#$%&'*+.^_`|~0-9a-z-]+:[ \t\x21-\x7e]*)*")
+_MAX_HEAD = 16384
+_MAX_BODY = 1 << 20  # larger ping bodies stream through uvicorn (and are cut to the limit)
+_MAX_OWED = 32  # answers owed on one connection (pipelining) before it stops being read
+_plain: list[Any] = [None, b""]  # uvicorn's default headers, and "200 OK" built with them
+
+
+class _Owed:
+    """One answer owed on a connection, in request order."""
+
+    __slots__ = ("front", "head", "close", "data")
+
+    def __init__(self, front: PingFront, head: bool, close: bool) -> None:
+        self.front = front
+        self.head = head
+        self.close = close
+        self.data: bytes | None = None
+
+    def __call__(self, reply: Reply) -> None:  # the ping writer committed (or failed)
+        front = self.front
+        self.data = front.render(self.head, self.close, reply)
+        front.answered()
+
+
+class PingFront(asyncio.Protocol):
+    """uvicorn's ``http`` protocol class: pings here, everything else to uvicorn's own."""
+
+    def __init__(
+        self,
+        config: Any,
+        server_state: Any,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        if not config.loaded:
+            config.load()
+        self.config = config
+        self.server_state = server_state
+        self.app_state = app_state
+        self.loop = _loop or asyncio.get_event_loop()
+        self.app = config.app  # the cronwatch Server (loaded_app may be wrapped)
+        self.transport: Any = None
+        self.buf = b""
+        self.owed: deque[_Owed] = deque()
+        self.leaving = False  # a request for uvicorn is waiting in buf
+        self.closing = False
+        self.paused = False
+        self.idle_since = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+
+    # --- asyncio.Protocol ------------------------------------------------------------------
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        self.server_state.connections.add(self)
+        self._idle()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server_state.connections.discard(self)
+        self.closing = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def pause_writing(self) -> None:
+        self._pause()
+
+    def resume_writing(self) -> None:
+        self._resume()
+
+    def data_received(self, data: bytes) -> None:
+        self.idle_since = 0.0
+        buf = self.buf + data if self.buf else data
+        if self.leaving or self.closing:
+            self.buf = buf
+            return
+        pos, size = 0, len(buf)
+        while pos < size:
+            end = buf.find(b"\r\n\r\n", pos)
+            if end < 0:
+                if size - pos > _MAX_HEAD:
+                    self.leaving = True
+                break
+            nl = buf.find(b"\r\n", pos, end + 2)
+            method, _, rest = buf[pos:nl].partition(b" ")
+            target, _, version = rest.partition(b" ")
+            headers = buf[nl:end].lower()
+            if (
+                method not in _METHODS
+                or version != b"HTTP/1.1"
+                or _TARGET.fullmatch(target) is None
+                or _HEADERS.fullmatch(headers) is None
+                or b"transfer-encoding" in headers
+                or b"\r\nexpect:" in headers
+                or b"\r\nupgrade:" in headers
+            ):
+                self.leaving = True
+                break
+            start = end + 4
+            body = None
+            i = headers.find(b"\r\ncontent-length:")
+            if i >= 0:
+                j = headers.find(b"\r\n", i + 17)
+                value = headers[i + 17 : j if j >= 0 else len(headers)].strip()
+                if (
+                    not value.isdigit()
+                    or len(value) > 7
+                    or headers.find(b"\r\ncontent-length:", i + 17) >= 0
+                ):
+                    self.leaving = True  # odd or repeated: uvicorn answers it
+                    break
+                length = int(value)
+                if length > _MAX_BODY:
+                    self.leaving = True
+                    break
+                if size < start + length:
+                    break  # the body is still coming
+                if method == b"POST":
+                    body = buf[start : start + length]
+                start += length
+            elif method == b"POST":
+                body = b""
+            close = False
+            i = headers.find(b"\r\nconnection:")
+            if i >= 0:
+                j = headers.find(b"\r\n", i + 2)
+                close = b"close" in headers[i : j if j >= 0 else len(headers)]
+            pos = start
+            self._ping(method, target, body, close)
+            if close:
+                self.closing = True
+                pos = size  # nothing after "Connection: close" is read
+                break
+        self.buf = buf[pos:] if pos < size else b""
+        if self.leaving:
+            self._pause()
+            if not self.owed:
+                self._hand_over()
+        elif len(self.owed) >= _MAX_OWED:
+            self._pause()
+
+    # --- pings -----------------------------------------------------------------------------
+    def _ping(self, method: bytes, target: bytes, body: bytes | None, close: bool) -> None:
+        app = self.app
+        q = target.find(b"?")
+        path, query = (target, b"") if q < 0 else (target[:q], target[q + 1 :])
+        owed = _Owed(self, method == b"HEAD", close)
+        self.owed.append(owed)
+        if body is not None and len(body) > app.config.body_limit:
+            body = body[: app.config.body_limit]
+        app.counters["pings_received"] += 1
+        app.submit_ping(path.decode("ascii"), query, body, owed)
+
+    def render(self, head: bool, close: bool, reply: Reply) -> bytes:
+        """The HTTP answer to a ping, as the ASGI path would send it (uvicorn's default
+        headers first: date and server)."""
+        app = self.app
+        status, body, headers = app.ping_answer(head, reply)
+        default = self.server_state.default_headers
+        plain = headers is app.ok_headers and not head and not close and body == b"OK"
+        if plain and _plain[0] is default:
+            return _plain[1]  # the usual answer, built once a second (the date changes)
+        lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode()]
+        lines.extend(b"%s: %s\r\n" % (k, v) for k, v in default)
+        lines.extend(b"%s: %s\r\n" % (k, v) for k, v in headers)
+        if close:
+            lines.append(b"connection: close\r\n")
+        lines.append(b"\r\n")
+        if not head:
+            lines.append(body)
+        data = b"".join(lines)
+        if plain:
+            _plain[:] = [default, data]
+        return data
+
+    def answered(self) -> None:
+        """Write the answers that are ready, in request order."""
+        owed = self.owed
+        if self.transport is None or self.transport.is_closing():
+            owed.clear()  # the client went away: its pings are committed all the same
+            return
+        out: list[Any] = []
+        close = False
+        while owed and owed[0].data is not None:
+            done = owed.popleft()
+            out.append(done.data)
+            close = close or done.close
+        if out:
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        if owed:
+            return
+        if close or self.closing:
+            self.transport.close()
+        elif self.leaving:
+            self._hand_over()
+        else:
+            if self.paused:
+                self._resume()
+            self._idle()
+
+    # --- everything else: uvicorn's own protocol ------------------------------------------
+    def _hand_over(self) -> None:
+        from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+        proto = AutoHTTPProtocol(  # type: ignore[call-arg]
+            config=self.config,
+            server_state=self.server_state,
+            app_state=self.app_state,
+            _loop=self.loop,
+        )
+        transport, buf = self.transport, self.buf
+        self.buf = b""
+        self.closing = True  # this object is done with the connection
+        self.server_state.connections.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        transport.set_protocol(proto)
+        proto.connection_made(transport)
+        if self.paused:
+            transport.resume_reading()
+        if buf:
+            proto.data_received(buf)
+
+    def shutdown(self) -> None:
+        """uvicorn is stopping: close once the answers owed are written."""
+        self.closing = True
+        if not self.owed and self.transport is not None:
+            self.transport.close()
+
+    # --- flow control and the keep-alive timeout ------------------------------------------
+    def _pause(self) -> None:
+        if not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def _resume(self) -> None:
+        if self.paused and not self.leaving and self.transport is not None:
+            self.paused = False
+            self.transport.resume_reading()
+
+    def _idle(self) -> None:
+        # One timer at a time, re-armed only when it fires: an answer costs no timer call.
+        self.idle_since = self.loop.time()
+        if self.timer is None:
+            self.timer = self.loop.call_later(self.config.timeout_keep_alive, self._check_idle)
+
+    def _check_idle(self) -> None:
+        self.timer = None
+        if self.closing or self.transport is None:
+            return
+        if self.idle_since and not self.owed and not self.buf:
+            left = self.idle_since + self.config.timeout_keep_alive - self.loop.time()
+            if left <= 0:
+                self.transport.close()
+                return
+            self.timer = self.loop.call_later(left, self._check_idle)
+        else:
+            self.timer = self.loop.call_later(self.config.timeout_keep_alive, self._check_idle)
