@@ -1,10 +1,12 @@
 """Acknowledged pings/s and latency of ``cronwatch serve``, against hello world.
 
     python benchmarks/bench_server.py [--duration 10] [--connections 64] [--rounds 3]
-                                      [--ping-writer process,thread]
+                                      [--ping-writer process[,thread]]
 
-Starts the real server (uvicorn, uvloop, httptools; one server per ping-writer mode) on
-127.0.0.1 and a hello-world raw ASGI app on the same stack; then, round after round,
+Starts the real server (uvicorn, uvloop; one server per ping-writer mode) on 127.0.0.1 and
+two hello worlds: a raw ASGI app on uvicorn (httptools), and the stack that serves pings,
+uvicorn running cronwatch's HTTP front with an app that answers each ping at once (the
+ratio the goal is about: "× hello (front)"); then, round after round,
 drives each with wrk (2 threads) for a bounded time, so that hello world and the server
 see the same machine load. Prints the median of the rounds: req/s, p50, p99, errors, the
 ratio to hello world of the same round, and the CPU time the server's processes spent
@@ -34,6 +36,37 @@ async def app(scope, receive, send):
     await send({"type": "http.response.body", "body": b"OK"})
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning",
             access_log=False, lifespan="off", loop="auto", http="auto")
+"""
+
+
+# Hello world on the stack that serves the pings: uvicorn running cronwatch's HTTP front
+# (server.front.PingFront), with an app that answers every ping at once instead of
+# forwarding it to the ping writer. Same parsing, same answer bytes, same writes.
+HELLO_FRONT = """
+import sys, uvicorn
+from collections import Counter
+from cronwatch.server.front import PingFront
+
+class Config:
+    body_limit = 100_000
+
+class Hello:
+    config = Config()
+    counters = Counter()
+    ok_headers = [(b"ping-body-limit", b"100000"), (b"content-type", b"text/plain; charset=utf-8"),
+                  (b"content-length", b"2")]
+
+    def submit_ping(self, path, query, body, done):
+        done((0, 200, b"OK", False, "", "", False))
+
+    def ping_answer(self, head, reply):
+        return 200, b"" if head else b"OK", self.ok_headers
+
+    async def __call__(self, scope, receive, send):
+        pass
+
+uvicorn.run(Hello(), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning",
+            access_log=False, lifespan="off", loop="auto", http=PingFront)
 """
 
 
@@ -95,7 +128,7 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--ping-writer", default="process,thread")
+    ap.add_argument("--ping-writer", default="process")
     args = ap.parse_args()
     from cronwatch.store import open_store
 
@@ -103,6 +136,7 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="cw-bench-")
     servers: dict[str, tuple[str, subprocess.Popen[bytes], str, dict[str, str]]] = {}
     hello = subprocess.Popen([sys.executable, "-c", HELLO, "8799"])
+    front = subprocess.Popen([sys.executable, "-c", HELLO_FRONT, "8798"])
     try:
         for mode in modes:
             db = os.path.join(tmp, f"{mode}.db")
@@ -116,9 +150,12 @@ def main() -> None:
             line = proc.stderr.readline().decode()  # type: ignore[union-attr]
             servers[mode] = (line.strip().rsplit(" ", 1)[-1], proc, db, keys)
         wait_up("http://127.0.0.1:8799/")
+        wait_up("http://127.0.0.1:8798/ping/hello")
         targets: list[tuple[str, str, int, str | None, str | None]] = [
-            ("hello world (raw ASGI, same stack)", "http://127.0.0.1:8799/", hello.pid, None, None)
-        ]
+            ("hello world (raw ASGI on uvicorn)", "http://127.0.0.1:8799/", hello.pid, None, None),
+            ("hello world (the ping front)", "http://127.0.0.1:8798/ping/hello", front.pid, None,
+             None),
+        ]  # fmt: skip
         for mode, (url, proc, _db, keys) in servers.items():
             wait_up(url + "/healthz")
             wrk(url + "/healthz", 2, args.connections)  # warm up
@@ -130,16 +167,20 @@ def main() -> None:
         results: dict[str, list[dict[str, float]]] = {t[0]: [] for t in targets}
         load = os.getloadavg()[0]
         for _ in range(args.rounds):
-            hello_rps = 0.0
+            asgi_rps = front_rps = 0.0
             for label, url, pid, _mode, _job in targets:
                 before = cpu_seconds(pid)
                 r = wrk(url, args.duration, args.connections)
                 r["cpu_us"] = (cpu_seconds(pid) - before) / max(1, r["total"]) * 1e6
-                hello_rps = hello_rps or r["rps"]
-                r["ratio"] = r["rps"] / hello_rps
+                if pid == hello.pid:
+                    asgi_rps = r["rps"]
+                elif pid == front.pid:
+                    front_rps = r["rps"]
+                r["ratio"] = r["rps"] / front_rps if front_rps else float("nan")
+                r["ratio_asgi"] = r["rps"] / asgi_rps
                 results[label].append(r)
     finally:
-        for p in [hello, *(s[1] for s in servers.values())]:
+        for p in [hello, front, *(s[1] for s in servers.values())]:
             p.terminate()
             p.wait()
     acked: dict[tuple[str, str], int] = {}
@@ -149,15 +190,17 @@ def main() -> None:
     print(f"wrk -t2 -c{args.connections} -d{args.duration}s, {args.rounds} rounds (medians), "
           f"server and wrk on the same {os.cpu_count()}-core machine, 127.0.0.1, "
           f"load average {load:.1f} at start\n")  # fmt: skip
-    print("| target | req/s | p50 ms | p99 ms | errors | × hello | server CPU µs/req |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| target | req/s | p50 ms | p99 ms | errors | × hello (front) | × hello (ASGI) "
+          "| server CPU µs/req |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for label, rs in results.items():
 
         def med(key: str, rs: list[dict[str, float]] = rs) -> float:
             return statistics.median(r[key] for r in rs)
 
         print(f"| {label} | {med('rps'):,.0f} | {med('p50'):.2f} | {med('p99'):.2f} | "
-              f"{int(sum(r['errors'] for r in rs))} | {med('ratio'):.2f} | {med('cpu_us'):.0f} |")  # fmt: skip
+              f"{int(sum(r['errors'] for r in rs))} | {med('ratio'):.2f} | "
+              f"{med('ratio_asgi'):.2f} | {med('cpu_us'):.0f} |")  # fmt: skip
     print()
     for mode, (_url, _proc, db, _keys) in servers.items():
         with open_store(db) as s:

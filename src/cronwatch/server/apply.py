@@ -208,9 +208,10 @@ class Applier:
             head = self.templates[key] = (
                 f'{{"type": "run.ok", "job": {_dumps(name)}, "env": {_dumps(env)}, "run": "'
             )
+        code = p.exit_code
         data = (f'{head}{rid}", "status": "success", "started_at": {started!r}, '
-                f'"ended_at": {now!r}, "duration": {_dumps(duration)}, '
-                f'"exit_code": {_dumps(p.exit_code)}}}')  # fmt: skip
+                f'"ended_at": {now!r}, "duration": {"null" if duration is None else repr(duration)}, '
+                f'"exit_code": {"null" if code is None else int(code)}}}')  # fmt: skip
         self.rows.append((now, "run.ok", data))
         self.quick += 1
         return {"job": name, "run": rid, "events": []}
