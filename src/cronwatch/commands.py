@@ -471,32 +471,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from .errors import ValidationError
+    from .importer import import_lines
 
     src = sys.stdin if args.file == "-" else _open_text(args.file)
-    inserted = skipped = 0
-    bad: list[str] = []
-    batch: list[Run] = []
-    now = time.time()
-    loads = json.loads
     with open_db(args, create=True) as store:
-        for lineno, line in enumerate(src, 1):
-            if not line.strip():
-                continue
-            try:
-                batch.append(Run.from_dict(loads(line)))
-            except (ValueError, ValidationError) as e:
-                if len(bad) < 5:
-                    bad.append(f"line {lineno}: {e}")
-                else:
-                    bad.append("")
-                continue
-            if len(batch) >= 10000:
-                i, s = store.record_runs(batch, now=now)
-                inserted, skipped, batch = inserted + i, skipped + s, []
-        if batch:
-            i, s = store.record_runs(batch, now=now)
-            inserted, skipped = inserted + i, skipped + s
+        inserted, skipped, bad = import_lines(store, src, now=time.time())
     result = {"imported": inserted, "skipped": skipped, "invalid": len(bad)}
     if args.json:
         emit_json(result)
@@ -505,6 +484,8 @@ def cmd_import(args: argparse.Namespace) -> int:
               + (f", {len(bad)} invalid lines" if bad else ""))  # fmt: skip
     for msg in bad[:5]:
         sys.stderr.write(f"cronwatch: {msg}\n")
+    if len(bad) > 5:
+        sys.stderr.write(f"cronwatch: ... and {len(bad) - 5} more invalid lines\n")
     return 1 if bad else 0
 
 

@@ -16,13 +16,12 @@ Semantics shared by all backends (see ../shared/design.md, "Run semantics"):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-
-from ..models import Job, Run, Status
-
 TYPE_CHECKING = False  # no runtime `typing` import: the wrapper pays for every module
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
     from typing import Any
+
+    from ..models import Job, Run, Status
 
 
 class Store:
@@ -74,6 +73,11 @@ class Store:
 
     def record_runs(self, runs: Iterable[Run], *, now: float) -> tuple[int, int]:
         """Bulk insert (import, spool replay). Returns (inserted, skipped)."""
+        raise NotImplementedError
+
+    def import_rows(self, rows: list[tuple[Any, ...]], *, now: float) -> int:
+        """`cronwatch import`'s bulk path: rows as ``importer.Row``, one transaction.
+        Returns how many were new (idempotent by run id)."""
         raise NotImplementedError
 
     def start_run(
@@ -151,6 +155,19 @@ class Store:
     def recent_durations(self, job: str, n: int) -> list[tuple[float, str]]:
         """(duration, status) of the newest ``n`` finished runs, newest first."""
         raise NotImplementedError
+
+    # --- alerting -----------------------------------------------------------------------
+    def get_alert_state(self, job: str, env: str = "") -> dict[str, Any] | None:
+        """The job's alert state (``alerting.AlertState.to_dict``), None before its first."""
+        raise NotImplementedError
+
+    def set_alert_state(self, job: str, env: str, state: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def alert_summary(self, job: str, env: str = "") -> dict[str, Any] | None:
+        """At least ``down``, ``fail_streak``, ``ok_streak`` and ``incident_open`` of the
+        alert state (what ``checks.steady`` reads); a backend may read just those."""
+        return self.get_alert_state(job, env)
 
     # --- key/value ---------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:

@@ -8,6 +8,8 @@ small and its covering indexes make stats over a year of minutely runs fast.
 
 from __future__ import annotations
 
+import sqlite3
+
 SQLITE: list[str] = [
     # 1: jobs, runs, outputs
     """
@@ -109,6 +111,128 @@ SQLITE: list[str] = [
     ALTER TABLE jobs ADD COLUMN next_check REAL;
     CREATE INDEX IF NOT EXISTS jobs_next_check ON jobs (next_check);
     """,
+    # 4: a per-day rollup of runs, so that stats over a long history read a few hundred
+    # rows instead of every run. Days are UTC (day = started_at / 86400). Runs that
+    # started before `rollup.sealed` are counted in `run_days` (kept up to date by the
+    # triggers below); newer runs are read from `runs` directly and are folded in later by
+    # the store (SQLiteStore.seal_rollup), so that the hot write paths (the wrapper, the
+    # ping writer) never touch `run_days`. A bulk import drops the triggers inside its own
+    # transaction, recomputes the days it touched and puts them back before it commits.
+    """
+    CREATE TABLE run_days (
+        job_id INTEGER NOT NULL,
+        day INTEGER NOT NULL,
+        runs INTEGER NOT NULL DEFAULT 0,
+        running INTEGER NOT NULL DEFAULT 0,
+        success INTEGER NOT NULL DEFAULT 0,
+        failed INTEGER NOT NULL DEFAULT 0,
+        timeout INTEGER NOT NULL DEFAULT 0,
+        missed INTEGER NOT NULL DEFAULT 0,
+        n_dur INTEGER NOT NULL DEFAULT 0,
+        sum_dur REAL NOT NULL DEFAULT 0,
+        max_dur REAL,
+        PRIMARY KEY (job_id, day)
+    ) WITHOUT ROWID;
+    CREATE TABLE rollup (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        sealed REAL NOT NULL
+    );
+    INSERT INTO rollup (id, sealed) VALUES (1, CAST(strftime('%s', 'now') AS INTEGER) / 86400 * 86400);
+    INSERT INTO run_days
+        SELECT job_id, CAST(started_at / 86400 AS INTEGER) AS d, count(*), sum(status = 'running'),
+            sum(status = 'success'), sum(status = 'failed'), sum(status = 'timeout'),
+            sum(status = 'missed'), count(duration), coalesce(sum(duration), 0), max(duration)
+        FROM runs WHERE started_at < (SELECT sealed FROM rollup) GROUP BY job_id, d;
+    CREATE TRIGGER run_days_insert AFTER INSERT ON runs
+    WHEN NEW.started_at < (SELECT sealed FROM rollup WHERE id = 1)
+    BEGIN
+        INSERT INTO run_days (job_id, day, runs, running, success, failed, timeout, missed,
+                              n_dur, sum_dur, max_dur)
+        VALUES (NEW.job_id, CAST(NEW.started_at / 86400 AS INTEGER), 1, NEW.status = 'running',
+                NEW.status = 'success', NEW.status = 'failed', NEW.status = 'timeout',
+                NEW.status = 'missed', NEW.duration IS NOT NULL, coalesce(NEW.duration, 0),
+                NEW.duration)
+        ON CONFLICT (job_id, day) DO UPDATE SET
+            runs = runs + 1, running = running + excluded.running,
+            success = success + excluded.success, failed = failed + excluded.failed,
+            timeout = timeout + excluded.timeout, missed = missed + excluded.missed,
+            n_dur = n_dur + excluded.n_dur, sum_dur = sum_dur + excluded.sum_dur,
+            max_dur = CASE WHEN max_dur IS NULL OR excluded.max_dur > max_dur
+                           THEN excluded.max_dur ELSE max_dur END;
+    END;
+    CREATE TRIGGER run_days_delete AFTER DELETE ON runs
+    WHEN OLD.started_at < (SELECT sealed FROM rollup WHERE id = 1)
+    BEGIN
+        UPDATE run_days SET
+            runs = runs - 1, running = running - (OLD.status = 'running'),
+            success = success - (OLD.status = 'success'), failed = failed - (OLD.status = 'failed'),
+            timeout = timeout - (OLD.status = 'timeout'), missed = missed - (OLD.status = 'missed'),
+            n_dur = n_dur - (OLD.duration IS NOT NULL),
+            sum_dur = sum_dur - coalesce(OLD.duration, 0)
+        WHERE job_id = OLD.job_id AND day = CAST(OLD.started_at / 86400 AS INTEGER);
+        -- the longest run of the day went: find the day's new longest
+        UPDATE run_days SET max_dur = (
+            SELECT max(duration) FROM runs
+            WHERE job_id = OLD.job_id AND started_at >= day * 86400 - 1
+              AND started_at < day * 86400 + 86401
+              AND CAST(started_at / 86400 AS INTEGER) = day
+              AND started_at < (SELECT sealed FROM rollup WHERE id = 1))
+        WHERE job_id = OLD.job_id AND day = CAST(OLD.started_at / 86400 AS INTEGER)
+          AND OLD.duration >= max_dur;
+    END;
+    CREATE TRIGGER run_days_update AFTER UPDATE OF job_id, status, started_at, duration ON runs
+    WHEN OLD.started_at < (SELECT sealed FROM rollup WHERE id = 1)
+      OR NEW.started_at < (SELECT sealed FROM rollup WHERE id = 1)
+    BEGIN
+        UPDATE run_days SET
+            runs = runs - 1, running = running - (OLD.status = 'running'),
+            success = success - (OLD.status = 'success'), failed = failed - (OLD.status = 'failed'),
+            timeout = timeout - (OLD.status = 'timeout'), missed = missed - (OLD.status = 'missed'),
+            n_dur = n_dur - (OLD.duration IS NOT NULL),
+            sum_dur = sum_dur - coalesce(OLD.duration, 0)
+        WHERE job_id = OLD.job_id AND day = CAST(OLD.started_at / 86400 AS INTEGER)
+          AND OLD.started_at < (SELECT sealed FROM rollup WHERE id = 1);
+        INSERT INTO run_days (job_id, day, runs, running, success, failed, timeout, missed,
+                              n_dur, sum_dur, max_dur)
+        SELECT NEW.job_id, CAST(NEW.started_at / 86400 AS INTEGER), 1, NEW.status = 'running',
+               NEW.status = 'success', NEW.status = 'failed', NEW.status = 'timeout',
+               NEW.status = 'missed', NEW.duration IS NOT NULL, coalesce(NEW.duration, 0),
+               NEW.duration
+        WHERE NEW.started_at < (SELECT sealed FROM rollup WHERE id = 1)
+        ON CONFLICT (job_id, day) DO UPDATE SET
+            runs = runs + 1, running = running + excluded.running,
+            success = success + excluded.success, failed = failed + excluded.failed,
+            timeout = timeout + excluded.timeout, missed = missed + excluded.missed,
+            n_dur = n_dur + excluded.n_dur, sum_dur = sum_dur + excluded.sum_dur,
+            max_dur = CASE WHEN max_dur IS NULL OR excluded.max_dur > max_dur
+                           THEN excluded.max_dur ELSE max_dur END;
+        UPDATE run_days SET max_dur = (
+            SELECT max(duration) FROM runs
+            WHERE job_id = OLD.job_id AND started_at >= day * 86400 - 1
+              AND started_at < day * 86400 + 86401
+              AND CAST(started_at / 86400 AS INTEGER) = day
+              AND started_at < (SELECT sealed FROM rollup WHERE id = 1))
+        WHERE job_id = OLD.job_id AND day = CAST(OLD.started_at / 86400 AS INTEGER)
+          AND OLD.started_at < (SELECT sealed FROM rollup WHERE id = 1)
+          AND OLD.duration >= max_dur;
+    END;
+    """,
 ]
 
 POSTGRES: list[str] = []
+
+
+def statements(step: str) -> list[str]:
+    """Split a step into statements; a trigger body's own semicolons stay inside it."""
+    out: list[str] = []
+    buf = ""
+    for line in step.splitlines(keepends=True):
+        if not buf and line.strip().startswith("--"):
+            continue
+        buf += line
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        out.append(buf.strip())
+    return out

@@ -1,11 +1,13 @@
-"""SQLite store: stdlib sqlite3, WAL, busy timeout, short write transactions."""
+"""SQLite store: stdlib sqlite3, WAL, busy timeout, short write transactions.
+
+The wrapper opens this store after every run, so the module imports no more than that
+needs (``json`` only where settings or state are not the defaults).
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
 
 from .._utils import compress, decompress
 from ..errors import NotFound, StoreError
@@ -15,6 +17,7 @@ from .base import Store
 
 TYPE_CHECKING = False  # no runtime `typing` import: the wrapper pays for every module
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
     from typing import Any
 
 _RUN_COLS = (
@@ -47,14 +50,49 @@ def _run_from_row(row: tuple[Any, ...], out: tuple[Any, ...] | None = None) -> R
     return run
 
 
+def _settings(text: str | None) -> dict[str, Any]:
+    """A job's stored settings; most jobs have none (``{}``), and then no ``json`` import."""
+    if not text or text == "{}":
+        return {}
+    import json
+
+    return json.loads(text)
+
+
 def _job_from_row(row: tuple[Any, ...]) -> Job:
-    settings = json.loads(row[4]) if row[4] else {}
+    settings = _settings(row[4])
     job = Job(name=row[1], created_at=row[2], ping_key=row[3] or "")
     for key, value in settings.items():
         if hasattr(job, key) and key not in ("name", "created_at", "ping_key"):
             setattr(job, key, value)
     job.paused = bool(row[5])
     return job
+
+
+_FAILURES = ("failed", "timeout", "missed")
+_COUNTED = frozenset(("success", "failed", "timeout", "missed", "running"))
+# One day's aggregate of runs, in run_days' column order (after job_id and day) ...
+_DAY_AGGREGATES = (
+    "count(*), sum(status='running'), sum(status='success'), sum(status='failed'),"
+    " sum(status='timeout'), sum(status='missed'), count(duration),"
+    " coalesce(sum(duration), 0), max(duration)"
+)
+# ... merged into an existing row ...
+_DAY_MERGE = (
+    "runs=runs+excluded.runs, running=running+excluded.running,"
+    " success=success+excluded.success, failed=failed+excluded.failed,"
+    " timeout=timeout+excluded.timeout, missed=missed+excluded.missed,"
+    " n_dur=n_dur+excluded.n_dur, sum_dur=sum_dur+excluded.sum_dur,"
+    " max_dur=CASE WHEN max_dur IS NULL OR excluded.max_dur>max_dur"
+    " THEN excluded.max_dur ELSE max_dur END"
+)
+# ... and in _aggregate's order: runs, success, failed, timeout, missed, running, n_dur,
+# sum_dur, max_dur.
+_RAW_AGGREGATES = (
+    "count(*), sum(status='success'), sum(status='failed'), sum(status='timeout'),"
+    " sum(status='missed'), sum(status='running'), count(duration), sum(duration),"
+    " max(duration)"
+)
 
 
 class SQLiteStore(Store):
@@ -74,6 +112,7 @@ class SQLiteStore(Store):
             raise StoreError(f"cannot open database {self.path}: {e}") from None
         self._job_ids: dict[str, int] = {}
         self._swept: dict[int, float] = {}
+        self._seal_due = float("-inf")  # when _seal next has work to do
 
     def _migrate(self) -> None:
         db = self.db
@@ -96,9 +135,7 @@ class SQLiteStore(Store):
             row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             version = int(row[0]) if row else 0
             for step in migrations.SQLITE[version:]:
-                for stmt in step.split(";"):
-                    if not stmt.strip():
-                        continue
+                for stmt in migrations.statements(step):
                     try:
                         db.execute(stmt)
                     except sqlite3.OperationalError as e:
@@ -124,6 +161,7 @@ class SQLiteStore(Store):
     def _forget(self) -> None:
         # ids cached inside a rolled-back transaction may name rows that never existed
         self._job_ids.clear()
+        self._seal_due = float("-inf")
 
     def transaction(self) -> _Tx:
         """One write transaction around several store calls (group commit): nested store
@@ -171,6 +209,8 @@ class SQLiteStore(Store):
         return self.get_job(name)
 
     def save_job(self, job: Job, *, now: float) -> Job:
+        import json
+
         settings = {k: v for k, v in job.settings().items() if k != "paused"}
         with self._write():
             self._ensure_job_id(job.name, job.created_at or now)
@@ -199,13 +239,16 @@ class SQLiteStore(Store):
 
         A long-lived connection (the server) sweeps a job at most once a second; a wrapper
         process writes once, so it always sweeps. The bound on what is kept is the same.
+        Also moves the day rollup's seal forward, once a day (see _seal).
         """
+        if now >= self._seal_due:
+            self._seal(now)
         last = self._swept.get(jid)
         if last is not None and 0 <= now - last < self.RETENTION_EVERY:
             return
         self._swept[jid] = now
         row = self.db.execute("SELECT settings FROM jobs WHERE id=?", (jid,)).fetchone()
-        s = json.loads(row[0]) if row and row[0] else {}
+        s = _settings(row[0] if row else None)
         keep_days = float(s.get("keep_days", 365.0))
         keep_output = int(s.get("keep_output", 1000))
         keep_failed = int(s.get("keep_failed_output", 5000))
@@ -278,8 +321,7 @@ class SQLiteStore(Store):
         db = self.db
         with self._write():
             ids = {name: self._ensure_job_id(name, now) for name in {r.job for r in runs}}
-            before = db.total_changes
-            db.executemany(
+            cur = db.executemany(
                 "INSERT OR IGNORE INTO runs(uid, job_id, env, status, started_at, ended_at, "
                 "duration, exit_code, signal, client_rid, host, user, command, message, source) "
                 "VALUES (?,?,?,?,?,?,?,?,?,0,?,?,?,?,?)",
@@ -290,7 +332,7 @@ class SQLiteStore(Store):
                     for r in runs
                 ],
             )  # fmt: skip
-            inserted = db.total_changes - before
+            inserted = cur.rowcount  # not total_changes: the rollup's triggers count there
             with_output = [r for r in runs if r.stdout is not None or r.stderr is not None]
             if with_output:
                 # OR IGNORE: a run that was already present keeps the output it has.
@@ -308,6 +350,62 @@ class SQLiteStore(Store):
                     db.execute("UPDATE jobs SET next_check=NULL WHERE id=?", (jid,))
                     self._retention(jid, now)
         return inserted, len(runs) - inserted
+
+    BULK = 500  # rows from which import_rows takes the rollup's triggers out of the way
+
+    def import_rows(self, rows: list[tuple[Any, ...]], *, now: float) -> int:
+        """Bulk insert of import rows (see importer.Row) in one transaction; returns how
+        many were new (the rest were present already, by run id).
+
+        A large batch is written with the rollup's triggers dropped inside the transaction
+        (other connections never see them missing): the days of sealed runs it touched are
+        recomputed from ``runs`` instead, a few statements per day rather than a trigger
+        program per row."""
+        db = self.db
+        with self._write():
+            ids = {name: self._ensure_job_id(name, now) for name in {r[1] for r in rows}}
+            sealed = self._sealed()
+            triggers: list[str] = []
+            if len(rows) >= self.BULK:
+                for name, sql in db.execute(
+                    "SELECT name, sql FROM sqlite_master WHERE type='trigger' AND tbl_name='runs'"
+                ).fetchall():
+                    db.execute(f'DROP TRIGGER "{name}"')
+                    triggers.append(sql)
+            cur = db.executemany(
+                "INSERT OR IGNORE INTO runs(uid, job_id, env, status, started_at, ended_at, "
+                "duration, exit_code, signal, client_rid, host, user, command, message, source) "
+                "VALUES (?,?,?,?,?,?,?,?,?,0,?,?,?,?,?)",
+                [(r[0], ids[r[1]], *r[2:14]) for r in rows],
+            )
+            inserted = cur.rowcount
+            outputs = [
+                (r[14], r[15], r[16], r[0]) for r in rows if r[15] is not None or r[16] is not None
+            ]
+            if outputs and inserted:
+                # OR IGNORE: a run that was already present keeps the output it has.
+                db.executemany(
+                    "INSERT OR IGNORE INTO outputs(run_id, job_id, started_at, failed, stdout, "
+                    "stderr) SELECT id, job_id, started_at, ?, ?, ? FROM runs WHERE uid=?",
+                    outputs,
+                )
+            if triggers:
+                days = sorted({(ids[r[1]], int(r[4] / self.DAY)) for r in rows if r[4] < sealed})
+                db.executemany("DELETE FROM run_days WHERE job_id=? AND day=?", days)
+                db.executemany(
+                    f"INSERT INTO run_days SELECT ?1, ?2, {_DAY_AGGREGATES} FROM runs"
+                    " WHERE job_id=?1 AND started_at>=?2*86400-1 AND started_at<?2*86400+86401"
+                    " AND CAST(started_at / 86400 AS INTEGER)=?2 AND started_at<?3"
+                    " HAVING count(*)>0",
+                    [(jid, day, sealed) for jid, day in days],
+                )
+                for sql in triggers:
+                    db.execute(sql)
+            if inserted:
+                for jid in ids.values():
+                    db.execute("UPDATE jobs SET next_check=NULL WHERE id=?", (jid,))
+                    self._retention(jid, now)
+        return inserted
 
     def _open_rows(self, jid: int, env: str) -> list[tuple[Any, ...]]:
         return self.db.execute(
@@ -570,19 +668,78 @@ class SQLiteStore(Store):
         ).fetchone()
         return None if row is None else row[0]
 
+    # The per-day rollup (migration 4): runs that started before `rollup.sealed` are
+    # counted in `run_days` by triggers; newer ones are read from `runs`. `_seal` moves
+    # the boundary up to the start of the current UTC day as runs are written.
+    DAY = 86400
+
+    def _sealed(self) -> float:
+        row = self.db.execute("SELECT sealed FROM rollup WHERE id=1").fetchone()
+        return row[0] if row else float("-inf")
+
+    def _seal(self, now: float) -> None:
+        """Fold the runs of the whole UTC days since the last seal into ``run_days``
+        (inside the caller's write transaction). Once a day, about a day of runs; until it
+        happens readers just read more rows from ``runs``."""
+        target = float(int(now // self.DAY) * self.DAY)
+        sealed = self._sealed()
+        if sealed < target:
+            self.db.execute(
+                "INSERT INTO run_days SELECT job_id, CAST(started_at / 86400 AS INTEGER) AS d,"
+                f" {_DAY_AGGREGATES} FROM runs WHERE started_at >= ? AND started_at < ?"
+                f" GROUP BY job_id, d ON CONFLICT (job_id, day) DO UPDATE SET {_DAY_MERGE}",
+                (sealed, target),
+            )
+            self.db.execute("UPDATE rollup SET sealed=? WHERE id=1", (target,))
+        self._seal_due = max(sealed, target) + self.DAY
+
+    def _aggregate(self, jid: int, lo: float) -> tuple[Any, ...]:
+        """(runs, success, failed, timeout, missed, running, n_dur, sum_dur, max_dur) of
+        the runs of a job that started at or after ``lo``: whole sealed days from
+        ``run_days``, the rest (the first, partial day and everything unsealed) from
+        ``runs``. Each run is counted exactly once: by the rollup if it started before
+        the seal and its day is a whole day of the window, else from ``runs``."""
+        sealed = self._sealed()
+        db = self.db
+        parts = []
+        first_day = None if lo == float("-inf") else int(-(-lo // self.DAY))
+        if first_day is None or first_day * self.DAY < sealed:
+            parts.append(
+                db.execute(
+                    "SELECT sum(runs), sum(success), sum(failed), sum(timeout), sum(missed),"
+                    " sum(running), sum(n_dur), sum(sum_dur), max(max_dur) FROM run_days"
+                    " WHERE job_id=? AND day>=?",
+                    (jid, -1 if first_day is None else first_day),
+                ).fetchone()
+            )
+        if first_day is not None:
+            # the partial first day, and everything when the seal is inside it
+            parts.append(
+                db.execute(
+                    f"SELECT {_RAW_AGGREGATES} FROM runs INDEXED BY runs_job_started"
+                    " WHERE job_id=? AND started_at>=? AND started_at<? AND"
+                    " CAST(started_at / 86400 AS INTEGER) < ?",
+                    (jid, lo, sealed, first_day),
+                ).fetchone()
+            )
+        parts.append(
+            db.execute(
+                f"SELECT {_RAW_AGGREGATES} FROM runs INDEXED BY runs_job_started"
+                " WHERE job_id=? AND started_at>=?",
+                (jid, max(lo, sealed)),
+            ).fetchone()
+        )
+        sums = [sum(p[i] or 0 for p in parts) for i in range(8)]
+        maxes = [p[8] for p in parts if p[8] is not None]
+        return (*sums, max(maxes) if maxes else None)
+
     def job_stats(self, job: str, *, since: float | None = None) -> dict[str, Any]:
         jid = self._job_id(job)
         lo = since if since is not None else float("-inf")
-        row = self.db.execute(
-            "SELECT count(*), sum(status='success'), sum(status='failed'), sum(status='timeout'),"
-            " sum(status='missed'), sum(status='running'), count(duration), avg(duration),"
-            " max(duration) FROM runs INDEXED BY runs_job_started WHERE job_id=? AND started_at>=?",
-            (jid, lo),
-        ).fetchone()
-        total, ok, failed, timeout, missed, running, n_dur, avg, mx = (v or 0 for v in row)
+        total, ok, failed, timeout, missed, running, n_dur, sum_dur, mx = self._aggregate(jid, lo)
         finished = total - running
-        last_success = self._newest(jid, "'success'")
-        last_failure = self._newest(jid, "'failed','timeout','missed'")
+        last_success = self._newest(jid, ("success",))
+        last_failure = self._newest(jid, _FAILURES)
         last = self.db.execute(
             "SELECT status, started_at FROM runs WHERE job_id=? AND status!='running' "
             "ORDER BY started_at DESC LIMIT 1",
@@ -591,13 +748,18 @@ class SQLiteStore(Store):
         streak: dict[str, Any] = {"status": None, "count": 0}
         if last is not None:
             kind = "success" if last[0] == "success" else "failure"
-            other = ("'failed','timeout','missed'") if kind == "success" else "'success'"
-            since_other = self._newest(jid, other)
-            count = self.db.execute(
-                "SELECT count(*) FROM runs WHERE job_id=? AND started_at>? AND status!='running'",
-                (jid, since_other if since_other is not None else float("-inf")),
-            ).fetchone()[0]
-            streak = {"status": kind, "count": count}
+            since_other = last_failure if kind == "success" else last_success
+            if since_other is None:
+                count = self._aggregate(jid, float("-inf"))
+            else:  # finished runs that started after since_other
+                count = self._aggregate(jid, since_other)
+                at = self.db.execute(
+                    "SELECT count(*), sum(status='running') FROM runs WHERE job_id=? AND "
+                    "started_at=?",
+                    (jid, since_other),
+                ).fetchone()
+                count = (count[0] - at[0], *count[1:5], count[5] - (at[1] or 0))
+            streak = {"status": kind, "count": count[0] - count[5]}
         return {
             "job": job,
             "since": since,
@@ -609,7 +771,7 @@ class SQLiteStore(Store):
             "timeout": timeout,
             "missed": missed,
             "success_rate": (ok / finished) if finished else None,
-            "duration_avg": avg if n_dur else None,
+            "duration_avg": sum_dur / n_dur if n_dur else None,
             "duration_p50": self._percentile(jid, since, n_dur, 0.50),
             "duration_p95": self._percentile(jid, since, n_dur, 0.95),
             "duration_max": mx if n_dur else None,
@@ -618,13 +780,32 @@ class SQLiteStore(Store):
             "streak": streak,
         }
 
-    def _newest(self, jid: int, statuses_sql: str) -> float | None:
-        # ORDER BY ... LIMIT 1 walks the index backwards and stops at the first match;
-        # max() with a status filter would scan the whole job.
+    def _newest(self, jid: int, statuses: tuple[str, ...]) -> float | None:
+        """Start of the job's newest run with one of ``statuses``.
+
+        Unsealed runs first (walking the index back from the newest, bounded by the seal),
+        then the newest sealed day that has such a run, then that day's runs. A job that
+        never failed costs two index probes, not a walk over its whole history."""
+        marks = ",".join("?" * len(statuses))
+        sealed = self._sealed()
         row = self.db.execute(
-            f"SELECT started_at FROM runs INDEXED BY runs_job_started WHERE job_id=? AND status IN "
-            f"({statuses_sql}) ORDER BY started_at DESC LIMIT 1",
-            (jid,),
+            "SELECT started_at FROM runs INDEXED BY runs_job_started WHERE job_id=? AND "
+            f"started_at>=? AND status IN ({marks}) ORDER BY started_at DESC LIMIT 1",
+            (jid, sealed, *statuses),
+        ).fetchone()
+        if row is not None:
+            return row[0]
+        counts = "+".join(s for s in statuses if s in _COUNTED)
+        day = self.db.execute(
+            f"SELECT max(day) FROM run_days WHERE job_id=? AND ({counts})>0", (jid,)
+        ).fetchone()[0]
+        if day is None:
+            return None
+        row = self.db.execute(
+            "SELECT started_at FROM runs INDEXED BY runs_job_started WHERE job_id=? AND "
+            "started_at>=? AND started_at<? AND CAST(started_at / 86400 AS INTEGER)=? AND "
+            f"status IN ({marks}) ORDER BY started_at DESC LIMIT 1",
+            (jid, day * self.DAY - 1, min(sealed, (day + 1) * self.DAY + 1), day, *statuses),
         ).fetchone()
         return None if row is None else row[0]
 
@@ -671,12 +852,34 @@ class SQLiteStore(Store):
 
     # --- alerting: state, incidents, the notification outbox ----------------------------------
     def get_alert_state(self, job: str, env: str = "") -> dict[str, Any] | None:
+        import json
+
         row = self.db.execute(
             "SELECT state FROM alert_state WHERE job_id=? AND env=?", (self._job_id(job), env)
         ).fetchone()
         return None if row is None else json.loads(row[0])
 
+    def alert_summary(self, job: str, env: str = "") -> dict[str, Any] | None:
+        """The counters and flags of the alert state, read by SQLite's JSON functions: the
+        wrapper's steady-job test without importing ``json`` (and ``re``) for it."""
+        try:
+            row = self.db.execute(
+                "SELECT json_extract(state, '$.down'), json_extract(state, '$.fail_streak'), "
+                "json_extract(state, '$.ok_streak'), json_extract(state, '$.incident_open') "
+                "FROM alert_state WHERE job_id=? AND env=?",
+                (self._job_id(job), env),
+            ).fetchone()
+        except sqlite3.OperationalError:  # an SQLite built without its JSON functions
+            return self.get_alert_state(job, env)
+        if row is None:
+            return None
+        down, fail_streak, ok_streak, incident_open = row
+        return {"down": bool(down), "fail_streak": fail_streak or 0, "ok_streak": ok_streak or 0,
+                "incident_open": bool(incident_open)}  # fmt: skip
+
     def set_alert_state(self, job: str, env: str, state: dict[str, Any]) -> None:
+        import json
+
         with self._write():
             self.db.execute(
                 "INSERT OR REPLACE INTO alert_state(job_id, env, state) VALUES (?,?,?)",
@@ -761,6 +964,8 @@ class SQLiteStore(Store):
         self, *, job: str, incident_id: int | None, kind: str, channel: str,
         payload: dict[str, Any], at: float,
     ) -> int:  # fmt: skip
+        import json
+
         with self._write():
             cur = self.db.execute(
                 "INSERT INTO notifications(incident_id, job_id, kind, channel, payload, created_at, "
@@ -770,6 +975,8 @@ class SQLiteStore(Store):
         return int(cur.lastrowid or 0)
 
     def due_notifications(self, *, now: float, limit: int = 50) -> list[dict[str, Any]]:
+        import json
+
         rows = self.db.execute(
             "SELECT id, channel, payload, attempts, kind FROM notifications "
             "WHERE status='pending' AND next_attempt_at<=? ORDER BY id LIMIT ?",
@@ -916,6 +1123,8 @@ class SQLiteStore(Store):
 
     def add_event(self, type: str, data: dict[str, Any], *, now: float) -> int:
         """Append to the event log (SSE); ids increase, so clients resume by Last-Event-ID."""
+        import json
+
         with self._write():
             cur = self.db.execute(
                 "INSERT INTO events(at, type, data) VALUES (?,?,?)", (now, type, json.dumps(data))

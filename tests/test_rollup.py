@@ -1,0 +1,181 @@
+"""The per-day rollup behind `stats`: whatever happens to runs (late imports into sealed days,
+runs finished after their day was sealed, retention deleting the longest run of a day, a
+job deleted and recreated), stats read through the rollup equal a computation over every
+stored run."""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from cronwatch.models import Job, Run, Status
+from test_store import reference_stats, run_at
+
+DAY = 86400.0
+T0 = 1_700_006_400.0  # a UTC midnight
+FAILS = (Status.FAILED, Status.TIMEOUT, Status.MISSED)
+
+
+def stored_runs(store, job: str = "j") -> list[Run]:
+    return list(store.iter_runs(job=job, output=False))
+
+
+def check(store, rng: random.Random, now: float, job: str = "j") -> None:
+    runs = stored_runs(store, job)
+    sinces = [None, now - 7 * DAY, now - 0.5 * DAY, now + 1]
+    sinces += [r.started_at for r in rng.sample(runs, min(3, len(runs)))]
+    sinces += [T0 + rng.uniform(-DAY, 12 * DAY) for _ in range(3)]
+    for since in sinces:
+        got = store.job_stats(job, since=since)
+        want = reference_stats(runs, since)
+        avg = want.pop("duration_avg")
+        if avg is None:
+            assert got["duration_avg"] is None
+        else:
+            assert got["duration_avg"] == pytest.approx(avg, rel=1e-9, abs=1e-9)
+        assert {k: got[k] for k in want} == want, f"since={since} now={now}"
+
+
+def sealed(store) -> float:
+    return store.db.execute("SELECT sealed FROM rollup").fetchone()[0]
+
+
+def day_rows(store) -> int:
+    return store.db.execute("SELECT count(*) FROM run_days WHERE runs > 0").fetchone()[0]
+
+
+def random_run(rng: random.Random, t: float) -> Run:
+    status = rng.choice([Status.SUCCESS] * 5 + list(FAILS) + [Status.RUNNING])
+    duration = None if status in (Status.RUNNING, Status.MISSED) else rng.uniform(0.01, 900)
+    return run_at(t, status, duration=duration, stdout=None)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_stats_through_the_rollup_match_every_stored_run(store, seed):
+    rng = random.Random(seed)
+    store.save_job(Job("j", keep_days=8), now=T0)
+    # the database was made "today", long after T0: move its seal back to T0's day
+    store.db.execute("UPDATE rollup SET sealed=?", (T0,))
+    now = T0
+    for _ in range(40):
+        now += rng.uniform(0.1, 0.4) * DAY
+        kind = rng.random()
+        if kind < 0.5:  # live runs around now
+            batch = [random_run(rng, now - rng.uniform(0, 3600)) for _ in range(rng.randint(1, 6))]
+        else:  # an import of older runs, much of it into days already sealed
+            batch = [random_run(rng, now - rng.uniform(0, 9 * DAY)) for _ in range(25)]
+        store.record_runs(batch, now=now)
+        if rng.random() < 0.4:  # the server's path: start, then finish later
+            store.start_run("j", now=now - rng.uniform(0, 2 * DAY))
+            store.finish_run("j", rng.choice(list(FAILS) + [Status.SUCCESS]), now=now)
+        check(store, rng, now)
+    assert sealed(store) > T0 + 5 * DAY  # the seal moved with the writes
+    assert day_rows(store) > 3  # and the rollup holds sealed days
+
+
+def test_a_run_finished_after_its_day_was_sealed_moves_in_the_rollup(store):
+    rng = random.Random(7)
+    store.db.execute("UPDATE rollup SET sealed=?", (T0,))
+    run, _ = store.start_run("j", now=T0 + 3600)  # opened on day 1 ...
+    store.record_runs([run_at(T0 + 2 * DAY + 10)], now=T0 + 2 * DAY + 20)  # ... seal: day 2
+    assert sealed(store) == T0 + 2 * DAY
+    assert store.job_stats("j")["running"] == 1
+    store.finish_run("j", Status.FAILED, now=T0 + 2 * DAY + 30)  # ... finished on day 2
+    s = store.job_stats("j")
+    assert (s["running"], s["failed"], s["duration_max"]) == (0, 1, 2 * DAY + 30 - 3600)
+    check(store, rng, T0 + 2 * DAY + 30)
+
+
+def test_retention_deleting_a_days_longest_run_recomputes_that_days_max(store):
+    store.save_job(Job("j", keep_days=1), now=T0)
+    store.db.execute("UPDATE rollup SET sealed=?", (T0,))
+    day0 = [run_at(T0 + 50, duration=5.0), run_at(T0 + 100, duration=500.0),
+            run_at(T0 + 5000, duration=3.0)]  # fmt: skip
+    store.record_runs([*day0, run_at(T0 + DAY + 200, duration=2.0)], now=T0 + DAY + 10)
+    assert sealed(store) == T0 + DAY  # day 0 is in the rollup now
+    assert store.job_stats("j")["duration_max"] == 500.0
+    # keep_days=1 at T0+1d+150: the runs of day 0 that started before T0+150 go
+    store.record_runs([run_at(T0 + DAY + 140, duration=1.0)], now=T0 + DAY + 150)
+    s = store.job_stats("j")
+    assert (s["runs"], s["duration_max"]) == (3, 3.0)
+    check(store, random.Random(1), T0 + DAY + 150)
+
+
+def test_a_deleted_and_recreated_job_starts_from_nothing(store):
+    store.db.execute("UPDATE rollup SET sealed=?", (T0 + 5 * DAY,))
+    store.record_runs([run_at(T0 + i * 3600) for i in range(50)], now=T0 + 5 * DAY)
+    assert store.job_stats("j")["runs"] == 50
+    store.delete_job("j")
+    store.record_runs([run_at(T0 + 10)], now=T0 + 5 * DAY)
+    s = store.job_stats("j")
+    assert (s["runs"], s["success"]) == (1, 1)
+
+
+def test_an_old_database_gets_its_rollup_built_by_the_migration(tmp_path):
+    """A database from before the rollup (schema 3) opens with run_days filled in."""
+    from cronwatch.store import migrations, open_store
+
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    for step in migrations.SQLITE[:3]:
+        for stmt in migrations.statements(step):
+            db.execute(stmt)
+    db.execute("INSERT INTO meta VALUES ('schema_version', '3')")
+    db.execute("INSERT INTO jobs(name, created_at) VALUES ('j', 0)")
+    rng = random.Random(3)
+    runs = [random_run(rng, T0 + i * 1800) for i in range(300)]
+    db.executemany(
+        "INSERT INTO runs(uid, job_id, status, started_at, duration) VALUES (?,1,?,?,?)",
+        [(r.id, r.status.value, r.started_at, r.duration) for r in runs],
+    )
+    db.close()
+    store = open_store(str(path))
+    try:
+        assert day_rows(store) == len({int(r.started_at // DAY) for r in runs})
+        check(store, rng, T0 + 300 * 1800)
+    finally:
+        store.close()
+
+
+def test_writers_beside_a_bulk_import_keep_the_rollup_right(cw, db_path, tmp_path):
+    """The import takes the triggers out only inside its own transactions: a connection
+    writing into sealed days at the same time still has its runs counted."""
+    from cronwatch.importer import BATCH
+    from cronwatch.store import open_store
+
+    now = time.time()  # the import's retention keeps a year back from the clock
+    lines = []
+    for i in range(BATCH * 2 + 10):
+        r = run_at(now - 200 * DAY + i * 600, Status.SUCCESS if i % 4 else Status.FAILED)
+        lines.append(json.dumps(r.to_dict(exact=True)))
+    path = tmp_path / "runs.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    other = open_store(str(db_path))
+    other.save_job(Job("j"), now=now)
+    stop = threading.Event()
+    written = []
+
+    def write() -> None:
+        rng = random.Random(2)
+        while not stop.is_set():
+            r = random_run(rng, now - rng.uniform(1, 150) * DAY)
+            other.record_run(r, now=time.time())
+            written.append(r)
+
+    t = threading.Thread(target=write)
+    t.start()
+    try:
+        rc, out, err = cw("import", path)
+    finally:
+        stop.set()
+        t.join()
+        other.close()
+    assert rc == 0, err
+    assert len(written) > 10
+    with open_store(str(db_path), create=False) as s:
+        check(s, random.Random(4), now)
