@@ -1,16 +1,17 @@
-"""Small shared helpers: durations, timestamps, paths, output capping."""
+"""Small shared helpers: durations, timestamps, paths, output capping.
+
+The wrapper imports this module after every run: ``re`` and ``datetime`` are imported
+by the functions that need them, not here.
+"""
 
 from __future__ import annotations
 
 import os
-import re
-import zlib
-from datetime import UTC, datetime
 
 from .errors import ValidationError
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DUR_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
+_DUR_PATTERN = r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)"  # compiled once, by re's own cache
 DURATION_HELP = "a duration such as 90s, 15m, 24h, 7d or 2w"
 
 
@@ -22,8 +23,10 @@ def parse_duration(text: str) -> float:
     try:
         value = float(s)
     except ValueError:
+        import re
+
         pos, total = 0, 0.0
-        for m in _DUR_RE.finditer(s):
+        for m in re.finditer(_DUR_PATTERN, s):
             if m.start() != pos:
                 break
             total += float(m.group(1)) * _UNITS[m.group(2)]
@@ -57,12 +60,16 @@ def format_time(ts: float | None) -> str:
     """UTC, second precision, ISO-like and sortable."""
     if ts is None:
         return "-"
+    from datetime import UTC, datetime
+
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
+    from datetime import UTC, datetime
+
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -73,6 +80,8 @@ def parse_timestamp(text: str) -> float:
         return float(s)
     except ValueError:
         pass
+    from datetime import UTC, datetime
+
     try:
         dt = datetime.fromisoformat(s.replace("Z", "+00:00"))
     except ValueError:
@@ -122,12 +131,17 @@ def cap_bytes(data: bytes, limit: int) -> bytes:
 
 
 def compress(data: bytes | None) -> bytes | None:
-    if data is None:
-        return None
+    """zlib for captured output; None (not captured) and b"" (empty) are stored as is."""
+    if not data:
+        return data
+    import zlib
+
     return zlib.compress(data, 6)
 
 
 def decompress(blob: bytes | None) -> bytes | None:
     if not blob:  # None (not captured) or b"" (captured, empty: stored as is)
         return blob
+    import zlib
+
     return zlib.decompress(blob)

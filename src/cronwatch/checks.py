@@ -82,9 +82,9 @@ def record_outcome(store: Any, job: Job, run: Run, *, now: float) -> list[dict[s
     events: list[dict[str, Any]] = []
     if run.status is Status.RUNNING:
         return events
+    if steady(store.alert_summary(job.name, run.env), job, run):
+        return events  # (the summary is read without decoding the state: no json import)
     raw = store.get_alert_state(job.name, run.env)
-    if steady(raw, job, run):
-        return events
     # Imported here, not at the top: a steady success (most wrapped runs) never needs the
     # state machine, and the wrapper pays for every import.
     from .alerting import AlertState, Policy, on_outcome
@@ -164,7 +164,7 @@ def after_run(
         events += record_outcome(store, job, run, now=now)
         # The wrapper knows its job changed: remember the next deadline now, so that
         # `cronwatch check` does not have to evaluate every job that ran since its last look.
-        store.set_next_check(job.name, job_deadline(store, job.name, now=now))
+        store.set_next_check(job.name, _deadline(store, job))
     if job.notify:
         deliver_outbox(store, now=now, budget=10.0)
     return events
@@ -272,18 +272,21 @@ def check_all(store: Any, *, now: float) -> list[dict[str, Any]]:
 
 def job_deadline(store: Any, name: str, *, now: float) -> float | None:
     """The earliest instant at which this job's health can change by the clock alone."""
-    job = store.get_job(name)
+    return _deadline(store, store.get_job(name))
+
+
+def _deadline(store: Any, job: Job) -> float | None:
     if job.paused:
         return None
     timed = bool(job.schedule) or job.max_runtime is not None
     anchor = _anchor(store, job) if timed else job.created_at
-    open_runs = store.open_runs_of(name) if timed else []
-    raw = store.get_alert_state(name, "")
+    open_runs = store.open_runs_of(job.name) if timed else []
     state = None
-    if raw and raw.get("down"):  # imported only then: the wrapper pays for every import
+    summary = store.alert_summary(job.name, "")
+    if summary and summary.get("down"):  # imported only then: the wrapper pays for every import
         from .alerting import AlertState
 
-        state = AlertState.from_dict(raw)
+        state = AlertState.from_dict(store.get_alert_state(job.name, ""))
     return _next_look(job, anchor, open_runs, state)
 
 

@@ -1,53 +1,124 @@
 """The domain vocabulary: jobs, runs and their statuses.
 
 Plain values only; no I/O. Every adapter (wrapper, CLI, server, SDK) speaks these.
+
+The wrapper imports this module after every wrapped run, so it stays cheap to import: no
+``dataclasses`` (which pulls in ``inspect``, ``ast``...), no ``enum``, no ``re``. ``Run``
+and ``Job`` are plain ``__slots__`` classes that behave like the dataclasses they replaced
+(keyword or positional construction, field equality, a dataclass-style repr), and
+``Status`` is a ``str`` subclass that behaves like the ``StrEnum`` it replaced.
 """
 
 from __future__ import annotations
 
-import math
+import math  # already loaded at interpreter start-up
 import os
-import re
 import time
-from dataclasses import dataclass, field, fields
-from enum import StrEnum
 
 from .errors import ValidationError
 
 TYPE_CHECKING = False  # no runtime `typing` import: the wrapper pays for every module
 if TYPE_CHECKING:
-    from typing import Any
+    from collections.abc import Iterator
+    from typing import Any, ClassVar
 
 NAME_RULE = (
     "a job name is 1-64 characters of a-z, 0-9, '-', '_' and '.', starting with a letter or digit"
 )
-_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+_NAME_FIRST = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+_NAME_CHARS = _NAME_FIRST | frozenset("._-")
+_RUN_ID_CHARS = _NAME_CHARS | frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ:")
 
 
-class Status(StrEnum):
-    """Outcome of one run. ``running`` is the only open state."""
+class _StatusType(type):
+    """``for s in Status`` and ``len(Status)``, as with the enum this class replaced."""
 
-    RUNNING = "running"
-    SUCCESS = "success"
-    FAILED = "failed"
-    TIMEOUT = "timeout"
-    MISSED = "missed"
+    def __iter__(cls) -> Iterator[Status]:
+        return iter(_STATUS_MEMBERS)
+
+    def __len__(cls) -> int:
+        return len(_STATUS_MEMBERS)
+
+
+class Status(str, metaclass=_StatusType):
+    """Outcome of one run. ``running`` is the only open state.
+
+    One instance per value: ``Status("failed") is Status.FAILED``; any other value raises
+    ValueError. A status is its value as a string (``Status.FAILED == "failed"``,
+    ``str(Status.FAILED) == "failed"``), and has ``.value`` and ``.name`` like an enum member.
+    """
+
+    __slots__ = ()
+
+    RUNNING: ClassVar[Status]
+    SUCCESS: ClassVar[Status]
+    FAILED: ClassVar[Status]
+    TIMEOUT: ClassVar[Status]
+    MISSED: ClassVar[Status]
+
+    def __new__(cls, value: object) -> Status:
+        try:
+            return _STATUS_BY_VALUE[value]  # type: ignore[index]
+        except (KeyError, TypeError):  # TypeError: unhashable
+            raise ValueError(f"{value!r} is not a valid Status") from None
+
+    @property
+    def value(self) -> str:
+        return str.__str__(self)
+
+    @property
+    def name(self) -> str:
+        return self.upper()
 
     @property
     def is_failure(self) -> bool:
-        return self in (Status.FAILED, Status.TIMEOUT, Status.MISSED)
+        return self is Status.FAILED or self is Status.TIMEOUT or self is Status.MISSED
 
     @property
     def is_finished(self) -> bool:
         return self is not Status.RUNNING
 
+    def __str__(self) -> str:
+        return str.__str__(self)
+
+    def __repr__(self) -> str:
+        return f"<Status.{self.name}: {self.value!r}>"
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickle and copy give back the same member
+        return Status, (self.value,)
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
+        """For the server's typed API (FastAPI query parameters): one of the values."""
+        from pydantic_core import core_schema
+
+        return core_schema.no_info_after_validator_function(
+            cls,
+            core_schema.literal_schema(list(STATUSES)),
+            serialization=core_schema.plain_serializer_function_ser_schema(str),
+        )
+
+
+_STATUS_MEMBERS: tuple[Status, ...] = ()
+_STATUS_BY_VALUE: dict[str, Status] = {}
+for _value in ("running", "success", "failed", "timeout", "missed"):
+    _member = str.__new__(Status, _value)
+    setattr(Status, _value.upper(), _member)
+    _STATUS_BY_VALUE[_value] = _member
+    _STATUS_MEMBERS += (_member,)
+del _value, _member
 
 STATUSES = tuple(s.value for s in Status)
 
 
 def validate_name(name: str) -> str:
     """Return ``name`` if it is a valid job slug, else raise ValidationError stating the rule."""
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+    if not (
+        isinstance(name, str)
+        and 1 <= len(name) <= 64
+        and name[0] in _NAME_FIRST
+        and all(c in _NAME_CHARS for c in name)
+    ):
         raise ValidationError(f"invalid job name {name!r}: {NAME_RULE}")
     return name
 
@@ -73,47 +144,97 @@ def new_run_id(now: float | None = None) -> str:
     return "".join(reversed(out))
 
 
-_RUN_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-
-
 def validate_run_id(value: str) -> str:
-    if not isinstance(value, str) or not _RUN_ID_RE.fullmatch(value):
+    if not (
+        isinstance(value, str) and 1 <= len(value) <= 128 and all(c in _RUN_ID_CHARS for c in value)
+    ):
         raise ValidationError(
             f"invalid run id {value!r}: 1-128 characters of letters, digits, '.', '_', ':' and '-'"
         )
     return value
 
 
-@dataclass(slots=True)
-class Run:
+class _Record:
+    """Equality and repr over ``__slots__``, like a dataclass's (same class, same fields)."""
+
+    __slots__: tuple[str, ...] = ()
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        names = self.__slots__
+        return tuple(getattr(self, k) for k in names) == tuple(getattr(other, k) for k in names)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as a dataclass with eq
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__)
+        return f"{type(self).__name__}({fields})"
+
+
+class Run(_Record):
     """One execution of a job.
 
     Times are UTC seconds since the epoch (floats, sub-second). ``stdout``/``stderr`` are
     the captured (possibly capped) bytes, or None when not captured or expired by retention.
     """
 
+    __slots__ = ("job", "started_at", "status", "id", "ended_at", "duration", "exit_code",
+                 "signal", "stdout", "stderr", "host", "user", "command", "env", "message",
+                 "source")  # fmt: skip
+
     job: str
     started_at: float
-    status: Status = Status.RUNNING
-    id: str = ""
-    ended_at: float | None = None
-    duration: float | None = None
-    exit_code: int | None = None
-    signal: int | None = None
-    stdout: bytes | None = None
-    stderr: bytes | None = None
-    host: str = ""
-    user: str = ""
-    command: str = ""
-    env: str = ""
-    message: str = ""
-    source: str = "wrapper"
+    status: Status
+    id: str
+    ended_at: float | None
+    duration: float | None
+    exit_code: int | None
+    signal: int | None
+    stdout: bytes | None
+    stderr: bytes | None
+    host: str
+    user: str
+    command: str
+    env: str
+    message: str
+    source: str
 
-    def __post_init__(self) -> None:
-        if not self.id:
-            self.id = new_run_id(self.started_at)
-        if not isinstance(self.status, Status):
-            self.status = Status(self.status)
+    def __init__(
+        self,
+        job: str,
+        started_at: float,
+        status: Status | str = Status.RUNNING,
+        id: str = "",
+        ended_at: float | None = None,
+        duration: float | None = None,
+        exit_code: int | None = None,
+        signal: int | None = None,
+        stdout: bytes | None = None,
+        stderr: bytes | None = None,
+        host: str = "",
+        user: str = "",
+        command: str = "",
+        env: str = "",
+        message: str = "",
+        source: str = "wrapper",
+    ) -> None:
+        self.job = job
+        self.started_at = started_at
+        self.status = Status(status)  # the same member back for a Status; else validated
+        self.id = id or new_run_id(started_at)
+        self.ended_at = ended_at
+        self.duration = duration
+        self.exit_code = exit_code
+        self.signal = signal
+        self.stdout = stdout
+        self.stderr = stderr
+        self.host = host
+        self.user = user
+        self.command = command
+        self.env = env
+        self.message = message
+        self.source = source
 
     def to_dict(self, *, output: bool = True, exact: bool = False) -> dict[str, Any]:
         """The stable JSON shape (see docs/json.md).
@@ -227,33 +348,75 @@ def _time_field(key: str, v: Any) -> float:
     return value
 
 
-@dataclass(slots=True)
-class Job:
+class Job(_Record):
     """A named job and its settings. Settings are optional: a job exists from its first run."""
 
+    __slots__ = ("name", "created_at", "schedule", "tz", "grace", "max_runtime", "alert_after",
+                 "recover_after", "realert", "notify", "asserts", "paused", "tags", "ping_key",
+                 "keep_days", "keep_output", "keep_failed_output", "slowdown_alert")  # fmt: skip
+
     name: str
-    created_at: float = 0.0
-    schedule: str = ""
-    tz: str = "UTC"
-    grace: float = 0.0
-    max_runtime: float | None = None
-    alert_after: int = 2
-    recover_after: int = 1
-    realert: float | None = None
-    notify: list[str] = field(default_factory=list)
-    asserts: list[str] = field(default_factory=list)
-    paused: bool = False
-    tags: list[str] = field(default_factory=list)
-    ping_key: str = ""
-    keep_days: float = 365.0
-    keep_output: int = 1000
-    keep_failed_output: int = 5000
-    slowdown_alert: bool = False
+    created_at: float
+    schedule: str
+    tz: str
+    grace: float
+    max_runtime: float | None
+    alert_after: int
+    recover_after: int
+    realert: float | None
+    notify: list[str]
+    asserts: list[str]
+    paused: bool
+    tags: list[str]
+    ping_key: str
+    keep_days: float
+    keep_output: int
+    keep_failed_output: int
+    slowdown_alert: bool
+
+    def __init__(
+        self,
+        name: str,
+        created_at: float = 0.0,
+        schedule: str = "",
+        tz: str = "UTC",
+        grace: float = 0.0,
+        max_runtime: float | None = None,
+        alert_after: int = 2,
+        recover_after: int = 1,
+        realert: float | None = None,
+        notify: list[str] | None = None,
+        asserts: list[str] | None = None,
+        paused: bool = False,
+        tags: list[str] | None = None,
+        ping_key: str = "",
+        keep_days: float = 365.0,
+        keep_output: int = 1000,
+        keep_failed_output: int = 5000,
+        slowdown_alert: bool = False,
+    ) -> None:
+        self.name = name
+        self.created_at = created_at
+        self.schedule = schedule
+        self.tz = tz
+        self.grace = grace
+        self.max_runtime = max_runtime
+        self.alert_after = alert_after
+        self.recover_after = recover_after
+        self.realert = realert
+        self.notify = [] if notify is None else notify
+        self.asserts = [] if asserts is None else asserts
+        self.paused = paused
+        self.tags = [] if tags is None else tags
+        self.ping_key = ping_key
+        self.keep_days = keep_days
+        self.keep_output = keep_output
+        self.keep_failed_output = keep_failed_output
+        self.slowdown_alert = slowdown_alert
 
     def settings(self) -> dict[str, Any]:
         """Every configurable field (everything but name, created_at and ping_key)."""
-        skip = {"name", "created_at", "ping_key"}
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+        return {k: getattr(self, k) for k in SETTING_NAMES}
 
     def to_dict(self) -> dict[str, Any]:
         d = {"name": self.name, "created_at": self.created_at, "ping_key": self.ping_key}
@@ -261,6 +424,4 @@ class Job:
         return d
 
 
-SETTING_NAMES = tuple(
-    f.name for f in fields(Job) if f.name not in {"name", "created_at", "ping_key"}
-)
+SETTING_NAMES = tuple(k for k in Job.__slots__ if k not in {"name", "created_at", "ping_key"})

@@ -9,17 +9,19 @@ of these directories is used; all of them are replayed:
 3. ``$TMPDIR/cronwatch-<uid>/spool/<hash>/``.
 
 Every wrapped run checks for spooled runs, so that check avoids imports and hashing
-unless a spool directory exists.
+unless a spool directory exists; ``json`` and ``base64`` are imported only to write or read
+a spooled run.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import os
-from collections.abc import Iterator
 
-from .models import Run
+TYPE_CHECKING = False  # no runtime `typing` import: the wrapper pays for every module
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from .models import Run
 
 
 def _target(db_path: str) -> tuple[str, bool]:
@@ -54,6 +56,8 @@ def spool_dirs(db_path: str) -> list[str]:
 
 
 def encode_run(run: Run) -> dict[str, object]:
+    import base64
+
     d = run.to_dict(output=False)
     # Output is binary: keep it exactly.
     for key in ("stdout", "stderr"):
@@ -63,6 +67,10 @@ def encode_run(run: Run) -> dict[str, object]:
 
 
 def decode_run(d: dict[str, object]) -> Run:
+    import base64
+
+    from .models import Run
+
     run = Run.from_dict(d)
     for key in ("stdout", "stderr"):
         value = d.get(key + "_b64")
@@ -73,6 +81,7 @@ def decode_run(d: dict[str, object]) -> Run:
 
 def spool_run(db_path: str, run: Run) -> str:
     """Write ``run`` to the first writable spool directory; return the file's path."""
+    import json
     import tempfile
 
     data = json.dumps(encode_run(run)).encode()
@@ -96,6 +105,8 @@ def spool_run(db_path: str, run: Run) -> str:
 
 def spooled(db_path: str) -> Iterator[tuple[str, Run | None]]:
     """(path, run) for every spooled file, oldest first; run is None if the file is unreadable."""
+    import json
+
     entries = []
     for d in spool_dirs(db_path):
         try:
