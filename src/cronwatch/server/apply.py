@@ -77,8 +77,8 @@ class Applier:
         self.rows: list[tuple[float, str, str]] = []  # event-log rows not yet written
         self.runs: list[tuple[Any, ...]] = []  # quick pings' runs not yet written
         self.run_jobs: set[int] = set()  # their job ids
-        self.closed: set[tuple[str, str]] = set()  # (job, env) known to have no open run
-        self.templates: dict[tuple[str, str], str] = {}  # (job, env) -> event JSON head
+        # (job, env) -> (job id, event JSON head) while its successes take the quick path
+        self.ready: dict[tuple[str, str], tuple[int, str]] = {}
         self.run_id = RunIds()
         self.quick = 0  # pings recorded by the quick path (a counter for benchmarks)
 
@@ -87,17 +87,17 @@ class Applier:
         self.by_key.clear()
         self.by_name.clear()
         self.alert.clear()
-        self.closed.clear()
+        self.ready.clear()
 
     def flush(self, store: Store) -> None:
+        sql: Any = store  # the SQLite store's own methods
         if self.runs:
             runs, self.runs = self.runs, []
-            sql: Any = store  # the SQLite store's own method
             sql.add_finished_runs(runs, self.run_jobs, now=time.time())
             self.run_jobs.clear()
         if self.rows:
             rows, self.rows = self.rows, []
-            store.add_events(rows)  # type: ignore[attr-defined]
+            sql.add_event_rows(rows)
 
     def discard(self) -> None:
         self.rows.clear()
@@ -142,7 +142,7 @@ class Applier:
             if quick is not None:
                 return quick
         self.flush(store)  # keep rows and events in order with what this ping writes
-        self.closed.discard((job, p.env))  # this ping may open or close runs there
+        self.ready.pop((job, p.env), None)  # this ping may open runs or change the alerts
         events: list[dict[str, Any]] = []
         src = "ping:" + p.dialect
         if p.action == START:
@@ -178,12 +178,37 @@ class Applier:
     def _quick(self, store: Store, name: str, p: Ping, now: float) -> dict[str, Any] | None:
         """A success that only adds a synthetic run and its ``run.ok`` event (see the module
         doc), recorded as buffered rows; None when the ping needs the full path."""
+        key = (name, p.env)
+        ready = self.ready.get(key)
+        if ready is None:
+            ready = self._ready(store, key, now)
+            if ready is None:
+                return None
+        jid, head = ready
+        rid = self.run_id(now)
+        duration, code = p.duration, p.exit_code
+        started = now - duration if duration else now
+        self.runs.append((rid, jid, key[1], "success", started, now, duration, code, p.host,
+                          p.message, "ping:" + p.dialect))  # fmt: skip
+        self.run_jobs.add(jid)
+        at = repr(now)
+        data = (f'{head}{rid}", "status": "success", "started_at": '
+                f'{at if started == now else repr(started)}, "ended_at": {at}, "duration": '
+                f'{"null" if duration is None else repr(duration)}, "exit_code": '
+                f'{"null" if code is None else int(code)}}}')  # fmt: skip
+        self.rows.append((now, "run.ok", data))
+        self.quick += 1
+        return {"job": name, "run": rid, "events": []}
+
+    def _ready(self, store: Store, key: tuple[str, str], now: float) -> tuple[int, str] | None:
+        """(job id, event JSON head) if successes for (job, env) can take the quick path:
+        no assertions, a steady alert state, no open run. Remembered until a ping for
+        (job, env) takes the full path or the caches are invalidated."""
+        name, env = key
         job = self._named(store, name)
         if job is None or job.asserts:
             return None
         sql: Any = store  # the SQLite store's own methods
-        env = p.env
-        key = (name, env)
         if key in self.alert:
             raw = self.alert[key]
         else:
@@ -191,30 +216,13 @@ class Applier:
         if not checks.steady(raw, job, _OK):
             return None
         jid = sql.ping_job_id(name, now=now)
-        if key not in self.closed:
-            if sql.has_open_run(jid, env):
-                return None  # finish_run closes it
-            self.closed.add(key)
-        rid = self.run_id(now)
-        duration = p.duration
-        started = now - duration if duration else now
-        self.runs.append((rid, jid, env, "success", started, now, duration, p.exit_code, p.host,
-                          p.message, "ping:" + p.dialect))  # fmt: skip
-        self.run_jobs.add(jid)
-        head = self.templates.get(key)
-        if head is None:
-            if len(self.templates) > 4096:  # env names come from the URL: stay bounded
-                self.templates.clear()
-            head = self.templates[key] = (
-                f'{{"type": "run.ok", "job": {_dumps(name)}, "env": {_dumps(env)}, "run": "'
-            )
-        code = p.exit_code
-        data = (f'{head}{rid}", "status": "success", "started_at": {started!r}, '
-                f'"ended_at": {now!r}, "duration": {"null" if duration is None else repr(duration)}, '
-                f'"exit_code": {"null" if code is None else int(code)}}}')  # fmt: skip
-        self.rows.append((now, "run.ok", data))
-        self.quick += 1
-        return {"job": name, "run": rid, "events": []}
+        if sql.has_open_run(jid, env):
+            return None  # finish_run closes it
+        if len(self.ready) >= 4096:  # env names come from the URL: stay bounded
+            self.ready.clear()
+        head = f'{{"type": "run.ok", "job": {_dumps(name)}, "env": {_dumps(env)}, "run": "'
+        ready = self.ready[key] = (jid, head)
+        return ready
 
     def after(self, store: Store, run: Any, now: float) -> list[dict[str, Any]]:
         """Assertions and the alert state machine for a finished run (see _after_ping)."""

@@ -78,12 +78,14 @@ def _serve(sock: socket.socket, db: str) -> None:
     applier = Applier(store.project_ping_key())
     committer = Committer(store, cache=applier)
     buf = bytearray()
+    inbox = bytearray(1 << 18)  # recv into one buffer (a fresh large one each time costs)
+    view = memoryview(inbox)
     try:
         while True:
-            data = sock.recv(1 << 20)
-            if not data:
+            n = sock.recv_into(inbox)
+            if not n:
                 return  # the server closed the link or died: every reply owed was sent
-            buf += data
+            buf += view[:n]
             requests = [r for frame in _frames(buf) for r in frame]
             for i in range(0, len(requests), _CHUNK):
                 chunk = requests[i : i + _CHUNK]
@@ -120,7 +122,8 @@ class Checkpoints:
 
     def committed(self, store: Any) -> None:
         self.commits += 1
-        self.wake.set()
+        if not self.wake.is_set():  # set() takes a lock and notifies: not on every commit
+            self.wake.set()
         if self.commits % 16 == 0:  # a stat() now and then
             try:
                 size = os.path.getsize(self.wal)
@@ -158,15 +161,36 @@ class Checkpoints:
             db.close()
 
 
+# (path, query) -> what parse_ping made of it: monitored jobs ping the same URL each time.
+# Parsing is pure and a Ping is never changed after it, so one object serves them all.
+_parsed: dict[tuple[str, bytes], Ping | Exception | None] = {}
+
+
+def _parse(path: str, query: bytes) -> Ping | Exception | None:
+    key = (path, query)
+    try:
+        return _parsed[key]
+    except KeyError:
+        pass
+    p: Ping | Exception | None
+    try:
+        p = parse_ping(path, query.decode("latin-1"))
+    except (BadPing, ValueError) as e:  # ValueError: parse_qsl's limit on fields
+        p = e
+    if len(_parsed) >= 4096:
+        _parsed.clear()
+    _parsed[key] = p
+    return p
+
+
 def _record(applier: Any, committer: Any, requests: list[tuple[Any, ...]]) -> list[Reply]:
     replies: list[Reply | None] = []
     parsed: list[tuple[int, Ping]] = []
     ops = []
     for seq, path, query, body in requests:
-        try:
-            p = parse_ping(path, query.decode("latin-1"))
-        except (BadPing, ValueError) as e:  # ValueError: parse_qsl's limit on fields
-            replies.append((seq, 400, str(e).encode(), False, "", "", False))
+        p = _parse(path, query)
+        if isinstance(p, Exception):
+            replies.append((seq, 400, str(p).encode(), False, "", "", False))
             continue
         if p is None:
             replies.append((seq, 404, b"not found", False, "", "", False))

@@ -1224,9 +1224,10 @@ class SQLiteStore(Store):
         reset and the retention sweep, as after any insert."""
         db = self.db
         with self._write():
-            db.executemany(
+            self._insert_rows(
                 "INSERT OR IGNORE INTO runs(uid, job_id, env, status, started_at, ended_at, "
-                "duration, exit_code, host, message, source) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                "duration, exit_code, host, message, source) VALUES ",
+                "(?,?,?,?,?,?,?,?,?,?,?)",
                 rows,
             )
             for jid in jids:
@@ -1235,6 +1236,19 @@ class SQLiteStore(Store):
                     (jid,),
                 )
                 self._retention(jid, now)
+
+    def add_event_rows(self, rows: list[tuple[float, str, str]]) -> None:
+        """``add_events`` with multi-row INSERTs (the ping writer's batches)."""
+        with self._write():
+            self._insert_rows("INSERT INTO events(at, type, data) VALUES ", "(?,?,?)", rows)
+
+    def _insert_rows(self, head: str, values: str, rows: list[tuple[Any, ...]]) -> None:
+        # One INSERT ... VALUES (..),(..) per 64 rows: a third cheaper a row than
+        # executemany, which runs the statement once a row. Rows go in in order.
+        db = self.db
+        for i in range(0, len(rows), 64):
+            part = rows[i : i + 64]
+            db.execute(head + ",".join([values] * len(part)), [x for row in part for x in row])
 
 
 class _Tx:
