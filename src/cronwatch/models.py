@@ -11,7 +11,6 @@ and ``Job`` are plain ``__slots__`` classes that behave like the dataclasses the
 
 from __future__ import annotations
 
-import math  # already loaded at interpreter start-up
 import os
 import time
 
@@ -328,6 +327,8 @@ def _number_field(key: str, v: Any) -> float:
         value = float(v)
     except ValueError:
         raise ValidationError(f"run field {key!r} must be a number, not {v!r}") from None
+    import math  # here, not at the top: an extension module the wrapper never needs
+
     if not math.isfinite(value):
         raise ValidationError(f"run field {key!r} must be a finite number, not {v!r}")
     return value

@@ -155,35 +155,45 @@ def _record_local(o: Options, run: Run) -> None:
         except OSError as e2:
             warn(f"{e}; and the run could not be spooled either: {e2}")
         return
+    page = dashboard_path(o, db_path)
+    inline = page is not None and os.environ.get("CRONWATCH_DASHBOARD_SYNC") == "1"
     try:
         try:
             if spool.has_spooled(db_path):
                 spool.replay(store, db_path, now)
         except Exception as e:  # they stay in the spool for the next run
             warn(f"spooled runs not merged yet: {e}")
-        _after_record(store, o, run, db_path, now)
+        _evaluate(store, o, run, now)
+        if page is not None and inline:
+            _dashboard(db_path, page, now, store)
     finally:
         store.close()
+    if page is not None and not inline:  # after the close: the renderer never competes
+        _dashboard(db_path, page, now)  # with our last writes
 
 
-def _after_record(store: object, o: Options, run: Run, db_path: str, now: float) -> None:
-    """Post-run hooks: alert evaluation and the dashboard. Each failure is one warning."""
+def _evaluate(store: object, o: Options, run: Run, now: float) -> None:
+    """Alert evaluation of the run's job; a failure is one warning."""
     try:
         from . import checks
 
         checks.after_run(store, run, now=now, config=o.config)
     except Exception as e:
         warn(f"alert evaluation failed: {e}")
-    path = dashboard_path(o, db_path)
-    if path is not None:
-        try:
-            if os.environ.get("CRONWATCH_DASHBOARD_SYNC") == "1":
-                from .dashboard import write_dashboard
 
-                write_dashboard(store, path, now=now)  # type: ignore[arg-type]
-            else:  # detached: the job's scheduler does not wait for the page
-                from .regen import request
 
-                request(os.path.abspath(db_path), os.path.abspath(path))
-        except Exception as e:
-            warn(f"dashboard not written: {e}")
+def _dashboard(db_path: str, page: str, now: float, store: object | None = None) -> None:
+    """Regenerate the page: with ``store``, inline (CRONWATCH_DASHBOARD_SYNC=1, handy when
+    debugging); else by a detached process, so that the job's scheduler does not wait for
+    it. A failure is one warning."""
+    try:
+        if store is not None:
+            from .dashboard import write_dashboard
+
+            write_dashboard(store, page, now=now)  # type: ignore[arg-type]
+        else:
+            from .regen import request
+
+            request(os.path.abspath(db_path), os.path.abspath(page))
+    except Exception as e:
+        warn(f"dashboard not written: {e}")

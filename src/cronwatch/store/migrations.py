@@ -8,8 +8,6 @@ small and its covering indexes make stats over a year of minutely runs fast.
 
 from __future__ import annotations
 
-import sqlite3
-
 SQLITE: list[str] = [
     # 1: jobs, runs, outputs
     """
@@ -224,6 +222,8 @@ POSTGRES: list[str] = []
 
 def statements(step: str) -> list[str]:
     """Split a step into statements; a trigger body's own semicolons stay inside it."""
+    import sqlite3  # here, not at the top: the wrapper imports this module on every run
+
     out: list[str] = []
     buf = ""
     for line in step.splitlines(keepends=True):

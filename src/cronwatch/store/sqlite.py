@@ -7,7 +7,6 @@ needs (``json`` only where settings or state are not the defaults).
 from __future__ import annotations
 
 import os
-import sqlite3
 
 from .._utils import compress, decompress
 from ..errors import NotFound, StoreError
@@ -17,8 +16,14 @@ from .base import Store
 
 TYPE_CHECKING = False  # no runtime `typing` import: the wrapper pays for every module
 if TYPE_CHECKING:
+    import sqlite3
     from collections.abc import Callable, Iterable, Iterator
     from typing import Any
+else:
+    # The C module that `sqlite3` re-exports (the same connect, Connection and errors),
+    # without the `datetime`, `collections` and `functools` imports of `sqlite3.dbapi2`
+    # and its date adapters, which this store never uses: ~3 ms of every wrapped run.
+    import _sqlite3 as sqlite3
 
 _RUN_COLS = (
     "r.id, r.uid, j.name, r.env, r.status, r.started_at, r.ended_at, r.duration, r.exit_code, "
