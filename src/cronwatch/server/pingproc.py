@@ -44,7 +44,7 @@ _LEN = struct.Struct("<I")
 Reply = tuple[int, int, bytes, bool, str, str, bool]
 # At most this many pings a transaction: the replies for one group go back while the
 # next group is written, so the server answers HTTP while the child writes (a pipeline).
-_CHUNK = 32
+_CHUNK = 64
 
 
 def reply_for(p: Ping, ok: bool, value: Any) -> tuple[int, bytes, bool, str, bool]:
