@@ -81,7 +81,7 @@ def test_pipelined_pings_then_other_routes_answered_in_order(live: LiveServer) -
     assert [(s, b) for s, _h, b in got[:3]] == [(200, b"OK"), (200, b"OK"), (404, b"not found")]
     assert got[3][0] == 200 and json.loads(got[3][2])["status"] == "ok"
     assert [(s, b) for s, _h, b in got[4:]] == [(200, b"OK"), (200, b"OK")]
-    for status, headers, _body in got[:3] + got[4:]:
+    for _status, headers, _body in got[:3] + got[4:]:
         assert headers["ping-body-limit"] == "100000"
         assert headers["content-type"] == "text/plain; charset=utf-8"
         assert "date" in headers
