@@ -80,6 +80,7 @@ class PingFront(asyncio.Protocol):
         self.leaving = False  # a request for uvicorn is waiting in buf
         self.closing = False
         self.paused = False
+        self.blocked = False  # the transport's write buffer is full
         self.idle_since = 0.0
         self.timer: asyncio.TimerHandle | None = None
 
@@ -96,10 +97,12 @@ class PingFront(asyncio.Protocol):
             self.timer.cancel()
             self.timer = None
 
-    def pause_writing(self) -> None:
+    def pause_writing(self) -> None:  # the client does not read its answers: stop reading
+        self.blocked = True
         self._pause()
 
     def resume_writing(self) -> None:
+        self.blocked = False
         self._resume()
 
     def data_received(self, data: bytes) -> None:
@@ -269,7 +272,7 @@ class PingFront(asyncio.Protocol):
             self.transport.pause_reading()
 
     def _resume(self) -> None:
-        if self.paused and not self.leaving and self.transport is not None:
+        if self.paused and not self.leaving and not self.blocked and self.transport is not None:
             self.paused = False
             self.transport.resume_reading()
 
