@@ -34,6 +34,7 @@ JOBS, RUNS = 100, 1000
 # One wrapped run in-process, split into phases: (CPU ms, wall ms) each, printed as JSON.
 # The post-exit steps are timed by wrapping the functions record.after_run calls.
 PHASES = """
+import gc; gc.disable()  # as in a wrapper process (cli._wrap)
 import json, os, sys, time
 T, W = time.process_time, time.perf_counter
 out, t = {}, [T(), W()]
