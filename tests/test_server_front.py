@@ -210,3 +210,23 @@ def test_run_ids_match_the_models_format() -> None:
         assert len(i) == 26 and i[:10] == reference[:10]
         assert re.fullmatch(r"[0-9a-hjkmnp-tv-z]{26}", i)
     assert make(now + 1) > ids[0]  # time-ordered
+
+
+def test_thread_writer_mode_answers_the_same(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``--ping-writer thread``: no front, no writer process; pings go through ASGI."""
+    server = LiveServer(tmp_path / "history.db", "--ping-writer", "thread").start()
+    try:
+        key = server.job_key("threaded")
+        with httpx.Client(base_url=server.url, timeout=10) as c:
+            assert c.get(f"/ping/{key}/start").text == "OK"
+            r = c.get(f"/ping/{key}")
+            assert (r.status_code, r.text, r.headers["ping-body-limit"]) == (200, "OK", "100000")
+            assert c.head(f"/ping/{key}").headers["content-length"] == "2"
+            assert c.get("/ping/nope").status_code == 404
+            assert c.get(f"/ping/{key}/300").status_code == 400
+            assert c.get(f"/jobs/p/{key}?state=run&v=1").json()["execution"]
+        with server.store() as s:
+            got = s.list_runs(job="threaded", oldest_first=True)
+        assert [r.status.value for r in got] == ["success", "success", "running"]
+    finally:
+        server.stop()
