@@ -179,3 +179,19 @@ def test_writers_beside_a_bulk_import_keep_the_rollup_right(cw, db_path, tmp_pat
     assert len(written) > 10
     with open_store(str(db_path), create=False) as s:
         check(s, random.Random(4), now)
+
+
+def test_run_counts_by_job_and_status(store):
+    """What /metrics reports: sealed days and today's runs together."""
+    rng = random.Random(9)
+    store.db.execute("UPDATE rollup SET sealed=?", (T0,))
+    runs = [random_run(rng, T0 - rng.uniform(0, 5 * DAY)) for _ in range(200)]
+    runs += [random_run(rng, T0 + rng.uniform(0, DAY)) for _ in range(100)]
+    runs += [run_at(T0 + 50, job="other", status=Status.TIMEOUT)]
+    store.record_runs(runs, now=T0 + DAY / 2)
+    want: dict[str, dict[str, int]] = {}
+    for r in runs:
+        per_job = want.setdefault(r.job, {})
+        per_job[r.status.value] = per_job.get(r.status.value, 0) + 1
+    assert store.job_stats("j")["runs"] == 300
+    assert store.run_counts() == want

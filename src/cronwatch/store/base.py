@@ -152,6 +152,10 @@ class Store:
         current streak. Computed in the database: fast over a year of minutely runs."""
         raise NotImplementedError
 
+    def run_counts(self) -> dict[str, dict[str, int]]:
+        """Stored runs of every job by status: ``{job: {status: n}}`` (zero counts left out)."""
+        raise NotImplementedError
+
     def recent_durations(self, job: str, n: int) -> list[tuple[float, str]]:
         """(duration, status) of the newest ``n`` finished runs, newest first."""
         raise NotImplementedError

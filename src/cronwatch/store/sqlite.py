@@ -75,7 +75,8 @@ def _job_from_row(row: tuple[Any, ...]) -> Job:
 
 
 _FAILURES = ("failed", "timeout", "missed")
-_COUNTED = frozenset(("success", "failed", "timeout", "missed", "running"))
+_STATUS_COLUMNS = ("running", "success", "failed", "timeout", "missed")  # run_days' order
+_COUNTED = frozenset(_STATUS_COLUMNS)
 # One day's aggregate of runs, in run_days' column order (after job_id and day) ...
 _DAY_AGGREGATES = (
     "count(*), sum(status='running'), sum(status='success'), sum(status='failed'),"
@@ -784,6 +785,25 @@ class SQLiteStore(Store):
             "last_failure": last_failure,
             "streak": streak,
         }
+
+    def run_counts(self) -> dict[str, dict[str, int]]:
+        """Stored runs of every job by status (for /metrics): the rollup's sealed days plus
+        the unsealed runs, never a scan of the whole history."""
+        sealed = self._sealed()
+        counts: dict[str, dict[str, int]] = {}
+        for name, *values in self.db.execute(
+            "SELECT j.name, sum(d.running), sum(d.success), sum(d.failed), sum(d.timeout),"
+            " sum(d.missed) FROM run_days d JOIN jobs j ON j.id=d.job_id GROUP BY d.job_id"
+        ):
+            counts[name] = {s: n for s, n in zip(_STATUS_COLUMNS, values, strict=True) if n}
+        for name, status, n in self.db.execute(
+            "SELECT j.name, r.status, count(*) FROM runs r INDEXED BY runs_started"
+            " JOIN jobs j ON j.id=r.job_id WHERE r.started_at>=? GROUP BY r.job_id, r.status",
+            (sealed,),
+        ):
+            per_job = counts.setdefault(name, {})
+            per_job[status] = per_job.get(status, 0) + n
+        return counts
 
     def _newest(self, jid: int, statuses: tuple[str, ...]) -> float | None:
         """Start of the job's newest run with one of ``statuses``.
