@@ -4,7 +4,9 @@ Deadlines live in a min-heap; the loop sleeps until the earliest one (or until a
 moves a job's deadline), so each event costs O(log n) and nothing scans every job per
 tick. Deadline maths and the alert state machine are ``cronwatch.checks`` (core):
 ``job_deadline``, ``check_job`` and ``deliver_outbox``. Checks run in the writer thread,
-inside the group transaction, like pings.
+inside the group transaction, like pings; deadlines, which only read, are computed on a
+connection of their own in a worker thread (a write transaction every 50 ms under a ping
+storm made the ping writer wait for the lock).
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ class Scheduler:
         self.wakeup = asyncio.Event()
         self.deliver_now = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
+        # Deadlines are only read: they are computed on a connection of their own, in a
+        # worker thread, not in a write transaction (which the ping writer would wait for).
+        self.readonly: Store | None = None
 
     def start(self) -> None:
         self.tasks = [asyncio.ensure_future(self._main()), asyncio.ensure_future(self._outbox())]
@@ -49,6 +54,14 @@ class Scheduler:
         for t in self.tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        if self.readonly is not None:
+            self.readonly.close()
+            self.readonly = None
+
+    def _deadlines(self, names: set[str], deadline_of: Any) -> dict[str, float | None]:
+        if self.readonly is None:
+            self.readonly = open_store(self.server.config.db)
+        return _deadlines(self.readonly, names, deadline_of)
 
     def touch(self, job: str) -> None:
         """A ping changed the job: recompute its deadline."""
@@ -68,9 +81,7 @@ class Scheduler:
             try:
                 if self.dirty:
                     names, self.dirty = self.dirty, set()
-                    found = await writer.run(
-                        lambda s, names=names: _deadlines(s, names, deadline_of)
-                    )
+                    found = await asyncio.to_thread(self._deadlines, names, deadline_of)
                     for name, when in found.items():
                         self._set(name, when)
                 now = time.time()
