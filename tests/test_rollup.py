@@ -143,8 +143,9 @@ def test_an_old_database_gets_its_rollup_built_by_the_migration(tmp_path):
 
 
 def test_writers_beside_a_bulk_import_keep_the_rollup_right(cw, db_path, tmp_path):
-    """The import takes the triggers out only inside its own transactions: a connection
-    writing into sealed days at the same time still has its runs counted."""
+    """Another connection writing into sealed days while an import recomputes them: both
+    recompute the days they touched inside their own write transactions, so every run is
+    counted once."""
     from cronwatch.importer import BATCH
     from cronwatch.store import open_store
 

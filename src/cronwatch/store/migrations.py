@@ -111,11 +111,13 @@ SQLITE: list[str] = [
     """,
     # 4: a per-day rollup of runs, so that stats over a long history read a few hundred
     # rows instead of every run. Days are UTC (day = started_at / 86400). Runs that
-    # started before `rollup.sealed` are counted in `run_days` (kept up to date by the
-    # triggers below); newer runs are read from `runs` directly and are folded in later by
-    # the store (SQLiteStore.seal_rollup), so that the hot write paths (the wrapper, the
-    # ping writer) never touch `run_days`. A bulk import drops the triggers inside its own
-    # transaction, recomputes the days it touched and puts them back before it commits.
+    # started before `rollup.sealed` are counted in `run_days`; newer runs are read from
+    # `runs` directly and are folded in by the store once a day (SQLiteStore._seal).
+    # Updates and deletes of sealed runs (a run finished after midnight, retention) are
+    # applied by the triggers below. Inserts are not: a trigger costs a few µs on every
+    # insert even when its WHEN clause is false, and the hot paths (the wrapper, the ping
+    # writer) insert today's runs; the store recomputes the days of the rare late insert
+    # (an import, a replayed spool, a run that started before midnight) instead.
     """
     CREATE TABLE run_days (
         job_id INTEGER NOT NULL,
@@ -141,23 +143,6 @@ SQLITE: list[str] = [
             sum(status = 'success'), sum(status = 'failed'), sum(status = 'timeout'),
             sum(status = 'missed'), count(duration), coalesce(sum(duration), 0), max(duration)
         FROM runs WHERE started_at < (SELECT sealed FROM rollup) GROUP BY job_id, d;
-    CREATE TRIGGER run_days_insert AFTER INSERT ON runs
-    WHEN NEW.started_at < (SELECT sealed FROM rollup WHERE id = 1)
-    BEGIN
-        INSERT INTO run_days (job_id, day, runs, running, success, failed, timeout, missed,
-                              n_dur, sum_dur, max_dur)
-        VALUES (NEW.job_id, CAST(NEW.started_at / 86400 AS INTEGER), 1, NEW.status = 'running',
-                NEW.status = 'success', NEW.status = 'failed', NEW.status = 'timeout',
-                NEW.status = 'missed', NEW.duration IS NOT NULL, coalesce(NEW.duration, 0),
-                NEW.duration)
-        ON CONFLICT (job_id, day) DO UPDATE SET
-            runs = runs + 1, running = running + excluded.running,
-            success = success + excluded.success, failed = failed + excluded.failed,
-            timeout = timeout + excluded.timeout, missed = missed + excluded.missed,
-            n_dur = n_dur + excluded.n_dur, sum_dur = sum_dur + excluded.sum_dur,
-            max_dur = CASE WHEN max_dur IS NULL OR excluded.max_dur > max_dur
-                           THEN excluded.max_dur ELSE max_dur END;
-    END;
     CREATE TRIGGER run_days_delete AFTER DELETE ON runs
     WHEN OLD.started_at < (SELECT sealed FROM rollup WHERE id = 1)
     BEGIN

@@ -301,6 +301,7 @@ class SQLiteStore(Store):
         if cur.rowcount == 0:
             return None
         rowid = cur.lastrowid
+        self._fold_late([(jid, run.started_at)])
         self.db.execute(
             "UPDATE jobs SET next_check=NULL WHERE id=? AND next_check IS NOT NULL", (jid,)
         )
@@ -339,6 +340,8 @@ class SQLiteStore(Store):
                 ],
             )  # fmt: skip
             inserted = cur.rowcount  # not total_changes: the rollup's triggers count there
+            if inserted:
+                self._fold_late([(ids[r.job], r.started_at) for r in runs])
             with_output = [r for r in runs if r.stdout is not None or r.stderr is not None]
             if with_output:
                 # OR IGNORE: a run that was already present keeps the output it has.
@@ -357,27 +360,12 @@ class SQLiteStore(Store):
                     self._retention(jid, now)
         return inserted, len(runs) - inserted
 
-    BULK = 500  # rows from which import_rows takes the rollup's triggers out of the way
-
     def import_rows(self, rows: list[tuple[Any, ...]], *, now: float) -> int:
         """Bulk insert of import rows (see importer.Row) in one transaction; returns how
-        many were new (the rest were present already, by run id).
-
-        A large batch is written with the rollup's triggers dropped inside the transaction
-        (other connections never see them missing): the days of sealed runs it touched are
-        recomputed from ``runs`` instead, a few statements per day rather than a trigger
-        program per row."""
+        many were new (the rest were present already, by run id)."""
         db = self.db
         with self._write():
             ids = {name: self._ensure_job_id(name, now) for name in {r[1] for r in rows}}
-            sealed = self._sealed()
-            triggers: list[str] = []
-            if len(rows) >= self.BULK:
-                for name, sql in db.execute(
-                    "SELECT name, sql FROM sqlite_master WHERE type='trigger' AND tbl_name='runs'"
-                ).fetchall():
-                    db.execute(f'DROP TRIGGER "{name}"')
-                    triggers.append(sql)
             cur = db.executemany(
                 "INSERT OR IGNORE INTO runs(uid, job_id, env, status, started_at, ended_at, "
                 "duration, exit_code, signal, client_rid, host, user, command, message, source) "
@@ -385,32 +373,22 @@ class SQLiteStore(Store):
                 [(r[0], ids[r[1]], *r[2:14]) for r in rows],
             )
             inserted = cur.rowcount
+            if not inserted:
+                return 0
+            self._fold_late([(ids[r[1]], r[4]) for r in rows])
             outputs = [
                 (r[14], r[15], r[16], r[0]) for r in rows if r[15] is not None or r[16] is not None
             ]
-            if outputs and inserted:
+            if outputs:
                 # OR IGNORE: a run that was already present keeps the output it has.
                 db.executemany(
                     "INSERT OR IGNORE INTO outputs(run_id, job_id, started_at, failed, stdout, "
                     "stderr) SELECT id, job_id, started_at, ?, ?, ? FROM runs WHERE uid=?",
                     outputs,
                 )
-            if triggers:
-                days = sorted({(ids[r[1]], int(r[4] / self.DAY)) for r in rows if r[4] < sealed})
-                db.executemany("DELETE FROM run_days WHERE job_id=? AND day=?", days)
-                db.executemany(
-                    f"INSERT INTO run_days SELECT ?1, ?2, {_DAY_AGGREGATES} FROM runs"
-                    " WHERE job_id=?1 AND started_at>=?2*86400-1 AND started_at<?2*86400+86401"
-                    " AND CAST(started_at / 86400 AS INTEGER)=?2 AND started_at<?3"
-                    " HAVING count(*)>0",
-                    [(jid, day, sealed) for jid, day in days],
-                )
-                for sql in triggers:
-                    db.execute(sql)
-            if inserted:
-                for jid in ids.values():
-                    db.execute("UPDATE jobs SET next_check=NULL WHERE id=?", (jid,))
-                    self._retention(jid, now)
+            for jid in ids.values():
+                db.execute("UPDATE jobs SET next_check=NULL WHERE id=?", (jid,))
+                self._retention(jid, now)
         return inserted
 
     def _open_rows(self, jid: int, env: str) -> list[tuple[Any, ...]]:
@@ -698,6 +676,25 @@ class SQLiteStore(Store):
             )
             self.db.execute("UPDATE rollup SET sealed=? WHERE id=1", (target,))
         self._seal_due = max(sealed, target) + self.DAY
+
+    def _fold_late(self, runs: list[tuple[int, float]]) -> None:
+        """After inserting runs ((job id, started_at) pairs): those that started before the
+        seal belong to days already in ``run_days`` (there is no insert trigger, see
+        migration 4), so recompute those days from ``runs``. Today's runs, the usual
+        case, cost one lookup of the seal."""
+        sealed = self._sealed()
+        days = sorted({(jid, int(t / self.DAY)) for jid, t in runs if t < sealed})
+        if not days:
+            return
+        db = self.db
+        db.executemany("DELETE FROM run_days WHERE job_id=? AND day=?", days)
+        db.executemany(
+            f"INSERT INTO run_days SELECT ?1, ?2, {_DAY_AGGREGATES} FROM runs"
+            " WHERE job_id=?1 AND started_at>=?2*86400-1 AND started_at<?2*86400+86401"
+            " AND CAST(started_at / 86400 AS INTEGER)=?2 AND started_at<?3"
+            " HAVING count(*)>0",
+            [(jid, day, sealed) for jid, day in days],
+        )
 
     def _aggregate(self, jid: int, lo: float) -> tuple[Any, ...]:
         """(runs, success, failed, timeout, missed, running, n_dur, sum_dur, max_dur) of
@@ -1255,6 +1252,7 @@ class SQLiteStore(Store):
                 "(?,?,?,?,?,?,?,?,?,?,?)",
                 rows,
             )
+            self._fold_late([(r[1], r[4]) for r in rows])
             for jid in jids:
                 db.execute(
                     "UPDATE jobs SET next_check=NULL WHERE id=? AND next_check IS NOT NULL",
