@@ -74,7 +74,6 @@ def _job_from_row(row: tuple[Any, ...]) -> Job:
     return job
 
 
-_FAILURES = ("failed", "timeout", "missed")
 _STATUS_COLUMNS = ("running", "success", "failed", "timeout", "missed")  # run_days' order
 _COUNTED = frozenset(_STATUS_COLUMNS)
 # One day's aggregate of runs, in run_days' column order (after job_id and day) ...
@@ -742,7 +741,7 @@ class SQLiteStore(Store):
         total, ok, failed, timeout, missed, running, n_dur, sum_dur, mx = self._aggregate(jid, lo)
         finished = total - running
         last_success = self._newest(jid, ("success",))
-        last_failure = self._newest(jid, _FAILURES)
+        last_failure = self._newest(jid, _FAILED)
         last = self.db.execute(
             "SELECT status, started_at FROM runs WHERE job_id=? AND status!='running' "
             "ORDER BY started_at DESC LIMIT 1",
