@@ -25,12 +25,7 @@ def render(server: Any) -> str:
         "  WHERE r.job_id=j.id AND r.status!='running' ORDER BY started_at DESC LIMIT 1) "
         "FROM jobs j ORDER BY j.name"
     ).fetchall()
-    counts: dict[str, dict[str, int]] = {}
-    for name, status, n in reader.db.execute(
-        "SELECT j.name, r.status, count(*) FROM runs r JOIN jobs j ON j.id=r.job_id "
-        "GROUP BY r.job_id, r.status"
-    ):
-        counts.setdefault(name, {})[status] = n
+    counts = reader.run_counts()  # the day rollup plus today's runs, not a scan of all
     for name, _paused, last in rows:
         lab = f'job="{_label(name)}"'
         if last is not None:
