@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -203,9 +204,12 @@ FIELD_VALUES = {
     "duration": [None, 1.5, 3, "2.5", float("inf"), True, 1e301, -2.0],
     "exit_code": [None, 0, 255, "3", 1.5, True, "x"],
     "signal": [None, 9, "15", -1.0],
-    "host": [None, "", "h", 5, False],
-    "message": [None, "m", 0, ["x"]],
-    "source": [None, "", "wrapper", 3],
+    "env": ["", None, "prod", 1],
+    "host": ["", None, "h", 5, False],
+    "user": ["u", None, 0],
+    "command": ["a.sh --x", None, ""],
+    "message": ["", None, "m", 0, ["x"]],
+    "source": ["wrapper", None, "", 3],
     "stdout": [None, "", "out\udcff", "\ud800", 5],
     "stderr": [None, "err"],
 }
@@ -225,11 +229,13 @@ def test_the_parse_fast_path_agrees_with_run_from_dict(monkeypatch):
     to_row = importer._Rows()
     fast_rows = 0
     for _ in range(3000):
-        d = {  # mostly the shape export writes (the first value of each list), some odd ones
-            k: v[0] if rng.random() < 0.8 else rng.choice(v)
-            for k, v in FIELD_VALUES.items()
-            if rng.random() < 0.95
-        }
+        # mostly the shape export writes (the first value of each list, every field, or
+        # all but the output with --no-output), then odd values and missing fields
+        d = {k: v[0] if rng.random() < 0.85 else rng.choice(v) for k, v in FIELD_VALUES.items()}
+        if rng.random() < 0.2:
+            del d["stdout"], d["stderr"]
+        if rng.random() < 0.2:
+            del d[rng.choice(list(d))]
         try:
             want: object = slow(d)
         except Exception as e:  # noqa: BLE001
@@ -285,3 +291,53 @@ def test_a_large_import_keeps_every_run_and_stats_agree(cw, db_path, tmp_path):
                 want = reference_stats(mine, since)
                 assert stats["duration_avg"] == pytest.approx(want.pop("duration_avg"))
                 assert {k: stats[k] for k in want} == want
+
+
+def _lines(n: int) -> list[str]:
+    return [
+        json.dumps({"id": f"r{i}", "job": "j", "started_at": T0 + i, "status": "success"}) + "\n"
+        for i in range(n)
+    ]
+
+
+def test_a_store_failure_mid_import_stops_the_reader_and_is_reported():
+    """The parsing child is stopped and reaped when writing fails; the error is the
+    store's, as it would be without the child."""
+    from cronwatch.errors import StoreError
+    from cronwatch.importer import BATCH, import_lines
+
+    class Failing:
+        calls = 0
+
+        def import_rows(self, rows, *, now):
+            self.calls += 1
+            if self.calls == 2:
+                raise StoreError("database is locked")
+            return len(rows)
+
+    store = Failing()
+    with pytest.raises(StoreError, match="locked"):
+        import_lines(store, _lines(BATCH * 4), now=T0)
+    assert store.calls == 2
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)  # no child left behind
+
+
+def test_an_input_that_fails_while_read_is_a_clear_error():
+    from cronwatch.errors import CronwatchError
+    from cronwatch.importer import BATCH, import_lines
+
+    def src():
+        yield from _lines(BATCH + 10)
+        raise OSError(5, "Input/output error")
+
+    got = []
+
+    class Store:
+        def import_rows(self, rows, *, now):
+            got.append(len(rows))
+            return len(rows)
+
+    with pytest.raises(CronwatchError, match="cannot read the input: OSError"):
+        import_lines(Store(), src(), now=T0)
+    assert got == [BATCH]  # what was read before the failure was written
