@@ -309,7 +309,7 @@ def test_a_store_failure_mid_import_stops_the_reader_and_is_reported():
     class Failing:
         calls = 0
 
-        def import_rows(self, rows, *, now):
+        def import_rows(self, rows, *, now, days=None):
             self.calls += 1
             if self.calls == 2:
                 raise StoreError("database is locked")
@@ -334,7 +334,7 @@ def test_an_input_that_fails_while_read_is_a_clear_error():
     got = []
 
     class Store:
-        def import_rows(self, rows, *, now):
+        def import_rows(self, rows, *, now, days=None):
             got.append(len(rows))
             return len(rows)
 

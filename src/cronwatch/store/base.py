@@ -75,9 +75,16 @@ class Store:
         """Bulk insert (import, spool replay). Returns (inserted, skipped)."""
         raise NotImplementedError
 
-    def import_rows(self, rows: list[tuple[Any, ...]], *, now: float) -> int:
+    def import_rows(
+        self,
+        rows: list[tuple[Any, ...]],
+        *,
+        now: float,
+        days: dict[str, set[int]] | None = None,
+    ) -> int:
         """`cronwatch import`'s bulk path: rows as ``importer.Row``, one transaction.
-        Returns how many were new (idempotent by run id)."""
+        Returns how many were new (idempotent by run id). ``days``: the UTC days
+        (started_at / 86400) the rows start on, by job name, if the caller knows them."""
         raise NotImplementedError
 
     def start_run(

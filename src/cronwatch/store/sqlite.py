@@ -7,6 +7,7 @@ needs (``json`` only where settings or state are not the defaults).
 from __future__ import annotations
 
 import os
+from itertools import chain
 
 from .._utils import compress, decompress
 from ..errors import NotFound, StoreError
@@ -118,6 +119,7 @@ class SQLiteStore(Store):
         self._job_ids: dict[str, int] = {}
         self._swept: dict[int, float] = {}
         self._seal_due = float("-inf")  # when _seal next has work to do
+        self._bulk = False  # import_rows has set up this connection
 
     def _migrate(self) -> None:
         db = self.db
@@ -359,10 +361,27 @@ class SQLiteStore(Store):
                     self._retention(jid, now)
         return inserted, len(runs) - inserted
 
-    def import_rows(self, rows: list[tuple[Any, ...]], *, now: float) -> int:
+    BULK_CACHE_KIB = 256 * 1024  # page cache of a connection that imports
+
+    def import_rows(
+        self,
+        rows: list[tuple[Any, ...]],
+        *,
+        now: float,
+        days: dict[str, set[int]] | None = None,
+    ) -> int:
         """Bulk insert of import rows (see importer.Row) in one transaction; returns how
-        many were new (the rest were present already, by run id)."""
+        many were new (the rest were present already, by run id). ``days``: the UTC days
+        (started_at / 86400) the rows start on, by job, if the caller knows them."""
         db = self.db
+        if not self._bulk:
+            # The indexes of a large history do not fit SQLite's default 2 MB page cache:
+            # every batch would re-read most of their pages (1M runs: ~1.6x slower).
+            self._bulk = True
+            db.execute(f"PRAGMA cache_size=-{self.BULK_CACHE_KIB}")
+            # Checkpoint less often: each one copies the WAL back and syncs twice, and with
+            # the default (every 1,000 pages) it happened at every batch's commit.
+            db.execute("PRAGMA wal_autocheckpoint=20000")
         with self._write():
             ids = {name: self._ensure_job_id(name, now) for name in {r[1] for r in rows}}
             inserted = self._insert_rows(
@@ -374,7 +393,14 @@ class SQLiteStore(Store):
             )
             if not inserted:
                 return 0
-            self._fold_late([(ids[r[1]], r[4]) for r in rows])
+            if days is None:
+                self._fold_late([(ids[r[1]], r[4]) for r in rows])
+            else:  # the importer worked the days out while parsing
+                limit = self._sealed()
+                self._refold(
+                    ((ids[job], d) for job, ds in days.items() for d in ds if d * self.DAY < limit),
+                    limit,
+                )
             outputs = [
                 (r[14], r[15], r[16], r[0]) for r in rows if r[15] is not None or r[16] is not None
             ]
@@ -682,7 +708,11 @@ class SQLiteStore(Store):
         migration 4), so recompute those days from ``runs``. Today's runs, the usual
         case, cost one lookup of the seal."""
         sealed = self._sealed()
-        days = sorted({(jid, int(t / self.DAY)) for jid, t in runs if t < sealed})
+        self._refold({(jid, int(t / self.DAY)) for jid, t in runs if t < sealed}, sealed)
+
+    def _refold(self, pairs: Iterable[tuple[int, int]], sealed: float) -> None:
+        """Recompute these (job id, day) rows of ``run_days`` from ``runs``."""
+        days = sorted(pairs)
         if not days:
             return
         db = self.db
@@ -1272,9 +1302,7 @@ class SQLiteStore(Store):
         inserted = 0
         for i in range(0, len(rows), 64):
             part = rows[i : i + 64]
-            cur = db.execute(
-                head + ",".join([values] * len(part)), [x for row in part for x in row]
-            )
+            cur = db.execute(head + ",".join([values] * len(part)), list(chain(*part)))
             inserted += cur.rowcount
         return inserted
 
