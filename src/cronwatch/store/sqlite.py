@@ -361,7 +361,7 @@ class SQLiteStore(Store):
                     self._retention(jid, now)
         return inserted, len(runs) - inserted
 
-    BULK_CACHE_KIB = 256 * 1024  # page cache of a connection that imports
+    BULK_CACHE_KIB = 64 * 1024  # page cache of a connection that imports
 
     def import_rows(
         self,
@@ -375,8 +375,8 @@ class SQLiteStore(Store):
         (started_at / 86400) the rows start on, by job, if the caller knows them."""
         db = self.db
         if not self._bulk:
-            # The indexes of a large history do not fit SQLite's default 2 MB page cache:
-            # every batch would re-read most of their pages (1M runs: ~1.6x slower).
+            # The indexes of a large history do not fit SQLite's default 2 MB page cache
+            # (raw inserts into a 1M-run database: 15.4k rows/s with it, 24.4k with more).
             self._bulk = True
             db.execute(f"PRAGMA cache_size=-{self.BULK_CACHE_KIB}")
             # Checkpoint less often: each one copies the WAL back and syncs twice, and with
