@@ -309,3 +309,19 @@ def test_200_wrappers_finishing_at_once_lose_no_run(cw, cw_env, db_path, tmp_pat
     assert len(runs) == n
     assert len({r.id for r in runs}) == n
     assert all(r.status is Status.SUCCESS for r in runs)
+
+
+def test_a_deleted_job_leaves_nothing_for_the_next_job_to_inherit(store):
+    """SQLite hands the next new job the id of the deleted one when it was the newest: its
+    runs, alert state and incidents must not reappear under the new job's name."""
+    store.record_runs([run_at(T0 + i, Status.FAILED) for i in range(3)], now=T0 + 10)
+    store.set_alert_state("j", "", {"down": True, "fail_streak": 3})
+    store.open_incident("j", "", at=T0 + 2, cause="3 failures", run_id=None)
+    old_id = store._job_id("j")
+    store.delete_job("j")
+    store.ensure_job("other", now=T0 + 20)
+    assert store._job_id("other") == old_id  # the case this guards against
+    assert store.job_stats("other")["runs"] == 0
+    assert store.get_alert_state("other") is None
+    assert store.current_incident("other") is None
+    assert store.list_incidents(job="other") == []

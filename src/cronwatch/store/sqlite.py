@@ -230,8 +230,10 @@ class SQLiteStore(Store):
     def delete_job(self, name: str) -> None:
         with self._write():
             jid = self._job_id(name)
-            self.db.execute("DELETE FROM outputs WHERE job_id=?", (jid,))
-            self.db.execute("DELETE FROM runs WHERE job_id=?", (jid,))
+            # Everything keyed by the id goes: SQLite may give the next new job the same id.
+            # The rollup first, so the delete trigger finds nothing to adjust for each run.
+            for table in ("run_days", "outputs", "runs", "alert_state", "incidents"):
+                self.db.execute(f"DELETE FROM {table} WHERE job_id=?", (jid,))
             self.db.execute("DELETE FROM jobs WHERE id=?", (jid,))
         self._job_ids.pop(name, None)
 
