@@ -300,11 +300,22 @@ def _lines(n: int) -> list[str]:
     ]
 
 
-def test_a_store_failure_mid_import_stops_the_reader_and_is_reported():
+def test_a_store_failure_mid_import_stops_the_reader_and_is_reported(monkeypatch):
     """The parsing child is stopped and reaped when writing fails; the error is the
     store's, as it would be without the child."""
     from cronwatch.errors import StoreError
     from cronwatch.importer import BATCH, import_lines
+
+    children = []
+    fork = os.fork
+
+    def recording_fork() -> int:
+        pid = fork()
+        if pid:
+            children.append(pid)
+        return pid
+
+    monkeypatch.setattr(os, "fork", recording_fork)
 
     class Failing:
         calls = 0
@@ -319,8 +330,9 @@ def test_a_store_failure_mid_import_stops_the_reader_and_is_reported():
     with pytest.raises(StoreError, match="locked"):
         import_lines(store, _lines(BATCH * 4), now=T0)
     assert store.calls == 2
+    assert len(children) == 1
     with pytest.raises(ChildProcessError):
-        os.waitpid(-1, os.WNOHANG)  # no child left behind
+        os.waitpid(children[0], os.WNOHANG)  # already reaped: no child left behind
 
 
 def test_an_input_that_fails_while_read_is_a_clear_error():

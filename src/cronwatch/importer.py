@@ -166,6 +166,13 @@ def _parsed(src: Iterable[str]) -> Iterator[Batch]:
 def _parse_in_child(src: Iterable[str]) -> Iterator[Batch]:
     """``_parsed``, run in a forked child that sends the batches through a pipe. The child
     touches nothing of the parent's but the input and the pipe, and leaves with _exit."""
+    # What the child may import lazily (compressing output, Run.from_dict's checks) is
+    # imported before the fork: a child must not take the import lock of a process that
+    # had other threads.
+    import datetime  # noqa: F401
+    import math  # noqa: F401
+    import zlib  # noqa: F401
+
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover (the child's coverage is its output)
