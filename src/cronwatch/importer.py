@@ -28,6 +28,7 @@ from .errors import CronwatchError, ValidationError
 from .models import STATUSES, Run, validate_name
 
 BATCH = 50_000  # lines per parse and per write transaction (fewer commits: import_rows)
+FIRST_BATCH = 2_000
 
 _RUN_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _MAX_TIME = 253402300800  # what Run.from_dict accepts: [0, year 10000)
@@ -136,12 +137,13 @@ def _parse(lines: list[tuple[int, str]], to_row: _Rows, bad: list[str], shown: i
 
 def _batches(src: Iterable[str]) -> Iterable[list[tuple[int, str]]]:
     batch: list[tuple[int, str]] = []
+    size = FIRST_BATCH  # a small first batch: the writer starts while the rest is parsed
     for lineno, line in enumerate(src, 1):
         if line.strip():
             batch.append((lineno, line))
-            if len(batch) >= BATCH:
+            if len(batch) >= size:
                 yield batch
-                batch = []
+                batch, size = [], BATCH
     if batch:
         yield batch
 
