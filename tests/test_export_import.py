@@ -337,10 +337,10 @@ def test_a_store_failure_mid_import_stops_the_reader_and_is_reported(monkeypatch
 
 def test_an_input_that_fails_while_read_is_a_clear_error():
     from cronwatch.errors import CronwatchError
-    from cronwatch.importer import BATCH, import_lines
+    from cronwatch.importer import BATCH, FIRST_BATCH, import_lines
 
     def src():
-        yield from _lines(BATCH + 10)
+        yield from _lines(FIRST_BATCH + BATCH + 10)
         raise OSError(5, "Input/output error")
 
     got = []
@@ -352,4 +352,4 @@ def test_an_input_that_fails_while_read_is_a_clear_error():
 
     with pytest.raises(CronwatchError, match="cannot read the input: OSError"):
         import_lines(Store(), src(), now=T0)
-    assert got == [BATCH]  # what was read before the failure was written
+    assert got == [FIRST_BATCH, BATCH]  # what was read before the failure was written
