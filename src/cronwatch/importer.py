@@ -26,6 +26,7 @@ from typing import Any
 from ._utils import compress
 from .errors import CronwatchError, ValidationError
 from .models import STATUSES, Run, validate_name
+from .store.base import run_row
 
 BATCH = 50_000  # lines per parse and per write transaction (fewer commits: import_rows)
 FIRST_BATCH = 2_000
@@ -34,19 +35,11 @@ _RUN_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _MAX_TIME = 253402300800  # what Run.from_dict accepts: [0, year 10000)
 _FAILED = frozenset(("failed", "timeout", "missed"))
 
-# A row for Store.import_rows: (id, job, env, status, started_at, ended_at, duration,
-# exit_code, signal, host, user, command, message, source, failed, stdout, stderr), where
-# stdout/stderr are already compressed (None: not captured).
-Row = tuple[Any, ...]
+Row = tuple[Any, ...]  # a row for Store.import_rows, as store.base.run_row makes it
 
 
 def _slow_row(d: Any) -> Row:
-    r = Run.from_dict(d)
-    return (
-        r.id, r.job, r.env, r.status.value, r.started_at, r.ended_at, r.duration, r.exit_code,
-        r.signal, r.host, r.user, r.command, r.message, r.source, r.status.is_failure,
-        compress(r.stdout), compress(r.stderr),
-    )  # fmt: skip
+    return run_row(Run.from_dict(d))
 
 
 _FIELDS = ("id", "job", "env", "status", "started_at", "ended_at", "duration", "exit_code",

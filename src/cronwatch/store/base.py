@@ -24,6 +24,19 @@ if TYPE_CHECKING:
     from ..models import Job, Run, Status
 
 
+def run_row(run: Run) -> tuple[Any, ...]:
+    """A run as a row for ``Store.import_rows``: (id, job, env, status, started_at,
+    ended_at, duration, exit_code, signal, host, user, command, message, source, failed,
+    stdout, stderr), the output already compressed (None: not captured)."""
+    from .._utils import compress
+
+    return (
+        run.id, run.job, run.env, run.status.value, run.started_at, run.ended_at,
+        run.duration, run.exit_code, run.signal, run.host, run.user, run.command, run.message,
+        run.source, run.status.is_failure, compress(run.stdout), compress(run.stderr),
+    )  # fmt: skip
+
+
 class Store:
     """Abstract base. Methods raise ``NotFound`` for unknown jobs or runs."""
 
@@ -82,7 +95,7 @@ class Store:
         now: float,
         days: dict[str, set[int]] | None = None,
     ) -> int:
-        """`cronwatch import`'s bulk path: rows as ``importer.Row``, one transaction.
+        """`cronwatch import`'s bulk path: rows as ``run_row`` makes them, one transaction.
         Returns how many were new (idempotent by run id). ``days``: the UTC days
         (started_at / 86400) the rows start on, by job name, if the caller knows them."""
         raise NotImplementedError

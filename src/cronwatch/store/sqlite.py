@@ -13,7 +13,7 @@ from .._utils import compress, decompress
 from ..errors import NotFound, StoreError
 from ..models import Job, Run, Status
 from . import migrations
-from .base import Store
+from .base import Store, run_row
 
 TYPE_CHECKING = False  # no runtime `typing` import: the wrapper pays for every module
 if TYPE_CHECKING:
@@ -77,13 +77,13 @@ def _job_from_row(row: tuple[Any, ...]) -> Job:
 
 _STATUS_COLUMNS = ("running", "success", "failed", "timeout", "missed")  # run_days' order
 _COUNTED = frozenset(_STATUS_COLUMNS)
-# One day's aggregate of runs, in run_days' column order (after job_id and day) ...
+# The aggregate of some runs, in run_days' column order (after job_id and day) ...
 _DAY_AGGREGATES = (
     "count(*), sum(status='running'), sum(status='success'), sum(status='failed'),"
     " sum(status='timeout'), sum(status='missed'), count(duration),"
     " coalesce(sum(duration), 0), max(duration)"
 )
-# ... merged into an existing row ...
+# ... and merged into an existing row of run_days.
 _DAY_MERGE = (
     "runs=runs+excluded.runs, running=running+excluded.running,"
     " success=success+excluded.success, failed=failed+excluded.failed,"
@@ -91,13 +91,6 @@ _DAY_MERGE = (
     " n_dur=n_dur+excluded.n_dur, sum_dur=sum_dur+excluded.sum_dur,"
     " max_dur=CASE WHEN max_dur IS NULL OR excluded.max_dur>max_dur"
     " THEN excluded.max_dur ELSE max_dur END"
-)
-# ... and in _aggregate's order: runs, success, failed, timeout, missed, running, n_dur,
-# sum_dur, max_dur.
-_RAW_AGGREGATES = (
-    "count(*), sum(status='success'), sum(status='failed'), sum(status='timeout'),"
-    " sum(status='missed'), sum(status='running'), count(duration), sum(duration),"
-    " max(duration)"
 )
 
 
@@ -318,8 +311,8 @@ class SQLiteStore(Store):
         return rowid
 
     def record_runs(self, runs: Iterable[Run], *, now: float) -> tuple[int, int]:
-        """Bulk insert (import, spool replay): one ``executemany`` for the runs, one for
-        their output, one next-check reset and one retention sweep per job."""
+        """Bulk insert (import, spool replay): the path of import_rows for many runs, a
+        plain insert for one."""
         runs = list(runs)
         if len(runs) == 1:  # the wrapper's and the spool's case: keep it simple
             with self._write():
@@ -328,39 +321,7 @@ class SQLiteStore(Store):
                     return 0, 1
                 self._retention(jid, now)
             return 1, 0
-        db = self.db
-        with self._write():
-            ids = {name: self._ensure_job_id(name, now) for name in {r.job for r in runs}}
-            cur = db.executemany(
-                "INSERT OR IGNORE INTO runs(uid, job_id, env, status, started_at, ended_at, "
-                "duration, exit_code, signal, client_rid, host, user, command, message, source) "
-                "VALUES (?,?,?,?,?,?,?,?,?,0,?,?,?,?,?)",
-                [
-                    (r.id, ids[r.job], r.env, r.status.value, r.started_at, r.ended_at,
-                     r.duration, r.exit_code, r.signal, r.host, r.user, r.command, r.message,
-                     r.source)
-                    for r in runs
-                ],
-            )  # fmt: skip
-            inserted = cur.rowcount  # not total_changes: the rollup's triggers count there
-            if inserted:
-                self._fold_late([(ids[r.job], r.started_at) for r in runs])
-            with_output = [r for r in runs if r.stdout is not None or r.stderr is not None]
-            if with_output:
-                # OR IGNORE: a run that was already present keeps the output it has.
-                db.executemany(
-                    "INSERT OR IGNORE INTO outputs(run_id, job_id, started_at, failed, stdout, "
-                    "stderr) SELECT id, job_id, started_at, ?, ?, ? FROM runs WHERE uid=?",
-                    [
-                        (int(r.status.is_failure), compress(r.stdout) if r.stdout else r.stdout,
-                         compress(r.stderr) if r.stderr else r.stderr, r.id)
-                        for r in with_output
-                    ],
-                )  # fmt: skip
-            if inserted:
-                for jid in ids.values():
-                    db.execute("UPDATE jobs SET next_check=NULL WHERE id=?", (jid,))
-                    self._retention(jid, now)
+        inserted = self._add_rows([run_row(r) for r in runs], now, None)
         return inserted, len(runs) - inserted
 
     BULK_CACHE_KIB = 64 * 1024  # page cache of a connection that imports
@@ -372,7 +333,7 @@ class SQLiteStore(Store):
         now: float,
         days: dict[str, set[int]] | None = None,
     ) -> int:
-        """Bulk insert of import rows (see importer.Row) in one transaction; returns how
+        """Bulk insert of import rows (see base.run_row) in one transaction; returns how
         many were new (the rest were present already, by run id). ``days``: the UTC days
         (started_at / 86400) the rows start on, by job, if the caller knows them."""
         db = self.db
@@ -384,6 +345,15 @@ class SQLiteStore(Store):
             # Checkpoint less often: each one copies the WAL back and syncs twice, and with
             # the default (every 1,000 pages) it happened at every batch's commit.
             db.execute("PRAGMA wal_autocheckpoint=20000")
+        return self._add_rows(rows, now, days)
+
+    def _add_rows(
+        self, rows: list[tuple[Any, ...]], now: float, days: dict[str, set[int]] | None
+    ) -> int:
+        """Insert rows (see base.run_row) in one transaction: multi-row INSERTs for the runs,
+        the rollup days of late runs recomputed, their output, then once per job the
+        next-check reset and the retention sweep. Returns how many runs were new."""
+        db = self.db
         with self._write():
             ids = {name: self._ensure_job_id(name, now) for name in {r[1] for r in rows}}
             inserted = self._insert_rows(
@@ -393,11 +363,9 @@ class SQLiteStore(Store):
                 "(?,?,?,?,?,?,?,?,?,0,?,?,?,?,?)",
                 [(r[0], ids[r[1]], *r[2:14]) for r in rows],
             )
-            if not inserted:
-                return 0
-            if days is None:
+            if inserted and days is None:
                 self._fold_late([(ids[r[1]], r[4]) for r in rows])
-            else:  # the importer worked the days out while parsing
+            elif inserted and days is not None:  # the caller worked the days out
                 limit = self._sealed()
                 self._refold(
                     ((ids[job], d) for job, ds in days.items() for d in ds if d * self.DAY < limit),
@@ -413,9 +381,10 @@ class SQLiteStore(Store):
                     "stderr) SELECT id, job_id, started_at, ?, ?, ? FROM runs WHERE uid=?",
                     outputs,
                 )
-            for jid in ids.values():
-                db.execute("UPDATE jobs SET next_check=NULL WHERE id=?", (jid,))
-                self._retention(jid, now)
+            if inserted:
+                for jid in ids.values():
+                    db.execute("UPDATE jobs SET next_check=NULL WHERE id=?", (jid,))
+                    self._retention(jid, now)
         return inserted
 
     def _open_rows(self, jid: int, env: str) -> list[tuple[Any, ...]]:
@@ -728,7 +697,7 @@ class SQLiteStore(Store):
         )
 
     def _aggregate(self, jid: int, lo: float) -> tuple[Any, ...]:
-        """(runs, success, failed, timeout, missed, running, n_dur, sum_dur, max_dur) of
+        """(runs, running, success, failed, timeout, missed, n_dur, sum_dur, max_dur) of
         the runs of a job that started at or after ``lo``: whole sealed days from
         ``run_days``, the rest (the first, partial day and everything unsealed) from
         ``runs``. Each run is counted exactly once: by the rollup if it started before
@@ -740,8 +709,8 @@ class SQLiteStore(Store):
         if first_day is None or first_day * self.DAY < sealed:
             parts.append(
                 db.execute(
-                    "SELECT sum(runs), sum(success), sum(failed), sum(timeout), sum(missed),"
-                    " sum(running), sum(n_dur), sum(sum_dur), max(max_dur) FROM run_days"
+                    "SELECT sum(runs), sum(running), sum(success), sum(failed), sum(timeout),"
+                    " sum(missed), sum(n_dur), sum(sum_dur), max(max_dur) FROM run_days"
                     " WHERE job_id=? AND day>=?",
                     (jid, -1 if first_day is None else first_day),
                 ).fetchone()
@@ -750,7 +719,7 @@ class SQLiteStore(Store):
             # the partial first day, and everything when the seal is inside it
             parts.append(
                 db.execute(
-                    f"SELECT {_RAW_AGGREGATES} FROM runs INDEXED BY runs_job_started"
+                    f"SELECT {_DAY_AGGREGATES} FROM runs INDEXED BY runs_job_started"
                     " WHERE job_id=? AND started_at>=? AND started_at<? AND"
                     " CAST(started_at / 86400 AS INTEGER) < ?",
                     (jid, lo, sealed, first_day),
@@ -758,7 +727,7 @@ class SQLiteStore(Store):
             )
         parts.append(
             db.execute(
-                f"SELECT {_RAW_AGGREGATES} FROM runs INDEXED BY runs_job_started"
+                f"SELECT {_DAY_AGGREGATES} FROM runs INDEXED BY runs_job_started"
                 " WHERE job_id=? AND started_at>=?",
                 (jid, max(lo, sealed)),
             ).fetchone()
@@ -770,7 +739,7 @@ class SQLiteStore(Store):
     def job_stats(self, job: str, *, since: float | None = None) -> dict[str, Any]:
         jid = self._job_id(job)
         lo = since if since is not None else float("-inf")
-        total, ok, failed, timeout, missed, running, n_dur, sum_dur, mx = self._aggregate(jid, lo)
+        total, running, ok, failed, timeout, missed, n_dur, sum_dur, mx = self._aggregate(jid, lo)
         finished = total - running
         last_success = self._newest(jid, ("success",))
         last_failure = self._newest(jid, _FAILED)
@@ -783,17 +752,17 @@ class SQLiteStore(Store):
         if last is not None:
             kind = "success" if last[0] == "success" else "failure"
             since_other = last_failure if kind == "success" else last_success
-            if since_other is None:
-                count = self._aggregate(jid, float("-inf"))
-            else:  # finished runs that started after since_other
-                count = self._aggregate(jid, since_other)
+            # finished runs that started after since_other
+            lo_other = float("-inf") if since_other is None else since_other
+            n, still_open = self._aggregate(jid, lo_other)[:2]
+            if since_other is not None:  # _aggregate counts from since_other on: take those out
                 at = self.db.execute(
                     "SELECT count(*), sum(status='running') FROM runs WHERE job_id=? AND "
                     "started_at=?",
                     (jid, since_other),
                 ).fetchone()
-                count = (count[0] - at[0], *count[1:5], count[5] - (at[1] or 0))
-            streak = {"status": kind, "count": count[0] - count[5]}
+                n, still_open = n - at[0], still_open - (at[1] or 0)
+            streak = {"status": kind, "count": n - still_open}
         return {
             "job": job,
             "since": since,
