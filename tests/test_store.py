@@ -325,3 +325,14 @@ def test_a_deleted_job_leaves_nothing_for_the_next_job_to_inherit(store):
     assert store.get_alert_state("other") is None
     assert store.current_incident("other") is None
     assert store.list_incidents(job="other") == []
+
+
+def test_generated_ping_keys_never_start_with_a_dash(store, monkeypatch):
+    """`cronwatch ping KEY complete` would read such a key as an option (a CI run met one)."""
+    import secrets
+
+    made = iter(["-leading-dash-key-aaaa", "_underscore-key-bbbbbb", "-again-cccccccccccccc",
+                 "fine-key-ddddddddddddd"])  # fmt: skip
+    monkeypatch.setattr(secrets, "token_urlsafe", lambda n: next(made))
+    assert store.ensure_ping_key("j", now=T0) == "_underscore-key-bbbbbb"
+    assert store.project_ping_key() == "fine-key-ddddddddddddd"

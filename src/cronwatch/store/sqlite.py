@@ -94,6 +94,16 @@ _DAY_MERGE = (
 )
 
 
+def _new_ping_key() -> str:
+    """128 random bits, URL-safe, never starting with "-": keys go on command lines
+    (`cronwatch ping KEY complete`), where a leading dash reads as an option."""
+    import secrets
+
+    while (key := secrets.token_urlsafe(16)).startswith("-"):
+        pass
+    return key
+
+
 class SQLiteStore(Store):
     def __init__(self, path: str, *, timeout: float = 10.0, create: bool = True) -> None:
         self.path = os.path.abspath(os.path.expanduser(path))
@@ -1057,14 +1067,12 @@ class SQLiteStore(Store):
     # --- server: ping keys, tokens, the event log, incidents, log output ------------------
     def ensure_ping_key(self, name: str, *, now: float) -> str:
         """The job's ping key, made (random, 128 bits, URL-safe) and stored on first need."""
-        import secrets
-
         with self._write():
             jid = self._ensure_job_id(name, now)
             row = self.db.execute("SELECT ping_key FROM jobs WHERE id=?", (jid,)).fetchone()
             if row[0]:
                 return str(row[0])
-            key = secrets.token_urlsafe(16)
+            key = _new_ping_key()
             self.db.execute("UPDATE jobs SET ping_key=? WHERE id=?", (key, jid))
         return key
 
@@ -1085,12 +1093,10 @@ class SQLiteStore(Store):
 
     def project_ping_key(self) -> str:
         """The project-wide ping key for slug URLs, made on first use and kept in meta."""
-        import secrets
-
         with self._write():
             key = self.get_meta("project_ping_key")
             if key is None:
-                key = secrets.token_urlsafe(16)
+                key = _new_ping_key()
                 self.db.execute(
                     "INSERT INTO meta(key, value) VALUES ('project_ping_key', ?)", (key,)
                 )
