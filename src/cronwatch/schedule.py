@@ -19,7 +19,7 @@ import copy
 import math
 import re
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from functools import lru_cache
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -153,12 +153,60 @@ def _cron_parsed(expr: str, zone: tzinfo) -> CronSim:
 
 
 def _next_cron(expr: str, t: float, zone: tzinfo) -> float:
+    found, fixed = _cronsim_after(expr, t, zone)
+    if fixed or zone is UTC or found == math.inf:
+        return found
+    # Wildcard expressions follow the UTC clock. CronSim rounds an hour down to minute 0
+    # in local time and then steps whole hours: after an offset change that is not whole
+    # hours (Lord Howe's 30 minutes) that rounding lands before the change and the steps
+    # skip a match (00:30 -> 02:30 instead of 02:00 +10:30). Before the change CronSim is
+    # right; from it to the next change the offset is fixed, so ask in that fixed zone.
+    change = _offset_change(zone, t, found, odd_only=True)
+    if change is None:
+        return found
+    off = datetime.fromtimestamp(change, zone).utcoffset() or timedelta(0)
+    found, _ = _cronsim_after(expr, change - 1, timezone(off))
+    after = _offset_change(zone, change, found)
+    return found if after is None else _next_cron(expr, after - 1, zone)
+
+
+def _cronsim_after(expr: str, t: float, zone: tzinfo) -> tuple[float, bool]:
     it = copy.copy(_cron_parsed(expr, zone))
     start = _start(t, zone)
     # CronSim keeps naive local time when it mimics Debian cron's DST handling.
-    it.dt = start.replace(tzinfo=None) if it.fixup_tz is not None else start
+    fixed = it.fixup_tz is not None
+    it.dt = start.replace(tzinfo=None) if fixed else start
     it.skip_initial_tick = False
-    return _first_after(it, t)
+    return _first_after(it, t), fixed
+
+
+def _offset_change(zone: tzinfo, a: float, b: float, odd_only: bool = False) -> float | None:
+    """The first instant in (a, b] where ``zone`` changes its UTC offset (by a part of an
+    hour only, with ``odd_only``), or None. Offsets change a few times a year at most:
+    look a day at a time, then bisect to the second."""
+
+    def offset(u: float) -> float:
+        off = datetime.fromtimestamp(u, zone).utcoffset()
+        return off.total_seconds() if off is not None else 0.0
+
+    lo, before = a, offset(a)
+    while lo < b:
+        hi = min(lo + 86400.0, b)
+        after = offset(hi)
+        if after != before:
+            while hi - lo > 1:  # offset(lo) == before != offset(hi)
+                mid = math.floor((lo + hi) / 2)
+                if mid <= lo:
+                    mid = lo + (hi - lo) / 2
+                if offset(mid) == before:
+                    lo = mid
+                else:
+                    hi = mid
+            if not odd_only or (after - before) % 3600:
+                return math.ceil(hi)
+            before = after
+        lo = hi
+    return None
 
 
 def _next_oncalendar(expr: str, t: float, zone: tzinfo) -> float:
