@@ -195,7 +195,7 @@ def _offset_change(zone: tzinfo, a: float, b: float, odd_only: bool = False) -> 
         after = offset(hi)
         if after != before:
             while hi - lo > 1:  # offset(lo) == before != offset(hi)
-                mid = math.floor((lo + hi) / 2)
+                mid: float = math.floor((lo + hi) / 2)
                 if mid <= lo:
                     mid = lo + (hi - lo) / 2
                 if offset(mid) == before:
