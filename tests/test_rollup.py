@@ -142,6 +142,86 @@ def test_an_old_database_gets_its_rollup_built_by_the_migration(tmp_path):
         store.close()
 
 
+def durs_state(store) -> tuple[int, int]:
+    """(days whose sorted durations are stored, days where they are not known)."""
+    return store.db.execute(
+        "SELECT sum(durs IS NOT NULL), sum(durs IS NULL) FROM run_days WHERE n_dur > 0"
+    ).fetchone()
+
+
+def test_percentiles_of_a_long_history_come_from_the_sealed_days(store):
+    """Enough runs that p50/p95 are selected across sealed days' sorted durations (not
+    just sorted in one piece), with ties; a sealed run that changes or goes leaves its
+    day's durations unknown, the answer stays exact, and the next seal writes them."""
+    rng = random.Random(11)
+    store.save_job(Job("j", keep_days=30), now=T0)
+    store.db.execute("UPDATE rollup SET sealed=?", (T0,))
+    runs = [
+        run_at(T0 + d * DAY + i * 60 + rng.random(), duration=float(rng.randint(1, 40)),
+               stdout=None)
+        for d in range(12) for i in range(700)
+    ]  # fmt: skip
+    now = T0 + 12 * DAY + 3600
+    store.record_runs(runs, now=now)
+    assert sealed(store) == T0 + 12 * DAY
+    assert durs_state(store) == (12, 0)
+    assert store.db.execute(
+        "SELECT count(*) FROM sqlite_master WHERE name='runs_job_duration'"
+    ).fetchone() == (0,)
+    check(store, rng, now)
+    # retention deletes some runs of day 0 (sealed): that day's durations become unknown
+    store.save_job(Job("j", keep_days=12), now=now)
+    store.record_runs([run_at(now + 10, duration=3.0, stdout=None)], now=now + 20)
+    assert durs_state(store) == (11, 1)
+    check(store, rng, now + 20)
+    # a run of day 3 (sealed) finished late: day 3 unknown too
+    store.db.execute("UPDATE runs SET duration=99.5 WHERE uid=?", (runs[3 * 700 + 5].id,))
+    assert durs_state(store) == (10, 2)
+    check(store, rng, now + 20)
+    # the next day's seal writes them again (retention set back, so that it deletes
+    # nothing of the oldest day right after the seal)
+    store.save_job(Job("j", keep_days=30), now=now)
+    store.record_runs([run_at(now + DAY, duration=3.0, stdout=None)], now=now + DAY + 5)
+    assert durs_state(store) == (13, 0)
+    check(store, rng, now + DAY + 5)
+
+
+def test_a_schema_4_database_gets_its_days_durations_and_loses_the_index(tmp_path):
+    from cronwatch.store import migrations, open_store
+
+    path = tmp_path / "v4.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    for step in migrations.SQLITE[:4]:
+        for stmt in migrations.statements(step):
+            db.execute(stmt)
+    db.execute("INSERT INTO meta VALUES ('schema_version', '4')")
+    db.execute("INSERT INTO jobs(name, created_at) VALUES ('j', 0)")
+    rng = random.Random(4)
+    runs = [random_run(rng, T0 + i * 600) for i in range(3000)]
+    db.executemany(
+        "INSERT INTO runs(uid, job_id, status, started_at, duration) VALUES (?,1,?,?,?)",
+        [(r.id, r.status.value, r.started_at, r.duration) for r in runs],
+    )
+    db.execute("UPDATE rollup SET sealed=?", (T0 + 15 * DAY,))
+    db.execute(  # what migration 4 and the seals of a schema 4 store would have written
+        "INSERT INTO run_days SELECT job_id, CAST(started_at / 86400 AS INTEGER) AS d, count(*),"
+        " sum(status='running'), sum(status='success'), sum(status='failed'),"
+        " sum(status='timeout'), sum(status='missed'), count(duration),"
+        " coalesce(sum(duration), 0), max(duration) FROM runs WHERE started_at < ?"
+        " GROUP BY job_id, d",
+        (T0 + 15 * DAY,),
+    )
+    db.close()
+    store = open_store(str(path))
+    try:
+        assert durs_state(store) == (15, 0)
+        names = {r[0] for r in store.db.execute("SELECT name FROM sqlite_master")}
+        assert "runs_job_duration" not in names and "run_days_stale" in names
+        check(store, rng, T0 + 3000 * 600)
+    finally:
+        store.close()
+
+
 def test_writers_beside_a_bulk_import_keep_the_rollup_right(cw, db_path, tmp_path):
     """Another connection writing into sealed days while an import recomputes them: both
     recompute the days they touched inside their own write transactions, so every run is

@@ -7,7 +7,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cronwatch.models import Status
-from cronwatch.stats import SlowDown, percentile, slowdown, success_rate, uptime
+from cronwatch.stats import (
+    SlowDown,
+    kth_smallest,
+    nearest_rank,
+    percentile,
+    slowdown,
+    success_rate,
+    uptime,
+)
 
 
 @pytest.mark.parametrize(
@@ -102,3 +110,43 @@ def test_long_durations_are_formatted() -> None:
     assert slowdown([600.0] * 10 + [120.0] * 30).text() == (
         "recent median 10m00s is 5.0x the baseline 2m00s"
     )
+
+
+# --- kth_smallest: selection across sorted pieces (stats over a year of sealed days) ----------
+
+PIECES = st.lists(
+    st.lists(st.sampled_from([0.0, 0.5, 1.0, 2.0, 3.5]) | st.floats(0, 1e4), max_size=900).map(
+        sorted
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(PIECES, st.floats(0, 1))
+def test_kth_smallest_equals_sorting_everything(pieces, q) -> None:
+    merged = sorted(x for p in pieces for x in p)
+    if not merged:
+        with pytest.raises(IndexError):
+            kth_smallest(pieces, 0)
+        return
+    k = nearest_rank(q, len(merged))
+    assert kth_smallest(pieces, k) == merged[k]
+    assert percentile(merged, q) == merged[k]
+
+
+def test_kth_smallest_on_a_year_of_days_with_ties() -> None:
+    # large enough that the pivot rounds run (they start above 4,096 values), with many
+    # equal durations across days, as whole-second jobs have
+    import random
+    from array import array
+
+    rng = random.Random(5)
+    days = [array("d", sorted(float(rng.randint(1, 90)) for _ in range(1440))) for _ in range(60)]
+    days.append(array("d"))
+    merged = sorted(x for d in days for x in d)
+    for k in (0, 1, len(merged) // 2, round(0.95 * (len(merged) - 1)), len(merged) - 1):
+        assert kth_smallest(days, k) == merged[k]
+    with pytest.raises(IndexError):
+        kth_smallest(days, len(merged))

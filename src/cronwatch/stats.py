@@ -22,7 +22,53 @@ def percentile(sorted_values: Sequence[float], q: float) -> float | None:
     n = len(sorted_values)
     if n == 0:
         return None
-    return sorted_values[min(n - 1, max(0, round(q * (n - 1))))]
+    return sorted_values[nearest_rank(q, n)]
+
+
+def nearest_rank(q: float, n: int) -> int:
+    """The index (0-based, ascending) that :func:`percentile` reads for ``n`` values."""
+    return min(n - 1, max(0, round(q * (n - 1))))
+
+
+def kth_smallest(runs: Sequence[Sequence[float]], k: int) -> float:
+    """The ``k``-th smallest (0-based) of the values of several ascending sequences, as if
+    they were merged, without merging them: ``sorted(chain(*runs))[k]``.
+
+    Stats over a year of minutely runs select p50/p95 from ~365 sorted days of ~1,440
+    durations each. Each round takes the weighted median of the middles of what is left
+    as a pivot, counts around it by bisection, and keeps the side that holds ``k``: at
+    least a quarter of what is left goes each round, so ~20 rounds of one bisection per
+    day, instead of sorting half a million values.
+    """
+    from bisect import bisect_left, bisect_right
+
+    left = [(r, 0, len(r)) for r in runs if len(r)]
+    total = sum(hi for _, _, hi in left)
+    if not 0 <= k < total:
+        raise IndexError(f"k={k} out of range for {total} values")
+    while True:
+        if total <= 4096:
+            return sorted(x for r, lo, hi in left for x in r[lo:hi])[k]
+        mids = sorted((r[(lo + hi) // 2], hi - lo) for r, lo, hi in left)
+        acc, pivot = 0, mids[-1][0]
+        for value, weight in mids:
+            acc += weight
+            if 2 * acc >= total:
+                pivot = value
+                break
+        cut = [bisect_left(r, pivot, lo, hi) for r, lo, hi in left]
+        below = sum(c - lo for c, (_, lo, _) in zip(cut, left, strict=True))
+        if k < below:
+            left = [(r, lo, c) for c, (r, lo, _) in zip(cut, left, strict=True) if c > lo]
+            total = below
+            continue
+        cut = [bisect_right(r, pivot, lo, hi) for r, lo, hi in left]
+        upto = sum(c - lo for c, (_, lo, _) in zip(cut, left, strict=True))
+        if k < upto:
+            return pivot
+        k -= upto
+        left = [(r, c, hi) for c, (r, _, hi) in zip(cut, left, strict=True) if hi > c]
+        total -= upto
 
 
 def success_rate(statuses: Iterable[Status | str]) -> float | None:

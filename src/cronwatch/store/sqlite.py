@@ -7,6 +7,7 @@ needs (``json`` only where settings or state are not the defaults).
 from __future__ import annotations
 
 import os
+import sys
 from itertools import chain
 
 from .._utils import compress, decompress
@@ -83,6 +84,9 @@ _DAY_AGGREGATES = (
     " sum(status='timeout'), sum(status='missed'), count(duration),"
     " coalesce(sum(duration), 0), max(duration)"
 )
+_DAY_COLUMNS = (
+    "job_id, day, runs, running, success, failed, timeout, missed, n_dur, sum_dur, max_dur"
+)
 # ... and merged into an existing row of run_days.
 _DAY_MERGE = (
     "runs=runs+excluded.runs, running=running+excluded.running,"
@@ -92,6 +96,29 @@ _DAY_MERGE = (
     " max_dur=CASE WHEN max_dur IS NULL OR excluded.max_dur>max_dur"
     " THEN excluded.max_dur ELSE max_dur END"
 )
+
+
+_ALL_DAYS = -(1 << 62)  # a day before any run
+
+
+def _pack_durs(durs: list[float]) -> bytes:
+    """Sorted durations as run_days.durs stores them: little-endian float64."""
+    from array import array
+
+    a = array("d", durs)
+    if sys.byteorder == "big":
+        a.byteswap()
+    return a.tobytes()
+
+
+def _unpack_durs(blob: bytes) -> Any:
+    from array import array
+
+    a = array("d")
+    a.frombytes(blob)
+    if sys.byteorder == "big":
+        a.byteswap()
+    return a
 
 
 def _new_ping_key() -> str:
@@ -152,6 +179,8 @@ class SQLiteStore(Store):
                         # re-adding a column that a development build already added
                         if "ADD COLUMN" not in stmt or "duplicate column" not in str(e):
                             raise
+            if version < 5:  # the sealed days' durations (migration 5) start out unknown
+                self._fill_durs()
             db.execute(
                 "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
                 (str(len(migrations.SQLITE)),),
@@ -639,24 +668,66 @@ class SQLiteStore(Store):
         return None if row is None else _run_from_row(row)
 
     # --- aggregates -------------------------------------------------------------------------
-    def _percentile(self, jid: int, since: float | None, n: int, q: float) -> float | None:
-        """Nearest-rank percentile (k = round(q*(n-1))) of the finished runs' durations.
+    def _percentiles(self, jid: int, lo: float, qs: tuple[float, ...]) -> list[float | None]:
+        """Nearest-rank percentiles (stats.percentile's rule) of the durations of a job's
+        runs that started at or after ``lo``, exact: the sorted durations of whole sealed
+        days (``run_days.durs``, migration 5), the rest (the partial first day, unsealed
+        runs, days whose durations are not known) read from ``runs``; the k-th value is
+        selected across those sorted pieces without merging them."""
+        from ..stats import kth_smallest, nearest_rank
 
-        All history: walk the (job_id, duration) index from its nearer end. A window: sort
-        just the window's rows, found through (job_id, started_at); walking the duration
-        index would visit every run of the job to filter on started_at.
-        """
-        if n == 0:
-            return None
-        k = min(n - 1, max(0, round(q * (n - 1))))
-        order, offset = ("ASC", k) if k <= (n - 1) / 2 else ("DESC", n - 1 - k)
-        index = "runs_job_duration" if since is None else "runs_job_started"
-        row = self.db.execute(
-            f"SELECT duration FROM runs INDEXED BY {index} WHERE job_id=? AND "
-            f"duration IS NOT NULL AND started_at>=? ORDER BY duration {order} LIMIT 1 OFFSET ?",
-            (jid, float("-inf") if since is None else since, offset),
-        ).fetchone()
-        return None if row is None else row[0]
+        sealed = self._sealed()
+        db = self.db
+        pieces: list[Any] = []
+        first_day = _ALL_DAYS if lo == float("-inf") else int(-(-lo // self.DAY))
+        if first_day * self.DAY < sealed:
+            for day, blob in db.execute(
+                "SELECT day, durs FROM run_days WHERE job_id=? AND day>=? AND n_dur>0",
+                (jid, first_day),
+            ):
+                pieces.append(
+                    _unpack_durs(blob) if blob is not None else self._day_durs(jid, day, sealed)
+                )
+        rest = [
+            r[0]
+            for r in db.execute(
+                "SELECT duration FROM runs INDEXED BY runs_job_started WHERE job_id=?"
+                " AND started_at>=? AND duration IS NOT NULL AND (started_at>=?"
+                " OR CAST(started_at / 86400 AS INTEGER)<?)",
+                (jid, lo, sealed, first_day),
+            )
+        ]
+        rest.sort()
+        pieces.append(rest)
+        n = sum(map(len, pieces))
+        return [None if n == 0 else kth_smallest(pieces, nearest_rank(q, n)) for q in qs]
+
+    def _day_durs(self, jid: int, day: int, sealed: float) -> list[float]:
+        """The sorted durations of a job's runs of one sealed UTC day, from ``runs``."""
+        return sorted(
+            r[0]
+            for r in self.db.execute(
+                "SELECT duration FROM runs INDEXED BY runs_job_started WHERE job_id=?1"
+                " AND started_at>=?2*86400-1 AND started_at<?2*86400+86401"
+                " AND CAST(started_at / 86400 AS INTEGER)=?2 AND started_at<?3"
+                " AND duration IS NOT NULL",
+                (jid, day, sealed),
+            )
+        )
+
+    def _fill_durs(self, pairs: Iterable[tuple[int, int]] | None = None) -> None:
+        """Write the sorted durations of these (job id, day) rows of ``run_days``; by
+        default of every row whose durations are not known (NULL)."""
+        db = self.db
+        if pairs is None:
+            pairs = db.execute(
+                "SELECT job_id, day FROM run_days INDEXED BY run_days_stale WHERE durs IS NULL"
+            ).fetchall()
+        sealed = self._sealed()
+        db.executemany(
+            "UPDATE run_days SET durs=? WHERE job_id=? AND day=?",
+            [(_pack_durs(self._day_durs(jid, day, sealed)), jid, day) for jid, day in pairs],
+        )
 
     # The per-day rollup (migration 4): runs that started before `rollup.sealed` are
     # counted in `run_days` by triggers; newer ones are read from `runs`. `_seal` moves
@@ -675,12 +746,13 @@ class SQLiteStore(Store):
         sealed = self._sealed()
         if sealed < target:
             self.db.execute(
-                "INSERT INTO run_days SELECT job_id, CAST(started_at / 86400 AS INTEGER) AS d,"
+                f"INSERT INTO run_days ({_DAY_COLUMNS}) SELECT job_id, CAST(started_at / 86400 AS INTEGER) AS d,"
                 f" {_DAY_AGGREGATES} FROM runs WHERE started_at >= ? AND started_at < ?"
                 f" GROUP BY job_id, d ON CONFLICT (job_id, day) DO UPDATE SET {_DAY_MERGE}",
                 (sealed, target),
             )
             self.db.execute("UPDATE rollup SET sealed=? WHERE id=1", (target,))
+            self._fill_durs()
         self._seal_due = max(sealed, target) + self.DAY
 
     def _fold_late(self, runs: list[tuple[int, float]]) -> None:
@@ -699,12 +771,13 @@ class SQLiteStore(Store):
         db = self.db
         db.executemany("DELETE FROM run_days WHERE job_id=? AND day=?", days)
         db.executemany(
-            f"INSERT INTO run_days SELECT ?1, ?2, {_DAY_AGGREGATES} FROM runs"
+            f"INSERT INTO run_days ({_DAY_COLUMNS}) SELECT ?1, ?2, {_DAY_AGGREGATES} FROM runs"
             " WHERE job_id=?1 AND started_at>=?2*86400-1 AND started_at<?2*86400+86401"
             " AND CAST(started_at / 86400 AS INTEGER)=?2 AND started_at<?3"
             " HAVING count(*)>0",
             [(jid, day, sealed) for jid, day in days],
         )
+        self._fill_durs(days)
 
     def _aggregate(self, jid: int, lo: float) -> tuple[Any, ...]:
         """(runs, running, success, failed, timeout, missed, n_dur, sum_dur, max_dur) of
@@ -722,7 +795,7 @@ class SQLiteStore(Store):
                     "SELECT sum(runs), sum(running), sum(success), sum(failed), sum(timeout),"
                     " sum(missed), sum(n_dur), sum(sum_dur), max(max_dur) FROM run_days"
                     " WHERE job_id=? AND day>=?",
-                    (jid, -1 if first_day is None else first_day),
+                    (jid, _ALL_DAYS if first_day is None else first_day),
                 ).fetchone()
             )
         if first_day is not None:
@@ -751,6 +824,7 @@ class SQLiteStore(Store):
         lo = since if since is not None else float("-inf")
         total, running, ok, failed, timeout, missed, n_dur, sum_dur, mx = self._aggregate(jid, lo)
         finished = total - running
+        p50, p95 = self._percentiles(jid, lo, (0.50, 0.95)) if n_dur else (None, None)
         last_success = self._newest(jid, ("success",))
         last_failure = self._newest(jid, _FAILED)
         last = self.db.execute(
@@ -785,8 +859,8 @@ class SQLiteStore(Store):
             "missed": missed,
             "success_rate": (ok / finished) if finished else None,
             "duration_avg": sum_dur / n_dur if n_dur else None,
-            "duration_p50": self._percentile(jid, since, n_dur, 0.50),
-            "duration_p95": self._percentile(jid, since, n_dur, 0.95),
+            "duration_p50": p50,
+            "duration_p95": p95,
             "duration_max": mx if n_dur else None,
             "last_success": last_success,
             "last_failure": last_failure,
