@@ -688,15 +688,21 @@ class SQLiteStore(Store):
                 pieces.append(
                     _unpack_durs(blob) if blob is not None else self._day_durs(jid, day, sealed)
                 )
-        rest = [
-            r[0]
-            for r in db.execute(
-                "SELECT duration FROM runs INDEXED BY runs_job_started WHERE job_id=?"
-                " AND started_at>=? AND duration IS NOT NULL AND (started_at>=?"
-                " OR CAST(started_at / 86400 AS INTEGER)<?)",
-                (jid, lo, sealed, first_day),
-            )
-        ]
+        # the unsealed runs, and the partial first day (two queries: an OR would make
+        # SQLite walk the job's whole history instead of two index ranges)
+        sql = (
+            "SELECT duration FROM runs INDEXED BY runs_job_started WHERE job_id=?"
+            " AND started_at>=? AND started_at<? AND duration IS NOT NULL"
+        )
+        rest = [r[0] for r in db.execute(sql, (jid, max(lo, sealed), float("inf")))]
+        if first_day != _ALL_DAYS:
+            rest += [
+                r[0]
+                for r in db.execute(
+                    sql + " AND CAST(started_at / 86400 AS INTEGER)<?",
+                    (jid, lo, sealed, first_day),
+                )
+            ]
         rest.sort()
         pieces.append(rest)
         n = sum(map(len, pieces))
