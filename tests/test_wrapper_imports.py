@@ -14,6 +14,8 @@ from conftest import last_run
 HEAVY = {
     "argparse", "base64", "dataclasses", "datetime", "enum", "getpass", "hashlib", "inspect",
     "json", "re", "shlex", "socket", "sqlite3", "tempfile", "typing", "zlib",
+    # what _sqlite3 imports for its statement cache, which the wrapper goes without
+    "functools", "collections",
 }  # fmt: skip
 
 
