@@ -186,6 +186,20 @@ def test_percentiles_of_a_long_history_come_from_the_sealed_days(store):
     check(store, rng, now + DAY + 5)
 
 
+def test_days_emptied_by_retention_leave_the_rollup_at_the_next_seal(store):
+    store.save_job(Job("j", keep_days=1), now=T0)
+    store.db.execute("UPDATE rollup SET sealed=?", (T0,))
+    store.record_runs([run_at(T0 + 100), run_at(T0 + 200), run_at(T0 + DAY + 100)],
+                      now=T0 + DAY + 150)  # fmt: skip
+    store.record_runs([run_at(T0 + 2 * DAY + 250)], now=T0 + 2 * DAY + 300)
+    empty = "SELECT count(*) FROM run_days WHERE runs=0"
+    assert store.db.execute(empty).fetchone() == (2,)  # days 0 and 1: all their runs went
+    store.record_runs([run_at(T0 + 3 * DAY + 5)], now=T0 + 3 * DAY + 10)
+    assert store.db.execute(empty).fetchone() == (0,)
+    assert store.job_stats("j")["runs"] == 2
+    check(store, random.Random(2), T0 + 3 * DAY + 10)
+
+
 def test_a_schema_4_database_gets_its_days_durations_and_loses_the_index(tmp_path):
     from cronwatch.store import migrations, open_store
 

@@ -723,12 +723,15 @@ class SQLiteStore(Store):
 
     def _fill_durs(self, pairs: Iterable[tuple[int, int]] | None = None) -> None:
         """Write the sorted durations of these (job id, day) rows of ``run_days``; by
-        default of every row whose durations are not known (NULL)."""
+        default of every row whose durations are not known (NULL). Rows left with no
+        runs (retention emptied the day) go instead."""
         db = self.db
         if pairs is None:
             pairs = db.execute(
                 "SELECT job_id, day FROM run_days INDEXED BY run_days_stale WHERE durs IS NULL"
             ).fetchall()
+        pairs = list(pairs)
+        db.executemany("DELETE FROM run_days WHERE job_id=? AND day=? AND runs=0", pairs)
         sealed = self._sealed()
         db.executemany(
             "UPDATE run_days SET durs=? WHERE job_id=? AND day=?",
