@@ -200,6 +200,36 @@ def test_quick_path_keeps_run_semantics_and_events(live: LiveServer, client: htt
     assert quick["started_at"] == quick["ended_at"] and quick["duration"] is None
 
 
+def test_quick_path_answers_and_records_like_the_full_path(
+    live: LiveServer, client: httpx.Client
+) -> None:
+    """The writer's quick path builds its answer itself (no result dict): the execution id
+    of simob's v=1, an exit status and a duration must come out as the full path's."""
+    name, key = fresh(live)
+    with live.store() as s:
+        last = s.last_event_id()
+    r = client.get(f"/jobs/p/{key}?state=complete&v=1")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    first = r.json()["execution"]
+    r = client.get(f"/ping/{key}/0", params={"metric": "duration:1.5"})  # exit status 0
+    assert r.text == "OK"
+    assert client.get(f"/jobs/p/{key}?state=complete").text == "OK"
+    got = sorted(runs(live, name), key=lambda r: r.ended_at)  # the second started earlier
+    assert got[0].id == first
+    assert [(r.status.value, r.exit_code, r.duration) for r in got] == [
+        ("success", None, None), ("success", 0, 1.5), ("success", None, None)
+    ]  # fmt: skip
+    assert got[1].ended_at - got[1].started_at == 1.5
+    assert [r.source for r in got] == ["ping:simob", "ping:healthchecks", "ping:simob"]
+    with live.store() as s:
+        events = [json.loads(d) for _i, _at, _t, d in s.events_since(last)]
+    mine = [d for d in events if d.get("job") == name]
+    assert [(d["run"], d["exit_code"], d["duration"]) for d in mine] == [
+        (got[0].id, None, None), (got[1].id, 0, 1.5), (got[2].id, None, None)
+    ]  # fmt: skip
+    assert mine[1]["started_at"] == got[1].started_at and mine[1]["ended_at"] == got[1].ended_at
+
+
 def test_run_ids_match_the_models_format() -> None:
     make = RunIds()
     now = time.time()

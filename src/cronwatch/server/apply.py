@@ -39,6 +39,7 @@ _dumps = json.JSONEncoder(check_circular=False).encode  # event dicts are flat, 
 _ALPHABET = b"0123456789abcdefghjkmnpqrstvwxyz"  # models.new_run_id's (Crockford base32)
 _RANDOM = bytes(_ALPHABET[b & 31] for b in range(256))  # 256 = 8 x 32: uniform
 _OK = Run(job="", started_at=0.0, status=Status.SUCCESS)  # what checks.steady looks at
+_SOURCES = {d: "ping:" + d for d in ("healthchecks", "simob", "cronitor")}  # runs.source
 
 
 class RunIds:
@@ -138,9 +139,30 @@ class Applier:
         now = time.time() if now is None else now
         job = self.resolve(store, p)
         if p.action == SUCCESS and p.rid is None and not body:
-            quick = self._quick(store, job, p, now)
-            if quick is not None:
-                return quick
+            rid = self._quick(store, job, p, now)
+            if rid is not None:
+                return {"job": job, "run": rid, "events": []}
+        return self._full(store, job, p, body, now)
+
+    def apply_item(self, store: Store, item: tuple[Ping, bytes | None]) -> Any:
+        """``apply`` for the writer process (``Committer.commit_each``): a quick ping's
+        result is its answer, (status, body, is_json, job, dialect, deliver), as
+        ``pingproc.reply_for`` would make it of ``apply``'s result; any other ping's result
+        is ``apply``'s."""
+        p, body = item
+        now = time.time()
+        job = self.resolve(store, p)
+        if p.action == SUCCESS and p.rid is None and not body:
+            rid = self._quick(store, job, p, now)
+            if rid is not None:
+                if p.want_execution:
+                    return 200, b'{"execution": "%s"}' % rid.encode(), True, job, p.dialect, False
+                return 200, b"OK", False, job, p.dialect, False
+        return self._full(store, job, p, body, now)
+
+    def _full(
+        self, store: Store, job: str, p: Ping, body: bytes | None, now: float
+    ) -> dict[str, Any]:
         self.flush(store)  # keep rows and events in order with what this ping writes
         self.ready.pop((job, p.env), None)  # this ping may open runs or change the alerts
         events: list[dict[str, Any]] = []
@@ -175,30 +197,36 @@ class Applier:
         self.rows.extend([(now, ev["type"], _dumps(ev)) for ev in events])
         return {"job": job, "run": None if run is None else run.id, "events": events}
 
-    def _quick(self, store: Store, name: str, p: Ping, now: float) -> dict[str, Any] | None:
+    def _quick(self, store: Store, name: str, p: Ping, now: float) -> str | None:
         """A success that only adds a synthetic run and its ``run.ok`` event (see the module
-        doc), recorded as buffered rows; None when the ping needs the full path."""
-        key = (name, p.env)
-        ready = self.ready.get(key)
+        doc), recorded as buffered rows; returns its run id, or None when the ping needs the
+        full path."""
+        ready = self.ready.get((name, p.env))
         if ready is None:
-            ready = self._ready(store, key, now)
+            ready = self._ready(store, (name, p.env), now)
             if ready is None:
                 return None
         jid, head = ready
         rid = self.run_id(now)
         duration, code = p.duration, p.exit_code
-        started = now - duration if duration else now
-        self.runs.append((rid, jid, key[1], "success", started, now, duration, code, p.host,
-                          p.message, "ping:" + p.dialect))  # fmt: skip
-        self.run_jobs.add(jid)
         at = repr(now)
-        data = (f'{head}{rid}", "status": "success", "started_at": '
-                f'{at if started == now else repr(started)}, "ended_at": {at}, "duration": '
-                f'{"null" if duration is None else repr(duration)}, "exit_code": '
-                f'{"null" if code is None else int(code)}}}')  # fmt: skip
+        if duration is None and code is None:  # the usual ping
+            self.runs.append((rid, jid, p.env, "success", now, now, None, None, p.host,
+                              p.message, _SOURCES.get(p.dialect) or "ping:" + p.dialect))  # fmt: skip
+            data = (f'{head}{rid}", "status": "success", "started_at": {at}, "ended_at": '
+                    f'{at}, "duration": null, "exit_code": null}}')  # fmt: skip
+        else:
+            started = now - duration if duration else now
+            self.runs.append((rid, jid, p.env, "success", started, now, duration, code, p.host,
+                              p.message, "ping:" + p.dialect))  # fmt: skip
+            data = (f'{head}{rid}", "status": "success", "started_at": '
+                    f'{at if started == now else repr(started)}, "ended_at": {at}, "duration": '
+                    f'{"null" if duration is None else repr(duration)}, "exit_code": '
+                    f'{"null" if code is None else int(code)}}}')  # fmt: skip
+        self.run_jobs.add(jid)
         self.rows.append((now, "run.ok", data))
         self.quick += 1
-        return {"job": name, "run": rid, "events": []}
+        return rid
 
     def _ready(self, store: Store, key: tuple[str, str], now: float) -> tuple[int, str] | None:
         """(job id, event JSON head) if successes for (job, env) can take the quick path:

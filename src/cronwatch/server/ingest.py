@@ -76,13 +76,23 @@ class Committer:
 
         Returns (True, result) or (False, exception) per op, in order.
         """
+        return self._commit(lambda safe: self._run_all(batch, safe), len(batch))
+
+    def commit_each(self, fn: Callable[[Store, T], Any], items: list[T]) -> list[tuple[bool, Any]]:
+        """``commit`` of the cache-aware ops ``fn(store, item)`` for each item, without an op
+        object per item (the ping writer's batches: a closure a ping was a visible cost)."""
+        return self._commit(lambda safe: self._run_each(fn, items, safe), len(items))
+
+    def _commit(
+        self, run: Callable[[bool], list[tuple[bool, Any]]], size: int
+    ) -> list[tuple[bool, Any]]:
         delay = 0.002
         safe = False
         for attempt in range(self.retries):
             try:
                 with self.store.transaction():
                     self._check_foreign_commits()
-                    results = self._run_all(batch, safe)
+                    results = run(safe)
                     self.cache.flush(self.store)
                 return results
             except _Replay:
@@ -91,12 +101,12 @@ class Committer:
             except (StoreError, sqlite3.Error) as e:  # busy (another process writes) or I/O
                 self._rolled_back()
                 if attempt == self.retries - 1:
-                    log.error("giving up on a batch of %d: %s", len(batch), e)
-                    return [(False, e)] * len(batch)
+                    log.error("giving up on a batch of %d: %s", size, e)
+                    return [(False, e)] * size
                 time.sleep(delay)
                 delay = min(delay * 2, 0.25)
         err = StoreError("database write failed: giving up after retries")
-        return [(False, err)] * len(batch)
+        return [(False, err)] * size
 
     def _rolled_back(self) -> None:
         self.cache.discard()
@@ -133,6 +143,25 @@ class Committer:
                 cache.invalidate()
         return results
 
+    def _run_each(
+        self, fn: Callable[[Store, T], Any], items: list[T], safe: bool
+    ) -> list[tuple[bool, Any]]:
+        """``_run_all`` for cache-aware ops that are ``fn(store, item)``."""
+        if safe:
+            return [self._one_savepoint(_bind(fn, item)) for item in items]
+        db, store = self.db, self.store
+        results: list[tuple[bool, Any]] = []
+        append = results.append
+        for item in items:
+            before = db.total_changes
+            try:
+                append((True, fn(store, item)))
+            except Exception as e:
+                if db.total_changes != before or not db.in_transaction:
+                    raise _Replay from e  # partial writes: undo them with the batch
+                append((False, _failed(e)))
+        return results
+
     def _one_savepoint(self, op: Callable[[Store], Any]) -> tuple[bool, Any]:
         db = self.db
         db.execute("SAVEPOINT op")
@@ -148,6 +177,10 @@ class Committer:
             return False, _failed(e)
         db.execute("RELEASE op")
         return True, result
+
+
+def _bind(fn: Callable[[Store, T], Any], item: T) -> Callable[[Store], Any]:
+    return lambda store: fn(store, item)
 
 
 def _failed(e: Exception) -> Exception:

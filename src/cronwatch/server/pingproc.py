@@ -56,7 +56,10 @@ def reply_for(p: Ping, ok: bool, value: Any) -> tuple[int, bytes, bool, str, boo
         if isinstance(value, CronwatchError):
             return 400, str(value).encode(), False, "", False
         return 500, b"internal error", False, "", False
-    deliver = any(e["type"].startswith(("incident.", "job.recovered")) for e in value["events"])
+    events = value["events"]
+    deliver = bool(events) and any(
+        e["type"].startswith(("incident.", "job.recovered")) for e in events
+    )
     if p.want_execution:
         body = json.dumps({"execution": value["run"]}).encode()
         return 200, body, True, value["job"], deliver
@@ -168,6 +171,7 @@ class Checkpoints:
 # (path, query) -> what parse_ping made of it: monitored jobs ping the same URL each time.
 # Parsing is pure and a Ping is never changed after it, so one object serves them all.
 _parsed: dict[tuple[str, bytes], Ping | Exception | None] = {}
+_UNSEEN: Any = object()
 
 
 def _parse(path: str, query: bytes) -> Ping | Exception | None:
@@ -188,26 +192,32 @@ def _parse(path: str, query: bytes) -> Ping | Exception | None:
 
 
 def _record(applier: Any, committer: Any, requests: list[tuple[Any, ...]]) -> list[Reply]:
-    replies: list[Reply | None] = []
-    parsed: list[tuple[int, Ping]] = []
-    ops = []
-    for seq, path, query, body in requests:
-        p = _parse(path, query)
-        if isinstance(p, Exception):
-            replies.append((seq, 400, str(p).encode(), False, "", "", False))
-            continue
-        if p is None:
+    replies: list[Any] = []
+    where: list[int] = []  # the index in replies of each ping in items
+    items: list[tuple[Ping, bytes | None]] = []
+    parsed = _parsed
+    for request in requests:
+        seq, path, query, body = request
+        p = parsed.get((path, query), _UNSEEN)
+        if p is _UNSEEN:
+            p = _parse(path, query)
+        if p.__class__ is Ping:
+            where.append(len(replies))
+            replies.append(request)  # replaced by the answer below
+            items.append((p, body))
+        elif p is None:
             replies.append((seq, 404, b"not found", False, "", "", False))
-            continue
-        parsed.append((len(replies), p))
-        replies.append(None)
-        ops.append((lambda store, p=p, body=body: applier.apply(store, p, body), True))
-    if ops:
-        results = committer.commit(ops)
-        for (i, p), (ok, value) in zip(parsed, results, strict=True):
-            status, out, is_json, job, deliver = reply_for(p, ok, value)
-            replies[i] = (requests[i][0], status, out, is_json, job, p.dialect, deliver)
-    return replies  # type: ignore[return-value]
+        else:
+            replies.append((seq, 400, str(p).encode(), False, "", "", False))
+    if items:
+        results = committer.commit_each(applier.apply_item, items)
+        for i, (p, _body), (ok, value) in zip(where, items, results, strict=True):
+            if ok and value.__class__ is tuple:  # a quick ping: its answer
+                replies[i] = (replies[i][0], *value)
+            else:
+                status, out, is_json, job, deliver = reply_for(p, ok, value)
+                replies[i] = (replies[i][0], status, out, is_json, job, p.dialect, deliver)
+    return replies
 
 
 def _frame(items: list[Any]) -> bytes:
