@@ -230,6 +230,8 @@ def test_policy_from_job_and_validation() -> None:
 def test_state_json_round_trip_and_tolerance() -> None:
     s = AlertState(down=True, fail_streak=2, sent=[1.5], last_alert_at=1.5, cause="x")
     assert AlertState.from_dict(json.loads(json.dumps(s.to_dict()))) == s
+    assert s.to_dict() == asdict(s)  # every field, written by hand
+    assert s.to_dict()["sent"] is not s.sent  # a copy, as asdict made
     assert AlertState.from_dict({"down": True, "future_field": 1}) == AlertState(down=True)
     assert AlertState.from_dict(None) == AlertState()
     with pytest.raises(ValidationError):
