@@ -79,32 +79,41 @@ def steady(raw: dict[str, Any] | None, job: Job, run: Run) -> bool:
 
 def record_outcome(store: Any, job: Job, run: Run, *, now: float) -> list[dict[str, Any]]:
     """Advance the job's alert state with a finished run; queue notifications."""
-    events: list[dict[str, Any]] = []
     if run.status is Status.RUNNING:
-        return events
+        return []
     if steady(store.alert_summary(job.name, run.env), job, run):
-        return events  # (the summary is read without decoding the state: no json import)
-    raw = store.get_alert_state(job.name, run.env)
+        return []  # (the summary is read without decoding the state: no json import)
+    return _record_outcomes(store, job, run.env, [run], now)
+
+
+def _record_outcomes(
+    store: Any, job: Job, env: str, runs: list[Run], now: float, head: Any = None
+) -> list[dict[str, Any]]:
+    """Advance the alert state of (job, env) with finished runs, in order: the state is
+    read once and written once (`check` after a long outage records many missed runs of
+    a job at a time). ``head(run)``, if given, is the event that goes before each run's."""
     # Imported here, not at the top: a steady success (most wrapped runs) never needs the
     # state machine, and the wrapper pays for every import.
     from .alerting import AlertState, Policy, on_outcome
 
+    events: list[dict[str, Any]] = []
+    raw = store.get_alert_state(job.name, env)
     state = AlertState.from_dict(raw) if raw else AlertState()
-    was_down = state.down
-    state, actions = on_outcome(
-        state,
-        Policy.from_job(job),
-        failed=run.status.is_failure,
-        paused=job.paused,
-        cause=_cause(run),
-        at=now,
-    )
-    events += _act(store, job, run.env, actions, run, now)
-    if was_down and not state.down:
-        events.append({"type": "job.recovered", "job": job.name, "env": run.env, "run": run.id})
+    policy = Policy.from_job(job)
+    for run in runs:
+        if head is not None:
+            events.append(head(run))
+        was_down = state.down
+        state, actions = on_outcome(
+            state, policy, failed=run.status.is_failure, paused=job.paused, cause=_cause(run),
+            at=now,
+        )  # fmt: skip
+        events += _act(store, job, env, actions, run, now)
+        if was_down and not state.down:
+            events.append({"type": "job.recovered", "job": job.name, "env": env, "run": run.id})
     new = state.to_dict()
     if new != raw:  # a steady healthy job costs no write
-        store.set_alert_state(job.name, run.env, new)
+        store.set_alert_state(job.name, env, new)
     return events
 
 
@@ -200,16 +209,22 @@ def _check_job(store: Any, job: Job, now: float) -> tuple[list[dict[str, Any]], 
         from .health import effective_grace
 
         grace = effective_grace(job)
-        for expected in _missed(job, grace, anchor, now):
-            run = Run(job=name, started_at=expected, status=Status.MISSED, ended_at=expected,
-                      message=f"missed: expected at {format_time(expected)} UTC "
-                              f"(+{grace:g}s grace), no run started",
-                      source="scheduler")  # fmt: skip
-            store.record_run(run, now=now)
-            anchor = max(anchor, expected)
-            events.append({"type": "job.missed", "job": name, "env": "", "run": run.id,
-                           "expected": iso(expected)})  # fmt: skip
-            events += record_outcome(store, job, run, now=now)
+        missed = [
+            Run(job=name, started_at=expected, status=Status.MISSED, ended_at=expected,
+                message=f"missed: expected at {format_time(expected)} UTC "
+                        f"(+{grace:g}s grace), no run started",
+                source="scheduler")
+            for expected in _missed(job, grace, anchor, now)
+        ]  # fmt: skip
+        if missed:
+            store.record_runs(missed, now=now)  # one insert for a whole outage's runs
+            anchor = max(anchor, max(r.started_at for r in missed))
+
+            def head(run: Run) -> dict[str, Any]:
+                return {"type": "job.missed", "job": name, "env": "", "run": run.id,
+                        "expected": iso(run.started_at)}  # fmt: skip
+
+            events += _record_outcomes(store, job, "", missed, now, head)
     raw = store.get_alert_state(name, "")
     state = None
     if raw:
