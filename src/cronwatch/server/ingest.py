@@ -76,15 +76,24 @@ class Committer:
 
         Returns (True, result) or (False, exception) per op, in order.
         """
-        return self._commit(lambda safe: self._run_all(batch, safe), len(batch))
+        return self._commit(lambda safe: self._run_all(batch, safe), batch.__len__)
 
-    def commit_each(self, fn: Callable[[Store, T], Any], items: list[T]) -> list[tuple[bool, Any]]:
+    def commit_each(
+        self,
+        fn: Callable[[Store, T], Any],
+        items: list[T],
+        more: Callable[[], bool] | None = None,
+    ) -> list[tuple[bool, Any]]:
         """``commit`` of the cache-aware ops ``fn(store, item)`` for each item, without an op
-        object per item (the ping writer's batches: a closure a ping was a visible cost)."""
-        return self._commit(lambda safe: self._run_each(fn, items, safe), len(items))
+        object per item (the ping writer's batches: a closure a ping was a visible cost).
+
+        ``more()``, called once the items are done and before the commit, may append items
+        that arrived meanwhile (returning True): they join this transaction.
+        """
+        return self._commit(lambda safe: self._run_each(fn, items, safe, more), lambda: len(items))
 
     def _commit(
-        self, run: Callable[[bool], list[tuple[bool, Any]]], size: int
+        self, run: Callable[[bool], list[tuple[bool, Any]]], size: Callable[[], int]
     ) -> list[tuple[bool, Any]]:
         delay = 0.002
         safe = False
@@ -101,12 +110,12 @@ class Committer:
             except (StoreError, sqlite3.Error) as e:  # busy (another process writes) or I/O
                 self._rolled_back()
                 if attempt == self.retries - 1:
-                    log.error("giving up on a batch of %d: %s", size, e)
-                    return [(False, e)] * size
+                    log.error("giving up on a batch of %d: %s", size(), e)
+                    return [(False, e)] * size()
                 time.sleep(delay)
                 delay = min(delay * 2, 0.25)
         err = StoreError("database write failed: giving up after retries")
-        return [(False, err)] * size
+        return [(False, err)] * size()
 
     def _rolled_back(self) -> None:
         self.cache.discard()
@@ -144,23 +153,32 @@ class Committer:
         return results
 
     def _run_each(
-        self, fn: Callable[[Store, T], Any], items: list[T], safe: bool
+        self,
+        fn: Callable[[Store, T], Any],
+        items: list[T],
+        safe: bool,
+        more: Callable[[], bool] | None,
     ) -> list[tuple[bool, Any]]:
-        """``_run_all`` for cache-aware ops that are ``fn(store, item)``."""
+        """``_run_all`` for cache-aware ops that are ``fn(store, item)``; ``items`` may grow
+        (``more``), and a replay runs every item it holds by then."""
         if safe:
             return [self._one_savepoint(_bind(fn, item)) for item in items]
         db, store = self.db, self.store
         results: list[tuple[bool, Any]] = []
         append = results.append
-        for item in items:
-            before = db.total_changes
-            try:
-                append((True, fn(store, item)))
-            except Exception as e:
-                if db.total_changes != before or not db.in_transaction:
-                    raise _Replay from e  # partial writes: undo them with the batch
-                append((False, _failed(e)))
-        return results
+        done = 0
+        while True:
+            for item in items[done:] if done else items:
+                before = db.total_changes
+                try:
+                    append((True, fn(store, item)))
+                except Exception as e:
+                    if db.total_changes != before or not db.in_transaction:
+                        raise _Replay from e  # partial writes: undo them with the batch
+                    append((False, _failed(e)))
+            done = len(results)
+            if more is None or not more():
+                return results
 
     def _one_savepoint(self, op: Callable[[Store], Any]) -> tuple[bool, Any]:
         db = self.db

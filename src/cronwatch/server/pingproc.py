@@ -9,10 +9,11 @@ this (one writer connection in the child; the server's own connection for the AP
 the scheduler waits on the same lock), and a PostgreSQL deployment has the same shape.
 
 The link is a socketpair carrying length-prefixed ``marshal`` frames:
-  request  (seq, path, query bytes, body bytes or None)
-  reply    (seq, status, body bytes, is_json, job, dialect, deliver_now)
-The child reads whatever requests are waiting, records them in ONE transaction (group
-commit, ``ingest.Committer``), and only then writes the replies: an acknowledged ping is
+  requests (final, [(seq, path, query bytes, body bytes or None), ...])
+  replies  [(seq, status, body bytes, is_json, job, dialect, deliver_now), ...]
+The child records the requests of one turn of the server's event loop (streamed to it as
+the server reads them, ``_Inbox``) in ONE transaction (group commit,
+``ingest.Committer``), and only then writes the replies: an acknowledged ping is
 committed. If the HTTP process dies, the child sees EOF and exits; if the child dies,
 waiting pings get 503 and the server starts a new one.
 """
@@ -24,6 +25,7 @@ import contextlib
 import json
 import logging
 import marshal
+import select
 import signal
 import socket
 import sqlite3
@@ -33,6 +35,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from ..errors import CronwatchError, NotFound, StoreError
@@ -44,6 +47,8 @@ Reply = tuple[int, int, bytes, bool, str, str, bool]
 # At most this many pings a transaction: the replies for one group go back while the
 # next group is written, so the server answers HTTP while the child writes (a pipeline).
 _CHUNK = 64
+# The server sends the pings of a turn of its event loop in frames of this many (see _Inbox).
+_STREAM = 8
 
 
 def reply_for(p: Ping, ok: bool, value: Any) -> tuple[int, bytes, bool, str, bool]:
@@ -79,22 +84,86 @@ def _serve(sock: socket.socket, db: str) -> None:
     store.db.execute("PRAGMA wal_autocheckpoint=0")  # type: ignore[attr-defined]
     applier = Applier(store.project_ping_key())
     committer = Committer(store, cache=applier)
-    buf = bytearray()
-    inbox = bytearray(1 << 18)  # recv into one buffer (a fresh large one each time costs)
-    view = memoryview(inbox)
+    link = _Inbox(sock)
     try:
-        while True:
-            n = sock.recv_into(inbox)
-            if not n:
-                return  # the server closed the link or died: every reply owed was sent
-            buf += view[:n]
-            requests = [r for frame in _frames(buf) for r in frame]
-            for i in range(0, len(requests), _CHUNK):
-                chunk = requests[i : i + _CHUNK]
-                sock.sendall(_frame(_record(applier, committer, chunk)))  # one frame a commit
-                checkpoints.committed(store)
+        while link.wait():
+            batch = link.take(_CHUNK)
+            more = partial(link.more, batch, partial(applier.flush, store))
+            sock.sendall(_frame(_record(applier, committer, batch, more)))  # a frame a commit
+            checkpoints.committed(store)
     finally:
         checkpoints.stop()
+
+
+class _Inbox:
+    """The requests from the server, taken by batches of at most ``_CHUNK``.
+
+    The server sends the pings it reads in one turn of its event loop as they come, a
+    frame every ``_STREAM`` pings, the last frame of the turn marked final. ``more(batch,
+    flush)`` is called by the writer once it has applied a batch, inside its transaction:
+    requests that arrived meanwhile join the batch (up to ``_CHUNK``), and while the turn
+    is not over it writes what it has (``flush``) and waits for the rest. So the writer
+    applies and inserts a turn's pings while the server is still reading them (it used to
+    start when the server had read them all, while the server then waited for it), and
+    commits once a turn, when the final frame is in.
+    """
+
+    WAIT = 0.05  # seconds to wait for the rest of a turn before committing what is there
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = bytearray()
+        self.inbox = bytearray(1 << 18)  # recv into one buffer (a fresh one each time costs)
+        self.view = memoryview(self.inbox)
+        self.pending: list[tuple[Any, ...]] = []
+        self.open = False  # a turn's frames came in, its final frame has not
+        self.eof = False
+
+    def _read(self, block: bool) -> bool:
+        try:
+            n = self.sock.recv_into(self.inbox, 0, 0 if block else socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False
+        if not n:
+            self.eof = True  # the server closed the link or died
+            self.open = False
+            return False
+        self.buf += self.view[:n]
+        for final, requests in _frames(self.buf):
+            self.pending.extend(requests)
+            self.open = not final
+        return True
+
+    def wait(self) -> bool:
+        """Block until requests are waiting; False at the end of the link."""
+        while not self.pending:
+            if self.eof or not self._read(True):
+                return bool(self.pending)
+        return True
+
+    def take(self, n: int) -> list[tuple[Any, ...]]:
+        batch, self.pending = self.pending[:n], self.pending[n:]
+        return batch
+
+    def more(
+        self, batch: list[tuple[Any, ...]], flush: Callable[[], None]
+    ) -> list[tuple[Any, ...]]:
+        """Requests that arrived since, appended to ``batch`` (which stays within ``_CHUNK``),
+        waiting for the rest of the server's turn if it is not over."""
+        room = _CHUNK - len(batch)
+        if room <= 0:
+            return []
+        if not self.pending and not self.eof:
+            self._read(False)
+            if not self.pending and self.open:
+                flush()  # insert the rows applied so far while the server reads the rest
+                while not self.pending and self.open and not self.eof:
+                    if not select.select([self.sock], [], [], self.WAIT)[0]:
+                        break  # the server is slow to finish its turn: commit now
+                    self._read(True)
+        new = self.take(room)
+        batch.extend(new)
+        return new
 
 
 class Checkpoints:
@@ -191,26 +260,40 @@ def _parse(path: str, query: bytes) -> Ping | Exception | None:
     return p
 
 
-def _record(applier: Any, committer: Any, requests: list[tuple[Any, ...]]) -> list[Reply]:
+def _record(
+    applier: Any,
+    committer: Any,
+    requests: list[tuple[Any, ...]],
+    more: Callable[[], list[tuple[Any, ...]]] | None = None,
+) -> list[Reply]:
+    """The answers to ``requests``, recorded in one transaction; ``more()`` gives requests
+    that arrived meanwhile, to record in the same transaction (their answers follow)."""
     replies: list[Any] = []
     where: list[int] = []  # the index in replies of each ping in items
     items: list[tuple[Ping, bytes | None]] = []
     parsed = _parsed
-    for request in requests:
-        seq, path, query, body = request
-        p = parsed.get((path, query), _UNSEEN)
-        if p is _UNSEEN:
-            p = _parse(path, query)
-        if p.__class__ is Ping:
-            where.append(len(replies))
-            replies.append(request)  # replaced by the answer below
-            items.append((p, body))
-        elif p is None:
-            replies.append((seq, 404, b"not found", False, "", "", False))
-        else:
-            replies.append((seq, 400, str(p).encode(), False, "", "", False))
+
+    def add(requests: list[tuple[Any, ...]]) -> bool:
+        n = len(items)
+        for request in requests:
+            seq, path, query, body = request
+            p = parsed.get((path, query), _UNSEEN)
+            if p is _UNSEEN:
+                p = _parse(path, query)
+            if p.__class__ is Ping:
+                where.append(len(replies))
+                replies.append(request)  # replaced by the answer below
+                items.append((p, body))
+            elif p is None:
+                replies.append((seq, 404, b"not found", False, "", "", False))
+            else:
+                replies.append((seq, 400, str(p).encode(), False, "", "", False))
+        return len(items) > n
+
+    add(requests)
     if items:
-        results = committer.commit_each(applier.apply_item, items)
+        extend = None if more is None else (lambda: add(more()))
+        results = committer.commit_each(applier.apply_item, items, extend)
         for i, (p, _body), (ok, value) in zip(where, items, results, strict=True):
             if ok and value.__class__ is tuple:  # a quick ping: its answer
                 replies[i] = (replies[i][0], *value)
@@ -220,12 +303,12 @@ def _record(applier: Any, committer: Any, requests: list[tuple[Any, ...]]) -> li
     return replies
 
 
-def _frame(items: list[Any]) -> bytes:
+def _frame(items: Any) -> bytes:
     data = marshal.dumps(items)
     return _LEN.pack(len(data)) + data
 
 
-def _frames(buf: bytearray) -> list[list[Any]]:
+def _frames(buf: bytearray) -> list[Any]:
     """Take the complete frames off the front of ``buf``."""
     out, pos, size = [], 0, len(buf)
     while size - pos >= 4:
@@ -263,6 +346,8 @@ class Link(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.pending: dict[int, Callable[[Reply], None]] = {}
         self.out: list[tuple[int, str, bytes, bytes | None]] = []
+        self.flushing = False  # the end-of-turn flush is scheduled
+        self.streamed = False  # frames of this turn went out before its end
         self.buf = bytearray()
         self.seq = 0
 
@@ -277,13 +362,22 @@ class Link(asyncio.Protocol):
         self.seq = seq = (self.seq + 1) & 0x7FFFFFFF
         self.pending[seq] = done
         self.out.append((seq, path, query, body))
-        if len(self.out) == 1:  # one write per loop iteration, whatever arrived in it
+        if not self.flushing:  # the turn's last frame goes when the loop is done with it
+            self.flushing = True
             self.loop.call_soon(self._flush)
+        elif len(self.out) >= _STREAM:  # the writer can start on these meanwhile
+            self._send(False)
 
     def _flush(self) -> None:
-        if self.out and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(_frame(self.out))
+        self.flushing = False
+        if self.out or self.streamed:
+            self._send(True)
+
+    def _send(self, final: bool) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(_frame((final, self.out)))
         self.out = []
+        self.streamed = not final
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
