@@ -114,25 +114,25 @@ def test_inbox_waits_for_the_rest_of_a_turn_and_inserts_meanwhile() -> None:
             0.05, lambda: server.sendall(pingproc._frame((True, [_request(3)])))
         )
         later.start()
-        new = inbox.more(batch, lambda: flushed.append(len(batch)))
+        new = inbox.more(batch, lambda rows: flushed.append(len(batch)))
         later.join()
         assert [r[0] for r in new] == [3] and [r[0] for r in batch] == [1, 2, 3]
         assert flushed == [2]  # the rows of 1 and 2 were written while 3 was on its way
-        assert not inbox.open and inbox.more(batch, lambda: flushed.append(0)) == []
+        assert not inbox.open and inbox.more(batch, lambda rows: flushed.append(0)) == []
         # a turn whose final frame does not come: commit what is there after WAIT
         inbox.WAIT = 0.05
         server.sendall(pingproc._frame((False, [_request(4)])))
         assert inbox.wait()
         batch = inbox.take(pingproc._CHUNK)
         start = time.monotonic()
-        assert inbox.more(batch, lambda: None) == []
+        assert inbox.more(batch, lambda rows: None) == []
         assert 0.04 < time.monotonic() - start < 2
         # a batch is never larger than _CHUNK: the rest waits for the next one
         many = [_request(i) for i in range(10, 10 + pingproc._CHUNK + 5)]
         server.sendall(pingproc._frame((True, many)))
         assert inbox.wait()
         batch = inbox.take(pingproc._CHUNK)
-        assert len(batch) == pingproc._CHUNK and inbox.more(batch, lambda: None) == []
+        assert len(batch) == pingproc._CHUNK and inbox.more(batch, lambda rows: None) == []
         assert [r[0] for r in inbox.take(100)] == [r[0] for r in many[pingproc._CHUNK :]]
         server.close()  # the server went away: the end of the link
         assert not inbox.wait()

@@ -88,7 +88,7 @@ def _serve(sock: socket.socket, db: str) -> None:
     try:
         while link.wait():
             batch = link.take(_CHUNK)
-            more = partial(link.more, batch, partial(applier.flush, store))
+            more = partial(link.more, batch, partial(_flush_some, applier, store))
             sock.sendall(_frame(_record(applier, committer, batch, more)))  # a frame a commit
             checkpoints.committed(store)
     finally:
@@ -146,7 +146,7 @@ class _Inbox:
         return batch
 
     def more(
-        self, batch: list[tuple[Any, ...]], flush: Callable[[], None]
+        self, batch: list[tuple[Any, ...]], flush: Callable[[int], None]
     ) -> list[tuple[Any, ...]]:
         """Requests that arrived since, appended to ``batch`` (which stays within ``_CHUNK``),
         waiting for the rest of the server's turn if it is not over."""
@@ -155,12 +155,14 @@ class _Inbox:
             return []
         if not self.pending and not self.eof:
             self._read(False)
-            if not self.pending and self.open:
-                flush()  # insert the rows applied so far while the server reads the rest
-                while not self.pending and self.open and not self.eof:
-                    if not select.select([self.sock], [], [], self.WAIT)[0]:
-                        break  # the server is slow to finish its turn: commit now
-                    self._read(True)
+        if self.open:  # the server is still reading this turn's requests: insert the rows
+            # applied so far meanwhile, a few frames' worth at a time (each INSERT has a
+            # cost of its own), or all of them if there is nothing else to do
+            flush(_STREAM * 2 if self.pending else 1)
+        while not self.pending and self.open and not self.eof:
+            if not select.select([self.sock], [], [], self.WAIT)[0]:
+                break  # the server is slow to finish its turn: commit now
+            self._read(True)
         new = self.take(room)
         batch.extend(new)
         return new
@@ -301,6 +303,12 @@ def _record(
                 status, out, is_json, job, deliver = reply_for(p, ok, value)
                 replies[i] = (replies[i][0], status, out, is_json, job, p.dialect, deliver)
     return replies
+
+
+def _flush_some(applier: Any, store: Any, rows: int) -> None:
+    """Write the writer's buffered rows if there are at least ``rows`` of them."""
+    if len(applier.rows) >= rows:
+        applier.flush(store)
 
 
 def _frame(items: Any) -> bytes:
