@@ -102,8 +102,9 @@ def wrk(url: str, duration: int, connections: int) -> dict[str, float]:
             "ok": total - bad, "errors": errors}  # fmt: skip
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of ``pid`` and its child processes (threads included)."""
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """User + system CPU of ``pid`` and of its child processes (the ping writer), threads
+    included."""
     tick = os.sysconf("SC_CLK_TCK")
 
     def stat(p: int) -> tuple[int, float]:
@@ -111,16 +112,18 @@ def cpu_seconds(pid: int) -> float:
             fields = f.read().rsplit(")", 1)[1].split()
         return int(fields[1]), (int(fields[11]) + int(fields[12])) / tick
 
-    total = 0.0
+    own = children = 0.0
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 ppid, used = stat(int(entry))
             except OSError:
                 continue
-            if int(entry) == pid or ppid == pid:
-                total += used
-    return total
+            if int(entry) == pid:
+                own += used
+            elif ppid == pid:
+                children += used
+    return own, children
 
 
 def main() -> None:
@@ -171,7 +174,11 @@ def main() -> None:
             for label, url, pid, _mode, _job in targets:
                 before = cpu_seconds(pid)
                 r = wrk(url, args.duration, args.connections)
-                r["cpu_us"] = (cpu_seconds(pid) - before) / max(1, r["total"]) * 1e6
+                after = cpu_seconds(pid)
+                per = 1e6 / max(1, r["total"])
+                r["cpu_front"] = (after[0] - before[0]) * per  # the HTTP process
+                r["cpu_writer"] = (after[1] - before[1]) * per  # the ping writer child
+                r["cpu_us"] = r["cpu_front"] + r["cpu_writer"]
                 if pid == hello.pid:
                     asgi_rps = r["rps"]
                 elif pid == front.pid:
@@ -189,9 +196,9 @@ def main() -> None:
             acked[(mode, job)] = int(sum(r["ok"] for r in results[label]))
     print(f"wrk -t2 -c{args.connections} -d{args.duration}s, {args.rounds} rounds (medians), "
           f"server and wrk on the same {os.cpu_count()}-core machine, 127.0.0.1, "
-          f"load average {load:.1f} at start\n")  # fmt: skip
+          f"load average {load:.1f} at start, {os.getloadavg()[0]:.1f} at end\n")  # fmt: skip
     print("| target | req/s | p50 ms | p99 ms | errors | × hello (front) | × hello (ASGI) "
-          "| server CPU µs/req |")  # fmt: skip
+          "| server CPU µs/req (HTTP + writer) |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for label, rs in results.items():
 
@@ -200,7 +207,8 @@ def main() -> None:
 
         print(f"| {label} | {med('rps'):,.0f} | {med('p50'):.2f} | {med('p99'):.2f} | "
               f"{int(sum(r['errors'] for r in rs))} | {med('ratio'):.2f} | "
-              f"{med('ratio_asgi'):.2f} | {med('cpu_us'):.0f} |")  # fmt: skip
+              f"{med('ratio_asgi'):.2f} | {med('cpu_us'):.0f} ({med('cpu_front'):.0f} + "
+              f"{med('cpu_writer'):.0f}) |")  # fmt: skip
     print()
     for mode, (_url, _proc, db, _keys) in servers.items():
         with open_store(db) as s:
