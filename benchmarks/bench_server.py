@@ -17,6 +17,7 @@ the database: "acked" means committed, so stored >= acknowledged.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import statistics
@@ -205,8 +206,10 @@ def main() -> None:
         def med(key: str, rs: list[dict[str, float]] = rs) -> float:
             return statistics.median(r[key] for r in rs)
 
+        # the ASGI hello world runs before the front's in a round: no ratio of its own
+        front_ratio = "—" if any(math.isnan(r["ratio"]) for r in rs) else f"{med('ratio'):.2f}"
         print(f"| {label} | {med('rps'):,.0f} | {med('p50'):.2f} | {med('p99'):.2f} | "
-              f"{int(sum(r['errors'] for r in rs))} | {med('ratio'):.2f} | "
+              f"{int(sum(r['errors'] for r in rs))} | {front_ratio} | "
               f"{med('ratio_asgi'):.2f} | {med('cpu_us'):.0f} ({med('cpu_front'):.0f} + "
               f"{med('cpu_writer'):.0f}) |")  # fmt: skip
     print()
