@@ -417,3 +417,96 @@ def test_environment_and_cwd_are_inherited(cw, tmp_path):
     assert rc == 0
     assert out.splitlines()[0] == "héllo".encode()
     assert Path(out.splitlines()[1].decode()) == Path.cwd()
+
+
+# --- bulk output: past 8 MiB a stream moves in the kernel (teepipe) -----------------------
+
+BULK = r"""
+import os, sys
+n, fds = int(sys.argv[1]), [int(f) for f in sys.argv[2].split(",")]
+for i in range(n):  # 1 KiB blocks, each naming its stream and number: order shows
+    for fd in fds:
+        block = (b"%d:%09d|" % (fd, i)).ljust(1023, b".") + b"\n"
+        view = memoryview(block)
+        while view:
+            view = view[os.write(fd, view):]
+"""
+
+
+def bulk_expected(fd: int, n: int) -> bytes:
+    return b"".join((b"%d:%09d|" % (fd, i)).ljust(1023, b".") + b"\n" for i in range(n))
+
+
+def capped(data: bytes, limit: int = 1 << 20) -> bytes:
+    head, rest = data[: limit // 2], data[limit // 2 :]
+    keep = limit - limit // 2
+    if len(rest) <= keep:
+        return data
+    return head + b"\n[... cronwatch: %d bytes cut ...]\n" % (len(rest) - keep) + rest[-keep:]
+
+
+def test_bulk_output_to_a_pipe_is_byte_exact_and_captured(cw, db_path):
+    n = 24 * 1024  # 24 MiB: well past the switch to zero-copy
+    rc, out, err = cw("run", "bulk", "--", PY, "-c", BULK, str(n), "1", timeout=120)
+    want = bulk_expected(1, n)
+    assert rc == 0 and err == b""
+    assert len(out) == len(want) and out == want
+    run = last_run(db_path, "bulk")
+    assert run.stdout == capped(want)
+
+
+def test_bulk_output_of_both_streams_to_files(cw_env, db_path, tmp_path):
+    n = 12 * 1024
+    out_path, err_path = tmp_path / "out", tmp_path / "err"
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        rc = subprocess.run([CRONWATCH, "run", "both", "--max-output", "256k", "--", PY, "-c",
+                             BULK, str(n), "1,2"], env=cw_env, stdin=subprocess.DEVNULL,
+                            stdout=out, stderr=err, timeout=120).returncode  # fmt: skip
+    assert rc == 0
+    assert out_path.read_bytes() == bulk_expected(1, n)
+    assert err_path.read_bytes() == bulk_expected(2, n)
+    run = last_run(db_path, "both")
+    assert run.stdout == capped(bulk_expected(1, n), 256 * 1024)
+    assert run.stderr == capped(bulk_expected(2, n), 256 * 1024)
+
+
+def test_reader_going_away_after_bulk_output_reaches_the_job(cw_env, db_path):
+    """`cronwatch run x -- yes | head -c 20M`: the job still gets SIGPIPE once the stream
+    moves in the kernel."""
+    proc = subprocess.Popen([CRONWATCH, "run", "yes", "--", "yes"], env=cw_env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        got = 0
+        while got < 20 << 20:
+            ready, _, _ = select.select([proc.stdout], [], [], 20)
+            assert ready, "no output for 20 s"
+            chunk = proc.stdout.read1(1 << 20)
+            assert chunk
+            got += len(chunk)
+        proc.stdout.close()
+        rc = proc.wait(timeout=20)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert rc == 128 + signal.SIGPIPE
+    assert b"Traceback" not in proc.stderr.read()
+    run = last_run(db_path, "yes")
+    assert (run.signal, run.status) == (signal.SIGPIPE, Status.FAILED)
+    assert run.stdout.startswith(b"y\ny\n") and run.stdout.endswith(b"y\n")
+
+
+def test_tail_pipe_gives_up_cleanly_where_tee_cannot_work(tmp_path):
+    """tee(2) needs pipes: on a regular file it fails, and the caller reads instead."""
+    from cronwatch.teepipe import TailPipe, Unavailable
+
+    tp = TailPipe(1000, b"x" * 1500)
+    try:
+        with open(tmp_path / "f", "wb+") as f:
+            f.write(b"data")
+            f.seek(0)
+            with pytest.raises(Unavailable):
+                tp.step(f.fileno(), None)
+        assert tp.take() == b"x" * 1000  # what it kept is still there
+    finally:
+        tp.close()

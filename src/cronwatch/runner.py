@@ -9,6 +9,10 @@ from __future__ import annotations
 import os
 import sys
 
+TYPE_CHECKING = False  # no runtime `typing` import before the spawn
+if TYPE_CHECKING:
+    from typing import Any
+
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
 FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT")
 DEFAULT_MAX_OUTPUT = 1 << 20  # per stream
@@ -222,6 +226,17 @@ class _Capture:
         self.tail_len += len(data)
         while self.tail_len - len(self.tail[0]) >= keep:
             self.tail_len -= len(self.tail.pop(0))
+
+    def tail_bytes(self) -> bytes:
+        """The tail kept so far (the newest bytes after the head, at most its share)."""
+        tail = b"".join(self.tail)
+        keep = self.limit - self.limit // 2
+        return tail[len(tail) - keep :] if 0 < keep < len(tail) else tail
+
+    def resume(self, tail: bytes) -> None:
+        """The tail is ``tail`` (kept elsewhere meanwhile, see teepipe)."""
+        self.tail = [tail] if tail else []
+        self.tail_len = len(tail)
 
     def value(self) -> bytes:
         tail = b"".join(self.tail)
@@ -493,6 +508,8 @@ def _supervise(
     exited_at = 0.0
     tee_ok = {1: True, 2: True}
     read = os.read
+    zero_copy: dict[int, Any] = {}  # fd -> teepipe.TailPipe once its stream is bulk
+    may_zero_copy = hasattr(os, "splice")
     while open_fds or status is None:
         now = time.monotonic()
         waits: list[float] = []
@@ -525,6 +542,31 @@ def _supervise(
                 os.close(pidfd)
                 pidfd = -2
                 continue
+            tail_pipe = zero_copy.get(fd)
+            if tail_pipe is not None:  # bulk output: moved in the kernel (teepipe)
+                from .teepipe import Unavailable
+
+                target = fds[fd]
+                try:
+                    n = tail_pipe.step(fd, target if tee_ok[target] else None)
+                except Unavailable:
+                    caps[fd].resume(zero_copy.pop(fd).take())  # read from now on
+                    may_zero_copy = False
+                    continue
+                except BrokenPipeError:  # as below
+                    tee_ok[target] = False
+                    n = 0
+                except OSError:
+                    tee_ok[target] = False
+                    continue
+                if n:
+                    caps[fd].total += n
+                    continue
+                caps[fd].resume(zero_copy.pop(fd).take())
+                poller.unregister(fd)
+                os.close(fd)
+                open_fds.discard(fd)
+                continue
             try:
                 data = read(fd, 1 << 20)
             except OSError:  # EIO from a pty whose slave side closed
@@ -534,8 +576,11 @@ def _supervise(
                 os.close(fd)
                 open_fds.discard(fd)
                 continue
-            caps[fd].add(data)
+            cap = caps[fd]
+            cap.add(data)
             target = fds[fd]
+            if may_zero_copy and cap.total >= _ZERO_COPY_AFTER and tee_ok[target]:
+                may_zero_copy = _start_zero_copy(fd, target, cap, zero_copy)
             if tee_ok[target]:
                 try:
                     tee_ok[target] = _write_all(target, data)
@@ -551,6 +596,8 @@ def _supervise(
             if wpid:
                 status = st
                 exited_at = time.monotonic()
+    for fd, tail_pipe in zero_copy.items():
+        caps[fd].resume(tail_pipe.take())
     for fd in list(open_fds):
         poller.unregister(fd)
         os.close(fd)
@@ -560,6 +607,29 @@ def _supervise(
         res.stdout, res.stderr = by_target.get(1, b""), by_target.get(2, b"")
     assert status is not None
     return status
+
+
+_ZERO_COPY_AFTER = 8 << 20  # bytes of one stream before it may go zero-copy (teepipe)
+
+
+def _start_zero_copy(fd: int, target: int, cap: _Capture, zero_copy: dict[int, Any]) -> bool:
+    """Move the rest of this bulk stream in the kernel, if it can be: the job's side is
+    a pipe, ours takes splice, the head is complete. Returns whether to keep trying for
+    the other stream."""
+    import stat
+
+    if len(cap.head) < cap.limit // 2:
+        return True  # a head larger than 8 MiB: wait for it
+    try:
+        from .teepipe import TailPipe, Unavailable, splice_target
+
+        if not (stat.S_ISFIFO(os.fstat(fd).st_mode) and splice_target(target)):
+            return True
+        zero_copy[fd] = TailPipe(cap.limit - cap.limit // 2, cap.tail_bytes())
+    except (Unavailable, OSError, ImportError):
+        return False
+    cap.resume(b"")
+    return True
 
 
 def _drain_plain(pid: int, fds: dict[int, int], open_fds: set[int], forward: _Forwarder) -> int:
