@@ -231,7 +231,7 @@ class _Capture:
         """The tail kept so far (the newest bytes after the head, at most its share)."""
         tail = b"".join(self.tail)
         keep = self.limit - self.limit // 2
-        return tail[len(tail) - keep :] if 0 < keep < len(tail) else tail
+        return tail[len(tail) - keep :] if len(tail) > keep else tail
 
     def resume(self, tail: bytes) -> None:
         """The tail is ``tail`` (kept elsewhere meanwhile, see teepipe)."""
@@ -239,13 +239,9 @@ class _Capture:
         self.tail_len = len(tail)
 
     def value(self) -> bytes:
-        tail = b"".join(self.tail)
-        keep = self.limit - self.limit // 2
-        if len(tail) > keep:
-            tail = tail[len(tail) - keep :]
         from ._utils import join_capped  # after the child exited: the import costs no one
 
-        return join_capped(bytes(self.head), tail, self.total)
+        return join_capped(bytes(self.head), self.tail_bytes(), self.total)
 
 
 class NotStarted(Exception):

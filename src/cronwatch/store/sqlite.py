@@ -99,6 +99,17 @@ _DAY_MERGE = (
 
 
 _ALL_DAYS = -(1 << 62)  # a day before any run
+# The runs of job ?1 counted in sealed day ?2 (seal ?3), through (job_id, started_at): the
+# range bounds the index walk, the CAST is the exact day of run_days' rows.
+_IN_SEALED_DAY = (
+    " WHERE job_id=?1 AND started_at>=?2*86400-1 AND started_at<?2*86400+86401"
+    " AND CAST(started_at / 86400 AS INTEGER)=?2 AND started_at<?3"
+)
+
+
+def _first_day(lo: float) -> int:
+    """The first whole UTC day at or after ``lo`` (``_ALL_DAYS`` for all history)."""
+    return _ALL_DAYS if lo == float("-inf") else int(-(-lo // 86400))
 
 
 def _pack_durs(durs: list[float]) -> bytes:
@@ -679,7 +690,7 @@ class SQLiteStore(Store):
         sealed = self._sealed()
         db = self.db
         pieces: list[Any] = []
-        first_day = _ALL_DAYS if lo == float("-inf") else int(-(-lo // self.DAY))
+        first_day = _first_day(lo)
         if first_day * self.DAY < sealed:
             for day, blob in db.execute(
                 "SELECT day, durs FROM run_days WHERE job_id=? AND day>=? AND n_dur>0",
@@ -713,10 +724,8 @@ class SQLiteStore(Store):
         return sorted(
             r[0]
             for r in self.db.execute(
-                "SELECT duration FROM runs INDEXED BY runs_job_started WHERE job_id=?1"
-                " AND started_at>=?2*86400-1 AND started_at<?2*86400+86401"
-                " AND CAST(started_at / 86400 AS INTEGER)=?2 AND started_at<?3"
-                " AND duration IS NOT NULL",
+                "SELECT duration FROM runs INDEXED BY runs_job_started"
+                f"{_IN_SEALED_DAY} AND duration IS NOT NULL",
                 (jid, day, sealed),
             )
         )
@@ -781,9 +790,7 @@ class SQLiteStore(Store):
         db.executemany("DELETE FROM run_days WHERE job_id=? AND day=?", days)
         db.executemany(
             f"INSERT INTO run_days ({_DAY_COLUMNS}) SELECT ?1, ?2, {_DAY_AGGREGATES} FROM runs"
-            " WHERE job_id=?1 AND started_at>=?2*86400-1 AND started_at<?2*86400+86401"
-            " AND CAST(started_at / 86400 AS INTEGER)=?2 AND started_at<?3"
-            " HAVING count(*)>0",
+            f"{_IN_SEALED_DAY} HAVING count(*)>0",
             [(jid, day, sealed) for jid, day in days],
         )
         self._fill_durs(days)
@@ -797,17 +804,17 @@ class SQLiteStore(Store):
         sealed = self._sealed()
         db = self.db
         parts = []
-        first_day = None if lo == float("-inf") else int(-(-lo // self.DAY))
-        if first_day is None or first_day * self.DAY < sealed:
+        first_day = _first_day(lo)
+        if first_day * self.DAY < sealed:
             parts.append(
                 db.execute(
                     "SELECT sum(runs), sum(running), sum(success), sum(failed), sum(timeout),"
                     " sum(missed), sum(n_dur), sum(sum_dur), max(max_dur) FROM run_days"
                     " WHERE job_id=? AND day>=?",
-                    (jid, _ALL_DAYS if first_day is None else first_day),
+                    (jid, first_day),
                 ).fetchone()
             )
-        if first_day is not None:
+        if first_day != _ALL_DAYS:
             # the partial first day, and everything when the seal is inside it
             parts.append(
                 db.execute(
