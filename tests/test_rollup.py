@@ -55,6 +55,23 @@ def random_run(rng: random.Random, t: float) -> Run:
     return run_at(t, status, duration=duration, stdout=None)
 
 
+def old_database(path, version: int, runs: list[Run]) -> sqlite3.Connection:
+    """A database at schema ``version`` (migrations up to it), job "j" with ``runs``."""
+    from cronwatch.store import migrations
+
+    db = sqlite3.connect(path, isolation_level=None)
+    for step in migrations.SQLITE[:version]:
+        for stmt in migrations.statements(step):
+            db.execute(stmt)
+    db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(version),))
+    db.execute("INSERT INTO jobs(name, created_at) VALUES ('j', 0)")
+    db.executemany(
+        "INSERT INTO runs(uid, job_id, status, started_at, duration) VALUES (?,1,?,?,?)",
+        [(r.id, r.status.value, r.started_at, r.duration) for r in runs],
+    )
+    return db
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_stats_through_the_rollup_match_every_stored_run(store, seed):
     rng = random.Random(seed)
@@ -118,22 +135,12 @@ def test_a_deleted_and_recreated_job_starts_from_nothing(store):
 
 def test_an_old_database_gets_its_rollup_built_by_the_migration(tmp_path):
     """A database from before the rollup (schema 3) opens with run_days filled in."""
-    from cronwatch.store import migrations, open_store
+    from cronwatch.store import open_store
 
     path = tmp_path / "old.db"
-    db = sqlite3.connect(path, isolation_level=None)
-    for step in migrations.SQLITE[:3]:
-        for stmt in migrations.statements(step):
-            db.execute(stmt)
-    db.execute("INSERT INTO meta VALUES ('schema_version', '3')")
-    db.execute("INSERT INTO jobs(name, created_at) VALUES ('j', 0)")
     rng = random.Random(3)
     runs = [random_run(rng, T0 + i * 1800) for i in range(300)]
-    db.executemany(
-        "INSERT INTO runs(uid, job_id, status, started_at, duration) VALUES (?,1,?,?,?)",
-        [(r.id, r.status.value, r.started_at, r.duration) for r in runs],
-    )
-    db.close()
+    old_database(path, 3, runs).close()
     store = open_store(str(path))
     try:
         assert day_rows(store) == len({int(r.started_at // DAY) for r in runs})
@@ -201,21 +208,12 @@ def test_days_emptied_by_retention_leave_the_rollup_at_the_next_seal(store):
 
 
 def test_a_schema_4_database_gets_its_days_durations_and_loses_the_index(tmp_path):
-    from cronwatch.store import migrations, open_store
+    from cronwatch.store import open_store
 
     path = tmp_path / "v4.db"
-    db = sqlite3.connect(path, isolation_level=None)
-    for step in migrations.SQLITE[:4]:
-        for stmt in migrations.statements(step):
-            db.execute(stmt)
-    db.execute("INSERT INTO meta VALUES ('schema_version', '4')")
-    db.execute("INSERT INTO jobs(name, created_at) VALUES ('j', 0)")
     rng = random.Random(4)
     runs = [random_run(rng, T0 + i * 600) for i in range(3000)]
-    db.executemany(
-        "INSERT INTO runs(uid, job_id, status, started_at, duration) VALUES (?,1,?,?,?)",
-        [(r.id, r.status.value, r.started_at, r.duration) for r in runs],
-    )
+    db = old_database(path, 4, runs)
     db.execute("UPDATE rollup SET sealed=?", (T0 + 15 * DAY,))
     db.execute(  # what migration 4 and the seals of a schema 4 store would have written
         "INSERT INTO run_days SELECT job_id, CAST(started_at / 86400 AS INTEGER) AS d, count(*),"

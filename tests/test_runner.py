@@ -285,14 +285,23 @@ def test_streams_keep_their_order_and_stay_separate(cw, db_path):
     assert (run.stdout, run.stderr) == (want_out, want_err)
 
 
-def test_reader_going_away_reaches_the_job(cw_env, db_path):
-    """`cronwatch run x -- yes | head -1`: `yes` gets SIGPIPE as it would unwrapped."""
+def yes_until(cw_env, db_path, nbytes: int) -> bytes:
+    """`cronwatch run yes -- yes | head -c NBYTES`: read that much, then close the pipe.
+    `yes` must get SIGPIPE as it would unwrapped; returns the captured stdout."""
     proc = subprocess.Popen([CRONWATCH, "run", "yes", "--", "yes"], env=cw_env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)  # fmt: skip
     try:
-        assert proc.stdout.read(2) == b"y\n"
-        proc.stdout.close()  # like head -1 exiting
+        head, count = b"", 0
+        while count < nbytes:
+            ready, _, _ = select.select([proc.stdout], [], [], 20)
+            assert ready, "no output for 20 s"
+            chunk = proc.stdout.read1(min(1 << 20, nbytes - count))
+            assert chunk
+            head = (head + chunk[:16])[:16]
+            count += len(chunk)
+        assert head.startswith(b"y\n")
+        proc.stdout.close()  # like head exiting
         rc = proc.wait(timeout=20)
     finally:
         proc.kill()
@@ -301,7 +310,12 @@ def test_reader_going_away_reaches_the_job(cw_env, db_path):
     assert b"Traceback" not in proc.stderr.read()
     run = last_run(db_path, "yes")
     assert (run.signal, run.status) == (signal.SIGPIPE, Status.FAILED)
-    assert run.stdout.startswith(b"y\ny\n")
+    return run.stdout
+
+
+def test_reader_going_away_reaches_the_job(cw_env, db_path):
+    """`cronwatch run x -- yes | head -1`: `yes` gets SIGPIPE as it would unwrapped."""
+    assert yes_until(cw_env, db_path, 2).startswith(b"y\ny\n")
 
 
 def test_stdin_is_inherited(cw, db_path):
@@ -473,27 +487,8 @@ def test_bulk_output_of_both_streams_to_files(cw_env, db_path, tmp_path):
 def test_reader_going_away_after_bulk_output_reaches_the_job(cw_env, db_path):
     """`cronwatch run x -- yes | head -c 20M`: the job still gets SIGPIPE once the stream
     moves in the kernel."""
-    proc = subprocess.Popen([CRONWATCH, "run", "yes", "--", "yes"], env=cw_env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)  # fmt: skip
-    try:
-        got = 0
-        while got < 20 << 20:
-            ready, _, _ = select.select([proc.stdout], [], [], 20)
-            assert ready, "no output for 20 s"
-            chunk = proc.stdout.read1(1 << 20)
-            assert chunk
-            got += len(chunk)
-        proc.stdout.close()
-        rc = proc.wait(timeout=20)
-    finally:
-        proc.kill()
-        proc.wait()
-    assert rc == 128 + signal.SIGPIPE
-    assert b"Traceback" not in proc.stderr.read()
-    run = last_run(db_path, "yes")
-    assert (run.signal, run.status) == (signal.SIGPIPE, Status.FAILED)
-    assert run.stdout.startswith(b"y\ny\n") and run.stdout.endswith(b"y\n")
+    stdout = yes_until(cw_env, db_path, 20 << 20)
+    assert stdout.startswith(b"y\ny\n") and stdout.endswith(b"y\n")
 
 
 def test_tail_pipe_gives_up_cleanly_where_tee_cannot_work(tmp_path):
