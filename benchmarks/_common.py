@@ -149,7 +149,7 @@ def schema_tag() -> str:
     """A short hash of the SQLite migrations: cached databases are rebuilt when it changes."""
     import hashlib
 
-    from cronwatch.store import migrations
+    from cronwatch.store.sqlite import migrations
 
     return hashlib.sha1("".join(migrations.SQLITE).encode()).hexdigest()[:8]
 
@@ -161,7 +161,7 @@ def make_runs(job: str, n: int, *, now: float, every: float, with_output: int = 
     Like a history where retention already ran: only the newest ``with_output`` runs (and
     every failed run) carry captured output. Every ``fail_every``-th run failed.
     """
-    from cronwatch.models import Run, Status
+    from cronwatch.core.model import Run, Status
 
     runs = []
     first = now - n * every

@@ -23,8 +23,8 @@ import sys
 import tempfile
 import time
 
-from cronwatch.checks import check_all
-from cronwatch.models import Job, Run, Status
+from cronwatch.app.evaluate import check_all
+from cronwatch.core.model import Job, Run, Status
 from cronwatch.store import open_store
 
 SCHEDULES = [

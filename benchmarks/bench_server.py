@@ -147,7 +147,7 @@ def main() -> None:
             with open_store(db) as s:
                 keys = {n: s.ensure_ping_key(n, now=time.time()) for n in ("hc", "simob")}
             proc = subprocess.Popen(
-                [sys.executable, "-m", "cronwatch.cli", "serve", "--port", "0", "--db", db,
+                [sys.executable, "-m", "cronwatch.main", "serve", "--port", "0", "--db", db,
                  "--ping-writer", mode],
                 stderr=subprocess.PIPE,
             )  # fmt: skip

@@ -8,7 +8,7 @@ Targets (ratios of medians measured in the same, interleaved run):
 Child start is detected with a FIFO: the child is ``sh -c 'exec 3>FIFO'`` and the benchmark
 blocks in open(FIFO, O_RDONLY), which returns the moment the child opens the write end.
 ``sh`` spawned directly the same way is reported too (the child's own start-up, ~1 ms).
-When the dashboard is rendered by a detached process (cronwatch.regen), the benchmark waits
+When the dashboard is rendered by a detached process (cronwatch.app.regen), the benchmark waits
 for it after every command, reports how long it ran on, and times one regeneration alone.
 
     python benchmarks/bench_wrapper.py [--quick] [--rounds N] [--no-breakdown]
@@ -49,20 +49,20 @@ def wrap(label, owner, attr):
         finally:
             out["  of which " + label] = [(T() - t0[0]) * 1000, (W() - t0[1]) * 1000]
     setattr(owner, attr, timed)
-import cronwatch.cli, cronwatch.runner as R
+import cronwatch.main, cronwatch.wrapper.runner as R
 lap("imports before the spawn (cli, runner)")
 o = R.parse_run_args(["job-000", "--db", sys.argv[1], "--", "true"], name_form=False)
 res = R.execute(o)
 lap("spawn and wait for `true`")
-import cronwatch.record as rec, cronwatch.store as st, cronwatch.store.sqlite as sq
-import cronwatch.checks as ch
+import cronwatch.wrapper.record as rec, cronwatch.store as st, cronwatch.store.sqlite.backend as sq
+import cronwatch.app.evaluate as ch
 try:
-    import cronwatch.regen as regen
+    import cronwatch.app.regen as regen
     wrap("dashboard request (rendered by a detached process)", regen, "request")
 except ImportError:
     regen = None
 if regen is None or os.environ.get("CRONWATCH_DASHBOARD_SYNC") == "1":
-    import cronwatch.dashboard as dash
+    import cronwatch.app.dashboard as dash
     wrap("write_dashboard (inline)", dash, "write_dashboard")
 lap("imports after the exit (record, store, checks, regen)")
 wrap("open_store", st, "open_store")
@@ -184,8 +184,8 @@ def main() -> int:
     run = [c.CRONWATCH, "run", "job-000", "--db", db]
     child = ["/bin/sh", "-c", f"exec 3>{fifo}"]
     page = os.path.join(os.path.dirname(db), "dashboard.html")
-    detached = importlib.util.find_spec("cronwatch.regen") is not None
-    regen = [c.PYTHON, "-m", "cronwatch.regen", db, page]
+    detached = importlib.util.find_spec("cronwatch.app.regen") is not None
+    regen = [c.PYTHON, "-m", "cronwatch.app.regen", db, page]
     lag: list[float] = []
 
     def run_true() -> float:

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cronwatch.alerting import (
+from cronwatch.core.alerting import (
     AlertState,
     CloseIncident,
     Notify,
@@ -17,8 +17,8 @@ from cronwatch.alerting import (
     on_outcome,
     on_tick,
 )
-from cronwatch.errors import ValidationError
-from cronwatch.models import Job
+from cronwatch.core.errors import ValidationError
+from cronwatch.core.model import Job
 
 T = 10_000.0
 DOWN = dict(down=True, fail_streak=2, incident_open=True, alerted=True, cause="exit 1")

@@ -4,9 +4,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cronwatch.assertions import check_rules, parse_rule, parse_rules
-from cronwatch.errors import ValidationError
-from cronwatch.models import Run, Status
+from cronwatch.core.assertions import check_rules, parse_rule, parse_rules
+from cronwatch.core.errors import ValidationError
+from cronwatch.core.model import Run, Status
 
 
 def run(duration: float | None = 10.0, stdout: bytes | None = b"", stderr: bytes | None = b""):

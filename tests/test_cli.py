@@ -11,8 +11,8 @@ import pytest
 
 import cronwatch
 from conftest import CRONWATCH, JOB_WATCH, last_run
-from cronwatch.commands import build_parser
-from cronwatch.models import NAME_RULE, Job, Run, Status
+from cronwatch.cli.commands import build_parser
+from cronwatch.core.model import NAME_RULE, Job, Run, Status
 
 # --- the wrapper's command line -------------------------------------------------------------
 
@@ -109,7 +109,7 @@ def test_top_level_help_has_examples(cw):
 def test_every_command_help_shows_an_example(capsys):
     """An undocumented command fails the suite. (In-process through cli.main: one
     subprocess per command would cost seconds; test_run_help covers the script.)"""
-    from cronwatch.cli import main
+    from cronwatch.main import main
 
     names = subcommands()
     assert {"run", "history", "stats", "last-failure", "runs", "jobs", "show", "export",

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from cronwatch.dashboard import render_dashboard, write_dashboard
-from cronwatch.models import Run, Status
+from cronwatch.app.dashboard import render_dashboard, write_dashboard
+from cronwatch.core.model import Run, Status
 from cronwatch.store import open_store
 
 NOW = time.time()
@@ -133,9 +133,9 @@ def test_output_is_utf8_with_bad_bytes_replaced_and_the_page_ascii(db: Any) -> N
 def test_health_is_shown_and_reused_until_the_clock_can_change_it(
     hostile_store: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import cronwatch.dashboard
-    import cronwatch.health
-    from cronwatch.errors import ValidationError
+    import cronwatch.app.dashboard
+    import cronwatch.core.health
+    from cronwatch.core.errors import ValidationError
 
     calls: list[str] = []
 
@@ -147,8 +147,8 @@ def test_health_is_shown_and_reused_until_the_clock_can_change_it(
             return {"health": "failing", "health_reason": "exit 1", "next_expected": NOW + 60}
         return {"health": "late", "health_reason": "due at <b>noon</b>", "slowdown": "2.0x"}
 
-    monkeypatch.setattr(cronwatch.health, "describe_job", describe_job, raising=False)
-    monkeypatch.setattr(cronwatch.dashboard, "_hour", lambda name, now: 0)  # no hourly refresh
+    monkeypatch.setattr(cronwatch.core.health, "describe_job", describe_job, raising=False)
+    monkeypatch.setattr(cronwatch.app.dashboard, "_hour", lambda name, now: 0)  # no hourly refresh
     first = render_dashboard(hostile_store, now=NOW)
     assert '<span class="pill warn" title="due at &lt;b&gt;noon&lt;/b&gt;">late</span>' in first
     assert '<span class="pill warn" title="2.0x">slower</span>' in first

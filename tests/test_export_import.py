@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cronwatch.models import Run, Status
+from cronwatch.core.model import Run, Status
 from cronwatch.store import open_store
 
 T0 = time.time() - 86400  # recent: the default retention keeps a year
@@ -220,7 +220,7 @@ def test_the_parse_fast_path_agrees_with_run_from_dict(monkeypatch):
     Run.from_dict (the one definition of what a run line may hold)."""
     import random
 
-    from cronwatch import importer
+    from cronwatch.app import importer
 
     slow = importer._slow_row
     calls = []
@@ -270,7 +270,7 @@ def test_a_large_import_keeps_every_run_and_stats_agree(cw, db_path, tmp_path):
     """Two batches, runs spread over months (mostly in days the rollup already sealed),
     re-imported on top of itself: every run arrives once, and stats read through the rollup
     match the runs themselves."""
-    from cronwatch.importer import BATCH
+    from cronwatch.app.importer import BATCH
     from test_store import reference_stats
 
     n = BATCH + 5000
@@ -303,8 +303,8 @@ def _lines(n: int) -> list[str]:
 def test_a_store_failure_mid_import_stops_the_reader_and_is_reported(monkeypatch):
     """The parsing child is stopped and reaped when writing fails; the error is the
     store's, as it would be without the child."""
-    from cronwatch.errors import StoreError
-    from cronwatch.importer import BATCH, import_lines
+    from cronwatch.app.importer import BATCH, import_lines
+    from cronwatch.core.errors import StoreError
 
     children = []
     fork = os.fork
@@ -336,8 +336,8 @@ def test_a_store_failure_mid_import_stops_the_reader_and_is_reported(monkeypatch
 
 
 def test_an_input_that_fails_while_read_is_a_clear_error():
-    from cronwatch.errors import CronwatchError
-    from cronwatch.importer import BATCH, FIRST_BATCH, import_lines
+    from cronwatch.app.importer import BATCH, FIRST_BATCH, import_lines
+    from cronwatch.core.errors import CronwatchError
 
     def src():
         yield from _lines(FIRST_BATCH + BATCH + 10)

@@ -6,14 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cronwatch.health import (
-    MIN_GRACE,
-    Health,
-    effective_grace,
-    evaluate,
-    next_deadline,
-)
-from cronwatch.models import Job, Run, Status
+from cronwatch.core.health import MIN_GRACE, Health, effective_grace, evaluate, next_deadline
+from cronwatch.core.model import Job, Run, Status
 
 HOUR = 3600.0
 

@@ -9,8 +9,8 @@ import pickle
 
 import pytest
 
-from cronwatch.errors import ValidationError
-from cronwatch.models import (
+from cronwatch.core.errors import ValidationError
+from cronwatch.core.model import (
     SETTING_NAMES,
     STATUSES,
     Job,

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from cronwatch.errors import DeliveryError, ValidationError
+from cronwatch.core.errors import DeliveryError, ValidationError
 from cronwatch.notify import Message, redact, send, validate_channel, validate_template
 from cronwatch.notify import apprise as apprise_channel
 from cronwatch.notify import email as email_channel

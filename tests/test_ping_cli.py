@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from conftest import Result
-from cronwatch.models import Status
+from cronwatch.core.model import Status
 from test_server_harness import LiveServer, live  # noqa: F401  (fixture)
 
 Cw = Callable[..., Result]

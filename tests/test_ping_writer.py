@@ -143,7 +143,7 @@ def test_inbox_waits_for_the_rest_of_a_turn_and_inserts_meanwhile() -> None:
 
 
 def test_commit_each_takes_more_items_into_the_same_transaction(tmp_path: Path) -> None:
-    from cronwatch.errors import NotFound
+    from cronwatch.core.errors import NotFound
     from cronwatch.server.ingest import Committer
 
     store = open_store(str(tmp_path / "c.db"))

@@ -15,9 +15,11 @@ from typing import Any
 
 import pytest
 
-from cronwatch import outbox, remote, runner, transport
-from cronwatch.models import Run, Status, new_run_id
-from cronwatch.remote import BadServer, Ping, ping_url
+from cronwatch.core.model import Run, Status, new_run_id
+from cronwatch.remote import outbox, transport
+from cronwatch.remote import ping as remote
+from cronwatch.remote.ping import BadServer, Ping, ping_url
+from cronwatch.wrapper import runner
 from test_server_harness import LiveServer, live  # noqa: F401  (fixture)
 
 # --- fixtures and helpers -------------------------------------------------------------------

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from cronwatch.models import Job, Run, Status
+from cronwatch.core.model import Job, Run, Status
 from test_store import reference_stats, run_at
 
 DAY = 86400.0
@@ -57,7 +57,7 @@ def random_run(rng: random.Random, t: float) -> Run:
 
 def old_database(path, version: int, runs: list[Run]) -> sqlite3.Connection:
     """A database at schema ``version`` (migrations up to it), job "j" with ``runs``."""
-    from cronwatch.store import migrations
+    from cronwatch.store.sqlite import migrations
 
     db = sqlite3.connect(path, isolation_level=None)
     for step in migrations.SQLITE[:version]:
@@ -238,7 +238,7 @@ def test_writers_beside_a_bulk_import_keep_the_rollup_right(cw, db_path, tmp_pat
     """Another connection writing into sealed days while an import recomputes them: both
     recompute the days they touched inside their own write transactions, so every run is
     counted once."""
-    from cronwatch.importer import BATCH
+    from cronwatch.app.importer import BATCH
     from cronwatch.store import open_store
 
     now = time.time()  # the import's retention keeps a year back from the clock

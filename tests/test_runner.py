@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CRONWATCH, JOB_WATCH, PY, last_run
-from cronwatch.models import Status
+from cronwatch.core.model import Status
 
 
 def test_output_and_run_recorded(cw, db_path):
@@ -493,7 +493,7 @@ def test_reader_going_away_after_bulk_output_reaches_the_job(cw_env, db_path):
 
 def test_tail_pipe_gives_up_cleanly_where_tee_cannot_work(tmp_path):
     """tee(2) needs pipes: on a regular file it fails, and the caller reads instead."""
-    from cronwatch.teepipe import TailPipe, Unavailable
+    from cronwatch.wrapper.teepipe import TailPipe, Unavailable
 
     tp = TailPipe(1000, b"x" * 1500)
     try:

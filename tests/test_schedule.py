@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cronwatch.errors import ValidationError
-from cronwatch.schedule import missed_deadlines, parse_schedule, validate_tz
+from cronwatch.core.errors import ValidationError
+from cronwatch.core.schedule import missed_deadlines, parse_schedule, validate_tz
 
 ZONES = [
     "Europe/London",

@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 import cronwatch
-from cronwatch import ValidationError, finish_job, monitor, outbox, start_job, transport
-from cronwatch.models import Status
+from cronwatch import ValidationError, finish_job, monitor, start_job
+from cronwatch.core.model import Status
+from cronwatch.remote import outbox, transport
 from cronwatch.store import open_store
 from test_server_harness import LiveServer, live  # noqa: F401  (fixture)
 

@@ -15,7 +15,7 @@ import pytest
 
 from test_server_harness import LiveServer
 
-pytest.importorskip("cronwatch.checks")
+pytest.importorskip("cronwatch.app.evaluate")
 
 
 class Receiver(BaseHTTPRequestHandler):
@@ -69,7 +69,7 @@ def test_timeout_alert_and_recovery_via_webhook(tmp_path: Path) -> None:
 def test_missed_run_alert_and_recovery_through_the_running_scheduler(tmp_path: Path) -> None:
     """A job whose last run was ten minutes ago on a one-minute schedule: the scheduler,
     started fresh, finds it missed, records the missed runs, alerts; a ping recovers it."""
-    from cronwatch.models import Job, Run, Status
+    from cronwatch.core.model import Job, Run, Status
     from cronwatch.store import open_store
 
     got: list[dict] = []

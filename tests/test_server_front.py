@@ -12,7 +12,7 @@ import time
 
 import httpx
 
-from cronwatch.models import new_run_id
+from cronwatch.core.model import new_run_id
 from cronwatch.server.apply import RunIds
 from test_server_harness import LiveServer, client, live  # noqa: F401
 

@@ -24,7 +24,7 @@ class LiveServer:
         self.url = ""
 
     def start(self) -> LiveServer:
-        cmd = [sys.executable, "-m", "cronwatch.cli", "serve", "--port", "0", "--db",
+        cmd = [sys.executable, "-m", "cronwatch.main", "serve", "--port", "0", "--db",
                str(self.db), "--keepalive", "0.3", *self.extra]  # fmt: skip
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
         assert self.proc.stderr is not None

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from conftest import CRONWATCH, last_run, warnings
-from cronwatch import spool
-from cronwatch.models import Run, Status
+from cronwatch.core.model import Run, Status
 from cronwatch.store import open_store
+from cronwatch.wrapper import spool
 
 ALL_BYTES = bytes(range(256))
 

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cronwatch.models import Status
-from cronwatch.stats import (
+from cronwatch.core.model import Status
+from cronwatch.core.stats import (
     SlowDown,
     kth_smallest,
     nearest_rank,

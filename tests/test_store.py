@@ -12,8 +12,8 @@ import time
 import pytest
 
 from conftest import CRONWATCH
-from cronwatch.errors import NotFound
-from cronwatch.models import Job, Run, Status
+from cronwatch.core.errors import NotFound
+from cronwatch.core.model import Job, Run, Status
 
 T0 = 1_700_000_000.0
 DAY = 86400.0

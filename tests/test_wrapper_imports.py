@@ -37,9 +37,13 @@ def test_a_steady_run_records_without_heavy_imports(cw, db_path: Path) -> None:
         assert rc == 0
     modules = imported(err)
     # it did record, evaluate and ask for the dashboard...
-    assert {"cronwatch.store.sqlite", "cronwatch.checks", "cronwatch.regen"} <= modules
+    assert {
+        "cronwatch.store.sqlite.backend",
+        "cronwatch.app.evaluate",
+        "cronwatch.app.regen",
+    } <= modules
     assert not modules & HEAVY  # ...with none of these
-    assert "cronwatch.alerting" not in modules  # a steady success skips the state machine
+    assert "cronwatch.core.alerting" not in modules  # a steady success skips the state machine
     assert not [line for line in err.splitlines() if not line.startswith(b"import time:")]
     run = last_run(db_path, "lean")
     assert run.status == "success" and run.stdout == b"" and run.stderr == b""

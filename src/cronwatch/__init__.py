@@ -6,15 +6,15 @@ on first use of ``cronwatch.monitor`` and friends.
 
 from __future__ import annotations
 
-from ._version import __version__
+from cronwatch._version import __version__
 
 TYPE_CHECKING = False  # not `from typing import ...`: the wrapper pays for every import
 if TYPE_CHECKING:
     from typing import Any
 
-    from .client import JobHandle, Monitor, finish_job, monitor, start_job
-    from .errors import CronwatchError, ValidationError
-    from .transport import Settings, Transport
+    from cronwatch.core.errors import CronwatchError, ValidationError
+    from cronwatch.remote.client import JobHandle, Monitor, finish_job, monitor, start_job
+    from cronwatch.remote.transport import Settings, Transport
 
 __all__ = [
     "CronwatchError",
@@ -30,15 +30,15 @@ __all__ = [
 ]
 
 _LAZY = {
-    "CronwatchError": "errors",
-    "JobHandle": "client",
-    "Monitor": "client",
-    "Settings": "transport",
-    "Transport": "transport",
-    "ValidationError": "errors",
-    "finish_job": "client",
-    "monitor": "client",
-    "start_job": "client",
+    "CronwatchError": "core.errors",
+    "JobHandle": "remote.client",
+    "Monitor": "remote.client",
+    "Settings": "remote.transport",
+    "Transport": "remote.transport",
+    "ValidationError": "core.errors",
+    "finish_job": "remote.client",
+    "monitor": "remote.client",
+    "start_job": "remote.client",
 }
 
 

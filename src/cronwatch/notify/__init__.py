@@ -23,9 +23,9 @@ from __future__ import annotations
 import re
 from typing import Protocol
 
-from ..errors import ValidationError
-from . import apprise, email, slack, telegram, webhook
-from .message import KINDS, PLACEHOLDERS, Message, check_template
+from cronwatch.core.errors import ValidationError
+from cronwatch.notify import apprise, email, slack, telegram, webhook
+from cronwatch.notify.message import KINDS, PLACEHOLDERS, Message, check_template
 
 __all__ = [
     "ACCEPTED",

@@ -9,8 +9,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from .._version import __version__
-from ..errors import DeliveryError
+from cronwatch._version import __version__
+from cronwatch.core.errors import DeliveryError
 
 USER_AGENT = f"cronwatch/{__version__}"
 _MAX_READ = 64 * 1024

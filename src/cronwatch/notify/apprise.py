@@ -10,8 +10,8 @@ import importlib
 import importlib.util
 from typing import Any
 
-from ..errors import DeliveryError, ValidationError
-from .message import Message
+from cronwatch.core.errors import DeliveryError, ValidationError
+from cronwatch.notify.message import Message
 
 INSTALL_HINT = "install the apprise extra (pip install 'cronwatch[apprise]') for 100+ services"
 

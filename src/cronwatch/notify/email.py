@@ -20,9 +20,9 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from ..errors import DeliveryError, ValidationError
-from ._http import reason
-from .message import Message
+from cronwatch.core.errors import DeliveryError, ValidationError
+from cronwatch.notify._http import reason
+from cronwatch.notify.message import Message
 
 SCHEMES = ("mailto", "mailtos", "smtp", "smtps")
 FORM = "mailto://user:pass@smtp.host:587?to=you@example.com[&from=me@example.com]"

@@ -10,8 +10,8 @@ from dataclasses import asdict, dataclass, field
 from string import Template
 from typing import Any
 
-from .._utils import format_duration, format_time, iso
-from ..errors import ValidationError
+from cronwatch.core.errors import ValidationError
+from cronwatch.core.values import format_duration, format_time, iso
 
 KINDS = ("alert", "recovery", "reminder", "test")
 PLACEHOLDERS = (

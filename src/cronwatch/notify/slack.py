@@ -11,9 +11,9 @@ import os
 import re
 from urllib.parse import urlsplit
 
-from ..errors import ValidationError
-from ._http import post
-from .message import Message
+from cronwatch.core.errors import ValidationError
+from cronwatch.notify._http import post
+from cronwatch.notify.message import Message
 
 SCHEMES = ("slack",)
 HOST = "hooks.slack.com"

@@ -9,9 +9,9 @@ import json
 import os
 import re
 
-from ..errors import ValidationError
-from ._http import post
-from .message import Message
+from cronwatch.core.errors import ValidationError
+from cronwatch.notify._http import post
+from cronwatch.notify.message import Message
 
 SCHEMES = ("tgram",)
 FORM = "tgram://BOT_TOKEN/CHAT_ID"

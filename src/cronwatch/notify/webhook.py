@@ -12,9 +12,9 @@ import base64
 import re
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
-from ..errors import ValidationError
-from ._http import post
-from .message import Message, check_template, is_json_template, json_escape
+from cronwatch.core.errors import ValidationError
+from cronwatch.notify._http import post
+from cronwatch.notify.message import Message, check_template, is_json_template, json_escape
 
 SCHEMES = ("http", "https")
 _SAFE_SEGMENT = re.compile(r"[A-Za-z_.-]{1,16}")

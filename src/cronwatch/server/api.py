@@ -16,11 +16,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPBearer
 
-from ..errors import CronwatchError, NotFound, ValidationError
-from ..models import NAME_RULE, Job, Status
-from ..store.base import Store
-from .api_models import JobCreate, JobPatch, JobSettings, RunCreate, RunPatch
-from .auth import authorize
+from cronwatch.core.errors import CronwatchError, NotFound, ValidationError
+from cronwatch.core.model import NAME_RULE, Job, Status
+from cronwatch.server.api_models import JobCreate, JobPatch, JobSettings, RunCreate, RunPatch
+from cronwatch.server.auth import authorize
+from cronwatch.store.interface import Store
 
 NAME = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 RUN_ID = r"^[A-Za-z0-9._:-]{1,128}$"
@@ -186,7 +186,7 @@ def build_api(server: Any) -> FastAPI:
 
     @api.post("/jobs/{name}/runs", status_code=201)
     async def create_run(name: JobName, body: RunCreate) -> dict[str, Any]:
-        from .runs_api import create_run_op
+        from cronwatch.server.runs_api import create_run_op
 
         run = await write(lambda s: create_run_op(s, name, body, time.time(), OUTPUT_LIMIT), name)
         if server.scheduler is not None:
@@ -199,7 +199,7 @@ def build_api(server: Any) -> FastAPI:
 
     @api.patch("/runs/{run_id}")
     async def patch_run(run_id: RunId, body: RunPatch) -> dict[str, Any]:
-        from .runs_api import patch_run_op
+        from cronwatch.server.runs_api import patch_run_op
 
         run = await write(lambda s: patch_run_op(s, run_id, body, time.time(), OUTPUT_LIMIT))
         if server.scheduler is not None:
@@ -251,7 +251,7 @@ def check_settings(settings: dict[str, Any]) -> None:
             raise ValidationError(f"invalid tz {settings['tz']!r}: expected an IANA zone") from None
     for channel in settings.get("notify") or ():
         try:
-            from ..notify import validate_channel
+            from cronwatch.notify import validate_channel
         except ImportError:
             break
         try:
@@ -262,7 +262,7 @@ def check_settings(settings: dict[str, Any]) -> None:
             raise ValidationError(f"invalid notify channel {channel!r}: {e}") from None
     if settings.get("schedule"):
         try:
-            from ..schedule import parse_schedule
+            from cronwatch.core.schedule import parse_schedule
         except ImportError:
             return
         try:
@@ -290,7 +290,7 @@ def job_view(store: Store, job: Job) -> dict[str, Any]:
     d["last_run"] = None if last is None else last.to_dict(output=False)
     d["status"] = None if last is None else last.status.value
     # The same health the CLI and the dashboard show: schedule, grace, max runtime included.
-    from ..checks import describe
+    from cronwatch.app.evaluate import describe
 
     info = describe(store, job.name, now=time.time())
     d["health"] = info["health"]

@@ -17,13 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import CronwatchError, StoreError
-from ..store import open_store
-from ..store.base import Store
-from .apply import Applier
-from .ingest import Writer
-from .ping import BadPing, parse_ping
-from .pingproc import PingProcess, Reply, reply_for
+from cronwatch.core.errors import CronwatchError, StoreError
+from cronwatch.server.apply import Applier
+from cronwatch.server.ingest import Writer
+from cronwatch.server.ping import BadPing, parse_ping
+from cronwatch.server.pingproc import PingProcess, Reply, reply_for
+from cronwatch.store import open_store
+from cronwatch.store.interface import Store
 
 log = logging.getLogger("cronwatch.server")
 
@@ -69,7 +69,7 @@ class Server:
 
     # --- lifespan ------------------------------------------------------------------------
     async def startup(self) -> None:
-        from .events import Hub
+        from cronwatch.server.events import Hub
 
         self.writer_store = open_store(self.config.db)
         self.reader = open_store(self.config.db)
@@ -85,7 +85,7 @@ class Server:
         self.writer.start(asyncio.get_running_loop())
         self.writer.after_commit.append(self.hub.wake)
         if self.config.scheduler:
-            from .scheduler import Scheduler
+            from cronwatch.server.scheduler import Scheduler
 
             self.scheduler = Scheduler(self)
             self.scheduler.start()
@@ -120,7 +120,7 @@ class Server:
                 await self.ping(scope, receive, send)
             elif path.startswith("/api/v1"):
                 if path == "/api/v1/stream":
-                    from .events import stream
+                    from cronwatch.server.events import stream
 
                     await stream(self, scope, receive, send)
                 else:
@@ -132,7 +132,7 @@ class Server:
             elif path in ("/", "/dashboard"):
                 await self.dashboard(scope, send)
             elif path == "/metrics":
-                from .metrics import render
+                from cronwatch.server.metrics import render
 
                 body = render(self).encode()
                 await respond(send, 200, body,
@@ -144,7 +144,7 @@ class Server:
 
     def api_app(self) -> Any:
         if self.api is None:
-            from .api import build_api
+            from cronwatch.server.api import build_api
 
             self.api = build_api(self)
         return self.api
@@ -172,7 +172,7 @@ class Server:
         """
         from urllib.parse import parse_qs
 
-        from .auth import authorize
+        from cronwatch.server.auth import authorize
 
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         header = dict(scope.get("headers", [])).get(b"authorization", b"").decode("latin-1")
@@ -195,7 +195,7 @@ class Server:
     def _render_dashboard(self) -> str:
         # In a worker thread with its own connection: rendering takes tens of milliseconds
         # and must not stall pings on the event loop.
-        from ..dashboard import render_dashboard
+        from cronwatch.app.dashboard import render_dashboard
 
         with open_store(self.config.db) as store:
             page = render_dashboard(store, now=time.time(), live=True, previous=self._page)

@@ -1,7 +1,7 @@
 """Recording pings in the writer thread, inside the group transaction.
 
 The run semantics are the store's (``start_run``, ``finish_run``, ``append_output``) and
-the alert decisions are ``cronwatch.checks`` (assertions, ``record_outcome``), exactly as
+the alert decisions are ``cronwatch.app.evaluate`` (assertions, ``record_outcome``), exactly as
 for any other ingest path. What this adds is memory between pings, because the writer
 thread pays for every statement and every JSON round trip with the event loop's GIL time:
 
@@ -29,11 +29,11 @@ import os
 import time
 from typing import Any
 
-from .. import checks
-from ..errors import NotFound
-from ..models import Job, Run, Status, new_run_id
-from ..store.base import Store
-from .ping import FAIL, HEARTBEAT, LOG, START, SUCCESS, Ping, _event
+from cronwatch.app import evaluate as checks
+from cronwatch.core.errors import NotFound
+from cronwatch.core.model import Job, Run, Status, new_run_id
+from cronwatch.server.ping import FAIL, HEARTBEAT, LOG, START, SUCCESS, Ping, _event
+from cronwatch.store.interface import Store
 
 _dumps = json.JSONEncoder(check_circular=False).encode  # event dicts are flat, never cyclic
 _ALPHABET = b"0123456789abcdefghjkmnpqrstvwxyz"  # models.new_run_id's (Crockford base32)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..errors import CronwatchError
+from cronwatch.core.errors import CronwatchError
 
 
 class Unauthorized(CronwatchError):

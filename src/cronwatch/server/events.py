@@ -14,8 +14,8 @@ import json
 from typing import Any
 from urllib.parse import parse_qsl
 
-from ..errors import CronwatchError
-from .auth import authorize
+from cronwatch.core.errors import CronwatchError
+from cronwatch.server.auth import authorize
 
 
 class Hub:

@@ -23,7 +23,7 @@ from collections import deque
 from http import HTTPStatus
 from typing import Any
 
-from .pingproc import Reply
+from cronwatch.server.pingproc import Reply
 
 _METHODS = (b"GET", b"POST", b"HEAD")
 # origin-form targets of the ping routes: no percent-encoding in the path (the ASGI path

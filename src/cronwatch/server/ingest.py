@@ -28,8 +28,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
-from ..errors import StoreError
-from ..store.base import Store
+from cronwatch.core.errors import StoreError
+from cronwatch.store.interface import Store
 
 T = TypeVar("T")
 log = logging.getLogger("cronwatch.server")

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
-from ..errors import CronwatchError, ValidationError
-from ..models import validate_name, validate_run_id
-from ..store.base import Store
+from cronwatch.core.errors import CronwatchError, ValidationError
+from cronwatch.core.model import validate_name, validate_run_id
+from cronwatch.store.interface import Store
 
 START, SUCCESS, FAIL, LOG, HEARTBEAT = "start", "success", "fail", "log", "heartbeat"
 _SIMOB_STATES = {"run": START, "complete": SUCCESS, "fail": FAIL}
@@ -191,12 +191,12 @@ def _event(type_: str, run: Any) -> dict[str, Any]:
 
 
 def _after_ping(store: Store, run: Any, now: float) -> list[dict[str, Any]]:
-    """Assertions and the alert state machine (cronwatch.checks) for a finished run.
+    """Assertions and the alert state machine (cronwatch.app.evaluate) for a finished run.
 
     Delivery is not done here: this runs in the writer's transaction, and the scheduler's
     outbox task sends notifications on its own connection.
     """
-    from .. import checks
+    from cronwatch.app import evaluate as checks
 
     job = store.get_job(run.job)
     checks.apply_assertions(store, job, run, now=now)

@@ -38,8 +38,8 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from ..errors import CronwatchError, NotFound, StoreError
-from .ping import BadPing, Ping, parse_ping
+from cronwatch.core.errors import CronwatchError, NotFound, StoreError
+from cronwatch.server.ping import BadPing, Ping, parse_ping
 
 log = logging.getLogger("cronwatch.server")
 _LEN = struct.Struct("<I")
@@ -75,9 +75,9 @@ def reply_for(p: Ping, ok: bool, value: Any) -> tuple[int, bytes, bool, str, boo
 
 
 def _serve(sock: socket.socket, db: str) -> None:
-    from ..store import open_store
-    from .apply import Applier
-    from .ingest import Committer
+    from cronwatch.server.apply import Applier
+    from cronwatch.server.ingest import Committer
+    from cronwatch.store import open_store
 
     store = open_store(db)
     checkpoints = Checkpoints(store.path)  # type: ignore[attr-defined]

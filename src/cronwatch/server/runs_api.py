@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._utils import cap_bytes
-from ..models import Run, Status, validate_name
-from ..store.base import Store
-from .api_models import RunCreate, RunPatch
-from .ping import _after_ping, _event
+from cronwatch.core.model import Run, Status, validate_name
+from cronwatch.core.values import cap_bytes
+from cronwatch.server.api_models import RunCreate, RunPatch
+from cronwatch.server.ping import _after_ping, _event
+from cronwatch.store.interface import Store
 
 
 def _output(text: str | None, limit: int) -> bytes | None:

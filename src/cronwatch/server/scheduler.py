@@ -2,7 +2,7 @@
 
 Deadlines live in a min-heap; the loop sleeps until the earliest one (or until a ping
 moves a job's deadline), so each event costs O(log n) and nothing scans every job per
-tick. Deadline maths and the alert state machine are ``cronwatch.checks`` (core):
+tick. Deadline maths and the alert state machine are ``cronwatch.app.evaluate`` (core):
 ``job_deadline``, ``check_job`` and ``deliver_outbox``. Checks run in the writer thread,
 inside the group transaction, like pings; deadlines, which only read, are computed on a
 connection of their own in a worker thread (a write transaction every 50 ms under a ping
@@ -18,15 +18,15 @@ import logging
 import time
 from typing import Any
 
-from ..store import open_store
-from ..store.base import Store
+from cronwatch.store import open_store
+from cronwatch.store.interface import Store
 
 log = logging.getLogger("cronwatch.server")
 
 
 def _checks() -> Any:
     try:
-        from .. import checks
+        from cronwatch.app import evaluate as checks
     except ImportError:
         return None
     return checks
@@ -73,7 +73,7 @@ class Scheduler:
         deadline_of = getattr(checks, "job_deadline", None)
         check_job = getattr(checks, "check_job", None)
         if deadline_of is None or check_job is None:
-            log.warning("cronwatch.checks is not available: no missed-run detection")
+            log.warning("cronwatch.app.evaluate is not available: no missed-run detection")
             return
         self.dirty.update(j.name for j in self.server.reader.list_jobs())  # once, at start
         writer = self.server.writer

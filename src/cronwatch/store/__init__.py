@@ -8,11 +8,11 @@ the ``Store`` methods.
 
 from __future__ import annotations
 
-from ..errors import ValidationError
+from cronwatch.core.errors import ValidationError
 
 TYPE_CHECKING = False  # no runtime `typing` import: the wrapper pays for every module
 if TYPE_CHECKING:
-    from .base import Store
+    from cronwatch.store.interface import Store
 
 
 def open_store(target: str | None = None, *, timeout: float = 10.0, create: bool = True) -> Store:
@@ -20,7 +20,7 @@ def open_store(target: str | None = None, *, timeout: float = 10.0, create: bool
 
     ``None`` means the default: ``$CRONWATCH_DB`` or ``$XDG_DATA_HOME/cronwatch/history.db``.
     """
-    from .._utils import default_db_path
+    from cronwatch.core.values import default_db_path
 
     target = target or default_db_path()
     if target.startswith(("postgres://", "postgresql://")):
@@ -34,7 +34,7 @@ def open_store(target: str | None = None, *, timeout: float = 10.0, create: bool
         raise ValidationError(
             f"unsupported database {target!r}: give a file path, sqlite:///PATH or postgresql://..."
         )
-    from .sqlite import SQLiteStore
+    from cronwatch.store.sqlite.backend import SQLiteStore
 
     return SQLiteStore(target, timeout=timeout, create=create)
 

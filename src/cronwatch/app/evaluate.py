@@ -1,0 +1,359 @@
+"""Evaluation: the adapter between the pure core (schedule, health, alerting, assertions)
+and the store. Used by the wrapper after each run, by ``cronwatch check`` and by the
+server's scheduler — the same decisions everywhere.
+
+Every function takes ``now``; nothing here reads the clock, so ``check --at`` travels in time.
+Each returns the events it caused (dicts with ``type``: run.ok, run.error, job.missed,
+job.timeout, job.recovered, incident.opened, incident.closed) for the server's event log.
+"""
+
+from __future__ import annotations
+
+from cronwatch.core.errors import CronwatchError, DeliveryError, ValidationError
+from cronwatch.core.model import Job, Run, Status
+from cronwatch.core.values import format_time, iso
+
+TYPE_CHECKING = False  # no runtime `typing` import: the wrapper pays for every module
+if TYPE_CHECKING:
+    from typing import Any
+
+MAX_ATTEMPTS = 8
+OUTPUT_TAIL = 2048
+
+
+def _tail(run: Run | None) -> str:
+    if run is None:
+        return ""
+    data = (run.stdout or b"") + (run.stderr or b"")
+    return data[-OUTPUT_TAIL:].decode("utf-8", "replace")
+
+
+def _cause(run: Run) -> str:
+    if run.status is Status.MISSED:
+        return run.message or "missed: no run started in time"
+    if run.status is Status.TIMEOUT:
+        return run.message or "timed out"
+    if run.message:
+        return run.message
+    if run.status is Status.SUCCESS:
+        return "succeeded" + ("" if run.exit_code is None else f" (exit code {run.exit_code})")
+    if run.signal is not None:
+        return f"killed by signal {run.signal}"
+    return f"exit code {run.exit_code}"
+
+
+def apply_assertions(store: Any, job: Job, run: Run, *, now: float) -> bool:
+    """Turn a successful run that breaks a rule into a failure. True if it changed."""
+    if run.status is not Status.SUCCESS or not job.asserts:
+        return False
+    from cronwatch.core.assertions import check_rules, parse_rule
+
+    failure = check_rules([parse_rule(r) for r in job.asserts], run)
+    if failure is None:
+        return False
+    run.status = Status.FAILED
+    run.message = f"assertion failed: {failure}"
+    store.update_run(run, now=now)
+    return True
+
+
+def steady(raw: dict[str, Any] | None, job: Job, run: Run) -> bool:
+    """True when recording ``run`` cannot change anything that matters: a success for a
+    job that is up, with no failure streak and its recovery count already reached.
+
+    on_outcome would only count one more success (ok_streak is read only while down, and
+    the failure that brings a job down resets it first) and prune old send times (pruned
+    again on every use), so no action can follow and the stored state need not be
+    rewritten: the common healthy ping costs no alert-state write (the server also skips
+    the read, from its cache).
+    """
+    return (
+        raw is not None
+        and run.status is Status.SUCCESS
+        and not raw.get("down")
+        and not raw.get("fail_streak")
+        and not raw.get("incident_open")
+        and int(raw.get("ok_streak") or 0) >= job.recover_after
+    )
+
+
+def record_outcome(store: Any, job: Job, run: Run, *, now: float) -> list[dict[str, Any]]:
+    """Advance the job's alert state with a finished run; queue notifications."""
+    if run.status is Status.RUNNING:
+        return []
+    if steady(store.alert_summary(job.name, run.env), job, run):
+        return []  # (the summary is read without decoding the state: no json import)
+    return _record_outcomes(store, job, run.env, [run], now)
+
+
+def _record_outcomes(
+    store: Any, job: Job, env: str, runs: list[Run], now: float, head: Any = None
+) -> list[dict[str, Any]]:
+    """Advance the alert state of (job, env) with finished runs, in order: the state is
+    read once and written once (`check` after a long outage records many missed runs of
+    a job at a time). ``head(run)``, if given, is the event that goes before each run's."""
+    # Imported here, not at the top: a steady success (most wrapped runs) never needs the
+    # state machine, and the wrapper pays for every import.
+    from cronwatch.core.alerting import AlertState, Policy, on_outcome
+
+    events: list[dict[str, Any]] = []
+    raw = store.get_alert_state(job.name, env)
+    state = AlertState.from_dict(raw) if raw else AlertState()
+    policy = Policy.from_job(job)
+    for run in runs:
+        if head is not None:
+            events.append(head(run))
+        was_down = state.down
+        state, actions = on_outcome(
+            state, policy, failed=run.status.is_failure, paused=job.paused, cause=_cause(run),
+            at=now,
+        )  # fmt: skip
+        events += _act(store, job, env, actions, run, now)
+        if was_down and not state.down:
+            events.append({"type": "job.recovered", "job": job.name, "env": env, "run": run.id})
+    new = state.to_dict()
+    if new != raw:  # a steady healthy job costs no write
+        store.set_alert_state(job.name, env, new)
+    return events
+
+
+def _act(
+    store: Any, job: Job, env: str, actions: list[Any], run: Run | None, now: float
+) -> list[dict[str, Any]]:
+    from cronwatch.core.alerting import CloseIncident, Notify, OpenIncident
+
+    events: list[dict[str, Any]] = []
+    for action in actions:
+        if isinstance(action, OpenIncident):
+            iid = store.open_incident(job.name, env, at=now, cause=action.cause,
+                                      run_id=run.id if run else None)  # fmt: skip
+            events.append({"type": "incident.opened", "job": job.name, "env": env, "incident": iid,
+                           "cause": action.cause})  # fmt: skip
+        elif isinstance(action, CloseIncident):
+            iid = store.close_incident(job.name, env, at=now, run_id=run.id if run else None)
+            if iid is not None:
+                events.append({"type": "incident.closed", "job": job.name, "env": env,
+                               "incident": iid})  # fmt: skip
+        elif isinstance(action, Notify):
+            incident = store.current_incident(job.name, env)
+            if incident is None and action.kind == "recovery":
+                last = store.list_incidents(job=job.name, limit=1)
+                incident = last[0]["id"] if last else None
+            payload = {
+                "kind": action.kind,
+                "job": job.name,
+                "status": run.status.value
+                if run
+                else ("success" if action.kind == "recovery" else "failed"),
+                "cause": action.cause,
+                "run": None if run is None else run.to_dict(output=False),
+                "output_tail": _tail(run),
+                "env": env,
+                "at": now,
+            }
+            for channel in job.notify:
+                store.enqueue_notification(job=job.name, incident_id=incident, kind=action.kind,
+                                           channel=channel, payload=payload, at=now)  # fmt: skip
+    return events
+
+
+def after_run(
+    store: Any, run: Run, *, now: float, config: str | None = None
+) -> list[dict[str, Any]]:
+    """The wrapper's (and a finishing ping's) evaluation of its own job.
+
+    The state changes share one transaction; delivery happens after it, outside any lock.
+    """
+    with store.transaction():
+        job = store.get_job(run.job)
+        apply_assertions(store, job, run, now=now)
+        events = [{"type": "run.ok" if run.status is Status.SUCCESS else "run.error",
+                   "job": job.name, "env": run.env, "run": run.id,
+                   "status": run.status.value}]  # fmt: skip
+        events += record_outcome(store, job, run, now=now)
+        # The wrapper knows its job changed: remember the next deadline now, so that
+        # `cronwatch check` does not have to evaluate every job that ran since its last look.
+        store.set_next_check(job.name, _deadline(store, job))
+    if job.notify:
+        deliver_outbox(store, now=now, budget=10.0)
+    return events
+
+
+def check_job(store: Any, name: str, *, now: float) -> list[dict[str, Any]]:
+    """Evaluate one job as of ``now``: record timed-out and missed runs, advance alerts."""
+    with store.transaction():
+        return _check_job(store, store.get_job(name), now)[0]
+
+
+def _check_job(store: Any, job: Job, now: float) -> tuple[list[dict[str, Any]], float | None]:
+    """(events, the job's next deadline). Reads each thing once: `check` runs it per job."""
+    from cronwatch.core.alerting import AlertState, Policy, on_tick
+    from cronwatch.core.health import overdue
+
+    name = job.name
+    events: list[dict[str, Any]] = []
+    if job.paused:
+        return events, None
+    open_runs = store.open_runs_of(name)
+    for run in overdue(job, open_runs, now):
+        run.status = Status.TIMEOUT
+        run.ended_at = now
+        run.duration = now - run.started_at
+        run.message = f"still running after the max runtime of {job.max_runtime:g}s"
+        store.update_run(run, now=now)
+        open_runs = [r for r in open_runs if r.id != run.id]
+        events.append({"type": "job.timeout", "job": name, "env": run.env, "run": run.id})
+        events += record_outcome(store, job, run, now=now)
+    anchor = _anchor(store, job)
+    if job.schedule:
+        from cronwatch.core.health import effective_grace
+
+        grace = effective_grace(job)
+        missed = [
+            Run(job=name, started_at=expected, status=Status.MISSED, ended_at=expected,
+                message=f"missed: expected at {format_time(expected)} UTC "
+                        f"(+{grace:g}s grace), no run started",
+                source="scheduler")
+            for expected in _missed(job, grace, anchor, now)
+        ]  # fmt: skip
+        if missed:
+            store.record_runs(missed, now=now)  # one insert for a whole outage's runs
+            anchor = max(anchor, max(r.started_at for r in missed))
+
+            def head(run: Run) -> dict[str, Any]:
+                return {"type": "job.missed", "job": name, "env": "", "run": run.id,
+                        "expected": iso(run.started_at)}  # fmt: skip
+
+            events += _record_outcomes(store, job, "", missed, now, head)
+    raw = store.get_alert_state(name, "")
+    state = None
+    if raw:
+        old = AlertState.from_dict(raw)
+        state, actions = on_tick(old, Policy.from_job(job), paused=job.paused, at=now)
+        if actions:
+            events += _act(store, job, "", actions, store.last_run(name), now)
+        if state != old:
+            store.set_alert_state(name, "", state.to_dict())
+    return events, _next_look(job, anchor, open_runs, state)
+
+
+def _anchor(store: Any, job: Job) -> float:
+    """What the schedule counts from: the newest run's start, or the job's creation."""
+    newest = store.newest_start(job.name)
+    return newest if newest is not None else job.created_at
+
+
+def _next_look(job: Job, anchor: float, open_runs: list[Run], state: Any) -> float | None:
+    """The earliest instant at which the clock alone can change this job: its missed or
+    max-runtime deadline, or a reminder or held-back alert while it is down."""
+    found: list[float] = []
+    if job.schedule or job.max_runtime is not None:  # else only the alert state can
+        from cronwatch.core.health import next_deadline
+
+        deadline = next_deadline(job, anchor, open_runs)
+        if deadline is not None:
+            found.append(deadline)
+    if state is not None and state.down:  # only a job that is down has reminders
+        from cronwatch.core.alerting import Policy, next_tick
+
+        tick = next_tick(state, Policy.from_job(job), paused=job.paused)
+        if tick is not None:
+            found.append(tick)
+    return min(found, default=None)
+
+
+def _missed(job: Job, grace: float, anchor: float, now: float) -> list[float]:
+    from cronwatch.core.schedule import missed_deadlines, parse_schedule
+
+    return missed_deadlines(parse_schedule(job.schedule), job.tz, grace, anchor, now)
+
+
+def check_all(store: Any, *, now: float) -> list[dict[str, Any]]:
+    """Evaluate every job that can have changed by ``now``.
+
+    Each job remembers when it next needs a look (its missed or max-runtime deadline, or
+    a reminder); writes reset that. So a check touches only the due jobs, not all of them.
+    """
+    events: list[dict[str, Any]] = []
+    deadlines: list[tuple[str, float | None]] = []
+    with store.transaction():
+        for name in store.due_jobs(now=now):
+            job_events, deadline = _check_job(store, store.get_job(name), now)
+            events += job_events
+            deadlines.append((name, deadline))
+        store.set_next_checks(deadlines)
+    return events
+
+
+def job_deadline(store: Any, name: str, *, now: float) -> float | None:
+    """The earliest instant at which this job's health can change by the clock alone."""
+    return _deadline(store, store.get_job(name))
+
+
+def _deadline(store: Any, job: Job) -> float | None:
+    if job.paused:
+        return None
+    timed = bool(job.schedule) or job.max_runtime is not None
+    anchor = _anchor(store, job) if timed else job.created_at
+    open_runs = store.open_runs_of(job.name) if timed else []
+    state = None
+    summary = store.alert_summary(job.name, "")
+    if summary and summary.get("down"):  # imported only then: the wrapper pays for every import
+        from cronwatch.core.alerting import AlertState
+
+        state = AlertState.from_dict(store.get_alert_state(job.name, ""))
+    return _next_look(job, anchor, open_runs, state)
+
+
+def deliver_outbox(store: Any, *, now: float, budget: float = 30.0, timeout: float = 5.0) -> int:
+    """Send due notifications; failures are retried later with exponential backoff."""
+    import time
+
+    from cronwatch.notify import Message, send
+
+    sent = 0
+    started = time.monotonic()
+    for item in store.due_notifications(now=now):
+        if time.monotonic() - started > budget:
+            break
+        if not store.claim_notification(item["id"], attempts=item["attempts"], now=now,
+                                        lease=timeout * 3):  # fmt: skip
+            continue  # another process took it
+        try:
+            msg = Message.from_dict(item["payload"])
+            send(item["channel"], msg, timeout=timeout)
+        except ValidationError as e:  # a bad channel or template: retrying cannot help
+            store.finish_notification(item["id"], ok=False, now=now, error=str(e)[:500])
+            continue
+        except (DeliveryError, CronwatchError, OSError) as e:
+            attempts = item["attempts"] + 1
+            retry = (
+                None if attempts >= MAX_ATTEMPTS else now + min(3600.0, 30.0 * 2 ** (attempts - 1))
+            )
+            store.finish_notification(
+                item["id"], ok=False, now=now, error=str(e)[:500], retry_at=retry
+            )
+            continue
+        store.finish_notification(item["id"], ok=True, now=now)
+        sent += 1
+    return sent
+
+
+def describe(store: Any, name: str, *, now: float) -> dict[str, Any]:
+    """Health and slow-down findings for stats/jobs/dashboard."""
+    from cronwatch.core.health import evaluate
+    from cronwatch.core.stats import slowdown
+
+    job = store.get_job(name)
+    last_finished = store.last_run(name, statuses=[s for s in Status if s is not Status.RUNNING])
+    report = evaluate(job, last_finished=last_finished, open_runs=store.open_runs_of(name),
+                      anchor=_anchor(store, job), now=now)  # fmt: skip
+    out: dict[str, Any] = {
+        "health": str(report.health),
+        "health_reason": report.reason,
+        "next_expected": report.next_expected,
+    }
+    durations = [d for d, st in store.recent_durations(name, 110) if st == "success"]
+    finding = slowdown(durations)
+    out["slowdown"] = finding.text() if finding else None
+    return out

@@ -1,0 +1,303 @@
+"""CLI for schedules and alerts: job set/show/rm, apply, check, incidents, notify test."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from cronwatch.core.errors import ValidationError
+from cronwatch.core.values import DURATION_HELP, format_duration, format_time, parse_timestamp
+
+
+def register(sub: Any, command: Any) -> None:
+    from cronwatch.cli.commands import add_common, name_arg
+
+    p = command(sub, "job", cmd_job_help, "configure a job: schedule, grace, alerts, assertions",
+                "cronwatch job set backup --schedule '30 2 * * *' --tz Europe/Berlin --grace 15m \\\n"
+                "    --notify https://hooks.example.com/cron --assert 'output contains done'\n"
+                "cronwatch job show backup")  # fmt: skip
+    jsub = p.add_subparsers(title="job commands", metavar="ACTION")
+
+    s = command(jsub, "set", cmd_job_set, "create or change a job's settings (before its first run too)",
+                "cronwatch job set backup --schedule '@daily' --grace 1h --max-runtime 2h")  # fmt: skip
+    s.add_argument("name", type=name_arg, metavar="NAME")
+    s.add_argument("--schedule", metavar="S", help="cron ('*/5 * * * *', '@daily'), 'every 15m', 'at 13:37', or an OnCalendar expression; '' clears")  # fmt: skip
+    s.add_argument("--tz", metavar="ZONE", help="IANA time zone for the schedule (default UTC)")
+    s.add_argument("--grace", metavar="DUR", help=f"how late a run may start before it counts as missed ({DURATION_HELP})")  # fmt: skip
+    s.add_argument("--max-runtime", metavar="DUR", help="a run still going after this is marked timeout ('none' clears)")  # fmt: skip
+    s.add_argument("--alert-after", metavar="N", help="consecutive failures that open an incident (default 2)")  # fmt: skip
+    s.add_argument("--recover-after", metavar="N", help="consecutive successes that close it (default 1)")  # fmt: skip
+    s.add_argument("--realert", metavar="DUR", help="remind every DUR while still down ('none' clears)")  # fmt: skip
+    s.add_argument("--notify", metavar="CHANNEL", action="append", help="channel URL; repeat for several (replaces the list)")  # fmt: skip
+    s.add_argument("--no-notify", action="store_true", help="remove every channel")
+    s.add_argument("--assert", dest="asserts", metavar="RULE", action="append", help="rule that turns a success into a failure; repeat (replaces the list)")  # fmt: skip
+    s.add_argument("--no-assert", action="store_true", help="remove every rule")
+    s.add_argument("--tag", dest="tags", metavar="TAG", action="append", help="tag; repeat (replaces the list)")  # fmt: skip
+    s.add_argument("--keep-days", metavar="DAYS", help="days to keep run records (default 365)")
+    s.add_argument("--keep-output", metavar="N", help="runs whose output is kept (default 1000)")
+    s.add_argument("--slowdown-alert", choices=["on", "off"], help="alert when the job gets clearly slower")  # fmt: skip
+    s.add_argument("--key", metavar="KEY", help="set the job's ping key explicitly")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--pause", action="store_true", help="stop checking and alerting")
+    g.add_argument("--resume", action="store_true", help="undo --pause")
+    add_common(s)
+
+    s = command(jsub, "show", cmd_job_show, "a job's settings, ping key, health and next expected run",
+                "cronwatch job show backup --json")  # fmt: skip
+    s.add_argument("name", type=name_arg, metavar="NAME")
+    add_common(s)
+
+    s = command(jsub, "rm", cmd_job_rm, "delete a job with its runs and incidents",
+                "cronwatch job rm old-backup")  # fmt: skip
+    s.add_argument("name", type=name_arg, metavar="NAME")
+    add_common(s, json_flag=False)
+
+    p = command(sub, "apply", cmd_apply, "make the database match the config file (monitors as code)",
+                "cronwatch apply --config /etc/cronwatch.toml --dry-run")  # fmt: skip
+    p.add_argument("--config", metavar="PATH", help="TOML file (default $XDG_CONFIG_HOME/cronwatch/config.toml)")  # fmt: skip
+    p.add_argument("--dry-run", action="store_true", help="print what would change, change nothing")
+    add_common(p)
+
+    p = command(sub, "check", cmd_check, "evaluate every job now: record missed and timed-out runs, send due alerts",
+                "* * * * * cronwatch check          (in crontab, when no server runs)\n"
+                "cronwatch check --at 2026-03-29T02:30:00Z")  # fmt: skip
+    p.add_argument("--at", metavar="TIME", help="evaluate as of this instant (ISO 8601, UTC if no offset)")  # fmt: skip
+    add_common(p)
+
+    p = command(sub, "incidents", cmd_incidents, "incidents with every notification sent and its result",
+                "cronwatch incidents backup --json")  # fmt: skip
+    p.add_argument("name", nargs="?", type=name_arg, metavar="NAME")
+    p.add_argument("-n", "--limit", type=int, default=20, help="at most this many (default 20)")
+    add_common(p)
+
+    p = command(sub, "notify", cmd_notify_help, "notification channels",
+                "cronwatch notify test tgram://123456:ABC/987654")  # fmt: skip
+    nsub = p.add_subparsers(title="notify commands", metavar="ACTION")
+    s = command(nsub, "test", cmd_notify_test, "send a test message to a channel",
+                "cronwatch notify test https://hooks.example.com/cron")  # fmt: skip
+    s.add_argument("channel", metavar="CHANNEL")
+
+
+def _help(args: argparse.Namespace) -> int:
+    sys.stderr.write(
+        f"cronwatch: give an action (see cronwatch {args.example.split()[1]} --help)\n"
+    )
+    return 2
+
+
+cmd_job_help = cmd_notify_help = _help
+
+
+def _store(args: argparse.Namespace, create: bool = True) -> Any:
+    from cronwatch.cli.commands import (
+        open_db,  # commands that configure jobs may create the database
+    )
+
+    return open_db(args, create=create)
+
+
+def cmd_job_set(args: argparse.Namespace) -> int:
+    from cronwatch.core.model import Job
+    from cronwatch.core.settings import apply_settings
+
+    raw: dict[str, Any] = {}
+    for field in ("schedule", "tz", "grace", "max_runtime", "alert_after", "recover_after",
+                  "realert", "keep_days", "keep_output"):  # fmt: skip
+        value = getattr(args, field)
+        if value is not None:
+            raw[field] = value
+    if args.notify is not None or args.no_notify:
+        raw["notify"] = [] if args.no_notify else args.notify
+    if args.asserts is not None or args.no_assert:
+        raw["asserts"] = [] if args.no_assert else args.asserts
+    if args.tags is not None:
+        raw["tags"] = args.tags
+    if args.slowdown_alert:
+        raw["slowdown_alert"] = args.slowdown_alert
+    if args.pause or args.resume:
+        raw["paused"] = args.pause
+    now = time.time()
+    with _store(args) as store:
+        job = store.find_job(args.name) or Job(name=args.name, created_at=now)
+        apply_settings(job, raw, where="")
+        key = None if args.key is None else _validate_key(args.key)
+        with store.transaction():
+            job = store.save_job(job, now=now)
+            if key is not None:
+                store.set_ping_key(job.name, key)
+                job.ping_key = key
+        _print_job(store, job, args, now)
+    return 0
+
+
+def _validate_key(key: str) -> str:
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9_-]{16,128}", key):
+        raise ValidationError(
+            f"invalid ping key {key!r}: 16-128 characters of letters, digits, '-' and '_'"
+        )
+    return key
+
+
+def _print_job(store: Any, job: Any, args: argparse.Namespace, now: float) -> None:
+    from cronwatch.app.evaluate import describe
+
+    info = job.to_dict()
+    ensure = getattr(store, "ensure_ping_key", None)
+    if ensure is not None and not info.get("ping_key"):
+        info["ping_key"] = ensure(job.name, now=now)
+    info.update(describe(store, job.name, now=now))
+    if getattr(args, "json", False):
+        from cronwatch.cli.commands import emit_json
+
+        emit_json(info)
+        return
+    lines = [
+        ("job", job.name),
+        ("health", f"{info['health']}" + (f" ({info['health_reason']})" if info.get("health_reason") else "")),
+        ("schedule", (job.schedule or "-") + (f"  (tz {job.tz})" if job.schedule else "")),
+        ("next expected", format_time(info["next_expected"]) + " UTC" if info.get("next_expected") else "-"),
+        ("grace", format_duration(job.grace)),
+        ("max runtime", format_duration(job.max_runtime) if job.max_runtime else "-"),
+        ("alerts", f"after {job.alert_after} failure{'s' if job.alert_after != 1 else ''}, "
+                   f"recover after {job.recover_after} success{'es' if job.recover_after != 1 else ''}"
+                   + (f", remind every {format_duration(job.realert)}" if job.realert else "")),
+        ("notify", ", ".join(_redact(c) for c in job.notify) or "-"),
+        ("assertions", "; ".join(job.asserts) or "-"),
+        ("tags", ", ".join(job.tags) or "-"),
+        ("paused", "yes" if job.paused else "no"),
+        ("ping key", info.get("ping_key") or "-"),
+        ("retention", f"{job.keep_days:g} days of runs, output of the last {job.keep_output} runs"),
+    ]  # fmt: skip
+    if info.get("slowdown"):
+        lines.append(("slowdown", info["slowdown"]))
+    print("\n".join(f"{k:<14} {v}" for k, v in lines))
+
+
+def _redact(url: str) -> str:
+    from cronwatch.notify import redact
+
+    return redact(url)
+
+
+def cmd_job_show(args: argparse.Namespace) -> int:
+    with _store(args, create=False) as store:
+        job = store.get_job(args.name)
+        _print_job(store, job, args, time.time())
+    return 0
+
+
+def cmd_job_rm(args: argparse.Namespace) -> int:
+    with _store(args, create=False) as store:
+        store.delete_job(args.name)
+    print(f"deleted job {args.name} and its history")
+    return 0
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from cronwatch.core import settings as config
+    from cronwatch.core.model import Job
+
+    wanted = config.load(args.config)
+    now = time.time()
+    changes: list[dict[str, Any]] = []
+    with _store(args) as store:
+        for name, settings in sorted(wanted.items()):
+            current = store.find_job(name)
+            job = current or Job(name=name, created_at=now)
+            before = job.settings()
+            desired = Job(name=name).settings()
+            desired.update(settings)
+            diff = {k: (before.get(k), v) for k, v in desired.items() if before.get(k) != v}
+            if current is None or diff:
+                changes.append({"job": name, "action": "create" if current is None else "update",
+                                "changes": {k: {"from": a, "to": b} for k, (a, b) in diff.items()}})  # fmt: skip
+                if not args.dry_run:
+                    for k, v in desired.items():
+                        setattr(job, k, v)
+                    store.save_job(job, now=now)
+    if args.json:
+        from cronwatch.cli.commands import emit_json
+
+        emit_json(changes)
+    elif not changes:
+        print("nothing to change: the database matches the config")
+    else:
+        for c in changes:
+            print(f"{'would ' if args.dry_run else ''}{c['action']} {c['job']}")
+            for k, d in c["changes"].items():
+                print(f"    {k}: {d['from']!r} -> {d['to']!r}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from cronwatch.app.evaluate import check_all, deliver_outbox
+
+    now = parse_timestamp(args.at) if args.at else time.time()
+    with _store(args) as store:
+        events = check_all(store, now=now)
+        sent = deliver_outbox(store, now=now)
+    if args.json:
+        from cronwatch.cli.commands import emit_json
+
+        emit_json({"at": now, "events": events, "notifications_sent": sent})
+    else:
+        # Consecutive events of one kind for one job (say, 30 missed runs after a machine
+        # was off for a month) print as one line with a count.
+        groups: list[tuple[dict[str, Any], int]] = []
+        for e in events:
+            if groups and (groups[-1][0]["type"], groups[-1][0]["job"], groups[-1][0].get("env"),
+                           groups[-1][0].get("cause")) == (e["type"], e["job"], e.get("env"), e.get("cause")):  # fmt: skip
+                groups[-1] = (groups[-1][0], groups[-1][1] + 1)
+            else:
+                groups.append((e, 1))
+        for e, n in groups:
+            print(f"{e['type']:<16} {e['job']}" + (f" ({e['env']})" if e.get("env") else "")
+                  + (f" x{n}" if n > 1 else "")
+                  + (f"  {e['cause']}" if e.get("cause") else ""))  # fmt: skip
+        if not events:
+            print("checked: nothing new")
+
+        if sent:
+            print(f"{sent} notification(s) sent")
+    return 0
+
+
+def cmd_incidents(args: argparse.Namespace) -> int:
+    with _store(args, create=False) as store:
+        if args.name:
+            store.get_job(args.name)
+        items = store.list_incidents(job=args.name, limit=args.limit)
+    if args.json:
+        from cronwatch.cli.commands import emit_json
+
+        emit_json(items)
+        return 0
+    if not items:
+        print("no incidents")
+        return 0
+    for it in items:
+        state = "open" if it["closed_at"] is None else f"closed {format_time(it['closed_at'])}"
+        print(f"#{it['id']} {it['job']}{' (' + it['env'] + ')' if it['env'] else ''}: "
+              f"opened {format_time(it['opened_at'])}, {state} — {it['cause']}")  # fmt: skip
+        for n in it["notifications"]:
+            result = n["status"] + (f" ({n['last_error']})" if n["last_error"] else "")
+            print(
+                f"    {n['kind']:<9} {_redact(n['channel'])}: {result}, {n['attempts']} attempt(s)"
+            )
+    return 0
+
+
+def cmd_notify_test(args: argparse.Namespace) -> int:
+    from cronwatch.notify import Message, send, validate_channel
+
+    url = validate_channel(args.channel)
+    msg = Message(kind="test", job="cronwatch-test", status="success",
+                  cause="this is a test message from cronwatch", run=None, output_tail="",
+                  at=time.time())  # fmt: skip
+    send(url, msg, timeout=10.0)
+    print(f"sent a test message to {_redact(url)}")
+    return 0

@@ -1,0 +1,142 @@
+"""CLI commands of the server: ``serve``, ``token`` and ``ping-key``."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+import time
+from typing import Any
+
+from cronwatch.core.errors import ValidationError
+
+
+def register(sub: Any, command: Any) -> None:
+    from cronwatch.cli.commands import add_common, positive_int
+
+    p = command(sub, "serve", cmd_serve,
+                "run the monitoring server: ping API, management API, SSE, /metrics, scheduler",
+                "cronwatch serve --host 0.0.0.0 --port 8000")  # fmt: skip
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    p.add_argument("--db", metavar="PATH|URL", help="database (default: the wrapper's)")
+    p.add_argument("--body-limit", type=positive_int, default=100_000, metavar="BYTES",
+                   help="bytes of a ping body kept as output (default 100000)")  # fmt: skip
+    p.add_argument("--keepalive", type=float, default=15.0, metavar="SECONDS",
+                   help="seconds between SSE keep-alive comments (default 15)")  # fmt: skip
+    p.add_argument(
+        "--no-scheduler", action="store_true", help="do not run missed-run checks and alerts"
+    )
+    p.add_argument("--ping-writer", choices=("process", "thread"), default="process",
+                   help="record pings in a child process (default: uses a second core) or "
+                        "in a thread of the server process")  # fmt: skip
+    p.add_argument("--log-level", default="warning", help="uvicorn log level (default warning)")
+
+    p = command(sub, "token", cmd_token_help, "manage API tokens for the management API",
+                "cronwatch token create --read-only grafana")  # fmt: skip
+    tsub = p.add_subparsers(title="token commands", metavar="ACTION")
+    t = command(tsub, "create", cmd_token_create, "create a token and print it once",
+                "cronwatch token create --read-only grafana")  # fmt: skip
+    t.add_argument("name", metavar="NAME")
+    t.add_argument("--read-only", action="store_true", help="may read, never change")
+    add_common(t, json_flag=False)
+    t = command(tsub, "list", cmd_token_list, "list tokens (names, never the secrets)",
+                "cronwatch token list")  # fmt: skip
+    add_common(t, json_flag=False)
+    t = command(
+        tsub, "delete", cmd_token_delete, "delete a token", "cronwatch token delete grafana"
+    )
+    t.add_argument("name", metavar="NAME")
+    add_common(t, json_flag=False)
+    add_common(p, json_flag=False)
+
+    p = command(sub, "ping-key", cmd_ping_key,
+                "print the project ping key used by slug URLs (/ping/KEY/JOB)",
+                "curl -fsS http://127.0.0.1:8000/ping/$(cronwatch ping-key)/backup")  # fmt: skip
+    add_common(p, json_flag=False)
+
+
+def _open(args: argparse.Namespace) -> Any:
+    from cronwatch.store import open_store
+
+    return open_store(getattr(args, "db", None))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from cronwatch.server.app import Config, create_app
+    except ImportError as e:
+        raise ValidationError(
+            f"the server needs the server extra: pip install 'cronwatch[server]' ({e})"
+        ) from None
+    if not 0 <= args.port <= 65535:
+        raise ValidationError(f"invalid port {args.port}")
+    _open(args).close()  # fail early, with a one-line message, on a bad database
+    app = create_app(Config(db=args.db, body_limit=args.body_limit, keepalive=args.keepalive,
+                            scheduler=not args.no_scheduler,
+                            ping_process=args.ping_writer == "process"))  # fmt: skip
+    # With the ping writer process, pings are answered by server.front (uvicorn's protocol
+    # class for every connection; what is not a plain ping goes on to uvicorn's own).
+    http: Any = "auto"
+    if args.ping_writer == "process":
+        from cronwatch.server.front import PingFront
+
+        http = PingFront
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
+                            access_log=False, lifespan="on", loop="auto", http=http)  # fmt: skip
+    server = uvicorn.Server(config)
+    # bind first so that --port 0 can print the port it got: tests and scripts read this line
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((args.host, args.port))
+    except OSError as e:
+        raise ValidationError(f"cannot listen on {args.host}:{args.port}: {e}") from None
+    sock.set_inheritable(True)
+    host, port = sock.getsockname()[:2]
+    sys.stderr.write(f"cronwatch: serving on http://{host}:{port}\n")
+    sys.stderr.flush()
+    server.run(sockets=[sock])
+    return 0
+
+
+def cmd_token_help(args: argparse.Namespace) -> int:
+    sys.stderr.write("cronwatch: token needs an action: create, list or delete (see --help)\n")
+    return 2
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    from cronwatch.core.model import validate_name
+
+    validate_name(args.name)
+    with _open(args) as store:
+        token = store.create_token(args.name, read_only=args.read_only, now=time.time())
+    print(token)
+    sys.stderr.write("cronwatch: store this token now; it is not shown again\n")
+    return 0
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    from cronwatch.core.values import format_time
+
+    with _open(args) as store:
+        for t in store.list_tokens():
+            mode = "read-only" if t["read_only"] else "read-write"
+            print(f"{t['name']}\t{mode}\tcreated {format_time(t['created_at'])}\t"
+                  f"last used {format_time(t['last_used_at'])}")  # fmt: skip
+    return 0
+
+
+def cmd_token_delete(args: argparse.Namespace) -> int:
+    with _open(args) as store:
+        store.delete_token(args.name)
+    return 0
+
+
+def cmd_ping_key(args: argparse.Namespace) -> int:
+    with _open(args) as store:
+        print(store.project_ping_key())
+    return 0

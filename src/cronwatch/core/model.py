@@ -1,0 +1,428 @@
+"""The domain vocabulary: jobs, runs and their statuses.
+
+Plain values only; no I/O. Every adapter (wrapper, CLI, server, SDK) speaks these.
+
+The wrapper imports this module after every wrapped run, so it stays cheap to import: no
+``dataclasses`` (which pulls in ``inspect``, ``ast``...), no ``enum``, no ``re``. ``Run``
+and ``Job`` are plain ``__slots__`` classes that behave like the dataclasses they replaced
+(keyword or positional construction, field equality, a dataclass-style repr), and
+``Status`` is a ``str`` subclass that behaves like the ``StrEnum`` it replaced.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from cronwatch.core.errors import ValidationError
+
+TYPE_CHECKING = False  # no runtime `typing` import: the wrapper pays for every module
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any, ClassVar
+
+NAME_RULE = (
+    "a job name is 1-64 characters of a-z, 0-9, '-', '_' and '.', starting with a letter or digit"
+)
+_NAME_FIRST = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+_NAME_CHARS = _NAME_FIRST | frozenset("._-")
+_RUN_ID_CHARS = _NAME_CHARS | frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ:")
+
+
+class _StatusType(type):
+    """``for s in Status`` and ``len(Status)``, as with the enum this class replaced."""
+
+    def __iter__(cls) -> Iterator[Status]:
+        return iter(_STATUS_MEMBERS)
+
+    def __len__(cls) -> int:
+        return len(_STATUS_MEMBERS)
+
+
+class Status(str, metaclass=_StatusType):
+    """Outcome of one run. ``running`` is the only open state.
+
+    One instance per value: ``Status("failed") is Status.FAILED``; any other value raises
+    ValueError. A status is its value as a string (``Status.FAILED == "failed"``,
+    ``str(Status.FAILED) == "failed"``), and has ``.value`` and ``.name`` like an enum member.
+    """
+
+    __slots__ = ()
+
+    RUNNING: ClassVar[Status]
+    SUCCESS: ClassVar[Status]
+    FAILED: ClassVar[Status]
+    TIMEOUT: ClassVar[Status]
+    MISSED: ClassVar[Status]
+
+    def __new__(cls, value: object) -> Status:
+        try:
+            return _STATUS_BY_VALUE[value]  # type: ignore[index]
+        except (KeyError, TypeError):  # TypeError: unhashable
+            raise ValueError(f"{value!r} is not a valid Status") from None
+
+    @property
+    def value(self) -> str:
+        return str.__str__(self)
+
+    @property
+    def name(self) -> str:
+        return self.upper()
+
+    @property
+    def is_failure(self) -> bool:
+        return self is Status.FAILED or self is Status.TIMEOUT or self is Status.MISSED
+
+    @property
+    def is_finished(self) -> bool:
+        return self is not Status.RUNNING
+
+    def __str__(self) -> str:
+        return str.__str__(self)
+
+    def __repr__(self) -> str:
+        return f"<Status.{self.name}: {self.value!r}>"
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickle and copy give back the same member
+        return Status, (self.value,)
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
+        """For the server's typed API (FastAPI query parameters): one of the values."""
+        from pydantic_core import core_schema
+
+        return core_schema.no_info_after_validator_function(
+            cls,
+            core_schema.literal_schema(list(STATUSES)),
+            serialization=core_schema.plain_serializer_function_ser_schema(str),
+        )
+
+
+_STATUS_MEMBERS: tuple[Status, ...] = ()
+_STATUS_BY_VALUE: dict[str, Status] = {}
+for _value in ("running", "success", "failed", "timeout", "missed"):
+    _member = str.__new__(Status, _value)
+    setattr(Status, _value.upper(), _member)
+    _STATUS_BY_VALUE[_value] = _member
+    _STATUS_MEMBERS += (_member,)
+del _value, _member
+
+STATUSES = tuple(s.value for s in Status)
+
+
+def validate_name(name: str) -> str:
+    """Return ``name`` if it is a valid job slug, else raise ValidationError stating the rule."""
+    if not (
+        isinstance(name, str)
+        and 1 <= len(name) <= 64
+        and name[0] in _NAME_FIRST
+        and all(c in _NAME_CHARS for c in name)
+    ):
+        raise ValidationError(f"invalid job name {name!r}: {NAME_RULE}")
+    return name
+
+
+def parse_status(value: str) -> Status:
+    try:
+        return Status(value.lower())
+    except ValueError:
+        raise ValidationError(
+            f"invalid status {value!r}: expected one of {', '.join(STATUSES)}"
+        ) from None
+
+
+def new_run_id(now: float | None = None) -> str:
+    """A 26-character, time-ordered, URL-safe run id (48-bit ms clock + 80 random bits)."""
+    ms = int((time.time() if now is None else now) * 1000)
+    value = (ms << 80) | int.from_bytes(os.urandom(10), "big")
+    alphabet = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lowercase
+    out = []
+    for _ in range(26):
+        out.append(alphabet[value & 31])
+        value >>= 5
+    return "".join(reversed(out))
+
+
+def validate_run_id(value: str) -> str:
+    if not (
+        isinstance(value, str) and 1 <= len(value) <= 128 and all(c in _RUN_ID_CHARS for c in value)
+    ):
+        raise ValidationError(
+            f"invalid run id {value!r}: 1-128 characters of letters, digits, '.', '_', ':' and '-'"
+        )
+    return value
+
+
+class _Record:
+    """Equality and repr over ``__slots__``, like a dataclass's (same class, same fields)."""
+
+    __slots__: tuple[str, ...] = ()
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        names = self.__slots__
+        return tuple(getattr(self, k) for k in names) == tuple(getattr(other, k) for k in names)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as a dataclass with eq
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__)
+        return f"{type(self).__name__}({fields})"
+
+
+class Run(_Record):
+    """One execution of a job.
+
+    Times are UTC seconds since the epoch (floats, sub-second). ``stdout``/``stderr`` are
+    the captured (possibly capped) bytes, or None when not captured or expired by retention.
+    """
+
+    __slots__ = ("job", "started_at", "status", "id", "ended_at", "duration", "exit_code",
+                 "signal", "stdout", "stderr", "host", "user", "command", "env", "message",
+                 "source")  # fmt: skip
+
+    job: str
+    started_at: float
+    status: Status
+    id: str
+    ended_at: float | None
+    duration: float | None
+    exit_code: int | None
+    signal: int | None
+    stdout: bytes | None
+    stderr: bytes | None
+    host: str
+    user: str
+    command: str
+    env: str
+    message: str
+    source: str
+
+    def __init__(
+        self,
+        job: str,
+        started_at: float,
+        status: Status | str = Status.RUNNING,
+        id: str = "",
+        ended_at: float | None = None,
+        duration: float | None = None,
+        exit_code: int | None = None,
+        signal: int | None = None,
+        stdout: bytes | None = None,
+        stderr: bytes | None = None,
+        host: str = "",
+        user: str = "",
+        command: str = "",
+        env: str = "",
+        message: str = "",
+        source: str = "wrapper",
+    ) -> None:
+        self.job = job
+        self.started_at = started_at
+        self.status = Status(status)  # the same member back for a Status; else validated
+        self.id = id or new_run_id(started_at)
+        self.ended_at = ended_at
+        self.duration = duration
+        self.exit_code = exit_code
+        self.signal = signal
+        self.stdout = stdout
+        self.stderr = stderr
+        self.host = host
+        self.user = user
+        self.command = command
+        self.env = env
+        self.message = message
+        self.source = source
+
+    def to_dict(self, *, output: bool = True, exact: bool = False) -> dict[str, Any]:
+        """The stable JSON shape (see docs/json.md).
+
+        Output is decoded as UTF-8; invalid bytes become U+FFFD, or with ``exact`` lone
+        surrogates (``surrogateescape``), which ``from_dict`` turns back into the same bytes.
+        """
+        errors = "surrogateescape" if exact else "replace"
+        d: dict[str, Any] = {
+            "id": self.id,
+            "job": self.job,
+            "env": self.env,
+            "status": self.status.value,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "duration": self.duration,
+            "exit_code": self.exit_code,
+            "signal": self.signal,
+            "host": self.host,
+            "user": self.user,
+            "command": self.command,
+            "message": self.message,
+            "source": self.source,
+        }
+        if output:
+            d["stdout"] = None if self.stdout is None else self.stdout.decode("utf-8", errors)
+            d["stderr"] = None if self.stderr is None else self.stderr.decode("utf-8", errors)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Run:
+        """Inverse of to_dict (used by import and the spool); validates what matters."""
+        if not isinstance(d, dict):
+            raise ValidationError("a run must be a JSON object")
+        try:
+            job = validate_name(d["job"])
+            started = _time_field("started_at", d["started_at"])
+            status = parse_status(str(d.get("status", "success")))
+        except KeyError as e:
+            raise ValidationError(f"run is missing the field {e.args[0]!r}") from None
+        run_id = validate_run_id(str(d["id"])) if d.get("id") else ""
+
+        def opt_float(key: str) -> float | None:
+            v = d.get(key)
+            return None if v is None else _number_field(key, v)
+
+        def opt_int(key: str) -> int | None:
+            v = d.get(key)
+            if v is None:
+                return None
+            if isinstance(v, int) or (isinstance(v, str) and v.strip().lstrip("-").isdigit()):
+                return int(v)
+            raise ValidationError(f"run field {key!r} must be a whole number, not {v!r}")
+
+        def opt_bytes(key: str) -> bytes | None:
+            v = d.get(key)
+            if v is None:
+                return None
+            if isinstance(v, str):
+                try:
+                    return v.encode("utf-8", "surrogateescape")
+                except UnicodeEncodeError:
+                    raise ValidationError(f"run field {key!r} is not valid text") from None
+            raise ValidationError(f"run field {key!r} must be a string")
+
+        ended = d.get("ended_at")
+        return cls(
+            job=job,
+            started_at=started,
+            status=status,
+            id=run_id,
+            ended_at=None if ended is None else _time_field("ended_at", ended),
+            duration=opt_float("duration"),
+            exit_code=opt_int("exit_code"),
+            signal=opt_int("signal"),
+            stdout=opt_bytes("stdout"),
+            stderr=opt_bytes("stderr"),
+            host=str(d.get("host") or ""),
+            user=str(d.get("user") or ""),
+            command=str(d.get("command") or ""),
+            env=str(d.get("env") or ""),
+            message=str(d.get("message") or ""),
+            source=str(d.get("source") or "import"),
+        )
+
+
+def _number_field(key: str, v: Any) -> float:
+    if not isinstance(v, (int, float, str)):
+        raise ValidationError(f"run field {key!r} must be a number, not {v!r}")
+    try:
+        value = float(v)
+    except ValueError:
+        raise ValidationError(f"run field {key!r} must be a number, not {v!r}") from None
+    import math  # here, not at the top: an extension module the wrapper never needs
+
+    if not math.isfinite(value):
+        raise ValidationError(f"run field {key!r} must be a finite number, not {v!r}")
+    return value
+
+
+def _time_field(key: str, v: Any) -> float:
+    """Seconds since the epoch, or an ISO 8601 string (naive means UTC)."""
+    if isinstance(v, str):
+        from cronwatch.core.values import parse_timestamp
+
+        try:
+            v = parse_timestamp(v)
+        except ValidationError as e:
+            raise ValidationError(f"run field {key!r}: {e}") from None
+    value = _number_field(key, v)
+    if not 0 <= value < 253402300800:  # year 10000: what a run id's clock can hold
+        raise ValidationError(f"run field {key!r} is out of range: {v!r}")
+    return value
+
+
+class Job(_Record):
+    """A named job and its settings. Settings are optional: a job exists from its first run."""
+
+    __slots__ = ("name", "created_at", "schedule", "tz", "grace", "max_runtime", "alert_after",
+                 "recover_after", "realert", "notify", "asserts", "paused", "tags", "ping_key",
+                 "keep_days", "keep_output", "keep_failed_output", "slowdown_alert")  # fmt: skip
+
+    name: str
+    created_at: float
+    schedule: str
+    tz: str
+    grace: float
+    max_runtime: float | None
+    alert_after: int
+    recover_after: int
+    realert: float | None
+    notify: list[str]
+    asserts: list[str]
+    paused: bool
+    tags: list[str]
+    ping_key: str
+    keep_days: float
+    keep_output: int
+    keep_failed_output: int
+    slowdown_alert: bool
+
+    def __init__(
+        self,
+        name: str,
+        created_at: float = 0.0,
+        schedule: str = "",
+        tz: str = "UTC",
+        grace: float = 0.0,
+        max_runtime: float | None = None,
+        alert_after: int = 2,
+        recover_after: int = 1,
+        realert: float | None = None,
+        notify: list[str] | None = None,
+        asserts: list[str] | None = None,
+        paused: bool = False,
+        tags: list[str] | None = None,
+        ping_key: str = "",
+        keep_days: float = 365.0,
+        keep_output: int = 1000,
+        keep_failed_output: int = 5000,
+        slowdown_alert: bool = False,
+    ) -> None:
+        self.name = name
+        self.created_at = created_at
+        self.schedule = schedule
+        self.tz = tz
+        self.grace = grace
+        self.max_runtime = max_runtime
+        self.alert_after = alert_after
+        self.recover_after = recover_after
+        self.realert = realert
+        self.notify = [] if notify is None else notify
+        self.asserts = [] if asserts is None else asserts
+        self.paused = paused
+        self.tags = [] if tags is None else tags
+        self.ping_key = ping_key
+        self.keep_days = keep_days
+        self.keep_output = keep_output
+        self.keep_failed_output = keep_failed_output
+        self.slowdown_alert = slowdown_alert
+
+    def settings(self) -> dict[str, Any]:
+        """Every configurable field (everything but name, created_at and ping_key)."""
+        return {k: getattr(self, k) for k in SETTING_NAMES}
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"name": self.name, "created_at": self.created_at, "ping_key": self.ping_key}
+        d.update(self.settings())
+        return d
+
+
+SETTING_NAMES = tuple(k for k in Job.__slots__ if k not in {"name", "created_at", "ping_key"})
