@@ -134,7 +134,6 @@ def test_health_is_shown_and_reused_until_the_clock_can_change_it(
     hostile_store: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import cronwatch.app.dashboard
-    import cronwatch.core.health
     from cronwatch.core.errors import ValidationError
 
     calls: list[str] = []
@@ -147,7 +146,7 @@ def test_health_is_shown_and_reused_until_the_clock_can_change_it(
             return {"health": "failing", "health_reason": "exit 1", "next_expected": NOW + 60}
         return {"health": "late", "health_reason": "due at <b>noon</b>", "slowdown": "2.0x"}
 
-    monkeypatch.setattr(cronwatch.core.health, "describe_job", describe_job, raising=False)
+    monkeypatch.setattr(cronwatch.app.dashboard, "describe", describe_job)
     monkeypatch.setattr(cronwatch.app.dashboard, "_hour", lambda name, now: 0)  # no hourly refresh
     first = render_dashboard(hostile_store, now=NOW)
     assert '<span class="pill warn" title="due at &lt;b&gt;noon&lt;/b&gt;">late</span>' in first

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from cronwatch.core.model import Run, Status, new_run_id
-from cronwatch.remote import outbox, transport
+from cronwatch.remote import hooks, outbox, transport
 from cronwatch.remote import ping as remote
 from cronwatch.remote.ping import BadServer, Ping, ping_url
 from cronwatch.wrapper import runner
@@ -75,10 +75,10 @@ def wrapped(o: runner.Options, code: int = 0, out: bytes = b"", work: float = 0.
     """What the wrapper does around one run: on_start after the spawn, on_finish at the end."""
     started = time.time()
     rid = new_run_id(started)
-    remote.on_start(o, rid, started)
+    hooks.on_start(o, rid, started)
     time.sleep(work)
     run = finished(o.name, rid, started, code, out)
-    remote.on_finish(o, run, None)
+    hooks.on_finish(o, run, None)
     return run
 
 
@@ -165,9 +165,9 @@ def test_a_run_reaches_the_server_with_its_run_id(live: LiveServer) -> None:  # 
     o = options("remote-ok", live.url, live.job_key("remote-ok"))
     started = time.time()
     rid = new_run_id(started)
-    remote.on_start(o, rid, started)
+    hooks.on_start(o, rid, started)
     wait_for(lambda: server_run(live, rid).status is Status.RUNNING)  # open while it runs
-    remote.on_finish(o, finished(o.name, rid, started, 0), None)
+    hooks.on_finish(o, finished(o.name, rid, started, 0), None)
     run = server_run(live, rid)
     assert (run.job, run.status, run.exit_code) == ("remote-ok", Status.SUCCESS, 0)
     assert outbox.entries() == []
@@ -211,10 +211,10 @@ def test_concurrent_runs_of_one_job_pair_by_run_id(live: LiveServer) -> None:  #
     o = options("remote-overlap", live.url, live.job_key("remote-overlap"))
     t0 = time.time()
     a, b = new_run_id(t0), new_run_id(t0 + 0.001)
-    remote.on_start(o, a, t0)
-    remote.on_start(o, b, t0)
-    remote.on_finish(o, finished(o.name, b, t0, 2), None)  # the later one ends first
-    remote.on_finish(o, finished(o.name, a, t0, 0), None)
+    hooks.on_start(o, a, t0)
+    hooks.on_start(o, b, t0)
+    hooks.on_finish(o, finished(o.name, b, t0, 2), None)  # the later one ends first
+    hooks.on_finish(o, finished(o.name, a, t0, 0), None)
     assert server_run(live, a).status is Status.SUCCESS
     assert (server_run(live, b).status, server_run(live, b).exit_code) == (Status.FAILED, 2)
     with live.store() as s:
@@ -250,11 +250,11 @@ def test_server_stopped_mid_way_then_back_every_run_once_in_order(tmp_path: Path
         o = options("remote-outage", server.url, key)
         started = time.time()
         first = new_run_id(started)
-        remote.on_start(o, first, started)
+        hooks.on_start(o, first, started)
         wait_for(lambda: server_run(server, first).status is Status.RUNNING)
         server.stop()  # the server goes away while the job runs
         t = time.monotonic()
-        remote.on_finish(o, finished(o.name, first, started, 0), None)
+        hooks.on_finish(o, finished(o.name, first, started, 0), None)
         runs = [first] + [wrapped(o, code=i).id for i in (1, 0, 2)]
         assert time.monotonic() - t < 2.0  # a closed port answers at once
         assert len(outbox.entries()) == 7  # one finish, then three start+finish pairs
@@ -292,9 +292,9 @@ def timed_run(o: runner.Options, code: int) -> tuple[float, float]:
     started = time.time()
     rid = new_run_id(started)
     t0 = time.monotonic()
-    remote.on_start(o, rid, started)
+    hooks.on_start(o, rid, started)
     t1 = time.monotonic()
-    remote.on_finish(o, finished(o.name, rid, started, code), None)
+    hooks.on_finish(o, finished(o.name, rid, started, code), None)
     return t1 - t0, time.monotonic() - t1
 
 
@@ -329,7 +329,7 @@ def test_settings_from_the_environment_and_the_config(
     cfg = tmp_path / "st-cfg" / "cronwatch" / "config.toml"
     cfg.parent.mkdir()
     cfg.write_text(f'[server]\nkey = "{live.job_key("remote-env")}"\ntimeout = "2s"\n')
-    s = remote.settings_for(options("remote-env", None, None))
+    s = hooks.settings_for(options("remote-env", None, None))
     assert s is not None and (s.server, s.timeout) == (live.url, 2.0)
     run = wrapped(options("remote-env", None, None))
     assert server_run(live, run.id).status is Status.SUCCESS
@@ -415,8 +415,8 @@ def test_an_unwritable_state_dir_falls_back_to_tmp(state: Path) -> None:
 HOOKED = hasattr(runner.Options(), "send_output")
 needs_hook = pytest.mark.skipif(
     not HOOKED,
-    reason="needs the lead's hook: runner.Options.send_output, remote.on_start in runner.execute "
-    "and remote.on_finish in record.after_run",
+    reason="needs the lead's hook: runner.Options.send_output, hooks.on_start in runner.execute "
+    "and hooks.on_finish in record.after_run",
 )
 
 

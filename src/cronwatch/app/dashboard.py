@@ -20,13 +20,13 @@ import os
 import re
 import time
 import zlib
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from cronwatch._version import __version__
-from cronwatch.cli.report import exit_text, first_line, percent
+from cronwatch.app.evaluate import describe
 from cronwatch.core.errors import ValidationError
 from cronwatch.core.model import Run
+from cronwatch.core.text import exit_text, first_line, percent
 from cronwatch.core.values import format_duration
 
 if TYPE_CHECKING:
@@ -60,16 +60,6 @@ def _e(value: object) -> str:
     (from undecodable bytes) cannot make the write fail."""
     text = html.escape(str(value), quote=True)
     return text if text.isascii() else text.encode("ascii", "xmlcharrefreplace").decode()
-
-
-def _health_fn() -> Callable[..., dict[str, Any]] | None:
-    """health.describe_job when it exists; until then the state is the last run's status."""
-    try:
-        from cronwatch.core import health
-    except ImportError:
-        return None
-    fn: Callable[..., dict[str, Any]] | None = getattr(health, "describe_job", None)
-    return fn
 
 
 def _digest(*parts: str) -> str:
@@ -236,7 +226,7 @@ class _Render:
 
     def __init__(self, store: Store, now: float, previous: str) -> None:
         self.store, self.now, self.cache = store, now, _fragments(previous)
-        self.describe = _health_fn()
+        self.describe = describe
         self.open_ids: dict[str, list[str]] = {}
         for run in store.open_runs():
             self.open_ids.setdefault(run.job, []).append(run.id)

@@ -498,7 +498,7 @@ def _open_text(path: str) -> Any:
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from cronwatch.app.dashboard import write_dashboard
-    from cronwatch.core.values import default_db_path
+    from cronwatch.system import default_db_path
     from cronwatch.wrapper.record import dashboard_path
 
     path = args.out or dashboard_path(None, args.db or default_db_path())

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from cronwatch.core.model import Run
+from cronwatch.core.text import exit_text, first_line, percent
 from cronwatch.core.values import format_duration, format_time
 
 STATUS_WORD = {
@@ -17,18 +18,6 @@ STATUS_WORD = {
 }
 
 
-def first_line(run: Run, width: int = 60) -> str:
-    for data in (run.stdout, run.stderr):
-        if data:
-            text = data[:4096].decode("utf-8", "replace")
-            for line in text.splitlines():
-                line = line.strip()
-                if line:
-                    line = "".join(c if c.isprintable() else "?" for c in line)
-                    return line if len(line) <= width else line[: width - 1] + "…"
-    return run.message[:width] if run.message else ""
-
-
 def table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [len(h) for h in headers]
     for row in rows:
@@ -38,12 +27,6 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     for row in rows:
         lines.append("  ".join(c.ljust(widths[i]) for i, c in enumerate(row)).rstrip())
     return "\n".join(lines)
-
-
-def exit_text(run: Run) -> str:
-    if run.signal is not None:
-        return f"sig {run.signal}"
-    return "-" if run.exit_code is None else str(run.exit_code)
 
 
 def runs_table(runs: list[Run], *, with_job: bool = False) -> str:
@@ -75,10 +58,6 @@ def ago(ts: float | None, now: float | None = None) -> str:
     if delta < 0:
         return f"{format_time(ts)} (in {format_duration(-delta)})"
     return f"{format_time(ts)} ({format_duration(delta)} ago)"
-
-
-def percent(rate: float | None) -> str:
-    return "-" if rate is None else f"{rate * 100:.1f}%"
 
 
 def stats_block(s: dict[str, Any], now: float) -> str:

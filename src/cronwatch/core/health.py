@@ -180,13 +180,3 @@ def next_deadline(job: Job, anchor: float | None, open_runs: Sequence[Run]) -> f
             r.started_at + job.max_runtime for r in open_runs if r.status is Status.RUNNING
         ]
     return min(candidates, default=None)
-
-
-# --- adapter (store-facing) ---
-
-
-def describe_job(store: Any, name: str, *, now: float) -> dict[str, Any]:
-    """Health, its reason, the next expected run and any slow-down, read from the store."""
-    from cronwatch.app.evaluate import describe
-
-    return describe(store, name, now=now)

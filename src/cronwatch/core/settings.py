@@ -23,7 +23,8 @@ from typing import Any
 
 from cronwatch.core.errors import ValidationError
 from cronwatch.core.model import Job, validate_name
-from cronwatch.core.values import DURATION_HELP, config_path, parse_duration
+from cronwatch.core.values import DURATION_HELP, parse_duration
+from cronwatch.system import config_path
 
 # field -> (kind, help)
 FIELDS: dict[str, tuple[str, str]] = {

@@ -6,8 +6,6 @@ by the functions that need them, not here.
 
 from __future__ import annotations
 
-import os
-
 from cronwatch.core.errors import ValidationError
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -91,22 +89,6 @@ def parse_timestamp(text: str) -> float:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
-
-
-def data_dir() -> str:
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
-        os.path.expanduser("~"), ".local", "share"
-    )
-    return os.path.join(base, "cronwatch")
-
-
-def default_db_path() -> str:
-    return os.environ.get("CRONWATCH_DB") or os.path.join(data_dir(), "history.db")
-
-
-def config_path() -> str:
-    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-    return os.path.join(base, "cronwatch", "config.toml")
 
 
 # --- output capping: keep the head and the tail, mark the cut -------------------------

@@ -154,14 +154,13 @@ def _record(
 ) -> None:  # fmt: skip
     from cronwatch.app import evaluate as checks
     from cronwatch.core.model import Run, Status
-    from cronwatch.core.values import default_db_path
     from cronwatch.store import open_store
+    from cronwatch.system import default_db_path, user
     from cronwatch.wrapper import spool
-    from cronwatch.wrapper.record import _user
 
     run = Run(job=h.name, started_at=h.started_at, status=Status(status), id=h.run_id,
               ended_at=h.started_at + duration, duration=duration, exit_code=exit_code,
-              stdout=output, host=os.uname().nodename, user=_user(),
+              stdout=output, host=os.uname().nodename, user=user(),
               command=" ".join(sys.argv), env=h.env, message=message, source="sdk")  # fmt: skip
     try:
         store = open_store(h.db)

@@ -22,7 +22,8 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 
 from cronwatch.remote.ping import PERMANENT, BadServer, Ping, send
-from cronwatch.remote.transport import DEFAULT_TIMEOUT, Transport, state_dir
+from cronwatch.remote.transport import DEFAULT_TIMEOUT, Transport
+from cronwatch.system import state_dir
 
 _SUFFIX = ".ping"
 _last_ns = 0

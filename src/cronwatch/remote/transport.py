@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from cronwatch.system import state_dir
+
 DEFAULT_TIMEOUT = 3.0
 
 
@@ -135,17 +137,9 @@ def parse_timeout(value: object) -> float:
     return seconds if 0 < seconds < 3600 else DEFAULT_TIMEOUT
 
 
-def state_dir() -> str:
-    """$XDG_STATE_HOME/cronwatch: the outbox and what we learnt about keys."""
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
-        os.path.expanduser("~"), ".local", "state"
-    )
-    return os.path.join(base, "cronwatch")
-
-
 def _config_server(path: str | None) -> dict[str, Any]:
     if path is None:
-        from cronwatch.core.values import config_path
+        from cronwatch.system import config_path
 
         path = config_path()
     if not os.path.exists(path):

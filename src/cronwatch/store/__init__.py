@@ -20,7 +20,7 @@ def open_store(target: str | None = None, *, timeout: float = 10.0, create: bool
 
     ``None`` means the default: ``$CRONWATCH_DB`` or ``$XDG_DATA_HOME/cronwatch/history.db``.
     """
-    from cronwatch.core.values import default_db_path
+    from cronwatch.system import default_db_path
 
     target = target or default_db_path()
     if target.startswith(("postgres://", "postgresql://")):

@@ -12,12 +12,12 @@ import sys
 import time
 
 from cronwatch.core.model import Run, Status
-from cronwatch.core.values import data_dir, default_db_path
+from cronwatch.system import data_dir, default_db_path, user, warn
 from cronwatch.wrapper import spool
 
 TYPE_CHECKING = False  # no runtime `typing` import: the wrapper pays for every module
 if TYPE_CHECKING:
-    from cronwatch.wrapper.runner import Options, Result
+    from cronwatch.wrapper.options import Options, Result
 
 
 def _db_timeout() -> float:
@@ -35,19 +35,6 @@ def _db_timeout() -> float:
         warn(f"ignoring CRONWATCH_DB_TIMEOUT={text!r}: expected seconds, such as 30")
         return 30.0
     return value
-
-
-def _user() -> str:
-    # What getpass.getuser() does, without its imports (every cron run pays for them).
-    for key in ("LOGNAME", "USER", "LNAME", "USERNAME"):
-        if os.environ.get(key):
-            return os.environ[key]
-    try:
-        import pwd
-
-        return pwd.getpwuid(os.getuid()).pw_name
-    except (ImportError, KeyError):
-        return str(os.getuid())
 
 
 def _join(argv: list[str]) -> str:
@@ -86,7 +73,7 @@ def build_run(o: Options, res: Result) -> Run:
         stdout=res.stdout,
         stderr=res.stderr,
         host=os.uname().nodename,
-        user=_user(),
+        user=user(),
         # argv may hold bytes that are not UTF-8 (surrogate-escaped): store them visibly
         command=_join(o.command)
         .encode("utf-8", "surrogateescape")
@@ -111,17 +98,9 @@ def dashboard_path(o: Options | None, db_path: str) -> str | None:
     return os.path.join(os.path.dirname(os.path.abspath(db_path)), "dashboard.html")
 
 
-def warn(message: str) -> None:
-    try:
-        sys.stderr.write(f"cronwatch: warning: {message}\n")
-        sys.stderr.flush()
-    except Exception:
-        pass
-
-
 def after_run(o: Options, res: Result) -> None:
     """Record locally and/or report to the server; never raises, never changes the exit."""
-    from cronwatch.wrapper.runner import remote_wanted
+    from cronwatch.wrapper.options import remote_wanted
 
     run = build_run(o, res)
     remote = remote_wanted(o)
@@ -131,7 +110,7 @@ def after_run(o: Options, res: Result) -> None:
                  "recorded locally")  # fmt: skip
         _record_local(o, run)
     if remote:
-        from cronwatch.remote.ping import on_finish
+        from cronwatch.remote.hooks import on_finish
 
         on_finish(o, run, res)
 

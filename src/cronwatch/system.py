@@ -1,0 +1,55 @@
+"""This machine: where cronwatch keeps its files, who runs it, and the one warning line.
+
+Read from the environment at each call (tests and users change it between runs). The
+wrapper imports this on every run: ``os`` and ``sys`` only.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def data_dir() -> str:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share"
+    )
+    return os.path.join(base, "cronwatch")
+
+
+def default_db_path() -> str:
+    return os.environ.get("CRONWATCH_DB") or os.path.join(data_dir(), "history.db")
+
+
+def config_path() -> str:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return os.path.join(base, "cronwatch", "config.toml")
+
+
+def state_dir() -> str:
+    """$XDG_STATE_HOME/cronwatch: the outbox and what we learnt about keys."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    return os.path.join(base, "cronwatch")
+
+
+def user() -> str:
+    # What getpass.getuser() does, without its imports (every cron run pays for them).
+    for key in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        if os.environ.get(key):
+            return os.environ[key]
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_name
+    except (ImportError, KeyError):
+        return str(os.getuid())
+
+
+def warn(message: str) -> None:
+    try:
+        sys.stderr.write(f"cronwatch: warning: {message}\n")
+        sys.stderr.flush()
+    except Exception:
+        pass
