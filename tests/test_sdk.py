@@ -177,6 +177,23 @@ def test_a_locked_database_spools_the_run(home: Path, caplog: pytest.LogCaptureF
     assert any(p.name.endswith(".json") for p in (home / "local.db.spool").iterdir())
 
 
+def test_a_local_finish_merges_the_spool_and_writes_the_page(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The SDK records through the wrapper's path: a run spooled earlier is merged by the next
+    # finish, and the static page shows both (CRONWATCH_DASHBOARD_SYNC: rendered inline).
+    (home / "local.db").mkdir()
+    with monitor("sdk-spool"):
+        pass
+    (home / "local.db").rmdir()
+    monkeypatch.setenv("CRONWATCH_DASHBOARD_SYNC", "1")
+    with monitor("sdk-spool"):
+        pass
+    assert [r.status for r in runs(home / "local.db", "sdk-spool")] == [Status.SUCCESS] * 2
+    assert not any(p.name.endswith(".json") for p in (home / "local.db.spool").iterdir())
+    assert "sdk-spool" in (home / "dashboard.html").read_text()
+
+
 def test_schedule_is_declared_locally(home: Path) -> None:
     with monitor("scheduled", schedule="0 2 * * *", grace="15m"):
         pass

@@ -152,28 +152,17 @@ def _record(
     h: JobHandle, status: str, message: str, output: bytes | None, exit_code: int | None,
     duration: float,
 ) -> None:  # fmt: skip
-    from cronwatch.app import evaluate as checks
     from cronwatch.core.model import Run, Status
-    from cronwatch.store import open_store
     from cronwatch.system import default_db_path, user
-    from cronwatch.wrapper import spool
+    from cronwatch.wrapper.record import dashboard_path, record_local
 
     run = Run(job=h.name, started_at=h.started_at, status=Status(status), id=h.run_id,
               ended_at=h.started_at + duration, duration=duration, exit_code=exit_code,
               stdout=output, host=os.uname().nodename, user=user(),
               command=" ".join(sys.argv), env=h.env, message=message, source="sdk")  # fmt: skip
-    try:
-        store = open_store(h.db)
-    except Exception as e:
-        where = spool.spool_run(h.db or default_db_path(), run)
-        log.warning("run %s of %s not recorded (%s); spooled to %s", run.id, h.name, e, where)
-        return
-    with store:
-        store.record_run(run, now=time.time())
-        try:
-            checks.after_run(store, run, now=time.time())  # alerts, as for a wrapped run
-        except Exception as e:
-            log.warning("alert evaluation for %s failed: %s", h.name, e)
+    db_path = h.db or default_db_path()
+    # The wrapper's own path: stored or spooled, the spool merged, alerts, the page.
+    record_local(db_path, run, page=dashboard_path(None, db_path), warn=log.warning)
 
 
 def _declare(h: JobHandle, settings: dict[str, Any]) -> None:

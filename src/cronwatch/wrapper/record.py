@@ -17,6 +17,8 @@ from cronwatch.wrapper import spool
 
 TYPE_CHECKING = False  # no runtime `typing` import: the wrapper pays for every module
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from cronwatch.wrapper.options import Options, Result
 
 
@@ -108,15 +110,26 @@ def after_run(o: Options, res: Result) -> None:
         if not o.local:
             warn("--no-local needs a server (--server/--key or CRONWATCH_URL/CRONWATCH_KEY); "
                  "recorded locally")  # fmt: skip
-        _record_local(o, run)
+        db_path = o.db or default_db_path()
+        record_local(db_path, run, page=dashboard_path(o, db_path), config=o.config)
     if remote:
         from cronwatch.remote.hooks import on_finish
 
         on_finish(o, run, res)
 
 
-def _record_local(o: Options, run: Run) -> None:
-    db_path = o.db or default_db_path()
+def record_local(
+    db_path: str,
+    run: Run,
+    *,
+    page: str | None,
+    config: str | None = None,
+    warn: Callable[[str], None] = warn,
+) -> None:
+    """Record a finished run in the local database, or spool it when that fails; then merge
+    earlier spooled runs, evaluate the job's alerts and refresh the page. Every local path
+    (the wrapper, the SDK without a server) records through here. Never raises: each
+    failure is one ``warn`` line, and a run that could not be stored is in the spool."""
     now = time.time()
     try:
         _load_sqlite()
@@ -135,7 +148,6 @@ def _record_local(o: Options, run: Run) -> None:
         except OSError as e2:
             warn(f"{e}; and the run could not be spooled either: {e2}")
         return
-    page = dashboard_path(o, db_path)
     inline = page is not None and os.environ.get("CRONWATCH_DASHBOARD_SYNC") == "1"
     try:
         try:
@@ -143,13 +155,13 @@ def _record_local(o: Options, run: Run) -> None:
                 spool.replay(store, db_path, now)
         except Exception as e:  # they stay in the spool for the next run
             warn(f"spooled runs not merged yet: {e}")
-        _evaluate(store, o, run, now)
+        _evaluate(store, run, now, config, warn)
         if page is not None and inline:
-            _dashboard(db_path, page, now, store)
+            _dashboard(db_path, page, now, warn, store)
     finally:
         store.close()
     if page is not None and not inline:  # after the close: the renderer never competes
-        _dashboard(db_path, page, now)  # with our last writes
+        _dashboard(db_path, page, now, warn)  # with our last writes
 
 
 def _load_sqlite() -> None:
@@ -184,17 +196,21 @@ def _no_statement_cache(maxsize: int = 128) -> object:
     return lambda connection: connection
 
 
-def _evaluate(store: object, o: Options, run: Run, now: float) -> None:
+def _evaluate(
+    store: object, run: Run, now: float, config: str | None, warn: Callable[[str], None]
+) -> None:
     """Alert evaluation of the run's job; a failure is one warning."""
     try:
         from cronwatch.app import evaluate as checks
 
-        checks.after_run(store, run, now=now, config=o.config)
+        checks.after_run(store, run, now=now, config=config)
     except Exception as e:
         warn(f"alert evaluation failed: {e}")
 
 
-def _dashboard(db_path: str, page: str, now: float, store: object | None = None) -> None:
+def _dashboard(
+    db_path: str, page: str, now: float, warn: Callable[[str], None], store: object | None = None
+) -> None:
     """Regenerate the page: with ``store``, inline (CRONWATCH_DASHBOARD_SYNC=1, handy when
     debugging); else by a detached process, so that the job's scheduler does not wait for
     it. A failure is one warning."""
