@@ -88,6 +88,10 @@ def test_apply_leaves_jobs_outside_the_file_alone(
         ('[jobs.x]\nnotify = ["ftp://example.com/x"]\n', b"notify"),
         ('[jobs.x]\nassert = ["output smells nice"]\n', b"asserts"),
         ('[jobs.x]\ncolour = "blue"\n', b"unknown setting 'colour'"),
+        ("[jobs.x]\nassert = []\nasserts = []\n", b"asserts is given twice"),
+        ('[defaults]\nping_key = "aaaaaaaaaaaaaaaa"\n[jobs.x]\n', b"ping_key"),
+        ("[jobs.x]\nkeep_days = inf\n", b"keep_days: invalid value inf: expected a number from 1"),
+        ("[jobs.x]\nkeep_output = 0\n", b"keep_output: invalid value 0 (out of range)"),
         ('[jobs."Bad Name"]\n', b"invalid job name 'Bad Name'"),
         ("[extras]\n", b"unknown section 'extras'"),
         ("[jobs.x\n", b"invalid TOML"),
@@ -118,6 +122,26 @@ def test_job_set_rejects_bad_values(
 ) -> None:
     r = cw("job", "set", "x", *args)
     assert r.rc == 2 and expected in r.err, (r.out, r.err)
+
+
+def test_apply_sets_and_changes_the_ping_key_and_defaults_yield_to_aliases(
+    cw: Callable[..., Result], tmp_path: Path
+) -> None:
+    text = '[defaults]\nassert = ["duration < 1h"]\n[jobs.k]\nping_key = "%s"\nasserts = []\n'
+    assert cw("apply", "--config", write(tmp_path, text % ("k" * 16))).rc == 0
+    assert show(cw, "k")["ping_key"] == "k" * 16 and show(cw, "k")["asserts"] == []
+    dry = cw("apply", "--config", write(tmp_path, text % ("q" * 16)), "--dry-run", "--json")
+    assert json.loads(dry.out)[0]["changes"] == {"ping_key": {"from": "k" * 16, "to": "q" * 16}}
+    assert cw("apply", "--config", write(tmp_path, text % ("q" * 16))).rc == 0
+    assert show(cw, "k")["ping_key"] == "q" * 16
+    assert b"nothing to change" in cw("apply", "--config", write(tmp_path, text % ("q" * 16))).out
+
+
+def test_job_set_has_a_flag_for_every_setting(cw: Callable[..., Result]) -> None:
+    assert cw("job", "set", "f", "--keep-failed-output", "9", "--tag", "a").rc == 0
+    assert (show(cw, "f")["keep_failed_output"], show(cw, "f")["tags"]) == (9, ["a"])
+    assert cw("job", "set", "f", "--no-tag").rc == 0
+    assert show(cw, "f")["tags"] == [] and show(cw, "f")["keep_failed_output"] == 9
 
 
 def test_job_set_show_and_rm(cw: Callable[..., Result]) -> None:

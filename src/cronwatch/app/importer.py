@@ -24,16 +24,15 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from cronwatch.core.errors import CronwatchError, ValidationError
-from cronwatch.core.model import STATUSES, Run, validate_name
+from cronwatch.core.model import FAILURES, RUN_ID_PATTERN, STATUSES, Run, validate_name
 from cronwatch.core.values import compress
 from cronwatch.store.interface import run_row
 
 BATCH = 50_000  # lines per parse and per write transaction (fewer commits: import_rows)
 FIRST_BATCH = 2_000
 
-_RUN_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_RUN_ID = re.compile(RUN_ID_PATTERN)
 _MAX_TIME = 253402300800  # what Run.from_dict accepts: [0, year 10000)
-_FAILED = frozenset(("failed", "timeout", "missed"))
 
 Row = tuple[Any, ...]  # a row for Store.import_rows, as store.base.run_row makes it
 
@@ -107,7 +106,7 @@ class _Rows:
                 return _slow_row(d)
         return (
             rid, job, env, status, started, ended, duration, exit_code, signal, host, user,
-            command, message, source or "import", status in _FAILED, out, err,
+            command, message, source or "import", status in FAILURES, out, err,
         )  # fmt: skip
 
 

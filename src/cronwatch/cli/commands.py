@@ -344,11 +344,11 @@ def _enrich_stats(store: Any, name: str, s: dict[str, Any], now: float) -> None:
 
 def cmd_last_failure(args: argparse.Namespace) -> int:
     from cronwatch.cli.report import run_detail
-    from cronwatch.core.model import Status
+    from cronwatch.core.model import FAILURES
 
     with open_db(args) as store:
         store.get_job(args.name)
-        last = store.last_run(args.name, statuses=[Status.FAILED, Status.TIMEOUT, Status.MISSED])
+        last = store.last_run(args.name, statuses=sorted(FAILURES))
         if last is None:
             if args.json:
                 emit_json(None)

@@ -7,8 +7,7 @@ import sys
 import time
 from typing import Any
 
-from cronwatch.core.errors import ValidationError
-from cronwatch.core.values import DURATION_HELP, format_duration, format_time, parse_timestamp
+from cronwatch.core.values import format_duration, format_time, parse_timestamp
 
 
 def register(sub: Any, command: Any) -> None:
@@ -23,25 +22,7 @@ def register(sub: Any, command: Any) -> None:
     s = command(jsub, "set", cmd_job_set, "create or change a job's settings (before its first run too)",
                 "cronwatch job set backup --schedule '@daily' --grace 1h --max-runtime 2h")  # fmt: skip
     s.add_argument("name", type=name_arg, metavar="NAME")
-    s.add_argument("--schedule", metavar="S", help="cron ('*/5 * * * *', '@daily'), 'every 15m', 'at 13:37', or an OnCalendar expression; '' clears")  # fmt: skip
-    s.add_argument("--tz", metavar="ZONE", help="IANA time zone for the schedule (default UTC)")
-    s.add_argument("--grace", metavar="DUR", help=f"how late a run may start before it counts as missed ({DURATION_HELP})")  # fmt: skip
-    s.add_argument("--max-runtime", metavar="DUR", help="a run still going after this is marked timeout ('none' clears)")  # fmt: skip
-    s.add_argument("--alert-after", metavar="N", help="consecutive failures that open an incident (default 2)")  # fmt: skip
-    s.add_argument("--recover-after", metavar="N", help="consecutive successes that close it (default 1)")  # fmt: skip
-    s.add_argument("--realert", metavar="DUR", help="remind every DUR while still down ('none' clears)")  # fmt: skip
-    s.add_argument("--notify", metavar="CHANNEL", action="append", help="channel URL; repeat for several (replaces the list)")  # fmt: skip
-    s.add_argument("--no-notify", action="store_true", help="remove every channel")
-    s.add_argument("--assert", dest="asserts", metavar="RULE", action="append", help="rule that turns a success into a failure; repeat (replaces the list)")  # fmt: skip
-    s.add_argument("--no-assert", action="store_true", help="remove every rule")
-    s.add_argument("--tag", dest="tags", metavar="TAG", action="append", help="tag; repeat (replaces the list)")  # fmt: skip
-    s.add_argument("--keep-days", metavar="DAYS", help="days to keep run records (default 365)")
-    s.add_argument("--keep-output", metavar="N", help="runs whose output is kept (default 1000)")
-    s.add_argument("--slowdown-alert", choices=["on", "off"], help="alert when the job gets clearly slower")  # fmt: skip
-    s.add_argument("--key", metavar="KEY", help="set the job's ping key explicitly")
-    g = s.add_mutually_exclusive_group()
-    g.add_argument("--pause", action="store_true", help="stop checking and alerting")
-    g.add_argument("--resume", action="store_true", help="undo --pause")
+    add_setting_flags(s)
     add_common(s)
 
     s = command(jsub, "show", cmd_job_show, "a job's settings, ping key, health and next expected run",
@@ -80,6 +61,34 @@ def register(sub: Any, command: Any) -> None:
     s.add_argument("channel", metavar="CHANNEL")
 
 
+def add_setting_flags(p: argparse.ArgumentParser) -> None:
+    """One option per job setting, made from the schema (core/settings.py)."""
+    from cronwatch.core.settings import LIST_KINDS, SETTINGS, Kind
+
+    for st in SETTINGS:
+        if st.kind is Kind.BOOL and st.off_flag:
+            g = p.add_mutually_exclusive_group()
+            g.add_argument(st.flag, dest=st.name, action="store_const", const=True, help=st.help)
+            g.add_argument(st.off_flag, dest=st.name, action="store_const", const=False,
+                           help=f"undo {st.flag}")  # fmt: skip
+        elif st.kind in LIST_KINDS:
+            g = p.add_mutually_exclusive_group()
+            g.add_argument(st.flag, dest=st.name, metavar=st.metavar, action="append",
+                           help=st.help)  # fmt: skip
+            g.add_argument(st.no_flag, dest=st.name, action="store_const", const=[],
+                           help=f"empty the list of {st.flag}")  # fmt: skip
+        else:
+            p.add_argument(st.flag, dest=st.name, metavar=st.metavar, help=_flag_help(st))
+
+
+def _flag_help(st: Any) -> str:
+    from cronwatch.core.settings import NUMBER_KINDS
+
+    if st.kind in NUMBER_KINDS:
+        return f"{st.help}: {st.accepted()}"
+    return st.help
+
+
 def _help(args: argparse.Namespace) -> int:
     sys.stderr.write(
         f"cronwatch: give an action (see cronwatch {args.example.split()[1]} --help)\n"
@@ -100,29 +109,16 @@ def _store(args: argparse.Namespace, create: bool = True) -> Any:
 
 def cmd_job_set(args: argparse.Namespace) -> int:
     from cronwatch.core.model import Job
-    from cronwatch.core.settings import apply_settings
+    from cronwatch.core.settings import SETTINGS, apply_settings, normalize
 
-    raw: dict[str, Any] = {}
-    for field in ("schedule", "tz", "grace", "max_runtime", "alert_after", "recover_after",
-                  "realert", "keep_days", "keep_output"):  # fmt: skip
-        value = getattr(args, field)
-        if value is not None:
-            raw[field] = value
-    if args.notify is not None or args.no_notify:
-        raw["notify"] = [] if args.no_notify else args.notify
-    if args.asserts is not None or args.no_assert:
-        raw["asserts"] = [] if args.no_assert else args.asserts
-    if args.tags is not None:
-        raw["tags"] = args.tags
-    if args.slowdown_alert:
-        raw["slowdown_alert"] = args.slowdown_alert
-    if args.pause or args.resume:
-        raw["paused"] = args.pause
+    raw = {st.name: getattr(args, st.name) for st in SETTINGS if st.stored}
+    raw = {k: v for k, v in raw.items() if v is not None}
+    # Checked before the database is opened: a bad key must not leave a new job behind.
+    key = None if args.ping_key is None else normalize("ping_key", args.ping_key)
     now = time.time()
     with _store(args) as store:
         job = store.find_job(args.name) or Job(name=args.name, created_at=now)
-        apply_settings(job, raw, where="")
-        key = None if args.key is None else _validate_key(args.key)
+        apply_settings(job, raw)
         with store.transaction():
             job = store.save_job(job, now=now)
             if key is not None:
@@ -130,16 +126,6 @@ def cmd_job_set(args: argparse.Namespace) -> int:
                 job.ping_key = key
         _print_job(store, job, args, now)
     return 0
-
-
-def _validate_key(key: str) -> str:
-    import re
-
-    if not re.fullmatch(r"[A-Za-z0-9_-]{16,128}", key):
-        raise ValidationError(
-            f"invalid ping key {key!r}: 16-128 characters of letters, digits, '-' and '_'"
-        )
-    return key
 
 
 def _print_job(store: Any, job: Any, args: argparse.Namespace, now: float) -> None:
@@ -170,7 +156,8 @@ def _print_job(store: Any, job: Any, args: argparse.Namespace, now: float) -> No
         ("tags", ", ".join(job.tags) or "-"),
         ("paused", "yes" if job.paused else "no"),
         ("ping key", info.get("ping_key") or "-"),
-        ("retention", f"{job.keep_days:g} days of runs, output of the last {job.keep_output} runs"),
+        ("retention", f"{job.keep_days:g} days of runs, output of the last {job.keep_output} runs"
+                      f" and {job.keep_failed_output} failed runs"),
     ]  # fmt: skip
     if info.get("slowdown"):
         lines.append(("slowdown", info["slowdown"]))
@@ -198,27 +185,30 @@ def cmd_job_rm(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from cronwatch.core import settings as config
+    from cronwatch.app.configfile import load
     from cronwatch.core.model import Job
 
-    wanted = config.load(args.config)
+    wanted = load(args.config)
     now = time.time()
     changes: list[dict[str, Any]] = []
     with _store(args) as store:
         for name, settings in sorted(wanted.items()):
             current = store.find_job(name)
             job = current or Job(name=name, created_at=now)
-            before = job.settings()
-            desired = Job(name=name).settings()
-            desired.update(settings)
+            before = {**job.settings(), "ping_key": job.ping_key or None}
+            desired = {**Job(name=name).settings(), "ping_key": before["ping_key"], **settings}
             diff = {k: (before.get(k), v) for k, v in desired.items() if before.get(k) != v}
             if current is None or diff:
                 changes.append({"job": name, "action": "create" if current is None else "update",
                                 "changes": {k: {"from": a, "to": b} for k, (a, b) in diff.items()}})  # fmt: skip
                 if not args.dry_run:
+                    key = desired.pop("ping_key")
                     for k, v in desired.items():
                         setattr(job, k, v)
-                    store.save_job(job, now=now)
+                    with store.transaction():
+                        store.save_job(job, now=now)
+                        if key and key != before["ping_key"]:
+                            store.set_ping_key(name, key)
     if args.json:
         from cronwatch.cli.commands import emit_json
 

@@ -21,12 +21,56 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from typing import Any, ClassVar
 
+
+def _chars(spec: str) -> frozenset[str]:
+    """The characters of a regex character class such as ``a-z0-9._-`` (a last '-' is one)."""
+    out: set[str] = set()
+    i = 0
+    while i < len(spec):
+        if i + 2 < len(spec) and spec[i + 1] == "-":
+            out.update(chr(c) for c in range(ord(spec[i]), ord(spec[i + 2]) + 1))
+            i += 3
+        else:
+            out.add(spec[i])
+            i += 1
+    return frozenset(out)
+
+
+# Each rule is stated once, as a character class: the validators below use it as a set of
+# characters, the server's pydantic and FastAPI patterns as a regex (*_PATTERN).
+NAME_MAX = 64
+_NAME_FIRST_CLASS = "a-z0-9"
+_NAME_CLASS = "a-z0-9._-"
 NAME_RULE = (
-    "a job name is 1-64 characters of a-z, 0-9, '-', '_' and '.', starting with a letter or digit"
+    f"a job name is 1-{NAME_MAX} characters of a-z, 0-9, '-', '_' and '.', "
+    "starting with a letter or digit"
 )
-_NAME_FIRST = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
-_NAME_CHARS = _NAME_FIRST | frozenset("._-")
-_RUN_ID_CHARS = _NAME_CHARS | frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ:")
+NAME_PATTERN = f"^[{_NAME_FIRST_CLASS}][{_NAME_CLASS}]{{0,{NAME_MAX - 1}}}$"
+_NAME_FIRST = _chars(_NAME_FIRST_CLASS)
+_NAME_CHARS = _chars(_NAME_CLASS)
+
+# A tag has the job name's rule (tags and names share the same URL- and shell-safe alphabet).
+TAG_RULE = NAME_RULE.replace("a job name", "a tag")
+TAG_PATTERN = NAME_PATTERN
+
+RUN_ID_MAX = 128
+_RUN_ID_CLASS = "A-Za-z0-9._:-"
+RUN_ID_RULE = f"1-{RUN_ID_MAX} characters of letters, digits, '.', '_', ':' and '-'"
+RUN_ID_PATTERN = f"^[{_RUN_ID_CLASS}]{{1,{RUN_ID_MAX}}}$"
+_RUN_ID_CHARS = _chars(_RUN_ID_CLASS)
+
+# At least 16 characters: a ping key is the only secret a ping URL carries. Not starting
+# with '-', so that it can never be taken for an option on a command line.
+PING_KEY_MIN, PING_KEY_MAX = 16, 128
+_KEY_FIRST_CLASS = "A-Za-z0-9_"
+_KEY_CLASS = "A-Za-z0-9_-"
+PING_KEY_RULE = (
+    f"{PING_KEY_MIN}-{PING_KEY_MAX} characters of letters, digits, '-' and '_', "
+    "not starting with '-'"
+)
+PING_KEY_PATTERN = f"^[{_KEY_FIRST_CLASS}][{_KEY_CLASS}]{{{PING_KEY_MIN - 1},{PING_KEY_MAX - 1}}}$"
+_KEY_FIRST = _chars(_KEY_FIRST_CLASS)
+_KEY_CHARS = _chars(_KEY_CLASS)
 
 
 class _StatusType(type):
@@ -71,7 +115,7 @@ class Status(str, metaclass=_StatusType):
 
     @property
     def is_failure(self) -> bool:
-        return self is Status.FAILED or self is Status.TIMEOUT or self is Status.MISSED
+        return self in FAILURES
 
     @property
     def is_finished(self) -> bool:
@@ -108,18 +152,44 @@ for _value in ("running", "success", "failed", "timeout", "missed"):
 del _value, _member
 
 STATUSES = tuple(s.value for s in Status)
+# The outcomes that count as failures: for alerts, health, stats and `last-failure`.
+FAILURES: frozenset[Status] = frozenset((Status.FAILED, Status.TIMEOUT, Status.MISSED))
 
 
 def validate_name(name: str) -> str:
     """Return ``name`` if it is a valid job slug, else raise ValidationError stating the rule."""
     if not (
         isinstance(name, str)
-        and 1 <= len(name) <= 64
+        and 1 <= len(name) <= NAME_MAX
         and name[0] in _NAME_FIRST
         and all(c in _NAME_CHARS for c in name)
     ):
         raise ValidationError(f"invalid job name {name!r}: {NAME_RULE}")
     return name
+
+
+def validate_tag(tag: str) -> str:
+    """Return ``tag`` if it is a valid tag, else raise ValidationError stating the rule."""
+    if not (
+        isinstance(tag, str)
+        and 1 <= len(tag) <= NAME_MAX
+        and tag[0] in _NAME_FIRST
+        and all(c in _NAME_CHARS for c in tag)
+    ):
+        raise ValidationError(f"invalid tag {tag!r}: {TAG_RULE}")
+    return tag
+
+
+def validate_ping_key(key: str) -> str:
+    """Return ``key`` if it is a valid ping key, else raise ValidationError stating the rule."""
+    if not (
+        isinstance(key, str)
+        and PING_KEY_MIN <= len(key) <= PING_KEY_MAX
+        and key[0] in _KEY_FIRST
+        and all(c in _KEY_CHARS for c in key)
+    ):
+        raise ValidationError(f"invalid ping key {key!r}: {PING_KEY_RULE}")
+    return key
 
 
 def parse_status(value: str) -> Status:
@@ -145,11 +215,11 @@ def new_run_id(now: float | None = None) -> str:
 
 def validate_run_id(value: str) -> str:
     if not (
-        isinstance(value, str) and 1 <= len(value) <= 128 and all(c in _RUN_ID_CHARS for c in value)
+        isinstance(value, str)
+        and 1 <= len(value) <= RUN_ID_MAX
+        and all(c in _RUN_ID_CHARS for c in value)
     ):
-        raise ValidationError(
-            f"invalid run id {value!r}: 1-128 characters of letters, digits, '.', '_', ':' and '-'"
-        )
+        raise ValidationError(f"invalid run id {value!r}: {RUN_ID_RULE}")
     return value
 
 

@@ -1,189 +1,313 @@
-"""Job settings: validation shared by `job set`, the TOML config (`apply`) and the API.
+"""Job settings: THE schema, one declaration per setting, and the one ``normalize``.
 
-A config file declares monitors as code::
+Every entry point reads this table: ``cronwatch job set`` makes its flags from it
+(cli/jobs.py), the TOML file of ``cronwatch apply`` is checked by it (app/configfile.py),
+the API builds its request models from it (server/api_models.py) and runs every value
+through the same ``normalize``, and so does the SDK (remote/client.py). A bound or a rule
+changed here changes for all of them.
 
-    [defaults]                 # optional, applies to every job below
-    notify = ["https://hooks.example.com/cron"]
-
-    [jobs.backup]
-    schedule = "30 2 * * *"
-    tz = "Europe/Berlin"
-    grace = "15m"
-    max_runtime = "2h"
-    assert = ["output contains 'backup complete'"]
-
-Every invalid value is rejected with the field, the value and what is accepted.
+Spellings differ by entry point, values do not: the CLI and the TOML file take text
+("15m", "none", "on"), the API takes strict JSON types (seconds as numbers, null, true);
+``normalize`` takes either and returns the stored value, or raises ValidationError naming
+the setting, the value and what is accepted.
 """
 
 from __future__ import annotations
 
-import os
-import tomllib
+import math
+from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from cronwatch.core.errors import ValidationError
-from cronwatch.core.model import Job, validate_name
+from cronwatch.core.model import (
+    PING_KEY_MAX,
+    PING_KEY_RULE,
+    TAG_RULE,
+    Job,
+    validate_ping_key,
+    validate_tag,
+)
 from cronwatch.core.values import DURATION_HELP, parse_duration
-from cronwatch.system import config_path
-
-# field -> (kind, help)
-FIELDS: dict[str, tuple[str, str]] = {
-    "schedule": (
-        "schedule",
-        "cron ('*/5 * * * *', '@daily'), 'every 15m', 'at 13:37', or OnCalendar",
-    ),
-    "tz": ("tz", "an IANA time zone such as Europe/Berlin (default UTC)"),
-    "grace": ("duration", DURATION_HELP),
-    "max_runtime": ("duration?", DURATION_HELP + ", or 'none'"),
-    "alert_after": ("count", "a whole number >= 1 (consecutive failures before an alert)"),
-    "recover_after": ("count", "a whole number >= 1 (consecutive successes to recover)"),
-    "realert": ("duration?", DURATION_HELP + ", or 'none'"),
-    "notify": (
-        "channels",
-        "a list of channel URLs (https://..., tgram://TOKEN/CHAT, slack://..., mailto://...)",
-    ),
-    "asserts": ("rules", "a list of rules such as 'duration < 30m' or 'output contains done'"),
-    "paused": ("bool", "true or false"),
-    "tags": ("tags", "a list of tags (job-name characters)"),
-    "keep_days": ("number", "days to keep run records (a number > 0)"),
-    "keep_output": ("count", "a whole number >= 1 (runs whose output is kept)"),
-    "keep_failed_output": ("count", "a whole number >= 1 (failed runs whose output is kept)"),
-    "slowdown_alert": ("bool", "true or false"),
-}
-ALIASES = {"assert": "asserts", "max-runtime": "max_runtime", "alert-after": "alert_after",
-           "recover-after": "recover_after", "timezone": "tz", "tag": "tags"}  # fmt: skip
 
 
-def _bad(where: str, field: str, value: Any, accepted: str, detail: str = "") -> ValidationError:
-    prefix = f"{where} " if where else ""
-    extra = f" ({detail})" if detail else ""
-    return ValidationError(f"{prefix}{field}: invalid value {value!r}{extra}: expected {accepted}")
+class Kind(Enum):
+    SCHEDULE = "schedule"
+    TZ = "tz"
+    DURATION = "duration"  # seconds; text such as "15m" too
+    COUNT = "count"  # a whole number
+    NUMBER = "number"  # any finite number
+    BOOL = "bool"
+    CHANNELS = "channels"  # a list of notification channel URLs
+    RULES = "rules"  # a list of assertion rules
+    TAGS = "tags"
+    PING_KEY = "ping_key"
 
 
-def normalize(field: str, value: Any, *, where: str = "") -> Any:
-    """Validate and normalise one setting; raises ValidationError naming field and value."""
-    field = ALIASES.get(field, field)
-    if field not in FIELDS:
+DAY = 86400.0
+YEAR = 366 * DAY
+LIST_KINDS = (Kind.CHANNELS, Kind.RULES, Kind.TAGS)
+NUMBER_KINDS = (Kind.DURATION, Kind.COUNT, Kind.NUMBER)
+_OFF = ("none", "off", "")  # the text for None (JSON null) of an optional setting
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One job setting as every entry point sees it.
+
+    ``lo``/``hi`` bound a number (inclusive; every number has both); ``max_len`` bounds a
+    string or each item of a list, ``max_items`` a list. ``optional`` settings also take
+    None (JSON null; the text "none"), which turns them off. ``flag`` is the ``job set``
+    option (a list's option repeats and has a ``--no-...`` twin that empties the list);
+    ``off_flag`` gives a bool a second option that sets it false (``--pause``/``--resume``)
+    instead of taking on/off. ``aliases`` are other accepted keys in the TOML file.
+    ``stored=False``: kept apart from ``Job.settings()`` (the ping key).
+    """
+
+    name: str
+    kind: Kind
+    default: Any
+    help: str
+    flag: str
+    metavar: str = ""
+    lo: float | None = None
+    hi: float | None = None
+    max_len: int = 0
+    max_items: int = 0
+    optional: bool = False
+    off_flag: str = ""
+    no_flag: str = ""
+    aliases: tuple[str, ...] = ()
+    stored: bool = True
+
+    def accepted(self) -> str:
+        """What is accepted, for error messages and --help."""
+        if self.kind in NUMBER_KINDS:
+            what = {
+                Kind.DURATION: f"{DURATION_HELP} (or seconds)",
+                Kind.COUNT: "a whole number",
+                Kind.NUMBER: "a number",
+            }[self.kind]
+            lo, hi = _show(self, self.lo), _show(self, self.hi)
+            text = f"{what} from {lo} to {hi}"
+            return text + (", or none" if self.optional else "")
+        return self.help
+
+
+def _show(s: Setting, x: float | None) -> str:
+    if x is None:
+        return "?"
+    if s.kind is Kind.DURATION:
+        for unit, size in (("d", DAY), ("h", 3600.0), ("m", 60.0)):
+            if x >= size and (x / size).is_integer():
+                return f"{x / size:.0f}{unit}"
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("schedule", Kind.SCHEDULE, "",
+            "cron ('*/5 * * * *', '@daily'), 'every 15m', 'at 13:37', or an OnCalendar "
+            "expression; '' clears", "--schedule", "S", max_len=500),
+    Setting("tz", Kind.TZ, "UTC", "an IANA time zone such as Europe/Berlin (default UTC)",
+            "--tz", "ZONE", max_len=64, aliases=("timezone",)),
+    Setting("grace", Kind.DURATION, 0.0,
+            "how late a run may start before it counts as missed", "--grace", "DUR",
+            lo=0.0, hi=YEAR),
+    Setting("max_runtime", Kind.DURATION, None,
+            "a run still going after this is marked timeout ('none' clears)",
+            "--max-runtime", "DUR", lo=1.0, hi=YEAR, optional=True,
+            aliases=("max-runtime",)),
+    Setting("alert_after", Kind.COUNT, 2,
+            "consecutive failures that open an incident (default 2)", "--alert-after", "N",
+            lo=1, hi=1000, aliases=("alert-after",)),
+    Setting("recover_after", Kind.COUNT, 1,
+            "consecutive successes that close it (default 1)", "--recover-after", "N",
+            lo=1, hi=1000, aliases=("recover-after",)),
+    Setting("realert", Kind.DURATION, None,
+            "remind every DUR while still down ('none' clears)", "--realert", "DUR",
+            lo=1.0, hi=YEAR, optional=True),
+    Setting("notify", Kind.CHANNELS, [],
+            "channel URL (https://..., tgram://TOKEN/CHAT, slack://..., mailto://...); "
+            "repeat for several (replaces the list)", "--notify", "CHANNEL",
+            max_len=2000, max_items=50, no_flag="--no-notify"),
+    Setting("asserts", Kind.RULES, [],
+            "rule that turns a success into a failure, such as 'duration < 30m' or "
+            "'output contains done'; repeat (replaces the list)", "--assert", "RULE",
+            max_len=500, max_items=50, no_flag="--no-assert", aliases=("assert",)),
+    Setting("paused", Kind.BOOL, False, "stop checking and alerting ('--resume' undoes it)",
+            "--pause", off_flag="--resume"),
+    Setting("tags", Kind.TAGS, [], f"tag ({TAG_RULE}); repeat (replaces the list)",
+            "--tag", "TAG", max_len=64, max_items=50, no_flag="--no-tag", aliases=("tag",)),
+    Setting("keep_days", Kind.NUMBER, 365.0, "days to keep run records (default 365)",
+            "--keep-days", "DAYS", lo=1.0, hi=36600.0, aliases=("keep-days",)),
+    Setting("keep_output", Kind.COUNT, 1000, "runs whose output is kept (default 1000)",
+            "--keep-output", "N", lo=1, hi=10_000_000, aliases=("keep-output",)),
+    Setting("keep_failed_output", Kind.COUNT, 5000,
+            "failed runs whose output is kept (default 5000)", "--keep-failed-output", "N",
+            lo=1, hi=10_000_000, aliases=("keep-failed-output",)),
+    Setting("slowdown_alert", Kind.BOOL, False,
+            "alert when the job gets clearly slower (on or off)", "--slowdown-alert", "on|off",
+            aliases=("slowdown-alert",)),
+    Setting("ping_key", Kind.PING_KEY, None, f"the job's ping key: {PING_KEY_RULE}",
+            "--key", "KEY", max_len=PING_KEY_MAX, aliases=("ping-key", "key"), stored=False),
+)  # fmt: skip
+BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+ALIASES: dict[str, str] = {a: s.name for s in SETTINGS for a in s.aliases}
+
+
+def setting(key: str, *, where: str = "") -> Setting:
+    """The setting a key (or TOML alias) names; ValidationError for an unknown one."""
+    s = BY_NAME.get(ALIASES.get(key, key))
+    if s is None:
         raise ValidationError(
-            f"{where + ' ' if where else ''}unknown setting {field!r}: expected one of "
-            + ", ".join(FIELDS)
+            f"{_at(where)}unknown setting {key!r}: expected one of " + ", ".join(BY_NAME)
         )
-    kind, accepted = FIELDS[field]
+    return s
+
+
+def normalize(key: str, value: Any, *, where: str = "") -> Any:
+    """Validate and normalise one setting; raises ValidationError naming it and the value."""
+    s = setting(key, where=where)
     try:
-        return _normalize(kind, value)
+        return _normalize(s, value)
     except ValidationError as e:  # already names the value and what is accepted
-        raise ValidationError(f"{where + ' ' if where else ''}{field}: {e}") from None
-    except (TypeError, ValueError):
-        raise _bad(where, field, value, accepted) from None
+        raise ValidationError(f"{_at(where)}{s.name}: {e}") from None
+    except (TypeError, ValueError, OverflowError) as e:
+        detail = " (out of range)" if isinstance(e, _OutOfRange) else ""
+        raise ValidationError(
+            f"{_at(where)}{s.name}: invalid value {value!r}{detail}: expected {s.accepted()}"
+        ) from None
 
 
-def _normalize(kind: str, value: Any) -> Any:
-    if kind == "schedule":
-        if value in ("", None):
+def normalize_all(settings: dict[str, Any], *, where: str = "") -> dict[str, Any]:
+    """``normalize`` each of ``settings``, keyed by the settings' names (aliases resolved)."""
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        name = setting(key, where=where).name
+        if name in out:
+            raise ValidationError(f"{_at(where)}{name} is given twice (as {key!r} too)")
+        out[name] = normalize(key, value, where=where)
+    return out
+
+
+def _at(where: str) -> str:
+    return f"{where} " if where else ""
+
+
+def _normalize(s: Setting, value: Any) -> Any:
+    kind = s.kind
+    if s.optional and (value is None or (isinstance(value, str) and value.lower() in _OFF)):
+        return None
+    if kind in NUMBER_KINDS:
+        return _bounded(s, _number(kind, value))
+    if kind is Kind.BOOL:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            word = value.lower()
+            if word in ("true", "yes", "on", "1"):
+                return True
+            if word in ("false", "no", "off", "0"):
+                return False
+        raise ValueError
+    if kind in LIST_KINDS:
+        items = _as_list(value)
+        if len(items) > s.max_items:
+            raise ValidationError(f"{len(items)} items: at most {s.max_items} are accepted")
+        return [_item(s, v) for v in items]
+    text = _text(s, value)
+    if kind is Kind.SCHEDULE:
+        if not text:
             return ""
         from cronwatch.core.schedule import parse_schedule
 
-        return parse_schedule(str(value)).text
-    if kind == "tz":
+        return parse_schedule(text).text
+    if kind is Kind.TZ:
         from cronwatch.core.schedule import validate_tz
 
-        return validate_tz(str(value))
-    if kind in ("duration", "duration?"):
-        if kind == "duration?" and (value is None or str(value).lower() in ("none", "off", "")):
-            return None
-        if isinstance(value, bool):
-            raise TypeError
-        return parse_duration(str(value)) if not isinstance(value, int | float) else _nonneg(value)
-    if kind == "count":
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise TypeError
-        n = int(value)
-        if n < 1:
-            raise ValueError
-        return n
-    if kind == "number":
-        if isinstance(value, bool):
-            raise TypeError
-        x = float(value)
-        if not x > 0:
-            raise ValueError
-        return x
-    if kind == "bool":
-        if isinstance(value, bool):
-            return value
-        s = str(value).lower()
-        if s in ("true", "yes", "on", "1"):
-            return True
-        if s in ("false", "no", "off", "0"):
-            return False
-        raise ValueError
-    if kind == "channels":
-        from cronwatch.notify import validate_channel
-
-        return [validate_channel(str(v)) for v in _as_list(value)]
-    if kind == "rules":
-        from cronwatch.core.assertions import parse_rule
-
-        rules = [str(v) for v in _as_list(value)]
-        for r in rules:
-            parse_rule(r)
-        return rules
-    if kind == "tags":
-        return [validate_name(str(v)) for v in _as_list(value)]
+        return validate_tz(text)
+    if kind is Kind.PING_KEY:
+        return validate_ping_key(text)
     raise AssertionError(kind)
 
 
-def _nonneg(x: float) -> float:
-    if x < 0:
+def _number(kind: Kind, value: Any) -> float | int:
+    """A number from a JSON/TOML number or the text of one; never NaN or infinity."""
+    if isinstance(value, bool):  # a bool is an int to Python, never a number to a user
+        raise TypeError
+    if kind is Kind.COUNT:
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+            return int(value.strip())
+        raise ValueError  # 1.5, "1.0", "3 runs"
+    if isinstance(value, str):
+        x = parse_duration(value) if kind is Kind.DURATION else float(value)
+    elif isinstance(value, int | float):
+        x = float(value)
+    else:
+        raise TypeError
+    if not math.isfinite(x):
         raise ValueError
-    return float(x)
+    return x
+
+
+class _OutOfRange(ValueError):
+    pass
+
+
+def _bounded(s: Setting, x: float | int) -> float | int:
+    assert s.lo is not None and s.hi is not None  # every number is bounded (test_settings_parity)
+    if not s.lo <= x <= s.hi:
+        raise _OutOfRange
+    return x
+
+
+def _text(s: Setting, value: Any) -> str:
+    if value is None and s.kind is Kind.SCHEDULE:
+        return ""
+    if not isinstance(value, str):
+        raise TypeError
+    if len(value) > s.max_len:
+        raise ValidationError(f"longer than {s.max_len} characters")
+    return value
+
+
+def _item(s: Setting, value: Any) -> str:
+    text = _text(s, value)
+    if s.kind is Kind.CHANNELS:
+        from cronwatch.notify import validate_channel
+
+        return validate_channel(text)
+    if s.kind is Kind.RULES:
+        from cronwatch.core.assertions import parse_rule
+
+        parse_rule(text)
+        return text
+    return validate_tag(text)
 
 
 def _as_list(value: Any) -> list[Any]:
     if isinstance(value, list | tuple):
         return list(value)
-    if isinstance(value, str):
+    if isinstance(value, str):  # one item, as `--tag db` or `tags = "db"` in the TOML file
         return [value] if value else []
     raise TypeError
 
 
 def apply_settings(job: Job, settings: dict[str, Any], *, where: str = "") -> Job:
-    for key, value in settings.items():
-        setattr(job, ALIASES.get(key, key), normalize(key, value, where=where))
+    """Set ``job``'s stored settings from ``settings`` (normalised here)."""
+    for name, value in normalize_all(settings, where=where).items():
+        if not BY_NAME[name].stored:
+            raise ValidationError(f"{_at(where)}{name} is not a stored setting")
+        setattr(job, name, value)
     return job
 
 
-def load(path: str | None = None) -> dict[str, dict[str, Any]]:
-    """Read the TOML config: {job name: {setting: value}} with defaults merged in."""
-    path = path or config_path()
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        raise ValidationError(f"no config file at {path}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ValidationError(f"{path}: invalid TOML: {e}") from None
-    except OSError as e:
-        raise ValidationError(f"cannot read {path}: {e.strerror}") from None
-    unknown = set(data) - {"defaults", "jobs", "server"}  # [server] is read by the client
-    if unknown:
-        raise ValidationError(
-            f"{path}: unknown section {sorted(unknown)[0]!r}: expected [defaults], [jobs.NAME] "
-            "and [server]"
-        )
-    defaults = data.get("defaults", {})
-    jobs = data.get("jobs", {})
-    if not isinstance(defaults, dict) or not isinstance(jobs, dict):
-        raise ValidationError(f"{path}: [defaults] and [jobs.NAME] must be tables")
-    out: dict[str, dict[str, Any]] = {}
-    for name, settings in jobs.items():
-        where = f"{os.path.basename(path)} [jobs.{name}]"
-        try:
-            validate_name(name)
-        except ValidationError as e:
-            raise ValidationError(f"{where}: {e}") from None
-        if not isinstance(settings, dict):
-            raise ValidationError(f"{where}: must be a table of settings")
-        merged = {**defaults, **settings}
-        out[name] = {ALIASES.get(k, k): normalize(k, v, where=where) for k, v in merged.items()}
-    return out
+def defaults() -> dict[str, Any]:
+    """Every stored setting's default (equal to ``Job(name=...).settings()``: a test says so)."""
+    return {s.name: _fresh(s.default) for s in SETTINGS if s.stored}
+
+
+def _fresh(value: Any) -> Any:
+    return list(value) if isinstance(value, list) else value  # never the schema's own list

@@ -97,10 +97,10 @@ def _job_settings(
     schedule: str | None, tz: str | None, grace: float | str | None
 ) -> dict[str, Any]:
     """The declared settings, validated (ValidationError names the bad one)."""
-    from cronwatch.core.settings import normalize
+    from cronwatch.core.settings import normalize_all
 
-    given = (("schedule", schedule), ("tz", tz), ("grace", grace))
-    return {k: normalize(k, v) for k, v in given if v is not None}
+    given = {"schedule": schedule, "tz": tz, "grace": grace}
+    return normalize_all({k: v for k, v in given.items() if v is not None})
 
 
 def finish_job(

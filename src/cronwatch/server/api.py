@@ -7,6 +7,7 @@ input is a 422 that names the field, never a 500.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Annotated, Any, Literal
 
@@ -17,15 +18,14 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPBearer
 
 from cronwatch.core.errors import CronwatchError, NotFound, ValidationError
-from cronwatch.core.model import NAME_RULE, Job, Status
+from cronwatch.core.model import NAME_PATTERN, NAME_RULE, RUN_ID_PATTERN, RUN_ID_RULE, Job, Status
+from cronwatch.core.settings import normalize_all
 from cronwatch.server.api_models import JobCreate, JobPatch, JobSettings, RunCreate, RunPatch
 from cronwatch.server.auth import authorize
 from cronwatch.store.interface import Store
 
-NAME = r"^[a-z0-9][a-z0-9._-]{0,63}$"
-RUN_ID = r"^[A-Za-z0-9._:-]{1,128}$"
-JobName = Annotated[str, Path(pattern=NAME, description=NAME_RULE)]
-RunId = Annotated[str, Path(pattern=RUN_ID)]
+JobName = Annotated[str, Path(pattern=NAME_PATTERN, description=NAME_RULE)]
+RunId = Annotated[str, Path(pattern=RUN_ID_PATTERN, description=RUN_ID_RULE)]
 # module level: endpoint annotations are strings (PEP 563), resolved in this namespace
 BEARER = HTTPBearer(auto_error=False, description="a token from: cronwatch token create NAME")
 PERIODS = {"day": 86400.0, "week": 7 * 86400.0, "month": 30 * 86400.0}
@@ -74,8 +74,10 @@ def build_api(server: Any) -> FastAPI:
     @api.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         server.counters["api_errors"] += 1
-        errors = jsonable_encoder(
-            exc.errors(), custom_encoder={bytes: lambda b: b.decode("utf-8", "replace")}
+        errors = _finite(
+            jsonable_encoder(
+                exc.errors(), custom_encoder={bytes: lambda b: b.decode("utf-8", "replace")}
+            )
         )
         first = errors[0] if errors else {}
         where = ".".join(str(x) for x in first.get("loc", ()))
@@ -123,7 +125,7 @@ def build_api(server: Any) -> FastAPI:
     @api.post("/jobs", status_code=201)
     async def create_job(body: JobCreate) -> dict[str, Any]:
         settings = body.model_dump(exclude={"name"}, exclude_unset=True)
-        check_settings(settings)
+        settings = check_settings(settings)
 
         def op(store: Store) -> Job:
             if store.find_job(body.name) is not None:
@@ -139,7 +141,7 @@ def build_api(server: Any) -> FastAPI:
     @api.put("/jobs/{name}")
     async def put_job(name: JobName, body: JobSettings) -> dict[str, Any]:
         settings = body.model_dump(exclude_unset=True)
-        check_settings(settings)
+        settings = check_settings(settings)
 
         def op(store: Store) -> Job:
             old = store.find_job(name)
@@ -152,7 +154,7 @@ def build_api(server: Any) -> FastAPI:
     @api.patch("/jobs/{name}")
     async def patch_job(name: JobName, body: JobPatch) -> dict[str, Any]:
         settings = body.model_dump(exclude_unset=True)
-        check_settings(settings)
+        settings = check_settings(settings)
         return job_view(reader, await write(lambda s: _save(s, s.get_job(name), settings), name))
 
     @api.delete("/jobs/{name}", status_code=204)
@@ -225,7 +227,7 @@ def build_api(server: Any) -> FastAPI:
 
     @api.get("/incidents")
     async def incidents(
-        job: Annotated[str | None, Query(pattern=NAME)] = None,
+        job: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
         open: bool = False,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[dict[str, Any]]:
@@ -240,37 +242,31 @@ def build_api(server: Any) -> FastAPI:
     return api
 
 
-def check_settings(settings: dict[str, Any]) -> None:
-    """Validate what pydantic cannot: the schedule and the time zone."""
-    if settings.get("tz"):
-        from zoneinfo import ZoneInfo
+def check_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings normalised by the schema, as from the CLI and the TOML file: pydantic
+    checked the JSON types and bounds; this checks the rest (schedule, zone, channels,
+    rules, tags, ping key) and gives the stored values. ValidationError (422) names the
+    field."""
+    if settings.get("ping_key", "") is None:
+        del settings["ping_key"]  # null: keep the key the job has
+    try:
+        return normalize_all(settings)
+    except ValidationError:
+        raise
+    except Exception as e:  # a parser bug must still be the client's 422, not a 500
+        raise ValidationError(f"invalid settings: {type(e).__name__}: {e}") from None
 
-        try:
-            ZoneInfo(settings["tz"])
-        except Exception:
-            raise ValidationError(f"invalid tz {settings['tz']!r}: expected an IANA zone") from None
-    for channel in settings.get("notify") or ():
-        try:
-            from cronwatch.notify import validate_channel
-        except ImportError:
-            break
-        try:
-            validate_channel(channel)
-        except CronwatchError as e:
-            raise ValidationError(f"invalid notify channel: {e}") from None
-        except Exception as e:
-            raise ValidationError(f"invalid notify channel {channel!r}: {e}") from None
-    if settings.get("schedule"):
-        try:
-            from cronwatch.core.schedule import parse_schedule
-        except ImportError:
-            return
-        try:
-            parse_schedule(settings["schedule"])
-        except CronwatchError as e:
-            raise ValidationError(f"invalid schedule: {e}") from None
-        except Exception as e:  # a parser bug must still be the client's 422, not a 500
-            raise ValidationError(f"invalid schedule {settings['schedule']!r}: {e}") from None
+
+def _finite(x: Any) -> Any:
+    """The error's echo of the input, writable as JSON: a NaN sent (Python's json reads
+    it) would make the 422 itself fail, a 500."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return repr(x)
+    if isinstance(x, list):
+        return [_finite(v) for v in x]
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    return x
 
 
 def _save(store: Store, job: Job, settings: dict[str, Any]) -> Job:

@@ -2,48 +2,71 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from cronwatch.core.model import NAME_PATTERN, NAME_RULE, PING_KEY_PATTERN, RUN_ID_PATTERN
+from cronwatch.core.settings import LIST_KINDS, SETTINGS, Kind, Setting
 
 _STRICT = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
-Seconds = Annotated[float, Field(ge=0, le=10 * 366 * 86400)]
-Count = Annotated[int, Field(ge=1, le=1_000_000)]
 Short = Annotated[str, Field(max_length=200)]
 Timestamp = Annotated[float, Field(ge=0, le=1e11)]
-RunIdStr = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
-PingKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,128}$")]
+RunIdStr = Annotated[str, Field(pattern=RUN_ID_PATTERN)]
 
 
-class JobSettings(BaseModel):
-    """Every setting of ``cronwatch job set``; durations are seconds."""
+def _field(s: Setting) -> tuple[Any, Any]:
+    """A setting as a strict JSON field: its type and bounds from the schema.
 
-    model_config = _STRICT
+    These checks are the JSON types and the bounds OpenAPI can state; every value then goes
+    through the schema's ``normalize`` too (server/api.py: check_settings), as from the CLI.
+    """
+    kind = s.kind
+    t: Any
+    if kind is Kind.DURATION or kind is Kind.NUMBER:
+        t = Annotated[float, Field(ge=s.lo, le=s.hi)]
+    elif kind is Kind.COUNT:
+        t = Annotated[int, Field(ge=s.lo, le=s.hi)]
+    elif kind is Kind.BOOL:
+        t = bool
+    elif kind in LIST_KINDS:
+        t = Annotated[list[Annotated[str, Field(max_length=s.max_len)]],
+                      Field(max_length=s.max_items)]  # fmt: skip
+    elif kind is Kind.PING_KEY:
+        t = Annotated[str, Field(pattern=PING_KEY_PATTERN)] | None
+    else:
+        t = Annotated[str, Field(max_length=s.max_len)]
+    if s.optional:
+        t = t | None
+    default = list(s.default) if isinstance(s.default, list) else s.default
+    return t, Field(default=default, description=s.help)
 
-    schedule: Annotated[str, Field(max_length=500)] = ""
-    tz: Annotated[str, Field(max_length=64)] = "UTC"
-    grace: Seconds = 0.0
-    max_runtime: Seconds | None = None
-    alert_after: Count = 2
-    recover_after: Count = 1
-    realert: Seconds | None = None
-    notify: Annotated[list[Short], Field(max_length=50)] = []
-    asserts: Annotated[list[Short], Field(max_length=50)] = []
-    paused: bool = False
-    tags: Annotated[list[Short], Field(max_length=50)] = []
-    keep_days: Seconds = 365.0
-    keep_output: Annotated[int, Field(ge=0, le=10_000_000)] = 1000
-    keep_failed_output: Annotated[int, Field(ge=0, le=10_000_000)] = 5000
-    slowdown_alert: bool = False
-    ping_key: PingKey | None = None
 
+_FIELDS: dict[str, Any] = {s.name: _field(s) for s in SETTINGS}
 
-class JobPatch(JobSettings):
-    """The same fields; only those sent change."""
+if TYPE_CHECKING:  # the fields are made from the schema at run time; mypy sees models
 
+    class JobSettings(BaseModel):
+        pass
 
-class JobCreate(JobSettings):
-    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
+    class JobPatch(JobSettings):
+        pass
+
+    class JobCreate(JobSettings):
+        name: str
+
+else:
+    JobSettings = create_model(
+        "JobSettings", __config__=_STRICT, __doc__="Every job setting; durations are seconds.",
+        **_FIELDS,
+    )  # fmt: skip
+    JobPatch = create_model(
+        "JobPatch", __base__=JobSettings, __doc__="The same fields; only those sent change."
+    )
+    JobCreate = create_model(
+        "JobCreate", __base__=JobSettings, __doc__="A new job: its name and settings.",
+        name=(Annotated[str, Field(pattern=NAME_PATTERN, description=NAME_RULE)], ...),
+    )  # fmt: skip
 
 
 class RunCreate(BaseModel):
