@@ -181,9 +181,12 @@ def test_percentiles_of_a_long_history_come_from_the_sealed_days(store):
     store.record_runs([run_at(now + 10, duration=3.0, stdout=None)], now=now + 20)
     assert durs_state(store) == (11, 1)
     check(store, rng, now + 20)
-    # a run of day 3 (sealed) finished late: day 3 unknown too
-    store.db.execute("UPDATE runs SET duration=99.5 WHERE uid=?", (runs[3 * 700 + 5].id,))
-    assert durs_state(store) == (10, 2)
+    # a run of day 3 (sealed) changed late (now the longest of its day): the store
+    # recomputes day 3 at once, its durations included (no trigger: migration 6)
+    late = store.get_run(runs[3 * 700 + 5].id, output=False)
+    late.duration = 99.5
+    store.update_run(late, now=now + 20)
+    assert durs_state(store) == (11, 1)
     check(store, rng, now + 20)
     # the next day's seal writes them again (retention set back, so that it deletes
     # nothing of the oldest day right after the seal)
@@ -288,3 +291,53 @@ def test_run_counts_by_job_and_status(store):
         per_job[r.status.value] = per_job.get(r.status.value, 0) + 1
     assert store.job_stats("j")["runs"] == 300
     assert store.run_counts() == want
+
+
+@pytest.mark.sqlite_only
+def test_a_schema_5_database_loses_its_triggers_and_keeps_exact_stats(tmp_path):
+    """Migration 6 drops the rollup triggers; the days they kept stay, and the store's own
+    path (retention unfolding sealed runs, updates refolding their days) keeps stats
+    equal to a computation over every stored run."""
+    from cronwatch.store import open_store
+
+    path = tmp_path / "v5.db"
+    rng = random.Random(6)
+    runs = [random_run(rng, T0 + i * 600) for i in range(3000)]  # ~21 days
+    db = old_database(path, 5, runs)
+    assert {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='trigger'")} == {
+        "run_days_delete",
+        "run_days_update",
+    }
+    db.execute("UPDATE rollup SET sealed=?", (T0 + 15 * DAY,))
+    db.execute(
+        "INSERT INTO run_days(job_id, day, runs, running, success, failed, timeout, missed,"
+        " n_dur, sum_dur, max_dur) SELECT job_id, CAST(started_at / 86400 AS INTEGER) AS d,"
+        " count(*), sum(status='running'), sum(status='success'), sum(status='failed'),"
+        " sum(status='timeout'), sum(status='missed'), count(duration),"
+        " coalesce(sum(duration), 0), max(duration) FROM runs WHERE started_at < ?"
+        " GROUP BY job_id, d",
+        (T0 + 15 * DAY,),
+    )
+    db.close()
+    store = open_store(str(path))
+    try:
+        assert store.db.execute("SELECT count(*) FROM sqlite_master WHERE type='trigger'"
+                                ).fetchone() == (0,)  # fmt: skip
+        assert store.get_meta("schema_version") == "6"
+        now = T0 + 3000 * 600
+        check(store, rng, now)
+        # retention deletes the sealed runs of the first days, the longest of day 0 among
+        # them; an update moves a sealed run into another sealed day
+        longest = max((r for r in runs if r.started_at < T0 + DAY and r.duration),
+                      key=lambda r: r.duration or 0)  # fmt: skip
+        store.save_job(Job("j", keep_days=(now - longest.started_at - 1) / DAY), now=now)
+        store.record_runs([run_at(now + 5, duration=2.0, stdout=None)], now=now + 10)
+        assert longest.id not in {r.id for r in stored_runs(store)}
+        check(store, rng, now + 10)
+        moved = store.get_run(runs[7 * 144].id, output=False)
+        moved.started_at += 3 * DAY + 60
+        moved.duration = 1234.5
+        store.update_run(moved, now=now + 20)
+        check(store, rng, now + 20)
+    finally:
+        store.close()
