@@ -69,7 +69,7 @@ class RollupSQL:
     max_of_day: str  # {jid, day, sealed, gone}: max_dur again if a run as long went
     counts_by_job: str  # () -> (name, running, success, failed, timeout, missed)
     unsealed_counts: str  # (sealed,) -> (name, status, count)
-    max_sealed_day: str  # (jid,) + an IN list of status columns, see newest_sealed_day()
+    state: str  # () -> (days with runs, with durations, durations unknown, emptied days)
 
     def newest_unsealed(self, n: int) -> str:
         """(jid, sealed, *statuses) -> (started_at,) of the newest unsealed such run."""
@@ -209,6 +209,13 @@ class Rollup:
         """The sorted durations of a job's runs of one sealed UTC day, from ``runs``."""
         params = {"jid": jid, "day": day, "sealed": sealed}
         return sorted(r[0] for r in self.db.execute(self.sql.day_durations, params))
+
+    def state(self) -> dict[str, int]:
+        """What the rollup holds (tests and diagnostics): day rows with runs, those whose
+        sorted durations are stored or unknown, and rows emptied by retention."""
+        row = self.db.execute(self.sql.state).fetchone()
+        keys = ("days", "durs_known", "durs_unknown", "emptied")
+        return {k: int(v or 0) for k, v in zip(keys, row, strict=True)}
 
     # --- reading ------------------------------------------------------------------------
     def aggregate(self, jid: int, lo: float) -> tuple[Any, ...]:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 from itertools import chain
 
-from cronwatch.core.errors import NotFound, StoreError
+from cronwatch.core.errors import NotFound, StoreBusy, StoreError
 from cronwatch.core.model import Job, Run, Status
 from cronwatch.core.values import compress, decompress
-from cronwatch.store.interface import Store, run_row
+from cronwatch.store.base import StoreBase, run_row
 from cronwatch.store.rollup import FAILED as _FAILED
 from cronwatch.store.rollup import Rollup
 from cronwatch.store.sqlite import migrations
@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     import sqlite3
     from collections.abc import Callable, Iterable, Iterator
     from typing import Any
+
+    from cronwatch.store.interface import Maintenance, Store
 else:
     # The C module that `sqlite3` re-exports (the same connect, Connection and errors),
     # without the `datetime`, `collections` and `functools` imports of `sqlite3.dbapi2`
@@ -87,7 +89,7 @@ def _new_ping_key() -> str:
     return key
 
 
-class SQLiteStore(Store):
+class SQLiteStore(StoreBase):
     def __init__(self, path: str, *, timeout: float = 10.0, create: bool = True) -> None:
         self.path = os.path.abspath(os.path.expanduser(path))
         self.url = "sqlite://" + self.path
@@ -1094,6 +1096,43 @@ class SQLiteStore(Store):
             inserted += cur.rowcount
         return inserted
 
+    # --- the server's group commit (server/ingest.py) and its housekeeping -------------
+    def changes(self) -> int:
+        return self.db.total_changes
+
+    def in_transaction(self) -> bool:
+        return self.db.in_transaction
+
+    def savepoint(self) -> None:
+        self.db.execute("SAVEPOINT op")
+
+    def rollback_to_savepoint(self) -> None:
+        self.db.execute("ROLLBACK TO op")
+        self.db.execute("RELEASE op")
+
+    def release_savepoint(self) -> None:
+        self.db.execute("RELEASE op")
+
+    def data_version(self) -> int:
+        """PRAGMA data_version: changes only when another connection committed."""
+        return int(self.db.execute("PRAGMA data_version").fetchone()[0])
+
+    def writer_maintenance(self) -> Maintenance:
+        """This connection never checkpoints inside its commits; a thread does, beside it
+        (see sqlite/checkpoints.py)."""
+        from cronwatch.store.sqlite.checkpoints import Checkpoints
+
+        self.db.execute("PRAGMA wal_autocheckpoint=0")
+        return Checkpoints(self.path, self.db)
+
+    def jobs_last_finished(self) -> list[tuple[str, tuple[str, float, float | None] | None]]:
+        rows = self.db.execute(
+            "SELECT j.name, r.status, r.started_at, r.duration FROM jobs j LEFT JOIN runs r"
+            " ON r.id=(SELECT id FROM runs INDEXED BY runs_job_started WHERE job_id=j.id"
+            " AND status!='running' ORDER BY started_at DESC LIMIT 1) ORDER BY j.name"
+        ).fetchall()
+        return [(n, None if st is None else (st, t, d)) for n, st, t, d in rows]
+
 
 class _Tx:
     """BEGIN IMMEDIATE ... COMMIT, re-entrant, turning sqlite errors into StoreError."""
@@ -1109,7 +1148,7 @@ class _Tx:
             try:
                 self.db.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as e:
-                raise StoreError(f"database unavailable: {e}") from None
+                raise _error(e, "database unavailable") from None
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if not self.outer:
@@ -1121,8 +1160,22 @@ class _Tx:
             except sqlite3.Error as e:
                 self.db.execute("ROLLBACK")
                 self.on_rollback()
-                raise StoreError(f"database write failed: {e}") from None
+                raise _error(e, "database write failed") from None
         self.db.execute("ROLLBACK")
         self.on_rollback()
         if isinstance(exc, sqlite3.Error):
-            raise StoreError(f"database write failed: {exc}") from None
+            raise _error(exc, "database write failed") from None
+
+
+def _error(e: Exception, what: str) -> StoreError:
+    """A sqlite3 error as the StoreError a caller can act on (busy: try again later)."""
+    msg = str(e)
+    if "locked" in msg or "busy" in msg:
+        return StoreBusy(f"{what}: {msg} (another process is writing)")
+    return StoreError(f"{what}: {msg}")
+
+
+if TYPE_CHECKING:  # mypy checks here that the SQLite store is a whole Store
+
+    def _is_a_store(s: SQLiteStore) -> Store:
+        return s

@@ -84,6 +84,10 @@ class SQLiteRollupSQL(RollupSQL):
         f"UPDATE run_days SET max_dur=(SELECT max(duration) FROM runs{_IN_SEALED_DAY})"
         " WHERE job_id=:jid AND day=:day AND :gone>=max_dur"
     )
+    state = (
+        "SELECT sum(runs>0), sum(n_dur>0 AND durs IS NOT NULL), sum(n_dur>0 AND durs IS NULL),"
+        " sum(runs=0) FROM run_days"
+    )
     counts_by_job = (
         "SELECT j.name, sum(d.running), sum(d.success), sum(d.failed), sum(d.timeout),"
         " sum(d.missed) FROM run_days d JOIN jobs j ON j.id=d.job_id GROUP BY d.job_id"
