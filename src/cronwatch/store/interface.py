@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 from cronwatch.core.model import Job, Run, Status
 from cronwatch.store.base import run_row
+from cronwatch.store.rollup import Rollup
 
 __all__ = [
     "AlertStore",
@@ -200,6 +201,10 @@ class RunStore(Protocol):
 
 
 class StatsStore(Protocol):
+    # The per-day rollup, written once for every backend (store/rollup.py); the contract
+    # tests read and move its seal through it.
+    rollup: Rollup
+
     def job_stats(self, job: str, *, since: float | None = None) -> dict[str, Any]:
         """Counts by status, success rate, p50/p95/max/avg duration, last success/failure,
         current streak. Computed in the database: fast over a year of minutely runs."""
