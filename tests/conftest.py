@@ -105,9 +105,73 @@ def cw(cw_env: dict[str, str]) -> Callable[..., Result]:
     return run
 
 
+# --- the store contract suite: which backend the store tests run against ---------------
+# ``--store NAME`` or $CRONWATCH_TEST_STORE (default sqlite). Tests through the ``store``
+# and ``store_factory`` fixtures use only the Store Protocols (store/interface.py);
+# ``@pytest.mark.sqlite_only`` marks what is SQLite's own (PRAGMAs, WAL, file locking,
+# old-schema migrations), skipped for any other backend.
+BACKENDS = ("sqlite",)  # a PostgreSQL backend (psycopg 3) joins here when it exists
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--store",
+        default=os.environ.get("CRONWATCH_TEST_STORE", "sqlite"),
+        help="the store backend the store tests run against (default: sqlite, or "
+        "$CRONWATCH_TEST_STORE)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "sqlite_only: SQLite's own behaviour (skipped for other store backends)"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    backend = config.getoption("--store")
+    if backend == "sqlite":
+        return
+    skip = pytest.mark.skip(reason=f"SQLite only (the store under test is {backend!r})")
+    for item in items:
+        if "sqlite_only" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture
-def store(db_path: Path) -> Iterator[Any]:
-    """The same database the subprocesses use, opened in-process."""
+def store_backend(request: pytest.FixtureRequest) -> str:
+    """The backend under test; an unknown or unavailable one skips the test."""
+    backend = str(request.config.getoption("--store"))
+    if backend not in BACKENDS:
+        pytest.skip(
+            f"store backend {backend!r} is not available (--store / CRONWATCH_TEST_STORE): "
+            f"this cronwatch has {', '.join(BACKENDS)}"
+        )
+    return backend
+
+
+@pytest.fixture
+def store_factory(store_backend: str, tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """``store_factory(name="h")`` opens the store ``name`` of this test (again: the same
+    data, a new connection). Every store opened is closed at the end."""
+    from cronwatch.store import open_store
+
+    opened: list[Any] = []
+
+    def open_(name: str = "h", **kw: Any) -> Any:
+        s = open_store(str(tmp_path / f"{name}.db"), **kw)
+        opened.append(s)
+        return s
+
+    yield open_
+    for s in opened:
+        s.close()
+
+
+@pytest.fixture
+def store(store_backend: str, db_path: Path) -> Iterator[Any]:
+    """The store under test: with SQLite, the same database the subprocesses use, opened
+    in-process."""
     from cronwatch.store import open_store
 
     s = open_store(str(db_path))

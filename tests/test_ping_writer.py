@@ -6,7 +6,6 @@ import os
 import time
 from pathlib import Path
 
-from cronwatch.server.pingproc import Checkpoints
 from cronwatch.store import open_store
 
 
@@ -17,14 +16,13 @@ def _write(store, n: int) -> None:  # type: ignore[no-untyped-def]
 
 def test_writer_catches_up_only_when_the_thread_saw_a_long_log(tmp_path: Path) -> None:
     store = open_store(str(tmp_path / "c.db"))
-    store.db.execute("PRAGMA wal_autocheckpoint=0")
-    cp = Checkpoints(store.path)
+    cp = store.writer_maintenance()  # SQLite: checkpoints by a thread, not in commits
     cp.stop()  # no thread: this test sets what it would have measured
     try:
         cp.log = cp.frames + 1  # the thread's last checkpoint saw a log past LIMIT
-        cp.committed(store)
+        cp.committed()
         assert cp.catch_ups == 1 and cp.log == 0
-        cp.committed(store)  # not again until the thread measures a long log again
+        cp.committed()  # not again until the thread measures a long log again
         assert cp.catch_ups == 1
     finally:
         store.close()
@@ -34,8 +32,7 @@ def test_log_stays_bounded_without_a_catch_up_every_few_commits(tmp_path: Path) 
     # The -wal file keeps its largest size when the log starts over, so its size must not
     # be read as the log's length (that made the writer checkpoint every 16th commit).
     store = open_store(str(tmp_path / "c.db"))
-    store.db.execute("PRAGMA wal_autocheckpoint=0")
-    cp = Checkpoints(store.path)
+    cp = store.writer_maintenance()  # SQLite: checkpoints by a thread, not in commits
     cp.LIMIT = 1 << 20
     cp.frames = cp.LIMIT // 4096
     commits = 0
@@ -44,7 +41,7 @@ def test_log_stays_bounded_without_a_catch_up_every_few_commits(tmp_path: Path) 
         while commits < 1200 and time.monotonic() < deadline:
             _write(store, 1)  # ~2 pages a commit: the log passes LIMIT every ~128 commits
             commits += 1
-            cp.committed(store)
+            cp.committed()
             time.sleep(0.001)
         size = os.path.getsize(store.path + "-wal")
         assert size < 8 * cp.LIMIT, size  # the log started over: the file stopped growing
@@ -154,7 +151,7 @@ def test_commit_each_takes_more_items_into_the_same_transaction(tmp_path: Path) 
         if item == 3:
             raise NotFound("no such job")  # before writing: fails alone
         store.add_event_rows([(time.time(), "test", str(item))])
-        versions.append(store.db.in_transaction)
+        versions.append(store.in_transaction())
         return item * 10
 
     items = [1, 2]

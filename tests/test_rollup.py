@@ -42,11 +42,11 @@ def check(store, rng: random.Random, now: float, job: str = "j") -> None:
 
 
 def sealed(store) -> float:
-    return store.db.execute("SELECT sealed FROM rollup").fetchone()[0]
+    return store.rollup.sealed()
 
 
 def day_rows(store) -> int:
-    return store.db.execute("SELECT count(*) FROM run_days WHERE runs > 0").fetchone()[0]
+    return store.rollup.state()["days"]
 
 
 def random_run(rng: random.Random, t: float) -> Run:
@@ -77,7 +77,7 @@ def test_stats_through_the_rollup_match_every_stored_run(store, seed):
     rng = random.Random(seed)
     store.save_job(Job("j", keep_days=8), now=T0)
     # the database was made "today", long after T0: move its seal back to T0's day
-    store.db.execute("UPDATE rollup SET sealed=?", (T0,))
+    store.rollup.set_sealed(T0)
     now = T0
     for _ in range(40):
         now += rng.uniform(0.1, 0.4) * DAY
@@ -97,7 +97,7 @@ def test_stats_through_the_rollup_match_every_stored_run(store, seed):
 
 def test_a_run_finished_after_its_day_was_sealed_moves_in_the_rollup(store):
     rng = random.Random(7)
-    store.db.execute("UPDATE rollup SET sealed=?", (T0,))
+    store.rollup.set_sealed(T0)
     run, _ = store.start_run("j", now=T0 + 3600)  # opened on day 1 ...
     store.record_runs([run_at(T0 + 2 * DAY + 10)], now=T0 + 2 * DAY + 20)  # ... seal: day 2
     assert sealed(store) == T0 + 2 * DAY
@@ -110,7 +110,7 @@ def test_a_run_finished_after_its_day_was_sealed_moves_in_the_rollup(store):
 
 def test_retention_deleting_a_days_longest_run_recomputes_that_days_max(store):
     store.save_job(Job("j", keep_days=1), now=T0)
-    store.db.execute("UPDATE rollup SET sealed=?", (T0,))
+    store.rollup.set_sealed(T0)
     day0 = [run_at(T0 + 50, duration=5.0), run_at(T0 + 100, duration=500.0),
             run_at(T0 + 5000, duration=3.0)]  # fmt: skip
     store.record_runs([*day0, run_at(T0 + DAY + 200, duration=2.0)], now=T0 + DAY + 10)
@@ -124,7 +124,7 @@ def test_retention_deleting_a_days_longest_run_recomputes_that_days_max(store):
 
 
 def test_a_deleted_and_recreated_job_starts_from_nothing(store):
-    store.db.execute("UPDATE rollup SET sealed=?", (T0 + 5 * DAY,))
+    store.rollup.set_sealed(T0 + 5 * DAY)
     store.record_runs([run_at(T0 + i * 3600) for i in range(50)], now=T0 + 5 * DAY)
     assert store.job_stats("j")["runs"] == 50
     store.delete_job("j")
@@ -133,6 +133,7 @@ def test_a_deleted_and_recreated_job_starts_from_nothing(store):
     assert (s["runs"], s["success"]) == (1, 1)
 
 
+@pytest.mark.sqlite_only
 def test_an_old_database_gets_its_rollup_built_by_the_migration(tmp_path):
     """A database from before the rollup (schema 3) opens with run_days filled in."""
     from cronwatch.store import open_store
@@ -151,9 +152,8 @@ def test_an_old_database_gets_its_rollup_built_by_the_migration(tmp_path):
 
 def durs_state(store) -> tuple[int, int]:
     """(days whose sorted durations are stored, days where they are not known)."""
-    return store.db.execute(
-        "SELECT sum(durs IS NOT NULL), sum(durs IS NULL) FROM run_days WHERE n_dur > 0"
-    ).fetchone()
+    state = store.rollup.state()
+    return state["durs_known"], state["durs_unknown"]
 
 
 def test_percentiles_of_a_long_history_come_from_the_sealed_days(store):
@@ -162,7 +162,7 @@ def test_percentiles_of_a_long_history_come_from_the_sealed_days(store):
     day's durations unknown, the answer stays exact, and the next seal writes them."""
     rng = random.Random(11)
     store.save_job(Job("j", keep_days=30), now=T0)
-    store.db.execute("UPDATE rollup SET sealed=?", (T0,))
+    store.rollup.set_sealed(T0)
     runs = [
         run_at(T0 + d * DAY + i * 60 + rng.random(), duration=float(rng.randint(1, 40)),
                stdout=None)
@@ -172,18 +172,22 @@ def test_percentiles_of_a_long_history_come_from_the_sealed_days(store):
     store.record_runs(runs, now=now)
     assert sealed(store) == T0 + 12 * DAY
     assert durs_state(store) == (12, 0)
-    assert store.db.execute(
-        "SELECT count(*) FROM sqlite_master WHERE name='runs_job_duration'"
-    ).fetchone() == (0,)
+    if hasattr(store, "db"):  # SQLite: migration 5 dropped the index this replaces
+        assert store.db.execute(
+            "SELECT count(*) FROM sqlite_master WHERE name='runs_job_duration'"
+        ).fetchone() == (0,)
     check(store, rng, now)
     # retention deletes some runs of day 0 (sealed): that day's durations become unknown
     store.save_job(Job("j", keep_days=12), now=now)
     store.record_runs([run_at(now + 10, duration=3.0, stdout=None)], now=now + 20)
     assert durs_state(store) == (11, 1)
     check(store, rng, now + 20)
-    # a run of day 3 (sealed) finished late: day 3 unknown too
-    store.db.execute("UPDATE runs SET duration=99.5 WHERE uid=?", (runs[3 * 700 + 5].id,))
-    assert durs_state(store) == (10, 2)
+    # a run of day 3 (sealed) changed late (now the longest of its day): the store
+    # recomputes day 3 at once, its durations included (no trigger: migration 6)
+    late = store.get_run(runs[3 * 700 + 5].id, output=False)
+    late.duration = 99.5
+    store.update_run(late, now=now + 20)
+    assert durs_state(store) == (11, 1)
     check(store, rng, now + 20)
     # the next day's seal writes them again (retention set back, so that it deletes
     # nothing of the oldest day right after the seal)
@@ -195,18 +199,18 @@ def test_percentiles_of_a_long_history_come_from_the_sealed_days(store):
 
 def test_days_emptied_by_retention_leave_the_rollup_at_the_next_seal(store):
     store.save_job(Job("j", keep_days=1), now=T0)
-    store.db.execute("UPDATE rollup SET sealed=?", (T0,))
+    store.rollup.set_sealed(T0)
     store.record_runs([run_at(T0 + 100), run_at(T0 + 200), run_at(T0 + DAY + 100)],
                       now=T0 + DAY + 150)  # fmt: skip
     store.record_runs([run_at(T0 + 2 * DAY + 250)], now=T0 + 2 * DAY + 300)
-    empty = "SELECT count(*) FROM run_days WHERE runs=0"
-    assert store.db.execute(empty).fetchone() == (2,)  # days 0 and 1: all their runs went
+    assert store.rollup.state()["emptied"] == 2  # days 0 and 1: all their runs went
     store.record_runs([run_at(T0 + 3 * DAY + 5)], now=T0 + 3 * DAY + 10)
-    assert store.db.execute(empty).fetchone() == (0,)
+    assert store.rollup.state()["emptied"] == 0
     assert store.job_stats("j")["runs"] == 2
     check(store, random.Random(2), T0 + 3 * DAY + 10)
 
 
+@pytest.mark.sqlite_only
 def test_a_schema_4_database_gets_its_days_durations_and_loses_the_index(tmp_path):
     from cronwatch.store import open_store
 
@@ -234,6 +238,7 @@ def test_a_schema_4_database_gets_its_days_durations_and_loses_the_index(tmp_pat
         store.close()
 
 
+@pytest.mark.sqlite_only
 def test_writers_beside_a_bulk_import_keep_the_rollup_right(cw, db_path, tmp_path):
     """Another connection writing into sealed days while an import recomputes them: both
     recompute the days they touched inside their own write transactions, so every run is
@@ -277,7 +282,7 @@ def test_writers_beside_a_bulk_import_keep_the_rollup_right(cw, db_path, tmp_pat
 def test_run_counts_by_job_and_status(store):
     """What /metrics reports: sealed days and today's runs together."""
     rng = random.Random(9)
-    store.db.execute("UPDATE rollup SET sealed=?", (T0,))
+    store.rollup.set_sealed(T0)
     runs = [random_run(rng, T0 - rng.uniform(0, 5 * DAY)) for _ in range(200)]
     runs += [random_run(rng, T0 + rng.uniform(0, DAY)) for _ in range(100)]
     runs += [run_at(T0 + 50, job="other", status=Status.TIMEOUT)]
@@ -288,3 +293,53 @@ def test_run_counts_by_job_and_status(store):
         per_job[r.status.value] = per_job.get(r.status.value, 0) + 1
     assert store.job_stats("j")["runs"] == 300
     assert store.run_counts() == want
+
+
+@pytest.mark.sqlite_only
+def test_a_schema_5_database_loses_its_triggers_and_keeps_exact_stats(tmp_path):
+    """Migration 6 drops the rollup triggers; the days they kept stay, and the store's own
+    path (retention unfolding sealed runs, updates refolding their days) keeps stats
+    equal to a computation over every stored run."""
+    from cronwatch.store import open_store
+
+    path = tmp_path / "v5.db"
+    rng = random.Random(6)
+    runs = [random_run(rng, T0 + i * 600) for i in range(3000)]  # ~21 days
+    db = old_database(path, 5, runs)
+    assert {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='trigger'")} == {
+        "run_days_delete",
+        "run_days_update",
+    }
+    db.execute("UPDATE rollup SET sealed=?", (T0 + 15 * DAY,))
+    db.execute(
+        "INSERT INTO run_days(job_id, day, runs, running, success, failed, timeout, missed,"
+        " n_dur, sum_dur, max_dur) SELECT job_id, CAST(started_at / 86400 AS INTEGER) AS d,"
+        " count(*), sum(status='running'), sum(status='success'), sum(status='failed'),"
+        " sum(status='timeout'), sum(status='missed'), count(duration),"
+        " coalesce(sum(duration), 0), max(duration) FROM runs WHERE started_at < ?"
+        " GROUP BY job_id, d",
+        (T0 + 15 * DAY,),
+    )
+    db.close()
+    store = open_store(str(path))
+    try:
+        assert store.db.execute("SELECT count(*) FROM sqlite_master WHERE type='trigger'"
+                                ).fetchone() == (0,)  # fmt: skip
+        assert store.get_meta("schema_version") == "6"
+        now = T0 + 3000 * 600
+        check(store, rng, now)
+        # retention deletes the sealed runs of the first days, the longest of day 0 among
+        # them; an update moves a sealed run into another sealed day
+        longest = max((r for r in runs if r.started_at < T0 + DAY and r.duration),
+                      key=lambda r: r.duration or 0)  # fmt: skip
+        store.save_job(Job("j", keep_days=(now - longest.started_at - 1) / DAY), now=now)
+        store.record_runs([run_at(now + 5, duration=2.0, stdout=None)], now=now + 10)
+        assert longest.id not in {r.id for r in stored_runs(store)}
+        check(store, rng, now + 10)
+        moved = store.get_run(runs[7 * 144].id, output=False)
+        moved.started_at += 3 * DAY + 60
+        moved.duration = 1234.5
+        store.update_run(moved, now=now + 20)
+        check(store, rng, now + 20)
+    finally:
+        store.close()

@@ -1,4 +1,4 @@
-"""The SQLite store: retention, stats against a reference computation, run semantics, and
+"""The store (any backend: --store / CRONWATCH_TEST_STORE): retention, stats against a reference computation, run semantics, and
 many wrappers writing to one database at the same moment."""
 
 from __future__ import annotations
@@ -267,6 +267,7 @@ def test_environments_keep_runs_apart(store):
 # --- many wrappers at once -------------------------------------------------------------------
 
 
+@pytest.mark.sqlite_only  # many processes, one database file
 def test_200_wrappers_finishing_at_once_lose_no_run(cw, cw_env, db_path, tmp_path):
     """200 `cronwatch run` processes whose jobs all end at the same moment, on a database
     that does not exist yet: every run ends up in history (directly or via the spool)."""

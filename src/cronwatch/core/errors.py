@@ -4,6 +4,7 @@ CronwatchError              anything cronwatch reports to a user (CLI exit 1, HT
 ├── ValidationError         bad input: names, durations, schedules, statuses (exit 2, 422)
 ├── NotFound                unknown job, run or incident (exit 1, 404)
 ├── StoreError              the database cannot be opened, read or written
+│   └── StoreBusy           another writer holds it (retry later; HTTP 503)
 └── DeliveryError           a notification channel failed (transport error, bad answer)
 """
 
@@ -30,6 +31,10 @@ class NotFound(CronwatchError, LookupError):
 class StoreError(CronwatchError):
     exit_code = 1
     http_status = 503
+
+
+class StoreBusy(StoreError):
+    """The database is locked by another writer: the same call later may well succeed."""
 
 
 class DeliveryError(CronwatchError):

@@ -76,7 +76,7 @@ class Server:
         self.project_key = self.writer_store.project_ping_key()
         self.hub = Hub(self)
         if self.config.ping_process:
-            self.pings = PingProcess(self.writer_store.path, self._committed)  # type: ignore[attr-defined]
+            self.pings = PingProcess(self.writer_store.url, self._committed)
             await self.pings.start()
             self.writer = Writer(self.writer_store)  # the API's and the scheduler's writes
         else:

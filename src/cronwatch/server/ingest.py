@@ -13,8 +13,8 @@ which is then replayed once with a savepoint per op, so only the bad one is undo
 
 The writer may keep caches (``Cache``: jobs by ping key, alert states) that are valid
 only while nothing else changes the database. It drops them after any operation that is
-not a cache-aware ping, after a rollback, and when another connection committed (PRAGMA
-data_version, read once a batch).
+not a cache-aware ping, after a rollback, and when another connection committed (the
+store's data_version, read once a batch).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -66,7 +65,6 @@ class Committer:
 
     def __init__(self, store: Store, *, cache: Cache | None = None, retries: int = 20) -> None:
         self.store = store
-        self.db: sqlite3.Connection = store.db  # type: ignore[attr-defined]
         self.cache: Cache = cache or _NoCache()
         self.retries = retries
         self._data_version = -1
@@ -107,7 +105,7 @@ class Committer:
             except _Replay:
                 self._rolled_back()
                 safe = True
-            except (StoreError, sqlite3.Error) as e:  # busy (another process writes) or I/O
+            except StoreError as e:  # busy (another process writes) or I/O
                 self._rolled_back()
                 if attempt == self.retries - 1:
                     log.error("giving up on a batch of %d: %s", size(), e)
@@ -125,14 +123,15 @@ class Committer:
     def _check_foreign_commits(self) -> None:
         # data_version changes only when ANOTHER connection committed (a wrapper, the CLI,
         # the outbox): then jobs, keys and alert states may differ from what we remember.
-        version = self.db.execute("PRAGMA data_version").fetchone()[0]
+        version = self.store.data_version()
         if version != self._data_version:
             self._data_version = version
             self.cache.invalidate()
             self.store.forget_job_ids()
 
     def _run_all(self, batch: list[Op], safe: bool) -> list[tuple[bool, Any]]:
-        db, store, cache = self.db, self.store, self.cache
+        store, cache = self.store, self.cache
+        changes, in_transaction = store.changes, store.in_transaction
         results: list[tuple[bool, Any]] = []
         append = results.append
         for op, cache_aware in batch:
@@ -141,11 +140,11 @@ class Committer:
             if safe:
                 append(self._one_savepoint(op))
             else:
-                before = db.total_changes
+                before = changes()
                 try:
                     append((True, op(store)))
                 except Exception as e:
-                    if db.total_changes != before or not db.in_transaction:
+                    if changes() != before or not in_transaction():
                         raise _Replay from e  # partial writes: undo them with the batch
                     append((False, _failed(e)))
             if not cache_aware:
@@ -163,17 +162,18 @@ class Committer:
         (``more``), and a replay runs every item it holds by then."""
         if safe:
             return [self._one_savepoint(_bind(fn, item)) for item in items]
-        db, store = self.db, self.store
+        store = self.store
+        changes, in_transaction = store.changes, store.in_transaction
         results: list[tuple[bool, Any]] = []
         append = results.append
         done = 0
         while True:
             for item in items[done:] if done else items:
-                before = db.total_changes
+                before = changes()
                 try:
                     append((True, fn(store, item)))
                 except Exception as e:
-                    if db.total_changes != before or not db.in_transaction:
+                    if changes() != before or not in_transaction():
                         raise _Replay from e  # partial writes: undo them with the batch
                     append((False, _failed(e)))
             done = len(results)
@@ -181,19 +181,18 @@ class Committer:
                 return results
 
     def _one_savepoint(self, op: Callable[[Store], Any]) -> tuple[bool, Any]:
-        db = self.db
-        db.execute("SAVEPOINT op")
+        store = self.store
+        store.savepoint()
         try:
             result = op(self.store)
         except Exception as e:  # this op fails alone; its partial writes are undone
-            if not db.in_transaction:  # SQLite rolled back the whole transaction
+            if not store.in_transaction():  # the database rolled back the whole transaction
                 raise StoreError(f"database write failed: {e}") from e
-            db.execute("ROLLBACK TO op")
-            db.execute("RELEASE op")
+            store.rollback_to_savepoint()
             self.store.forget_job_ids()
             self.cache.invalidate()
             return False, _failed(e)
-        db.execute("RELEASE op")
+        store.release_savepoint()
         return True, result
 
 

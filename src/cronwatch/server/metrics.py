@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cronwatch.store.interface import StatsStore
 
 
 def _label(value: str) -> str:
@@ -10,7 +13,7 @@ def _label(value: str) -> str:
 
 
 def render(server: Any) -> str:
-    reader = server.reader
+    reader: StatsStore = server.reader
     lines = [
         "# HELP cronwatch_job_up 1 if the job's last finished run succeeded, 0 if it failed.",
         "# TYPE cronwatch_job_up gauge",
@@ -19,20 +22,15 @@ def render(server: Any) -> str:
     last_time: list[str] = []
     last_dur: list[str] = []
     by_status: list[str] = []
-    rows = reader.db.execute(
-        "SELECT j.name, j.paused, "
-        " (SELECT status || ' ' || started_at || ' ' || ifnull(duration, 'NaN') FROM runs r "
-        "  WHERE r.job_id=j.id AND r.status!='running' ORDER BY started_at DESC LIMIT 1) "
-        "FROM jobs j ORDER BY j.name"
-    ).fetchall()
     counts = reader.run_counts()  # the day rollup plus today's runs, not a scan of all
-    for name, _paused, last in rows:
+    for name, last in reader.jobs_last_finished():
         lab = f'job="{_label(name)}"'
         if last is not None:
-            status, started, duration = last.split(" ")
+            status, started, duration = last
             up.append(f"cronwatch_job_up{{{lab}}} {1 if status == 'success' else 0}")
-            last_time.append(f"cronwatch_job_last_run_timestamp_seconds{{{lab}}} {started}")
-            last_dur.append(f"cronwatch_job_last_duration_seconds{{{lab}}} {duration}")
+            last_time.append(f"cronwatch_job_last_run_timestamp_seconds{{{lab}}} {started!r}")
+            dur = "NaN" if duration is None else repr(duration)
+            last_dur.append(f"cronwatch_job_last_duration_seconds{{{lab}}} {dur}")
         for status, n in sorted(counts.get(name, {}).items()):
             by_status.append(f'cronwatch_job_runs_total{{{lab},status="{status}"}} {n}')
     lines += up

@@ -1,4 +1,4 @@
-"""The Store interface every backend implements.
+"""The Store interface every backend implements, as Protocols by concern.
 
 Semantics shared by all backends (see ../shared/design.md, "Run semantics"):
 
@@ -12,93 +12,93 @@ Semantics shared by all backends (see ../shared/design.md, "Run semantics"):
 * Retention runs as part of every write: run records older than ``keep_days`` go, and
   captured output is kept for the newest ``keep_output`` runs and the newest
   ``keep_failed_output`` failed runs of each job.
+* Stats are exact whatever happens to runs (store/rollup.py keeps the per-day rollup).
+* Methods raise ``NotFound`` for unknown jobs or runs, ``StoreError`` (``StoreBusy``
+  when another writer holds the database) for a database that cannot be used.
+
+Code on the wrapper's path imports this module only under TYPE_CHECKING (it imports
+``typing``); the runtime pieces every backend shares are in base.py. Callers are typed
+against ``Store`` (or a narrower Protocol); mypy checks that each backend satisfies it
+(see the end of sqlite/backend.py).
 """
 
 from __future__ import annotations
 
-TYPE_CHECKING = False  # no runtime `typing` import: the wrapper pays for every module
-if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
-    from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import Any, Protocol
 
-    from cronwatch.core.model import Job, Run, Status
+from cronwatch.core.model import Job, Run, Status
+from cronwatch.store.base import run_row
+from cronwatch.store.rollup import Rollup
+
+__all__ = [
+    "AlertStore",
+    "BatchWriter",
+    "EventStore",
+    "IncidentStore",
+    "JobStore",
+    "Maintenance",
+    "MetaStore",
+    "RunStore",
+    "StatsStore",
+    "Store",
+    "TokenStore",
+    "run_row",
+]
 
 
-def run_row(run: Run) -> tuple[Any, ...]:
-    """A run as a row for ``Store.import_rows``: (id, job, env, status, started_at,
-    ended_at, duration, exit_code, signal, host, user, command, message, source, failed,
-    stdout, stderr), the output already compressed (None: not captured)."""
-    from cronwatch.core.values import compress
-
-    return (
-        run.id, run.job, run.env, run.status.value, run.started_at, run.ended_at,
-        run.duration, run.exit_code, run.signal, run.host, run.user, run.command, run.message,
-        run.source, run.status.is_failure, compress(run.stdout), compress(run.stderr),
-    )  # fmt: skip
-
-
-class Store:
-    """Abstract base. Methods raise ``NotFound`` for unknown jobs or runs."""
-
-    url: str = ""
-
-    # --- lifecycle ---------------------------------------------------------------
-    def close(self) -> None:
-        raise NotImplementedError
-
-    def transaction(self) -> Any:
-        """Context manager: store writes inside it share one transaction (group commit)."""
-        raise NotImplementedError
-
-    def __enter__(self) -> Store:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # --- jobs --------------------------------------------------------------------
-    def get_job(self, name: str) -> Job:
-        raise NotImplementedError
-
-    def find_job(self, name: str) -> Job | None:
-        raise NotImplementedError
-
-    def job_by_key(self, ping_key: str) -> Job | None:
-        raise NotImplementedError
-
-    def ensure_job(self, name: str, *, now: float) -> Job:
-        raise NotImplementedError
-
+class JobStore(Protocol):
+    def get_job(self, name: str) -> Job: ...
+    def find_job(self, name: str) -> Job | None: ...
+    def job_by_key(self, ping_key: str) -> Job | None: ...
+    def ensure_job(self, name: str, *, now: float) -> Job: ...
     def save_job(self, job: Job, *, now: float) -> Job:
         """Insert or update ``job`` (all settings and its ping key)."""
-        raise NotImplementedError
+        ...
 
     def delete_job(self, name: str) -> None:
-        raise NotImplementedError
+        """The job and everything of it (runs, output, rollup, alert state, incidents)."""
+        ...
 
-    def list_jobs(self) -> list[Job]:
-        raise NotImplementedError
+    def list_jobs(self) -> list[Job]: ...
+    def forget_job_ids(self) -> None:
+        """Drop any cached name -> id mapping (another connection changed the jobs)."""
+        ...
 
-    # --- runs --------------------------------------------------------------------
+    def ensure_ping_key(self, name: str, *, now: float) -> str:
+        """The job's ping key, made and stored on first need (the job is created if new)."""
+        ...
+
+    def set_ping_key(self, name: str, key: str) -> None:
+        """Give a job an explicit ping key (ValidationError if another job holds it)."""
+        ...
+
+    def project_ping_key(self) -> str:
+        """The project-wide ping key for slug URLs, made on first use."""
+        ...
+
+    # the check schedule: which jobs can have changed health by now
+    def due_jobs(self, *, now: float) -> list[str]: ...
+    def set_next_checks(self, items: list[tuple[str, float | None]]) -> None: ...
+    def set_next_check(self, job: str, at: float | None) -> None: ...
+
+
+class RunStore(Protocol):
     def record_run(self, run: Run, *, now: float) -> bool:
         """Store a run as given; False if a run with that id already exists."""
-        return self.record_runs([run], now=now)[0] == 1
+        ...
 
     def record_runs(self, runs: Iterable[Run], *, now: float) -> tuple[int, int]:
         """Bulk insert (import, spool replay). Returns (inserted, skipped)."""
-        raise NotImplementedError
+        ...
 
     def import_rows(
-        self,
-        rows: list[tuple[Any, ...]],
-        *,
-        now: float,
-        days: dict[str, set[int]] | None = None,
+        self, rows: list[tuple[Any, ...]], *, now: float, days: dict[str, set[int]] | None = None
     ) -> int:
         """`cronwatch import`'s bulk path: rows as ``run_row`` makes them, one transaction.
         Returns how many were new (idempotent by run id). ``days``: the UTC days
         (started_at / 86400) the rows start on, by job name, if the caller knows them."""
-        raise NotImplementedError
+        ...
 
     def start_run(
         self,
@@ -113,7 +113,7 @@ class Store:
         source: str = "ping",
     ) -> tuple[Run, list[Run]]:
         """Open a run. Returns (the run, the runs it marked timed out)."""
-        raise NotImplementedError
+        ...
 
     def finish_run(
         self,
@@ -130,122 +130,7 @@ class Store:
         message: str = "",
         host: str = "",
         source: str = "ping",
-    ) -> Run:
-        raise NotImplementedError
-
-    def update_run(self, run: Run, *, now: float) -> None:
-        """Overwrite a stored run's fields (status, times, output...)."""
-        raise NotImplementedError
-
-    def get_run(self, run_id: str, *, output: bool = True) -> Run:
-        raise NotImplementedError
-
-    def list_runs(
-        self,
-        *,
-        job: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        status: Status | None = None,
-        env: str | None = None,
-        limit: int | None = None,
-        output: bool = False,
-        oldest_first: bool = False,
-    ) -> list[Run]:
-        raise NotImplementedError
-
-    def iter_runs(
-        self, *, job: str | None = None, since: float | None = None, output: bool = True
-    ) -> Iterator[Run]:
-        """Every matching run, oldest first, streamed (export)."""
-        raise NotImplementedError
-
-    def open_runs(self) -> list[Run]:
-        raise NotImplementedError
-
-    def last_run(self, job: str, *, statuses: Iterable[Status] | None = None) -> Run | None:
-        raise NotImplementedError
-
-    # --- aggregates ----------------------------------------------------------------
-    def job_stats(self, job: str, *, since: float | None = None) -> dict[str, Any]:
-        """Counts by status, success rate, p50/p95/max/avg duration, last success/failure,
-        current streak. Computed in the database: fast over a year of minutely runs."""
-        raise NotImplementedError
-
-    def run_counts(self) -> dict[str, dict[str, int]]:
-        """Stored runs of every job by status: ``{job: {status: n}}`` (zero counts left out)."""
-        raise NotImplementedError
-
-    def recent_durations(self, job: str, n: int) -> list[tuple[float, str]]:
-        """(duration, status) of the newest ``n`` finished runs, newest first."""
-        raise NotImplementedError
-
-    # --- alerting -----------------------------------------------------------------------
-    def get_alert_state(self, job: str, env: str = "") -> dict[str, Any] | None:
-        """The job's alert state (``alerting.AlertState.to_dict``), None before its first."""
-        raise NotImplementedError
-
-    def set_alert_state(self, job: str, env: str, state: dict[str, Any]) -> None:
-        raise NotImplementedError
-
-    def alert_summary(self, job: str, env: str = "") -> dict[str, Any] | None:
-        """At least ``down``, ``fail_streak``, ``ok_streak`` and ``incident_open`` of the
-        alert state (what ``checks.steady`` reads); a backend may read just those."""
-        return self.get_alert_state(job, env)
-
-    # --- key/value ---------------------------------------------------------------------
-    def get_meta(self, key: str) -> str | None:
-        raise NotImplementedError
-
-    def set_meta(self, key: str, value: str) -> None:
-        raise NotImplementedError
-
-    # --- server: ping keys, tokens, the event log, incidents, log output ------------------
-    def ensure_ping_key(self, name: str, *, now: float) -> str:
-        """The job's ping key, made and stored on first need (the job is created if new)."""
-        raise NotImplementedError
-
-    def set_ping_key(self, name: str, key: str) -> None:
-        """Give a job an explicit ping key (ValidationError if another job holds it)."""
-        raise NotImplementedError
-
-    def project_ping_key(self) -> str:
-        """The project-wide ping key for slug URLs, made on first use."""
-        raise NotImplementedError
-
-    def create_token(self, name: str, *, read_only: bool, now: float) -> str:
-        """A new API token; only its sha256 is stored. Returned once."""
-        raise NotImplementedError
-
-    def check_token(self, token: str) -> dict[str, Any] | None:
-        raise NotImplementedError
-
-    def touch_token(self, name: str, *, now: float) -> None:
-        raise NotImplementedError
-
-    def list_tokens(self) -> list[dict[str, Any]]:
-        raise NotImplementedError
-
-    def delete_token(self, name: str) -> None:
-        raise NotImplementedError
-
-    def add_event(self, type: str, data: dict[str, Any], *, now: float) -> int:
-        """Append to the event log; returns the event's (increasing) id."""
-        raise NotImplementedError
-
-    def events_since(self, last_id: int, *, limit: int = 500) -> list[tuple[int, float, str, str]]:
-        raise NotImplementedError
-
-    def last_event_id(self) -> int:
-        raise NotImplementedError
-
-    def list_incidents(
-        self, *, job: str | None = None, open_only: bool = False, limit: int = 100
-    ) -> list[dict[str, Any]]:
-        raise NotImplementedError
-
-    def get_incident(self, incident_id: int) -> dict[str, Any]:
-        raise NotImplementedError
+    ) -> Run: ...
 
     def append_output(
         self,
@@ -258,7 +143,212 @@ class Store:
         limit: int = 1_000_000,
     ) -> str | None:
         """Append to the open run's stdout (a log ping); the run id or None if none is open."""
-        raise NotImplementedError
+        ...
 
-    def forget_job_ids(self) -> None:
-        """Drop any cached name -> id mapping (another connection changed the jobs)."""
+    def update_run(self, run: Run, *, now: float) -> None:
+        """Overwrite a stored run's fields (status, times, output...)."""
+        ...
+
+    def get_run(self, run_id: str, *, output: bool = True) -> Run: ...
+    def list_runs(
+        self,
+        *,
+        job: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        status: Status | None = None,
+        env: str | None = None,
+        limit: int | None = None,
+        output: bool = False,
+        oldest_first: bool = False,
+    ) -> list[Run]: ...
+
+    def iter_runs(
+        self, *, job: str | None = None, since: float | None = None, output: bool = True
+    ) -> Iterator[Run]:
+        """Every matching run, oldest first, streamed (export)."""
+        ...
+
+    def open_runs(self) -> list[Run]: ...
+    def open_runs_of(self, job: str) -> list[Run]:
+        """The job's open runs, oldest first."""
+        ...
+
+    def last_run(self, job: str, *, statuses: Iterable[Status] | None = None) -> Run | None: ...
+    def newest_start(self, job: str) -> float | None:
+        """Start time of the job's newest run (any status), or None."""
+        ...
+
+    def recent_durations(self, job: str, n: int) -> list[tuple[float, str]]:
+        """(duration, status) of the newest ``n`` finished runs, newest first."""
+        ...
+
+    # the server's ping writer: a whole batch of pings in a few statements (server/apply.py)
+    def ping_job_id(self, name: str, *, now: float) -> int:
+        """The job's row id (created if missing), from this connection's cache."""
+        ...
+
+    def has_open_run(self, jid: int, env: str) -> bool:
+        """Whether a run without a client run id is open (what finish_run would close)."""
+        ...
+
+    def add_finished_runs(
+        self, rows: list[tuple[Any, ...]], jids: Iterable[int], *, now: float
+    ) -> None:
+        """Insert already-finished runs without output: rows are (uid, job id, env, status,
+        started_at, ended_at, duration, exit_code, host, message, source)."""
+        ...
+
+
+class StatsStore(Protocol):
+    # The per-day rollup, written once for every backend (store/rollup.py); the contract
+    # tests read and move its seal through it.
+    rollup: Rollup
+
+    def job_stats(self, job: str, *, since: float | None = None) -> dict[str, Any]:
+        """Counts by status, success rate, p50/p95/max/avg duration, last success/failure,
+        current streak. Computed in the database: fast over a year of minutely runs."""
+        ...
+
+    def run_counts(self) -> dict[str, dict[str, int]]:
+        """Stored runs of every job by status: ``{job: {status: n}}`` (zero counts left out)."""
+        ...
+
+    def jobs_last_finished(self) -> list[tuple[str, tuple[str, float, float | None] | None]]:
+        """Every job by name, with (status, started_at, duration) of its newest finished
+        run, or None (the /metrics gauges)."""
+        ...
+
+
+class AlertStore(Protocol):
+    def get_alert_state(self, job: str, env: str = "") -> dict[str, Any] | None:
+        """The job's alert state (``alerting.AlertState.to_dict``), None before its first."""
+        ...
+
+    def set_alert_state(self, job: str, env: str, state: dict[str, Any]) -> None: ...
+    def alert_summary(self, job: str, env: str = "") -> dict[str, Any] | None:
+        """At least ``down``, ``fail_streak``, ``ok_streak`` and ``incident_open`` of the
+        alert state (what ``checks.steady`` reads); a backend may read just those."""
+        ...
+
+    # the notification outbox
+    def enqueue_notification(
+        self,
+        *,
+        job: str,
+        incident_id: int | None,
+        kind: str,
+        channel: str,
+        payload: dict[str, Any],
+        at: float,
+    ) -> int: ...
+    def due_notifications(self, *, now: float, limit: int = 50) -> list[dict[str, Any]]: ...
+    def claim_notification(self, nid: int, *, attempts: int, now: float, lease: float) -> bool:
+        """Take one delivery attempt (exactly one claimant wins)."""
+        ...
+
+    def finish_notification(
+        self, nid: int, *, ok: bool, now: float, error: str = "", retry_at: float | None = None
+    ) -> None: ...
+
+
+class IncidentStore(Protocol):
+    def open_incident(
+        self, job: str, env: str, *, at: float, cause: str, run_id: str | None
+    ) -> int: ...
+    def close_incident(
+        self, job: str, env: str, *, at: float, run_id: str | None
+    ) -> int | None: ...
+    def current_incident(self, job: str, env: str = "") -> int | None: ...
+    def list_incidents(
+        self, *, job: str | None = None, limit: int = 50, open_only: bool = False
+    ) -> list[dict[str, Any]]: ...
+    def get_incident(self, incident_id: int) -> dict[str, Any]: ...
+
+
+class EventStore(Protocol):
+    def add_event(self, type: str, data: dict[str, Any], *, now: float) -> int:
+        """Append to the event log; returns the event's (increasing) id."""
+        ...
+
+    def add_events(self, rows: list[tuple[float, str, str]]) -> None:
+        """Append (at, type, data JSON) rows in order."""
+        ...
+
+    def add_event_rows(self, rows: list[tuple[float, str, str]]) -> None:
+        """``add_events`` for the ping writer's batches."""
+        ...
+
+    def events_since(
+        self, last_id: int, *, limit: int = 500
+    ) -> list[tuple[int, float, str, str]]: ...
+    def last_event_id(self) -> int: ...
+
+
+class TokenStore(Protocol):
+    def create_token(self, name: str, *, read_only: bool, now: float) -> str:
+        """A new API token; only its sha256 is stored. Returned once."""
+        ...
+
+    def check_token(self, token: str) -> dict[str, Any] | None: ...
+    def touch_token(self, name: str, *, now: float) -> None: ...
+    def list_tokens(self) -> list[dict[str, Any]]: ...
+    def delete_token(self, name: str) -> None: ...
+
+
+class MetaStore(Protocol):
+    def get_meta(self, key: str) -> str | None: ...
+    def set_meta(self, key: str, value: str) -> None: ...
+
+
+class Maintenance(Protocol):
+    """Housekeeping beside a busy writer (SQLite: WAL checkpoints; others: nothing)."""
+
+    def committed(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+class BatchWriter(Protocol):
+    """What the server's group commit (server/ingest.py) needs of its connection."""
+
+    def changes(self) -> int:
+        """Rows changed by this connection so far (an op that changed none can fail alone)."""
+        ...
+
+    def in_transaction(self) -> bool: ...
+    def savepoint(self) -> None: ...
+    def rollback_to_savepoint(self) -> None: ...
+    def release_savepoint(self) -> None: ...
+    def data_version(self) -> int:
+        """Changes when ANOTHER connection committed: caches may be stale."""
+        ...
+
+    def writer_maintenance(self) -> Maintenance:
+        """Set this connection up as the long-lived writer; the housekeeping to run beside
+        it (``committed()`` after each commit, ``stop()`` at the end)."""
+        ...
+
+
+class Store(
+    JobStore,
+    RunStore,
+    StatsStore,
+    AlertStore,
+    IncidentStore,
+    EventStore,
+    TokenStore,
+    MetaStore,
+    BatchWriter,
+    Protocol,
+):
+    """A whole store: every concern, plus its lifecycle and transactions."""
+
+    url: str
+
+    def close(self) -> None: ...
+    def transaction(self) -> Any:
+        """Context manager: store writes inside it share one transaction (group commit)."""
+        ...
+
+    def __enter__(self) -> Store: ...
+    def __exit__(self, *exc: object) -> None: ...

@@ -7,20 +7,24 @@ needs (``json`` only where settings or state are not the defaults).
 from __future__ import annotations
 
 import os
-import sys
 from itertools import chain
 
-from cronwatch.core.errors import NotFound, StoreError
+from cronwatch.core.errors import NotFound, StoreBusy, StoreError
 from cronwatch.core.model import Job, Run, Status
 from cronwatch.core.values import compress, decompress
-from cronwatch.store.interface import Store, run_row
+from cronwatch.store.base import StoreBase, run_row
+from cronwatch.store.rollup import FAILED as _FAILED
+from cronwatch.store.rollup import Rollup
 from cronwatch.store.sqlite import migrations
+from cronwatch.store.sqlite.dialect import SQL
 
 TYPE_CHECKING = False  # no runtime `typing` import: the wrapper pays for every module
 if TYPE_CHECKING:
     import sqlite3
     from collections.abc import Callable, Iterable, Iterator
     from typing import Any
+
+    from cronwatch.store.interface import Maintenance, Store
 else:
     # The C module that `sqlite3` re-exports (the same connect, Connection and errors),
     # without the `datetime`, `collections` and `functools` imports of `sqlite3.dbapi2`
@@ -31,7 +35,6 @@ _RUN_COLS = (
     "r.id, r.uid, j.name, r.env, r.status, r.started_at, r.ended_at, r.duration, r.exit_code, "
     "r.signal, r.host, r.user, r.command, r.message, r.source"
 )
-_FAILED = ("failed", "timeout", "missed")
 
 
 def _run_from_row(row: tuple[Any, ...], out: tuple[Any, ...] | None = None) -> Run:
@@ -76,62 +79,6 @@ def _job_from_row(row: tuple[Any, ...]) -> Job:
     return job
 
 
-_STATUS_COLUMNS = ("running", "success", "failed", "timeout", "missed")  # run_days' order
-_COUNTED = frozenset(_STATUS_COLUMNS)
-# The aggregate of some runs, in run_days' column order (after job_id and day) ...
-_DAY_AGGREGATES = (
-    "count(*), sum(status='running'), sum(status='success'), sum(status='failed'),"
-    " sum(status='timeout'), sum(status='missed'), count(duration),"
-    " coalesce(sum(duration), 0), max(duration)"
-)
-_DAY_COLUMNS = (
-    "job_id, day, runs, running, success, failed, timeout, missed, n_dur, sum_dur, max_dur"
-)
-# ... and merged into an existing row of run_days.
-_DAY_MERGE = (
-    "runs=runs+excluded.runs, running=running+excluded.running,"
-    " success=success+excluded.success, failed=failed+excluded.failed,"
-    " timeout=timeout+excluded.timeout, missed=missed+excluded.missed,"
-    " n_dur=n_dur+excluded.n_dur, sum_dur=sum_dur+excluded.sum_dur,"
-    " max_dur=CASE WHEN max_dur IS NULL OR excluded.max_dur>max_dur"
-    " THEN excluded.max_dur ELSE max_dur END"
-)
-
-
-_ALL_DAYS = -(1 << 62)  # a day before any run
-# The runs of job ?1 counted in sealed day ?2 (seal ?3), through (job_id, started_at): the
-# range bounds the index walk, the CAST is the exact day of run_days' rows.
-_IN_SEALED_DAY = (
-    " WHERE job_id=?1 AND started_at>=?2*86400-1 AND started_at<?2*86400+86401"
-    " AND CAST(started_at / 86400 AS INTEGER)=?2 AND started_at<?3"
-)
-
-
-def _first_day(lo: float) -> int:
-    """The first whole UTC day at or after ``lo`` (``_ALL_DAYS`` for all history)."""
-    return _ALL_DAYS if lo == float("-inf") else int(-(-lo // 86400))
-
-
-def _pack_durs(durs: list[float]) -> bytes:
-    """Sorted durations as run_days.durs stores them: little-endian float64."""
-    from array import array
-
-    a = array("d", durs)
-    if sys.byteorder == "big":
-        a.byteswap()
-    return a.tobytes()
-
-
-def _unpack_durs(blob: bytes) -> Any:
-    from array import array
-
-    a = array("d")
-    a.frombytes(blob)
-    if sys.byteorder == "big":
-        a.byteswap()
-    return a
-
-
 def _new_ping_key() -> str:
     """128 random bits, URL-safe, never starting with "-": keys go on command lines
     (`cronwatch ping KEY complete`), where a leading dash reads as an option."""
@@ -142,7 +89,7 @@ def _new_ping_key() -> str:
     return key
 
 
-class SQLiteStore(Store):
+class SQLiteStore(StoreBase):
     def __init__(self, path: str, *, timeout: float = 10.0, create: bool = True) -> None:
         self.path = os.path.abspath(os.path.expanduser(path))
         self.url = "sqlite://" + self.path
@@ -154,12 +101,12 @@ class SQLiteStore(Store):
                 self.path, timeout=timeout, isolation_level=None, check_same_thread=False
             )
             self.db.execute("PRAGMA synchronous=NORMAL")
+            self.rollup = Rollup(self.db, SQL)
             self._migrate()
         except (sqlite3.Error, OSError) as e:
             raise StoreError(f"cannot open database {self.path}: {e}") from None
         self._job_ids: dict[str, int] = {}
         self._swept: dict[int, float] = {}
-        self._seal_due = float("-inf")  # when _seal next has work to do
         self._bulk = False  # import_rows has set up this connection
 
     def _migrate(self) -> None:
@@ -211,7 +158,7 @@ class SQLiteStore(Store):
     def _forget(self) -> None:
         # ids cached inside a rolled-back transaction may name rows that never existed
         self._job_ids.clear()
-        self._seal_due = float("-inf")
+        self.rollup.seal_due = float("-inf")
 
     def transaction(self) -> _Tx:
         """One write transaction around several store calls (group commit): nested store
@@ -274,7 +221,6 @@ class SQLiteStore(Store):
         with self._write():
             jid = self._job_id(name)
             # Everything keyed by the id goes: SQLite may give the next new job the same id.
-            # The rollup first, so the delete trigger finds nothing to adjust for each run.
             for table in ("run_days", "outputs", "runs", "alert_state", "incidents"):
                 self.db.execute(f"DELETE FROM {table} WHERE job_id=?", (jid,))
             self.db.execute("DELETE FROM jobs WHERE id=?", (jid,))
@@ -293,8 +239,7 @@ class SQLiteStore(Store):
         process writes once, so it always sweeps. The bound on what is kept is the same.
         Also moves the day rollup's seal forward, once a day (see _seal).
         """
-        if now >= self._seal_due:
-            self._seal(now)
+        self.rollup.maybe_seal(now)
         last = self._swept.get(jid)
         if last is not None and 0 <= now - last < self.RETENTION_EVERY:
             return
@@ -307,7 +252,9 @@ class SQLiteStore(Store):
         db = self.db
         if keep_days > 0:
             cutoff = now - keep_days * 86400
+            self.rollup.unfold_before(jid, cutoff)
             db.execute("DELETE FROM runs WHERE job_id=? AND started_at<?", (jid, cutoff))
+            self.rollup.after_delete()
             db.execute("DELETE FROM outputs WHERE job_id=? AND started_at<?", (jid, cutoff))
         # Output of the newest keep_output runs is kept whatever their outcome; older
         # output goes, except for the newest keep_failed_output failures.
@@ -477,6 +424,7 @@ class SQLiteStore(Store):
                         "WHERE id=? AND status='running'",
                         (now, max(0.0, now - started), rowid),
                     )
+                    self._fold_late([(jid, started)])
                     timed_out.append(self._run_by_rowid(rowid))
             run = Run(job=job, started_at=now, id=run_id or "", env=env, host=host, user=user,
                       command=command, source=source)  # fmt: skip
@@ -532,6 +480,7 @@ class SQLiteStore(Store):
                     "host=CASE WHEN ?='' THEN host ELSE ? END WHERE id=?",
                     (status.value, now, dur, exit_code, message, host, host, target),
                 )
+                self._fold_late([(jid, started)])
                 self.db.execute("UPDATE jobs SET next_check=NULL WHERE id=?", (jid,))
                 if stdout is not None or stderr is not None:
                     self.db.execute(
@@ -552,7 +501,9 @@ class SQLiteStore(Store):
     def update_run(self, run: Run, *, now: float) -> None:
         with self._write():
             jid = self._ensure_job_id(run.job, now)
-            row = self.db.execute("SELECT id FROM runs WHERE uid=?", (run.id,)).fetchone()
+            row = self.db.execute(
+                "SELECT id, started_at, job_id FROM runs WHERE uid=?", (run.id,)
+            ).fetchone()
             if row is None:
                 raise NotFound(f"unknown run {run.id!r}")
             self.db.execute(
@@ -561,6 +512,7 @@ class SQLiteStore(Store):
                 (run.status.value, run.started_at, run.ended_at, run.duration, run.exit_code,
                  run.signal, run.message, row[0]),
             )  # fmt: skip
+            self._fold_late([(row[2], row[1]), (row[2], run.started_at)])
             if run.stdout is not None or run.stderr is not None:
                 self.db.execute(
                     "INSERT OR REPLACE INTO outputs(run_id, job_id, started_at, failed, stdout, "
@@ -678,258 +630,29 @@ class SQLiteStore(Store):
         row = self.db.execute(sql + " ORDER BY r.started_at DESC LIMIT 1", params).fetchone()
         return None if row is None else _run_from_row(row)
 
-    # --- aggregates -------------------------------------------------------------------------
-    def _percentiles(self, jid: int, lo: float, qs: tuple[float, ...]) -> list[float | None]:
-        """Nearest-rank percentiles (stats.percentile's rule) of the durations of a job's
-        runs that started at or after ``lo``, exact: the sorted durations of whole sealed
-        days (``run_days.durs``, migration 5), the rest (the partial first day, unsealed
-        runs, days whose durations are not known) read from ``runs``; the k-th value is
-        selected across those sorted pieces without merging them."""
-        from cronwatch.core.stats import kth_smallest, nearest_rank
-
-        sealed = self._sealed()
-        db = self.db
-        pieces: list[Any] = []
-        first_day = _first_day(lo)
-        if first_day * self.DAY < sealed:
-            for day, blob in db.execute(
-                "SELECT day, durs FROM run_days WHERE job_id=? AND day>=? AND n_dur>0",
-                (jid, first_day),
-            ):
-                pieces.append(
-                    _unpack_durs(blob) if blob is not None else self._day_durs(jid, day, sealed)
-                )
-        # the unsealed runs, and the partial first day (two queries: an OR would make
-        # SQLite walk the job's whole history instead of two index ranges)
-        sql = (
-            "SELECT duration FROM runs INDEXED BY runs_job_started WHERE job_id=?"
-            " AND started_at>=? AND started_at<? AND duration IS NOT NULL"
-        )
-        rest = [r[0] for r in db.execute(sql, (jid, max(lo, sealed), float("inf")))]
-        if first_day != _ALL_DAYS:
-            rest += [
-                r[0]
-                for r in db.execute(
-                    sql + " AND CAST(started_at / 86400 AS INTEGER)<?",
-                    (jid, lo, sealed, first_day),
-                )
-            ]
-        rest.sort()
-        pieces.append(rest)
-        n = sum(map(len, pieces))
-        return [None if n == 0 else kth_smallest(pieces, nearest_rank(q, n)) for q in qs]
-
-    def _day_durs(self, jid: int, day: int, sealed: float) -> list[float]:
-        """The sorted durations of a job's runs of one sealed UTC day, from ``runs``."""
-        return sorted(
-            r[0]
-            for r in self.db.execute(
-                "SELECT duration FROM runs INDEXED BY runs_job_started"
-                f"{_IN_SEALED_DAY} AND duration IS NOT NULL",
-                (jid, day, sealed),
-            )
-        )
-
-    def _fill_durs(self, pairs: Iterable[tuple[int, int]] | None = None) -> None:
-        """Write the sorted durations of these (job id, day) rows of ``run_days``; by
-        default of every row whose durations are not known (NULL). Rows left with no
-        runs (retention emptied the day) go instead."""
-        db = self.db
-        if pairs is None:
-            pairs = db.execute(
-                "SELECT job_id, day FROM run_days INDEXED BY run_days_stale WHERE durs IS NULL"
-            ).fetchall()
-        pairs = list(pairs)
-        db.executemany("DELETE FROM run_days WHERE job_id=? AND day=? AND runs=0", pairs)
-        sealed = self._sealed()
-        db.executemany(
-            "UPDATE run_days SET durs=? WHERE job_id=? AND day=?",
-            [(_pack_durs(self._day_durs(jid, day, sealed)), jid, day) for jid, day in pairs],
-        )
-
-    # The per-day rollup (migration 4): runs that started before `rollup.sealed` are
-    # counted in `run_days` by triggers; newer ones are read from `runs`. `_seal` moves
-    # the boundary up to the start of the current UTC day as runs are written.
+    # --- aggregates: the per-day rollup (store/rollup.py) ---------------------------------
     DAY = 86400
 
     def _sealed(self) -> float:
-        row = self.db.execute("SELECT sealed FROM rollup WHERE id=1").fetchone()
-        return row[0] if row else float("-inf")
+        return self.rollup.sealed()
 
-    def _seal(self, now: float) -> None:
-        """Fold the runs of the whole UTC days since the last seal into ``run_days``
-        (inside the caller's write transaction). Once a day, about a day of runs; until it
-        happens readers just read more rows from ``runs``."""
-        target = float(int(now // self.DAY) * self.DAY)
-        sealed = self._sealed()
-        if sealed < target:
-            self.db.execute(
-                f"INSERT INTO run_days ({_DAY_COLUMNS}) SELECT job_id, CAST(started_at / 86400 AS INTEGER) AS d,"
-                f" {_DAY_AGGREGATES} FROM runs WHERE started_at >= ? AND started_at < ?"
-                f" GROUP BY job_id, d ON CONFLICT (job_id, day) DO UPDATE SET {_DAY_MERGE}",
-                (sealed, target),
-            )
-            self.db.execute("UPDATE rollup SET sealed=? WHERE id=1", (target,))
-            self._fill_durs()
-        self._seal_due = max(sealed, target) + self.DAY
+    def _fill_durs(self, pairs: Iterable[tuple[int, int]] | None = None) -> None:
+        self.rollup.fill_durs(pairs)
 
     def _fold_late(self, runs: list[tuple[int, float]]) -> None:
-        """After inserting runs ((job id, started_at) pairs): those that started before the
-        seal belong to days already in ``run_days`` (there is no insert trigger, see
-        migration 4), so recompute those days from ``runs``. Today's runs, the usual
-        case, cost one lookup of the seal."""
-        sealed = self._sealed()
-        self._refold({(jid, int(t / self.DAY)) for jid, t in runs if t < sealed}, sealed)
+        """After inserting or updating runs ((job id, started_at) pairs): recompute the
+        sealed days among them (there are no triggers, see migration 6)."""
+        self.rollup.fold(runs)
 
     def _refold(self, pairs: Iterable[tuple[int, int]], sealed: float) -> None:
-        """Recompute these (job id, day) rows of ``run_days`` from ``runs``."""
-        days = sorted(pairs)
-        if not days:
-            return
-        db = self.db
-        db.executemany("DELETE FROM run_days WHERE job_id=? AND day=?", days)
-        db.executemany(
-            f"INSERT INTO run_days ({_DAY_COLUMNS}) SELECT ?1, ?2, {_DAY_AGGREGATES} FROM runs"
-            f"{_IN_SEALED_DAY} HAVING count(*)>0",
-            [(jid, day, sealed) for jid, day in days],
-        )
-        self._fill_durs(days)
-
-    def _aggregate(self, jid: int, lo: float) -> tuple[Any, ...]:
-        """(runs, running, success, failed, timeout, missed, n_dur, sum_dur, max_dur) of
-        the runs of a job that started at or after ``lo``: whole sealed days from
-        ``run_days``, the rest (the first, partial day and everything unsealed) from
-        ``runs``. Each run is counted exactly once: by the rollup if it started before
-        the seal and its day is a whole day of the window, else from ``runs``."""
-        sealed = self._sealed()
-        db = self.db
-        parts = []
-        first_day = _first_day(lo)
-        if first_day * self.DAY < sealed:
-            parts.append(
-                db.execute(
-                    "SELECT sum(runs), sum(running), sum(success), sum(failed), sum(timeout),"
-                    " sum(missed), sum(n_dur), sum(sum_dur), max(max_dur) FROM run_days"
-                    " WHERE job_id=? AND day>=?",
-                    (jid, first_day),
-                ).fetchone()
-            )
-        if first_day != _ALL_DAYS:
-            # the partial first day, and everything when the seal is inside it
-            parts.append(
-                db.execute(
-                    f"SELECT {_DAY_AGGREGATES} FROM runs INDEXED BY runs_job_started"
-                    " WHERE job_id=? AND started_at>=? AND started_at<? AND"
-                    " CAST(started_at / 86400 AS INTEGER) < ?",
-                    (jid, lo, sealed, first_day),
-                ).fetchone()
-            )
-        parts.append(
-            db.execute(
-                f"SELECT {_DAY_AGGREGATES} FROM runs INDEXED BY runs_job_started"
-                " WHERE job_id=? AND started_at>=?",
-                (jid, max(lo, sealed)),
-            ).fetchone()
-        )
-        sums = [sum(p[i] or 0 for p in parts) for i in range(8)]
-        maxes = [p[8] for p in parts if p[8] is not None]
-        return (*sums, max(maxes) if maxes else None)
+        self.rollup.refold(pairs, sealed)
 
     def job_stats(self, job: str, *, since: float | None = None) -> dict[str, Any]:
-        jid = self._job_id(job)
-        lo = since if since is not None else float("-inf")
-        total, running, ok, failed, timeout, missed, n_dur, sum_dur, mx = self._aggregate(jid, lo)
-        finished = total - running
-        p50, p95 = self._percentiles(jid, lo, (0.50, 0.95)) if n_dur else (None, None)
-        last_success = self._newest(jid, ("success",))
-        last_failure = self._newest(jid, _FAILED)
-        last = self.db.execute(
-            "SELECT status, started_at FROM runs WHERE job_id=? AND status!='running' "
-            "ORDER BY started_at DESC LIMIT 1",
-            (jid,),
-        ).fetchone()
-        streak: dict[str, Any] = {"status": None, "count": 0}
-        if last is not None:
-            kind = "success" if last[0] == "success" else "failure"
-            since_other = last_failure if kind == "success" else last_success
-            # finished runs that started after since_other
-            lo_other = float("-inf") if since_other is None else since_other
-            n, still_open = self._aggregate(jid, lo_other)[:2]
-            if since_other is not None:  # _aggregate counts from since_other on: take those out
-                at = self.db.execute(
-                    "SELECT count(*), sum(status='running') FROM runs WHERE job_id=? AND "
-                    "started_at=?",
-                    (jid, since_other),
-                ).fetchone()
-                n, still_open = n - at[0], still_open - (at[1] or 0)
-            streak = {"status": kind, "count": n - still_open}
-        return {
-            "job": job,
-            "since": since,
-            "runs": total,
-            "finished": finished,
-            "running": running,
-            "success": ok,
-            "failed": failed,
-            "timeout": timeout,
-            "missed": missed,
-            "success_rate": (ok / finished) if finished else None,
-            "duration_avg": sum_dur / n_dur if n_dur else None,
-            "duration_p50": p50,
-            "duration_p95": p95,
-            "duration_max": mx if n_dur else None,
-            "last_success": last_success,
-            "last_failure": last_failure,
-            "streak": streak,
-        }
+        return self.rollup.job_stats(self._job_id(job), job, since)
 
     def run_counts(self) -> dict[str, dict[str, int]]:
-        """Stored runs of every job by status (for /metrics): the rollup's sealed days plus
-        the unsealed runs, never a scan of the whole history."""
-        sealed = self._sealed()
-        counts: dict[str, dict[str, int]] = {}
-        for name, *values in self.db.execute(
-            "SELECT j.name, sum(d.running), sum(d.success), sum(d.failed), sum(d.timeout),"
-            " sum(d.missed) FROM run_days d JOIN jobs j ON j.id=d.job_id GROUP BY d.job_id"
-        ):
-            counts[name] = {s: n for s, n in zip(_STATUS_COLUMNS, values, strict=True) if n}
-        for name, status, n in self.db.execute(
-            "SELECT j.name, r.status, count(*) FROM runs r INDEXED BY runs_started"
-            " JOIN jobs j ON j.id=r.job_id WHERE r.started_at>=? GROUP BY r.job_id, r.status",
-            (sealed,),
-        ):
-            per_job = counts.setdefault(name, {})
-            per_job[status] = per_job.get(status, 0) + n
-        return counts
-
-    def _newest(self, jid: int, statuses: tuple[str, ...]) -> float | None:
-        """Start of the job's newest run with one of ``statuses``.
-
-        Unsealed runs first (walking the index back from the newest, bounded by the seal),
-        then the newest sealed day that has such a run, then that day's runs. A job that
-        never failed costs two index probes, not a walk over its whole history."""
-        marks = ",".join("?" * len(statuses))
-        sealed = self._sealed()
-        row = self.db.execute(
-            "SELECT started_at FROM runs INDEXED BY runs_job_started WHERE job_id=? AND "
-            f"started_at>=? AND status IN ({marks}) ORDER BY started_at DESC LIMIT 1",
-            (jid, sealed, *statuses),
-        ).fetchone()
-        if row is not None:
-            return row[0]
-        counts = "+".join(s for s in statuses if s in _COUNTED)
-        day = self.db.execute(
-            f"SELECT max(day) FROM run_days WHERE job_id=? AND ({counts})>0", (jid,)
-        ).fetchone()[0]
-        if day is None:
-            return None
-        row = self.db.execute(
-            "SELECT started_at FROM runs INDEXED BY runs_job_started WHERE job_id=? AND "
-            "started_at>=? AND started_at<? AND CAST(started_at / 86400 AS INTEGER)=? AND "
-            f"status IN ({marks}) ORDER BY started_at DESC LIMIT 1",
-            (jid, day * self.DAY - 1, min(sealed, (day + 1) * self.DAY + 1), day, *statuses),
-        ).fetchone()
-        return None if row is None else row[0]
+        """Stored runs of every job by status (for /metrics), from the rollup."""
+        return self.rollup.run_counts()
 
     def recent_durations(self, job: str, n: int) -> list[tuple[float, str]]:
         jid = self._job_id(job)
@@ -1373,6 +1096,43 @@ class SQLiteStore(Store):
             inserted += cur.rowcount
         return inserted
 
+    # --- the server's group commit (server/ingest.py) and its housekeeping -------------
+    def changes(self) -> int:
+        return self.db.total_changes
+
+    def in_transaction(self) -> bool:
+        return self.db.in_transaction
+
+    def savepoint(self) -> None:
+        self.db.execute("SAVEPOINT op")
+
+    def rollback_to_savepoint(self) -> None:
+        self.db.execute("ROLLBACK TO op")
+        self.db.execute("RELEASE op")
+
+    def release_savepoint(self) -> None:
+        self.db.execute("RELEASE op")
+
+    def data_version(self) -> int:
+        """PRAGMA data_version: changes only when another connection committed."""
+        return int(self.db.execute("PRAGMA data_version").fetchone()[0])
+
+    def writer_maintenance(self) -> Maintenance:
+        """This connection never checkpoints inside its commits; a thread does, beside it
+        (see sqlite/checkpoints.py)."""
+        from cronwatch.store.sqlite.checkpoints import Checkpoints
+
+        self.db.execute("PRAGMA wal_autocheckpoint=0")
+        return Checkpoints(self.path, self.db)
+
+    def jobs_last_finished(self) -> list[tuple[str, tuple[str, float, float | None] | None]]:
+        rows = self.db.execute(
+            "SELECT j.name, r.status, r.started_at, r.duration FROM jobs j LEFT JOIN runs r"
+            " ON r.id=(SELECT id FROM runs INDEXED BY runs_job_started WHERE job_id=j.id"
+            " AND status!='running' ORDER BY started_at DESC LIMIT 1) ORDER BY j.name"
+        ).fetchall()
+        return [(n, None if st is None else (st, t, d)) for n, st, t, d in rows]
+
 
 class _Tx:
     """BEGIN IMMEDIATE ... COMMIT, re-entrant, turning sqlite errors into StoreError."""
@@ -1388,7 +1148,7 @@ class _Tx:
             try:
                 self.db.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as e:
-                raise StoreError(f"database unavailable: {e}") from None
+                raise _error(e, "database unavailable") from None
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if not self.outer:
@@ -1400,8 +1160,22 @@ class _Tx:
             except sqlite3.Error as e:
                 self.db.execute("ROLLBACK")
                 self.on_rollback()
-                raise StoreError(f"database write failed: {e}") from None
+                raise _error(e, "database write failed") from None
         self.db.execute("ROLLBACK")
         self.on_rollback()
         if isinstance(exc, sqlite3.Error):
-            raise StoreError(f"database write failed: {exc}") from None
+            raise _error(exc, "database write failed") from None
+
+
+def _error(e: Exception, what: str) -> StoreError:
+    """A sqlite3 error as the StoreError a caller can act on (busy: try again later)."""
+    msg = str(e)
+    if "locked" in msg or "busy" in msg:
+        return StoreBusy(f"{what}: {msg} (another process is writing)")
+    return StoreError(f"{what}: {msg}")
+
+
+if TYPE_CHECKING:  # mypy checks here that the SQLite store is a whole Store
+
+    def _is_a_store(s: SQLiteStore) -> Store:
+        return s

@@ -274,6 +274,14 @@ SQLITE: list[str] = [
           AND OLD.duration >= max_dur;
     END;
     """,
+    # 6: no triggers. Every write that touches runs of sealed days calls the rollup's
+    # Python path instead (store/rollup.py: fold after a late insert or an update,
+    # unfold before retention deletes), the one a PostgreSQL backend uses as well. The
+    # days the triggers kept are exact, so they stay as they are.
+    """
+    DROP TRIGGER IF EXISTS run_days_delete;
+    DROP TRIGGER IF EXISTS run_days_update;
+    """,
 ]
 
 POSTGRES: list[str] = []

@@ -1,0 +1,153 @@
+"""The store as an interface: what any backend must do beyond runs and stats (those are in
+test_store.py and test_rollup.py), and that nothing outside store/ speaks SQL.
+
+Run against another backend with ``--store NAME`` or CRONWATCH_TEST_STORE=NAME."""
+
+from __future__ import annotations
+
+import ast
+import threading
+from pathlib import Path
+
+import pytest
+
+from cronwatch.core.errors import NotFound, StoreBusy, StoreError
+from cronwatch.core.model import Job, Status
+from test_store import run_at
+
+T0 = 1_700_000_000.0
+SRC = Path(__file__).resolve().parent.parent / "src" / "cronwatch"
+
+
+def test_a_reopened_store_sees_what_was_committed(store_factory):
+    first = store_factory()
+    first.save_job(Job("j", keep_days=30), now=T0)
+    first.record_runs([run_at(T0 + i, duration=float(i)) for i in range(5)], now=T0 + 10)
+    again = store_factory()
+    assert again.get_job("j").keep_days == 30
+    assert again.job_stats("j")["runs"] == 5
+    assert [r.duration for r in again.list_runs(job="j", oldest_first=True)] == [0, 1, 2, 3, 4]
+
+
+def test_a_rolled_back_transaction_leaves_nothing(store_factory):
+    s = store_factory()
+    with pytest.raises(RuntimeError), s.transaction():
+        s.save_job(Job("gone"), now=T0)
+        s.record_run(run_at(T0, job="gone"), now=T0)
+        raise RuntimeError("the caller failed")
+    assert s.find_job("gone") is None
+    assert store_factory().find_job("gone") is None
+
+
+def test_jobs_last_finished_skips_open_runs(store):
+    store.ensure_job("idle", now=T0)
+    store.record_runs(
+        [run_at(T0, job="busy", duration=2.5), run_at(T0 + 60, Status.FAILED, job="busy")],
+        now=T0 + 100,
+    )
+    store.start_run("busy", now=T0 + 200)  # open: not the last finished
+    assert store.jobs_last_finished() == [
+        ("busy", ("failed", T0 + 60, 1.0)),
+        ("idle", None),
+    ]
+
+
+def test_savepoints_undo_one_op_inside_a_batch(store):
+    """The server's group commit (server/ingest.py): a failed op is rolled back to its
+    savepoint, the rest of the transaction commits."""
+    with store.transaction():
+        before = store.changes()
+        store.ensure_job("kept", now=T0)
+        assert store.changes() > before and store.in_transaction()
+        store.savepoint()
+        store.ensure_job("undone", now=T0)
+        store.rollback_to_savepoint()
+        store.forget_job_ids()
+        store.savepoint()
+        store.ensure_job("also-kept", now=T0)
+        store.release_savepoint()
+    assert not store.in_transaction()
+    assert [j.name for j in store.list_jobs()] == ["also-kept", "kept"]
+
+
+def test_another_connections_commit_changes_the_data_version(store_factory):
+    a, b = store_factory(), store_factory()
+    version = a.data_version()
+    a.ensure_job("mine", now=T0)  # its own commit
+    assert a.data_version() == version
+    b.ensure_job("theirs", now=T0)
+    assert a.data_version() != version
+
+
+def test_unknown_names_raise_not_found(store):
+    for call in (
+        lambda: store.get_job("nope"),
+        lambda: store.get_run("nope"),
+        lambda: store.delete_job("nope"),
+        lambda: store.delete_token("nope"),
+        lambda: store.get_incident(12345),
+        lambda: store.job_stats("nope"),
+    ):
+        with pytest.raises(NotFound):
+            call()
+
+
+@pytest.mark.sqlite_only
+def test_a_locked_database_is_store_busy_and_loses_nothing(store_factory):
+    """Another process holding the write lock past the busy timeout: StoreBusy (a
+    StoreError, HTTP 503: try again), and the same write succeeds once it is free."""
+    holder = store_factory()
+    waiter = store_factory(timeout=0.1)
+    holder.ensure_job("j", now=T0)
+    release = threading.Event()
+    held = threading.Event()
+
+    def hold() -> None:
+        with holder.transaction():
+            holder.ensure_job("held", now=T0)
+            held.set()
+            release.wait(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    try:
+        assert held.wait(10)
+        with pytest.raises(StoreBusy) as e:
+            waiter.record_run(run_at(T0, job="j"), now=T0)
+        assert isinstance(e.value, StoreError) and e.value.http_status == 503
+        assert "locked" in str(e.value)
+    finally:
+        release.set()
+        t.join()
+    assert waiter.record_run(run_at(T0, job="j"), now=T0)
+    assert waiter.job_stats("j")["runs"] == 1
+
+
+def _imports(tree: ast.AST) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_nothing_outside_the_store_speaks_sql():
+    """The database driver and SQL stay in store/: a second backend is a second
+    store/<backend>/, not edits all over the server."""
+    # the wrapper loads SQLite's C module early, without its statement cache, to save
+    # milliseconds a run (wrapper/record.py, _load_sqlite): an import, no SQL
+    allowed = {"wrapper/record.py": {"_sqlite3"}}
+    drivers = {"sqlite3", "_sqlite3", "psycopg", "psycopg2"}
+    offenders = []
+    for path in sorted(SRC.rglob("*.py")):
+        rel = path.relative_to(SRC).as_posix()
+        if rel.startswith("store/"):
+            continue
+        text = path.read_text()
+        found = (_imports(ast.parse(text)) & drivers) - allowed.get(rel, set())
+        found |= {w for w in ("PRAGMA", "SAVEPOINT", ".db.execute") if w in text}
+        if found:
+            offenders.append((rel, sorted(found)))
+    assert offenders == []
