@@ -106,13 +106,13 @@ def add_common(p: argparse.ArgumentParser, *, json_flag: bool = True, top: bool 
 
 
 def command(
-    sub: Any,
+    sub: argparse._SubParsersAction[ArgumentParser],
     name: str,
     func: Callable[[argparse.Namespace], int],
     help: str,
     example: str,
     **kw: Any,
-) -> argparse.ArgumentParser:
+) -> ArgumentParser:
     """Add a subcommand whose --help ends with an example."""
     p = sub.add_parser(
         name,

@@ -8,7 +8,8 @@ input is a 422 that names the field, never a 500.
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any, Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
@@ -21,6 +22,11 @@ from cronwatch.core.model import NAME_RULE, Job, Status
 from cronwatch.server.api_models import JobCreate, JobPatch, JobSettings, RunCreate, RunPatch
 from cronwatch.server.auth import authorize
 from cronwatch.store.interface import Store
+
+if TYPE_CHECKING:
+    from cronwatch.server.ingest import Writer
+
+T = TypeVar("T")
 
 NAME = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 RUN_ID = r"^[A-Za-z0-9._:-]{1,128}$"
@@ -84,8 +90,9 @@ def build_api(server: Any) -> FastAPI:
 
     reader: Store = server.reader
 
-    async def write(op: Any, touch: str | None = None) -> Any:
-        result = await server.writer.run(op)
+    async def write(op: Callable[[Store], T], touch: str | None = None) -> T:
+        writer: Writer = server.writer
+        result = await writer.run(op)
         if touch is not None and server.scheduler is not None:
             server.scheduler.touch(touch)  # its settings changed: so may its deadline
         return result
