@@ -14,7 +14,7 @@ _HELP_FLAGS = ("-h", "--help")
 
 def _name_form(argv: list[str]) -> bool:
     """True for ``[--db X ...] --name NAME CMD...``: --name before the first bare word."""
-    from cronwatch.wrapper.runner import _VALUED
+    from cronwatch.wrapper.runner import VALUED
 
     skip = False
     for a in argv:
@@ -25,7 +25,7 @@ def _name_form(argv: list[str]) -> bool:
             return True
         if not a.startswith("-") or a == "--":
             return False
-        skip = a in _VALUED
+        skip = a in VALUED
     return False
 
 

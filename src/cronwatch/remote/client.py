@@ -157,11 +157,11 @@ def _record(
     from cronwatch.core.values import default_db_path
     from cronwatch.store import open_store
     from cronwatch.wrapper import spool
-    from cronwatch.wrapper.record import _user
+    from cronwatch.wrapper.record import current_user
 
     run = Run(job=h.name, started_at=h.started_at, status=Status(status), id=h.run_id,
               ended_at=h.started_at + duration, duration=duration, exit_code=exit_code,
-              stdout=output, host=os.uname().nodename, user=_user(),
+              stdout=output, host=os.uname().nodename, user=current_user(),
               command=" ".join(sys.argv), env=h.env, message=message, source="sdk")  # fmt: skip
     try:
         store = open_store(h.db)

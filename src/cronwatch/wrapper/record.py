@@ -37,7 +37,7 @@ def _db_timeout() -> float:
     return value
 
 
-def _user() -> str:
+def current_user() -> str:
     # What getpass.getuser() does, without its imports (every cron run pays for them).
     for key in ("LOGNAME", "USER", "LNAME", "USERNAME"):
         if os.environ.get(key):
@@ -86,7 +86,7 @@ def build_run(o: Options, res: Result) -> Run:
         stdout=res.stdout,
         stderr=res.stderr,
         host=os.uname().nodename,
-        user=_user(),
+        user=current_user(),
         # argv may hold bytes that are not UTF-8 (surrogate-escaped): store them visibly
         command=_join(o.command)
         .encode("utf-8", "surrogateescape")

@@ -98,7 +98,7 @@ class Options:
         self.config: str | None = None
 
 
-_VALUED = {"--db", "--max-output", "--timeout", "--kill-grace", "--dashboard", "--env",
+VALUED = {"--db", "--max-output", "--timeout", "--kill-grace", "--dashboard", "--env",
            "--server", "--key", "--config", "--name"}  # fmt: skip
 _FLAGS = {"--no-capture", "--capture", "--capture-output", "--no-dashboard", "--no-local"}
 
@@ -136,7 +136,7 @@ def parse_run_args(args: list[str], *, name_form: bool) -> Options:
                 "no command given: put it after --, as in: cronwatch run NAME -- CMD [ARGS...]"
             )
         key, eq, val = a.partition("=")
-        if key in _VALUED:
+        if key in VALUED:
             if not eq:
                 i += 1
                 if i >= len(args):
