@@ -1,6 +1,6 @@
 # The two commands of the README. Both work on a fresh machine with only Python 3.11+.
 #   make run   - venv, install, a short demo on the embedded SQLite default
-#   make test  - venv, install with test extras, the whole test suite
+#   make test  - venv, install with test extras, the guardrails (make lint), the whole test suite
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -18,7 +18,9 @@ venv: $(BIN)/python
 run: venv
 	@CRONWATCH_DB=$(DEMO)/history.db sh scripts/demo.sh $(BIN)
 
-test: venv
+# The guardrails run first and stop the build: a lint or type error fails CI in seconds,
+# before the suite's minutes. mypy is strict through pyproject.toml.
+test: lint
 	@sh scripts/ensure-test-deps.sh
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 

@@ -98,13 +98,3 @@ def test_run_ids() -> None:
     for bad in ("", "a b", "a/b", "Z" * 129, "é"):
         with pytest.raises(ValidationError, match="1-128 characters"):
             validate_run_id(bad)
-
-
-def test_status_as_a_typed_api_parameter() -> None:
-    pydantic = pytest.importorskip("pydantic")
-    adapter = pydantic.TypeAdapter(Status | None)
-    assert adapter.validate_python("failed") is Status.FAILED
-    assert adapter.dump_json(Status.FAILED) == b'"failed"'
-    assert adapter.json_schema()["anyOf"][0]["enum"] == list(STATUSES)
-    with pytest.raises(pydantic.ValidationError):
-        adapter.validate_python("ok")

@@ -125,3 +125,24 @@ def test_openapi_document(client: httpx.Client) -> None:
     doc = client.get("/api/v1/openapi.json").json()
     assert "/jobs/{name}" in doc["paths"] and "/runs/{run_id}" in doc["paths"]
     assert doc["servers"][0]["url"] == "/api/v1"
+
+
+def test_status_filter_takes_the_statuses_and_refuses_others(
+    client: httpx.Client, rw: dict
+) -> None:
+    from typing import get_args
+
+    from cronwatch.core.model import STATUSES
+    from cronwatch.server.api import StatusName
+
+    assert get_args(StatusName) == STATUSES  # the API's list is the domain's, in order
+    assert client.put("/api/v1/jobs/filtered", json={}, headers=rw).status_code == 200
+    for status in STATUSES:
+        r = client.get("/api/v1/jobs/filtered/runs", params={"status": status}, headers=rw)
+        assert r.status_code == 200 and r.json() == []
+    r = client.get("/api/v1/jobs/filtered/runs", params={"status": "ok"}, headers=rw)
+    assert r.status_code == 422 and "status" in r.json()["error"]
+    schema = client.get("/api/v1/openapi.json").json()
+    params = schema["paths"]["/jobs/{name}/runs"]["get"]["parameters"]
+    (param,) = [p for p in params if p["name"] == "status"]
+    assert list(STATUSES) == param["schema"]["anyOf"][0]["enum"]

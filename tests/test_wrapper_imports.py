@@ -62,3 +62,61 @@ def test_output_and_settings_bring_only_what_they_need(cw, store) -> None:
         assert rc == 0 and out == f"hello {i}\n".encode()
     runs = store.list_runs(job="tuned", output=True)
     assert [r.stdout for r in runs] == [b"hello 3\n", b"hello 2\n", None, None]
+
+
+# The cronwatch modules a wrapped run may load, and no others: a new import on this path
+# (an adapter, the server, the CLI's parser) costs every cron run. A bare job: the entry
+# point, the wrapper, the store, the after-run evaluation and the dashboard trigger, and
+# for a first run or a failure the alert state machine.
+WRAPPER_BARE = {
+    "cronwatch", "cronwatch._version", "cronwatch.main", "cronwatch.system",
+    "cronwatch.wrapper", "cronwatch.wrapper.runner", "cronwatch.wrapper.options",
+    "cronwatch.wrapper.record", "cronwatch.wrapper.spool",
+    "cronwatch.core", "cronwatch.core.errors", "cronwatch.core.model", "cronwatch.core.values",
+    "cronwatch.store", "cronwatch.store.interface", "cronwatch.store.sqlite",
+    "cronwatch.store.sqlite.backend", "cronwatch.store.sqlite.migrations",
+    "cronwatch.store.base", "cronwatch.store.rollup", "cronwatch.store.sqlite.dialect",
+    "cronwatch.app", "cronwatch.app.evaluate", "cronwatch.app.regen", "cronwatch.core.alerting",
+}  # fmt: skip
+# With a schedule, a channel and an assertion: its deadline, the rules, and delivery
+# through the channels (cronwatch.notify loads every channel plugin).
+WRAPPER_FULL = WRAPPER_BARE | {
+    "cronwatch.core.schedule", "cronwatch.core.health", "cronwatch.core.assertions",
+    "cronwatch.notify", "cronwatch.notify._http", "cronwatch.notify.message",
+    "cronwatch.notify.webhook", "cronwatch.notify.slack", "cronwatch.notify.telegram",
+    "cronwatch.notify.email", "cronwatch.notify.apprise",
+}  # fmt: skip
+
+
+def loaded_modules(cw, name: str, *commands: str, env: dict[str, str]) -> set[str]:
+    """The cronwatch modules loaded by runs of ``name``, one run per command."""
+    loaded: set[str] = set()
+    for command in commands:
+        _rc, _out, err = cw("run", name, "--", command, env=env)
+        loaded |= {m for m in imported(err) if m == "cronwatch" or m.startswith("cronwatch.")}
+    return loaded
+
+
+def test_a_run_loads_only_the_modules_of_its_path(cw, db_path: Path) -> None:
+    env = {"PYTHONPROFILEIMPORTTIME": "1", "CRONWATCH_DASHBOARD": str(db_path.parent / "d.html")}
+    bare = loaded_modules(cw, "bare", "true", "true", "false", env=env)
+    assert {"cronwatch.wrapper.runner", "cronwatch.store.sqlite.backend"} <= bare
+    assert not bare - WRAPPER_BARE, sorted(bare - WRAPPER_BARE)
+
+    hook = "https://127.0.0.1:9/hook"  # refused: delivery fails fast and is retried later
+    rc = cw("job", "set", "full", "--schedule", "*/5 * * * *", "--notify", hook,
+            "--assert", "duration < 1h", "--alert-after", "1").rc  # fmt: skip
+    assert rc == 0
+    # success, failure (opens an incident: a notification to deliver), recovery
+    full = loaded_modules(cw, "full", "true", "false", "true", env=env)
+    assert {"cronwatch.core.schedule", "cronwatch.core.assertions", "cronwatch.notify"} <= full
+    assert not full - WRAPPER_FULL, sorted(full - WRAPPER_FULL)
+
+
+def test_the_allow_list_catches_a_module_off_the_path(cw, db_path: Path) -> None:
+    """The same check on a run that reports to a server: its modules are not on the local
+    path, and the check names them."""
+    env = {"PYTHONPROFILEIMPORTTIME": "1", "CRONWATCH_DASHBOARD": str(db_path.parent / "d.html")}
+    server = {"CRONWATCH_URL": "http://127.0.0.1:9", "CRONWATCH_KEY": "k"}  # refused
+    remote = loaded_modules(cw, "remote", "true", env={**env, **server})
+    assert "cronwatch.remote.ping" in remote - WRAPPER_FULL

@@ -106,13 +106,13 @@ def add_common(p: argparse.ArgumentParser, *, json_flag: bool = True, top: bool 
 
 
 def command(
-    sub: Any,
+    sub: argparse._SubParsersAction[ArgumentParser],
     name: str,
     func: Callable[[argparse.Namespace], int],
     help: str,
     example: str,
     **kw: Any,
-) -> argparse.ArgumentParser:
+) -> ArgumentParser:
     """Add a subcommand whose --help ends with an example."""
     p = sub.add_parser(
         name,
@@ -396,7 +396,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    from cronwatch.cli.report import STATUS_WORD, ago, percent, table
+    from cronwatch.cli.report import STATUS_WORD, ago, table
+    from cronwatch.core.text import percent
     from cronwatch.core.values import format_duration
 
     now = time.time()

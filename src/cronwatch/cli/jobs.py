@@ -7,6 +7,7 @@ import sys
 import time
 from typing import Any
 
+from cronwatch.core.settings import Setting
 from cronwatch.core.values import format_duration, format_time, parse_timestamp
 
 
@@ -81,7 +82,7 @@ def add_setting_flags(p: argparse.ArgumentParser) -> None:
             p.add_argument(st.flag, dest=st.name, metavar=st.metavar, help=_flag_help(st))
 
 
-def _flag_help(st: Any) -> str:
+def _flag_help(st: Setting) -> str:
     from cronwatch.core.settings import NUMBER_KINDS
 
     if st.kind in NUMBER_KINDS:

@@ -130,17 +130,6 @@ class Status(str, metaclass=_StatusType):
     def __reduce__(self) -> tuple[Any, ...]:  # pickle and copy give back the same member
         return Status, (self.value,)
 
-    @classmethod
-    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
-        """For the server's typed API (FastAPI query parameters): one of the values."""
-        from pydantic_core import core_schema
-
-        return core_schema.no_info_after_validator_function(
-            cls,
-            core_schema.literal_schema(list(STATUSES)),
-            serialization=core_schema.plain_serializer_function_ser_schema(str),
-        )
-
 
 _STATUS_MEMBERS: tuple[Status, ...] = ()
 _STATUS_BY_VALUE: dict[str, Status] = {}

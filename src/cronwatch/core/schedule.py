@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from functools import lru_cache
@@ -125,13 +126,13 @@ def _next_after(schedule: Schedule, t: float, tz: str) -> float:
     return schedule._compute_next(t, tz)
 
 
-def _first_after(it: object, t: float) -> float:
+def _first_after(it: Iterator[datetime], t: float) -> float:
     # Both libraries iterate in naive local time when a zone has DST; a start inside the
     # second pass of a repeated (fall-back) hour can therefore yield instants from the
     # first pass, which lie before ``t``. Skipping them keeps next_after monotone.
     try:
         for _ in range(_MAX_SKIPS):
-            ts = next(it).timestamp()  # type: ignore[call-overload]
+            ts = next(it).timestamp()
             if ts > t:
                 return ts
     except StopIteration:

@@ -74,7 +74,8 @@ def post(
         request.add_header(name, value)
     try:
         with _opener.open(request, timeout=timeout) as response:
-            return response.read(_MAX_READ)
+            answer: bytes = response.read(_MAX_READ)  # typeshed: urlopen's result is Any
+            return answer
     except urllib.error.HTTPError as e:
         try:
             answer = e.read(_MAX_READ)

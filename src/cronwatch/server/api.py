@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Annotated, Any, Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
@@ -23,6 +24,13 @@ from cronwatch.core.settings import normalize_all
 from cronwatch.server.api_models import JobCreate, JobPatch, JobSettings, RunCreate, RunPatch
 from cronwatch.server.auth import authorize
 from cronwatch.store.interface import Store
+
+if TYPE_CHECKING:
+    from cronwatch.server.ingest import Writer
+
+T = TypeVar("T")
+# A run's status as a query parameter: the OpenAPI schema lists the values (core.model's).
+StatusName = Literal["running", "success", "failed", "timeout", "missed"]
 
 JobName = Annotated[str, Path(pattern=NAME_PATTERN, description=NAME_RULE)]
 RunId = Annotated[str, Path(pattern=RUN_ID_PATTERN, description=RUN_ID_RULE)]
@@ -86,8 +94,9 @@ def build_api(server: Any) -> FastAPI:
 
     reader: Store = server.reader
 
-    async def write(op: Any, touch: str | None = None) -> Any:
-        result = await server.writer.run(op)
+    async def write(op: Callable[[Store], T], touch: str | None = None) -> T:
+        writer: Writer = server.writer
+        result = await writer.run(op)
         if touch is not None and server.scheduler is not None:
             server.scheduler.touch(touch)  # its settings changed: so may its deadline
         return result
@@ -179,11 +188,12 @@ def build_api(server: Any) -> FastAPI:
     async def list_runs(
         name: JobName,
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-        status: Annotated[Status | None, Query()] = None,
+        status: Annotated[StatusName | None, Query()] = None,
         since: Annotated[float | None, Query(ge=0, le=1e11)] = None,
     ) -> list[dict[str, Any]]:
         reader.get_job(name)
-        runs = reader.list_runs(job=name, limit=limit, status=status, since=since)
+        wanted = None if status is None else Status(status)
+        runs = reader.list_runs(job=name, limit=limit, status=wanted, since=since)
         return [r.to_dict(output=False) for r in runs]
 
     @api.post("/jobs/{name}/runs", status_code=201)

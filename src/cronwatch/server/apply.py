@@ -32,7 +32,7 @@ from typing import Any
 from cronwatch.app import evaluate as checks
 from cronwatch.core.errors import NotFound
 from cronwatch.core.model import Job, Run, Status, new_run_id
-from cronwatch.server.ping import FAIL, HEARTBEAT, LOG, START, SUCCESS, Ping, _event
+from cronwatch.server.ping import FAIL, HEARTBEAT, LOG, START, SUCCESS, Ping, event
 from cronwatch.store.interface import Store
 
 _dumps = json.JSONEncoder(check_circular=False).encode  # event dicts are flat, never cyclic
@@ -172,11 +172,11 @@ class Applier:
                                              host=p.host, source=src)  # fmt: skip
             for t in timed_out:  # a timed-out run is a failure for the alert state too
                 extra = self.after(store, t, now)
-                events.append(_event("job.timeout", t))
+                events.append(event("job.timeout", t))
                 events.extend(extra)
             if body:
                 store.append_output(job, body, now=now, run_id=run.id, env=p.env)
-            events.append(_event("run.started", run))
+            events.append(event("run.started", run))
         elif p.action == LOG:
             rid = store.append_output(job, body or b"", now=now, run_id=p.rid, env=p.env)
             events.append({"type": "run.log", "job": job, "env": p.env, "run": rid,
@@ -192,7 +192,7 @@ class Applier:
                                    stdout=body or None, message=p.message, host=p.host,
                                    source=src)  # fmt: skip
             extra = self.after(store, run, now)  # may turn a success into a failure (asserts)
-            events.append(_event("run.ok" if run.status is Status.SUCCESS else "run.error", run))
+            events.append(event("run.ok" if run.status is Status.SUCCESS else "run.error", run))
             events.extend(extra)
         self.rows.extend([(now, ev["type"], _dumps(ev)) for ev in events])
         return {"job": job, "run": None if run is None else run.id, "events": events}
@@ -253,7 +253,7 @@ class Applier:
         return ready
 
     def after(self, store: Store, run: Any, now: float) -> list[dict[str, Any]]:
-        """Assertions and the alert state machine for a finished run (see _after_ping)."""
+        """Assertions and the alert state machine for a finished run (see after_ping)."""
         job = self._named(store, run.job) or store.get_job(run.job)
         checks.apply_assertions(store, job, run, now=now)
         sql: Any = store

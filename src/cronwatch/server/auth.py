@@ -20,7 +20,7 @@ def authorize(server: Any, authorization: str | None, *, write: bool) -> dict[st
     """The token record for an ``Authorization: Bearer ...`` header, or raise 401/403."""
     if not authorization or not authorization[:7].lower() == "bearer ":
         raise Unauthorized("missing bearer token: send 'Authorization: Bearer TOKEN'")
-    token = server.reader.check_token(authorization[7:].strip())
+    token: dict[str, Any] | None = server.reader.check_token(authorization[7:].strip())
     if token is None:
         raise Unauthorized("invalid token")
     if write and token["read_only"]:

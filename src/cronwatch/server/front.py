@@ -37,7 +37,7 @@ _HEADERS = re.compile(rb"(?:\r\n[!#$%&'*+.^_`|~0-9a-z-]+:[ \t\x21-\x7e]*)*")
 _MAX_HEAD = 16384
 _MAX_BODY = 1 << 20  # larger ping bodies stream through uvicorn (and are cut to the limit)
 _MAX_OWED = 32  # answers owed on one connection (pipelining) before it stops being read
-_plain: list[Any] = [None, b""]  # uvicorn's default headers, and "200 OK" built with them
+_plain: tuple[object, bytes] = (None, b"")  # uvicorn's default headers, "200 OK" made with them
 
 
 class _Owed:
@@ -191,6 +191,7 @@ class PingFront(asyncio.Protocol):
     def render(self, head: bool, close: bool, reply: Reply) -> bytes:
         """The HTTP answer to a ping, as the ASGI path would send it (uvicorn's default
         headers first: date and server)."""
+        global _plain
         app = self.app
         status, body, headers = app.ping_answer(head, reply)
         default = self.server_state.default_headers
@@ -207,7 +208,7 @@ class PingFront(asyncio.Protocol):
             lines.append(body)
         data = b"".join(lines)
         if plain:
-            _plain[:] = [default, data]
+            _plain = (default, data)
         return data
 
     def answered(self) -> None:

@@ -184,13 +184,13 @@ def _metrics(p: Ping, metrics: list[str]) -> None:
 # --- shared with the writer side (server.apply) and the runs API ------------------------
 
 
-def _event(type_: str, run: Any) -> dict[str, Any]:
+def event(type_: str, run: Any) -> dict[str, Any]:
     return {"type": type_, "job": run.job, "env": run.env, "run": run.id,
             "status": run.status.value, "started_at": run.started_at, "ended_at": run.ended_at,
             "duration": run.duration, "exit_code": run.exit_code}  # fmt: skip
 
 
-def _after_ping(store: Store, run: Any, now: float) -> list[dict[str, Any]]:
+def after_ping(store: Store, run: Any, now: float) -> list[dict[str, Any]]:
     """Assertions and the alert state machine (cronwatch.app.evaluate) for a finished run.
 
     Delivery is not done here: this runs in the writer's transaction, and the scheduler's

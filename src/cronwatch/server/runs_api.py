@@ -7,7 +7,7 @@ from typing import Any
 from cronwatch.core.model import Run, Status, validate_name
 from cronwatch.core.values import cap_bytes
 from cronwatch.server.api_models import RunCreate, RunPatch
-from cronwatch.server.ping import _after_ping, _event
+from cronwatch.server.ping import after_ping, event
 from cronwatch.store.interface import Store
 
 
@@ -27,9 +27,7 @@ def create_run_op(store: Store, job: str, body: RunCreate, now: float, limit: in
                                          host=body.host, source="api")  # fmt: skip
         if body.output:
             store.append_output(job, body.output.encode(), now=now, run_id=run.id, limit=limit)
-        _log(
-            store, [_event("job.timeout", t) for t in timed_out] + [_event("run.started", run)], now
-        )
+        _log(store, [event("job.timeout", t) for t in timed_out] + [event("run.started", run)], now)
         return store.get_run(run.id)
     status = Status.SUCCESS if body.status == "ok" else Status.FAILED
     duration = None if body.duration_ms is None else body.duration_ms / 1000
@@ -37,9 +35,9 @@ def create_run_op(store: Store, job: str, body: RunCreate, now: float, limit: in
                            exit_code=body.exit_code, duration=duration,
                            stdout=_output(body.output, limit), message=body.message,
                            host=body.host, source="api")  # fmt: skip
-    extra = _after_ping(store, run, now)
+    extra = after_ping(store, run, now)
     _log(
-        store, [_event("run.ok" if run.status is Status.SUCCESS else "run.error", run), *extra], now
+        store, [event("run.ok" if run.status is Status.SUCCESS else "run.error", run), *extra], now
     )
     return run
 
@@ -59,9 +57,9 @@ def patch_run_op(store: Store, run_id: str, body: RunPatch, now: float, limit: i
                                 exit_code=body.exit_code, duration=duration,
                                 stdout=_output(body.output, limit), message=body.message or "",
                                 source=run.source)  # fmt: skip
-        extra = _after_ping(store, done, now)
+        extra = after_ping(store, done, now)
         ok = done.status is Status.SUCCESS
-        _log(store, [_event("run.ok" if ok else "run.error", done), *extra], now)
+        _log(store, [event("run.ok" if ok else "run.error", done), *extra], now)
         return store.get_run(run_id)
     if body.status is not None:
         run.status = Status.SUCCESS if body.status == "ok" else Status.FAILED

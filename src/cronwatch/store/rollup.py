@@ -275,7 +275,8 @@ class Rollup:
         db, sql = self.db, self.sql
         row = db.execute(sql.newest_unsealed(len(statuses)), (jid, sealed, *statuses)).fetchone()
         if row is not None:
-            return row[0]
+            newest: float = row[0]  # rows are Any; started_at is a REAL
+            return newest
         columns = [s for s in statuses if s in COUNTED]
         day = db.execute(sql.newest_sealed_day(columns), (jid,)).fetchone()[0]
         if day is None:

@@ -97,7 +97,7 @@ class TailPipe:
         (BrokenPipeError...) after dropping the rest of that piece, as a write would."""
         if self.len > self.keep:
             self.len -= os.splice(self.r, self.null, self.len - self.keep, flags=SPLICE_F_NONBLOCK)
-        n = self._tee(fd, self.w, _CHUNK, SPLICE_F_NONBLOCK)
+        n: int = self._tee(fd, self.w, _CHUNK, SPLICE_F_NONBLOCK)  # a ctypes call: c_ssize_t
         if n < 0:
             import ctypes
 

@@ -66,7 +66,8 @@ def _settings(text: str | None) -> dict[str, Any]:
         return {}
     import json
 
-    return json.loads(text)
+    settings: dict[str, Any] = json.loads(text)  # written by json.dumps of such a dict
+    return settings
 
 
 def _job_from_row(row: tuple[Any, ...]) -> Job:
@@ -685,7 +686,8 @@ class SQLiteStore(StoreBase):
         row = self.db.execute(
             "SELECT max(started_at) FROM runs WHERE job_id=?", (self._job_id(job),)
         ).fetchone()
-        return row[0]
+        newest: float | None = row[0]  # sqlite3 rows are Any; NULL when it has no runs
+        return newest
 
     def set_next_check(self, job: str, at: float | None) -> None:
         """Remember when ``job`` next needs a look (None: never, until something changes)."""
