@@ -15,7 +15,7 @@ dialect and API check-ins (the server's writer, ``server.apply``), ``check``.
 from __future__ import annotations
 
 from cronwatch.core import events as ev
-from cronwatch.core.errors import CronwatchError, DeliveryError, ValidationError
+from cronwatch.core.errors import CronwatchError, DeliveryError, StoreError, ValidationError
 from cronwatch.core.model import Job, Run, Status
 from cronwatch.core.values import format_time, iso
 
@@ -60,7 +60,7 @@ def apply_assertions(store: Any, job: Job, run: Run, *, now: float) -> bool:
 
     try:
         failure = check_rules([parse_rule(r) for r in job.asserts], run)
-    except CronwatchError as e:
+    except (CronwatchError, TypeError, ValueError) as e:
         import logging  # only here: the wrapper pays for every import
 
         logging.getLogger("cronwatch").warning(
@@ -130,11 +130,25 @@ def after_timeout(
 
 
 def _outcome(store: Any, job: Job, run: Run, now: float, alert: Any) -> list[dict[str, Any]]:
-    if alert is _UNREAD:
-        return record_outcome(store, job, run, now=now)
-    if run.status is Status.RUNNING or steady(alert, job, run):
+    try:
+        if alert is _UNREAD:
+            return record_outcome(store, job, run, now=now)
+        if run.status is Status.RUNNING or steady(alert, job, run):
+            return []
+        return _record_outcomes(store, job, run.env, [run], now)
+    except StoreError:
+        raise  # the store's trouble (busy, I/O): the caller retries the whole write
+    except (CronwatchError, TypeError, ValueError, KeyError, AttributeError) as e:
+        # Settings or an alert state stored by an older version that this one cannot
+        # read: the run is recorded all the same (it was acknowledged); the alerts of
+        # this job wait until its settings are fixed.
+        import logging  # only here: the wrapper pays for every import
+
+        logging.getLogger("cronwatch").error(
+            "job %s: cannot evaluate its alerts after run %s (%s: %s); fix its settings "
+            "with `cronwatch job set`", job.name, run.id, type(e).__name__, e,
+        )  # fmt: skip
         return []
-    return _record_outcomes(store, job, run.env, [run], now)
 
 
 def _record_outcomes(

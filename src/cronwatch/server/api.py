@@ -75,7 +75,11 @@ def build_api(server: Any) -> FastAPI:
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         server.counters["api_errors"] += 1
         errors = jsonable_encoder(
-            exc.errors(), custom_encoder={bytes: lambda b: b.decode("utf-8", "replace")}
+            exc.errors(),
+            custom_encoder={
+                bytes: lambda b: b.decode("utf-8", "replace"),
+                float: lambda f: f if f - f == 0 else str(f),  # NaN, inf: not JSON numbers
+            },
         )
         first = errors[0] if errors else {}
         where = ".".join(str(x) for x in first.get("loc", ()))

@@ -34,6 +34,7 @@ from cronwatch.app import evaluate as checks
 from cronwatch.core import events as ev
 from cronwatch.core.errors import NotFound
 from cronwatch.core.model import Job, Run, Status, new_run_id
+from cronwatch.server.ingest import BufferLost
 from cronwatch.server.ping import FAIL, HEARTBEAT, LOG, START, SUCCESS, Ping
 from cronwatch.store.interface import Store
 
@@ -94,13 +95,16 @@ class Applier:
 
     def flush(self, store: Store) -> None:
         sql: Any = store  # the SQLite store's own methods
-        if self.runs:
-            runs, self.runs = self.runs, []
-            sql.add_finished_runs(runs, self.run_jobs, now=time.time())
-            self.run_jobs.clear()
-        if self.rows:
-            rows, self.rows = self.rows, []
-            sql.add_event_rows(rows)
+        try:
+            if self.runs:
+                runs, self.runs = self.runs, []
+                sql.add_finished_runs(runs, self.run_jobs, now=time.time())
+                self.run_jobs.clear()
+            if self.rows:
+                rows, self.rows = self.rows, []
+                sql.add_event_rows(rows)
+        except Exception as e:  # other pings' rows: the writer replays the batch
+            raise BufferLost(f"buffered rows not written: {e}") from e
 
     def discard(self) -> None:
         self.rows.clear()
@@ -276,7 +280,7 @@ class Applier:
             raw = self.alert[key]
         else:
             raw = self.alert[key] = sql.get_alert_state(name, env)
-        if not checks.steady(raw, job, _OK):
+        if not _steady(raw, job, _OK):
             return None
         jid = sql.ping_job_id(name, now=now)
         if sql.has_open_run(jid, env):
@@ -301,6 +305,15 @@ class Applier:
             raw = self.alert[key] = sql.get_alert_state(job.name, run.env)
         then = checks.after_timeout if timeout else checks.after_finish
         events = then(store, job, run, now=now, alert=raw)
-        if not checks.steady(raw, job, run):
+        if not _steady(raw, job, run):
             self.alert.pop(key, None)  # the state machine may have stored a new state
         return events
+
+
+def _steady(raw: dict[str, Any] | None, job: Job, run: Run) -> bool:
+    """``checks.steady``; False (take the full path, evaluate) for settings or a state it
+    cannot read: ``checks.after_finish`` logs those and records the run all the same."""
+    try:
+        return checks.steady(raw, job, run)
+    except (TypeError, ValueError):
+        return False

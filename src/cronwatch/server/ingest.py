@@ -5,7 +5,8 @@ writer takes everything queued, runs it in ONE transaction, commits, then resolv
 future, so a request is acknowledged only once its write is durable and concurrent
 requests share the cost of the commit.
 
-A bad operation fails alone and the rest of the batch still commits. Operations run
+A bad operation fails alone and the rest of the batch still commits, whatever it raises:
+the writer outlives any one operation. Operations run
 without a savepoint each (two statements an op were a large part of a ping's cost): one
 that fails before writing anything (``total_changes`` unchanged: an unknown ping key, a
 validation error) simply fails; one that fails after writing rolls the whole batch back,
@@ -48,6 +49,12 @@ class Cache(Protocol):
 
 class _Replay(Exception):
     """An op failed after writing: roll the batch back and replay it with savepoints."""
+
+
+class BufferLost(Exception):
+    """Raised by a cache's ``flush`` that failed: rows buffered by earlier ops (already
+    answered as done) were not written, so the batch is rolled back and replayed with a
+    savepoint per op, where each op's rows are written with it and a bad one fails alone."""
 
 
 class _NoCache:
@@ -107,13 +114,22 @@ class Committer:
             except _Replay:
                 self._rolled_back()
                 safe = True
-            except (StoreError, sqlite3.Error) as e:  # busy (another process writes) or I/O
+            except (StoreError, sqlite3.OperationalError) as e:  # busy (another process), I/O
                 self._rolled_back()
                 if attempt == self.retries - 1:
                     log.error("giving up on a batch of %d: %s", size(), e)
                     return [(False, e)] * size()
                 time.sleep(delay)
                 delay = min(delay * 2, 0.25)
+            except Exception as e:  # one op's bad row, found when the buffered rows were
+                # written (flush) or by the commit: replay with a savepoint per op, where
+                # each op's rows are written with it, so that it fails alone. Never the
+                # writer's end: a failure that still escapes fails this batch only.
+                self._rolled_back()
+                if safe:
+                    log.error("a batch of %d failed", size(), exc_info=e)
+                    return [(False, e)] * size()
+                safe = True
         err = StoreError("database write failed: giving up after retries")
         return [(False, err)] * size()
 
@@ -145,7 +161,8 @@ class Committer:
                 try:
                     append((True, op(store)))
                 except Exception as e:
-                    if db.total_changes != before or not db.in_transaction:
+                    if (db.total_changes != before or not db.in_transaction
+                            or isinstance(e, BufferLost)):  # fmt: skip
                         raise _Replay from e  # partial writes: undo them with the batch
                     append((False, _failed(e)))
             if not cache_aware:
@@ -173,7 +190,8 @@ class Committer:
                 try:
                     append((True, fn(store, item)))
                 except Exception as e:
-                    if db.total_changes != before or not db.in_transaction:
+                    if (db.total_changes != before or not db.in_transaction
+                            or isinstance(e, BufferLost)):  # fmt: skip
                         raise _Replay from e  # partial writes: undo them with the batch
                     append((False, _failed(e)))
             done = len(results)
@@ -185,12 +203,14 @@ class Committer:
         db.execute("SAVEPOINT op")
         try:
             result = op(self.store)
+            self.cache.flush(self.store)  # its buffered rows too: a bad one fails with it
         except Exception as e:  # this op fails alone; its partial writes are undone
             if not db.in_transaction:  # SQLite rolled back the whole transaction
                 raise StoreError(f"database write failed: {e}") from e
             db.execute("ROLLBACK TO op")
             db.execute("RELEASE op")
             self.store.forget_job_ids()
+            self.cache.discard()  # only this op's rows can be buffered: see the line above
             self.cache.invalidate()
             return False, _failed(e)
         db.execute("RELEASE op")

@@ -89,7 +89,14 @@ def _serve(sock: socket.socket, db: str) -> None:
         while link.wait():
             batch = link.take(_CHUNK)
             more = partial(link.more, batch, partial(_flush_some, applier, store))
-            sock.sendall(_frame(_record(applier, committer, batch, more)))  # a frame a commit
+            try:
+                replies = _record(applier, committer, batch, more)
+            except Exception:  # never the writer's end: this batch fails, the next may not
+                log.exception("a batch of %d pings failed", len(batch))
+                applier.discard()
+                applier.invalidate()
+                replies = [(r[0], 500, b"internal error", False, "", "", False) for r in batch]
+            sock.sendall(_frame(replies))  # a frame a commit
             checkpoints.committed(store)
     finally:
         checkpoints.stop()
