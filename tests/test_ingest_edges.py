@@ -244,3 +244,29 @@ def test_the_quick_path_writes_the_same_rows_and_events_as_the_full_path(
     with open_store(str(tmp_path / "full.db")) as s:  # and the shape is the one builder's
         run = s.list_runs(job="q", oldest_first=True)[3]
     assert quick_events[3][1] == {**ev.run_finished(run), "run": 3}
+
+
+def test_every_ingest_path_logs_run_events_of_one_shape(
+    live: LiveServer, client: httpx.Client
+) -> None:
+    rw = live.token("shapes")
+    key = live.job_key("shape-ping")
+    with live.store() as s:
+        last = s.last_event_id()
+    assert client.get(f"/ping/{key}/start").text == "OK"
+    assert client.get(f"/ping/{key}/fail").text == "OK"
+    assert client.get(f"/ping/{key}").text == "OK"  # no open run: synthetic
+    r = client.post("/api/v1/jobs/shape-api/runs", json={"status": "in_progress"}, headers=rw)
+    client.patch(f"/api/v1/runs/{r.json()['id']}", json={"status": "error"}, headers=rw)
+    client.post("/api/v1/jobs/shape-api/runs", json={"status": "ok"}, headers=rw)
+    with live.store() as s:
+        logged = [json.loads(d) for _i, _at, _t, d in s.events_since(last)]
+        by_id = {r.id: r for job in ("shape-ping", "shape-api") for r in s.list_runs(job=job)}
+    runs_events = [e for e in logged if e["type"].startswith("run.")]
+    assert [(e["job"], e["type"]) for e in runs_events] == [
+        ("shape-ping", "run.started"), ("shape-ping", "run.error"), ("shape-ping", "run.ok"),
+        ("shape-api", "run.started"), ("shape-api", "run.error"), ("shape-api", "run.ok"),
+    ]  # fmt: skip
+    for e in runs_events:
+        if e["type"] != "run.started":  # a started run's event is of the open run
+            assert e == ev.run_finished(by_id[e["run"]])

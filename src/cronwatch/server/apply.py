@@ -232,10 +232,6 @@ class Applier:
         run = store.finish_run(job, status, now=now, run_id=rid, **fields)
         return run, self.after(store, run, now)
 
-    def log(self, events: list[dict[str, Any]], now: float) -> None:
-        """Events of an operation that is not a ping (an API check-in), for the event log."""
-        self.rows.extend([(now, e["type"], _dumps(e)) for e in events])
-
     def _quick(self, store: Store, name: str, p: Ping, now: float) -> str | None:
         """A success that only adds a synthetic run and its ``run.ok`` event (see the module
         doc), recorded as buffered rows; returns its run id, or None when the ping needs the
