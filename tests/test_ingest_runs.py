@@ -184,3 +184,20 @@ def test_api_checkins_with_a_reused_rid(live: LiveServer, client: httpx.Client) 
                     headers=rw)  # fmt: skip
     assert r.status_code == 201 and r.json()["id"] == ids[1]  # the same finish: a repeat
     assert [r.status for r in runs(live, f"{name}-a")] == [Status.RUNNING]
+
+
+def test_a_repeated_finish_counts_once(live: LiveServer, client: httpx.Client) -> None:
+    name, key = fresh(live)
+    with live.store() as s:
+        last = s.last_event_id()
+    for rid in (new_run_id(), "plain"):  # alert_after is 2: two failures would open one
+        assert client.get(f"/ping/{key}/start?rid={rid}").text == "OK"
+        for _ in range(3):  # the finish, then delivered twice again
+            assert client.get(f"/ping/{key}/fail?rid={rid}").text == "OK"
+        with live.store() as s:
+            assert s.current_incident(name) is None
+        assert client.get(f"/ping/{key}/0?rid={rid}x").text == "OK"  # a success between
+    with live.store() as s:
+        types = [t for _i, _at, t, d in s.events_since(last) if f'"{name}"' in d]
+    assert types == ["run.started", "run.error", "run.ok"] * 2
+    assert [r.status for r in runs(live, name)] == [Status.FAILED, Status.SUCCESS] * 2

@@ -230,6 +230,8 @@ class Applier:
         """Finish a run (``store.finish_run``: the open one, or a synthetic one) and evaluate
         it; the events (``run.ok``/``run.error`` and what the alert state machine decided)."""
         run = store.finish_run(job, status, now=now, run_id=rid, **fields)
+        if run.ended_at != now:  # a finish delivered again (the store's at-least-once rule):
+            return run, []  # counted once, by the alerts and in the event log
         return run, self.after(store, run, now)
 
     def _quick(self, store: Store, name: str, p: Ping, now: float) -> str | None:

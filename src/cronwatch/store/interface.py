@@ -147,7 +147,8 @@ class Store:
         ``duration`` before ``now``). Never dropped, with one exception, at-least-once
         delivery: a finish with the rid of a finished run that repeats its outcome within
         ``core.runs.REPEAT_WINDOW`` (or any finish of a finished ULID rid) returns that
-        run unchanged. Another outcome, or the same one later, is a new synthetic run.
+        run unchanged (so its ``ended_at`` is not ``now``: callers do not evaluate it
+        again). Another outcome, or the same one later, is a new synthetic run.
         """
         raise NotImplementedError
 
