@@ -186,12 +186,13 @@ def test_api_checkins_with_a_reused_rid(live: LiveServer, client: httpx.Client) 
     assert [r.status for r in runs(live, f"{name}-a")] == [Status.RUNNING]
 
 
-def test_a_repeated_finish_counts_once(live: LiveServer, client: httpx.Client) -> None:
+def test_a_repeated_start_or_finish_counts_once(live: LiveServer, client: httpx.Client) -> None:
     name, key = fresh(live)
     with live.store() as s:
         last = s.last_event_id()
     for rid in (new_run_id(), "plain"):  # alert_after is 2: two failures would open one
-        assert client.get(f"/ping/{key}/start?rid={rid}").text == "OK"
+        for _ in range(2):  # the start, then delivered again
+            assert client.get(f"/ping/{key}/start?rid={rid}").text == "OK"
         for _ in range(3):  # the finish, then delivered twice again
             assert client.get(f"/ping/{key}/fail?rid={rid}").text == "OK"
         with live.store() as s:

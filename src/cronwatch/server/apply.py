@@ -214,7 +214,8 @@ class Applier:
             events.extend(self.after(store, t, now, timeout=True))
         if output:
             store.append_output(job, output, now=now, run_id=rid, env=env, limit=limit)
-        events.append(ev.run_started(run))
+        if run.started_at == now:  # else a start delivered again: logged once
+            events.append(ev.run_started(run))
         return run, events
 
     def finish(
