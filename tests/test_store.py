@@ -13,7 +13,7 @@ import pytest
 
 from conftest import CRONWATCH
 from cronwatch.core.errors import NotFound
-from cronwatch.core.model import Job, Run, Status
+from cronwatch.core.model import Job, Run, Status, new_run_id
 
 T0 = 1_700_000_000.0
 DAY = 86400.0
@@ -236,11 +236,14 @@ def test_finish_with_no_open_run_creates_a_synthetic_run(store, run_id):
 
 
 def test_finishing_a_finished_run_id_is_a_no_op(store):
-    store.start_run("j", now=T0, run_id="a")
-    store.finish_run("j", Status.SUCCESS, now=T0 + 5, run_id="a", exit_code=0, stdout=b"first")
-    again = store.finish_run("j", Status.FAILED, now=T0 + 9, run_id="a", exit_code=1,
+    # A ULID names one run forever (core/runs.py): a finish for its finished run is a
+    # repeated delivery, whatever it says. (Other rids: tests/test_ingest_runs.py.)
+    a = new_run_id(T0)
+    store.start_run("j", now=T0, run_id=a)
+    store.finish_run("j", Status.SUCCESS, now=T0 + 5, run_id=a, exit_code=0, stdout=b"first")
+    again = store.finish_run("j", Status.FAILED, now=T0 + 9, run_id=a, exit_code=1,
                              stdout=b"second")  # fmt: skip
-    stored = store.get_run("a")
+    stored = store.get_run(a)
     assert (stored.status, stored.exit_code, stored.duration, stored.stdout) == (
         Status.SUCCESS, 0, 5.0, b"first",
     )  # fmt: skip

@@ -73,6 +73,7 @@ WRAPPER_BARE = {
     "cronwatch.wrapper", "cronwatch.wrapper.runner", "cronwatch.wrapper.options",
     "cronwatch.wrapper.record", "cronwatch.wrapper.spool",
     "cronwatch.core", "cronwatch.core.errors", "cronwatch.core.model", "cronwatch.core.values",
+    "cronwatch.core.runs", "cronwatch.core.events",
     "cronwatch.store", "cronwatch.store.interface", "cronwatch.store.sqlite",
     "cronwatch.store.sqlite.backend", "cronwatch.store.sqlite.migrations",
     "cronwatch.store.base", "cronwatch.store.rollup", "cronwatch.store.sqlite.dialect",

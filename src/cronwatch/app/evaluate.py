@@ -4,12 +4,18 @@ server's scheduler — the same decisions everywhere.
 
 Every function takes ``now``; nothing here reads the clock, so ``check --at`` travels in time.
 Each returns the events it caused (dicts with ``type``: run.ok, run.error, job.missed,
-job.timeout, job.recovered, incident.opened, incident.closed) for the server's event log.
+job.timeout, job.recovered, incident.opened, incident.closed; built by
+``cronwatch.core.events``) for the server's event log.
+
+What happens after a run finished is decided here and only here (``after_finish``,
+``after_timeout``), for every ingest path: the wrapper (``after_run``), pings of every
+dialect and API check-ins (the server's writer, ``server.apply``), ``check``.
 """
 
 from __future__ import annotations
 
-from cronwatch.core.errors import CronwatchError, DeliveryError, ValidationError
+from cronwatch.core import events as ev
+from cronwatch.core.errors import CronwatchError, DeliveryError, StoreError, ValidationError
 from cronwatch.core.model import Job, Run, Status
 from cronwatch.core.values import format_time, iso
 
@@ -43,12 +49,25 @@ def _cause(run: Run) -> str:
 
 
 def apply_assertions(store: Any, job: Job, run: Run, *, now: float) -> bool:
-    """Turn a successful run that breaks a rule into a failure. True if it changed."""
+    """Turn a successful run that breaks a rule into a failure. True if it changed.
+
+    A rule that cannot be parsed (stored before validation was fixed, or by an older
+    version) is skipped and logged: the run is recorded all the same, as it came in.
+    """
     if run.status is not Status.SUCCESS or not job.asserts:
         return False
     from cronwatch.core.assertions import check_rules, parse_rule
 
-    failure = check_rules([parse_rule(r) for r in job.asserts], run)
+    try:
+        failure = check_rules([parse_rule(r) for r in job.asserts], run)
+    except (CronwatchError, TypeError, ValueError) as e:
+        import logging  # only here: the wrapper pays for every import
+
+        logging.getLogger("cronwatch").warning(
+            "job %s: its assertions cannot be checked (%s); fix them with `cronwatch job set`",
+            job.name, e,
+        )  # fmt: skip
+        return False
     if failure is None:
         return False
     run.status = Status.FAILED
@@ -86,6 +105,52 @@ def record_outcome(store: Any, job: Job, run: Run, *, now: float) -> list[dict[s
     return _record_outcomes(store, job, run.env, [run], now)
 
 
+_UNREAD: Any = object()
+
+
+def after_finish(
+    store: Any, job: Job, run: Run, *, now: float, alert: Any = _UNREAD
+) -> list[dict[str, Any]]:
+    """Everything that follows a finished run, in the caller's transaction: the job's
+    assertions (may turn a success into a failure), the run's ``run.ok``/``run.error``
+    event, then the alert state machine's events (incidents, notifications queued).
+
+    ``alert``: the (job, env) alert state or summary if the caller has it (the ping
+    writer keeps them), so that a steady success costs no read.
+    """
+    apply_assertions(store, job, run, now=now)
+    return [ev.run_finished(run), *_outcome(store, job, run, now, alert)]
+
+
+def after_timeout(
+    store: Any, job: Job, run: Run, *, now: float, alert: Any = _UNREAD
+) -> list[dict[str, Any]]:
+    """``after_finish`` for a run just marked timed out: ``job.timeout``, then the alerts."""
+    return [ev.job_timeout(run), *_outcome(store, job, run, now, alert)]
+
+
+def _outcome(store: Any, job: Job, run: Run, now: float, alert: Any) -> list[dict[str, Any]]:
+    try:
+        if alert is _UNREAD:
+            return record_outcome(store, job, run, now=now)
+        if run.status is Status.RUNNING or steady(alert, job, run):
+            return []
+        return _record_outcomes(store, job, run.env, [run], now)
+    except StoreError:
+        raise  # the store's trouble (busy, I/O): the caller retries the whole write
+    except (CronwatchError, TypeError, ValueError, KeyError, AttributeError) as e:
+        # Settings or an alert state stored by an older version that this one cannot
+        # read: the run is recorded all the same (it was acknowledged); the alerts of
+        # this job wait until its settings are fixed.
+        import logging  # only here: the wrapper pays for every import
+
+        logging.getLogger("cronwatch").error(
+            "job %s: cannot evaluate its alerts after run %s (%s: %s); fix its settings "
+            "with `cronwatch job set`", job.name, run.id, type(e).__name__, e,
+        )  # fmt: skip
+        return []
+
+
 def _record_outcomes(
     store: Any, job: Job, env: str, runs: list[Run], now: float, head: Any = None
 ) -> list[dict[str, Any]]:
@@ -110,7 +175,7 @@ def _record_outcomes(
         )  # fmt: skip
         events += _act(store, job, env, actions, run, now)
         if was_down and not state.down:
-            events.append({"type": "job.recovered", "job": job.name, "env": env, "run": run.id})
+            events.append(ev.job_recovered(job.name, env, run.id))
     new = state.to_dict()
     if new != raw:  # a steady healthy job costs no write
         store.set_alert_state(job.name, env, new)
@@ -127,13 +192,11 @@ def _act(
         if isinstance(action, OpenIncident):
             iid = store.open_incident(job.name, env, at=now, cause=action.cause,
                                       run_id=run.id if run else None)  # fmt: skip
-            events.append({"type": "incident.opened", "job": job.name, "env": env, "incident": iid,
-                           "cause": action.cause})  # fmt: skip
+            events.append(ev.incident_opened(job.name, env, iid, action.cause))
         elif isinstance(action, CloseIncident):
             iid = store.close_incident(job.name, env, at=now, run_id=run.id if run else None)
             if iid is not None:
-                events.append({"type": "incident.closed", "job": job.name, "env": env,
-                               "incident": iid})  # fmt: skip
+                events.append(ev.incident_closed(job.name, env, iid))
         elif isinstance(action, Notify):
             incident = store.current_incident(job.name, env)
             if incident is None and action.kind == "recovery":
@@ -166,11 +229,7 @@ def after_run(
     """
     with store.transaction():
         job = store.get_job(run.job)
-        apply_assertions(store, job, run, now=now)
-        events = [{"type": "run.ok" if run.status is Status.SUCCESS else "run.error",
-                   "job": job.name, "env": run.env, "run": run.id,
-                   "status": run.status.value}]  # fmt: skip
-        events += record_outcome(store, job, run, now=now)
+        events = after_finish(store, job, run, now=now)
         # The wrapper knows its job changed: remember the next deadline now, so that
         # `cronwatch check` does not have to evaluate every job that ran since its last look.
         store.set_next_check(job.name, _deadline(store, job))
@@ -202,8 +261,7 @@ def _check_job(store: Any, job: Job, now: float) -> tuple[list[dict[str, Any]], 
         run.message = f"still running after the max runtime of {job.max_runtime:g}s"
         store.update_run(run, now=now)
         open_runs = [r for r in open_runs if r.id != run.id]
-        events.append({"type": "job.timeout", "job": name, "env": run.env, "run": run.id})
-        events += record_outcome(store, job, run, now=now)
+        events += after_timeout(store, job, run, now=now)
     anchor = _anchor(store, job)
     if job.schedule:
         from cronwatch.core.health import effective_grace
@@ -221,8 +279,7 @@ def _check_job(store: Any, job: Job, now: float) -> tuple[list[dict[str, Any]], 
             anchor = max(anchor, max(r.started_at for r in missed))
 
             def head(run: Run) -> dict[str, Any]:
-                return {"type": "job.missed", "job": name, "env": "", "run": run.id,
-                        "expected": iso(run.started_at)}  # fmt: skip
+                return ev.job_missed(run, iso(run.started_at))
 
             events += _record_outcomes(store, job, "", missed, now, head)
     raw = store.get_alert_state(name, "")

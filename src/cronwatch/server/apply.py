@@ -1,8 +1,9 @@
 """Recording pings in the writer thread, inside the group transaction.
 
-The run semantics are the store's (``start_run``, ``finish_run``, ``append_output``) and
-the alert decisions are ``cronwatch.app.evaluate`` (assertions, ``record_outcome``), exactly as
-for any other ingest path. What this adds is memory between pings, because the writer
+The run semantics are the store's (``start_run``, ``finish_run``, ``append_output``), what
+follows a run is ``cronwatch.app.evaluate`` (``after_finish``, ``after_timeout``) and the
+events are ``cronwatch.core.events``'s, exactly as for any other ingest path (API
+check-ins, ``server.runs_api``, come through ``Applier.record`` too). What this adds is memory between pings, because the writer
 thread pays for every statement and every JSON round trip with the event loop's GIL time:
 
 - jobs by ping key / name (a key lookup plus a settings parse per ping otherwise);
@@ -30,9 +31,11 @@ import time
 from typing import Any
 
 from cronwatch.app import evaluate as checks
+from cronwatch.core import events as ev
 from cronwatch.core.errors import NotFound
 from cronwatch.core.model import Job, Run, Status, new_run_id
-from cronwatch.server.ping import FAIL, HEARTBEAT, LOG, START, SUCCESS, Ping, event
+from cronwatch.server.ingest import BufferLost
+from cronwatch.server.ping import FAIL, HEARTBEAT, LOG, START, SUCCESS, Ping
 from cronwatch.store.interface import Store
 
 _dumps = json.JSONEncoder(check_circular=False).encode  # event dicts are flat, never cyclic
@@ -92,13 +95,16 @@ class Applier:
 
     def flush(self, store: Store) -> None:
         sql: Any = store  # the SQLite store's own methods
-        if self.runs:
-            runs, self.runs = self.runs, []
-            sql.add_finished_runs(runs, self.run_jobs, now=time.time())
-            self.run_jobs.clear()
-        if self.rows:
-            rows, self.rows = self.rows, []
-            sql.add_event_rows(rows)
+        try:
+            if self.runs:
+                runs, self.runs = self.runs, []
+                sql.add_finished_runs(runs, self.run_jobs, now=time.time())
+                self.run_jobs.clear()
+            if self.rows:
+                rows, self.rows = self.rows, []
+                sql.add_event_rows(rows)
+        except Exception as e:  # other pings' rows: the writer replays the batch
+            raise BufferLost(f"buffered rows not written: {e}") from e
 
     def discard(self) -> None:
         self.rows.clear()
@@ -165,37 +171,69 @@ class Applier:
     ) -> dict[str, Any]:
         self.flush(store)  # keep rows and events in order with what this ping writes
         self.ready.pop((job, p.env), None)  # this ping may open runs or change the alerts
-        events: list[dict[str, Any]] = []
         src = "ping:" + p.dialect
         if p.action == START:
-            run, timed_out = store.start_run(job, now=now, run_id=p.rid, env=p.env,
-                                             host=p.host, source=src)  # fmt: skip
-            for t in timed_out:  # a timed-out run is a failure for the alert state too
-                extra = self.after(store, t, now)
-                events.append(event("job.timeout", t))
-                events.extend(extra)
-            if body:
-                store.append_output(job, body, now=now, run_id=run.id, env=p.env)
-            events.append(event("run.started", run))
+            run, events = self.start(store, job, now, rid=p.rid, env=p.env, host=p.host,
+                                     source=src, output=body)  # fmt: skip
         elif p.action == LOG:
             rid = store.append_output(job, body or b"", now=now, run_id=p.rid, env=p.env)
-            events.append({"type": "run.log", "job": job, "env": p.env, "run": rid,
-                           "bytes": len(body or b"")})  # fmt: skip
+            events = [ev.run_log(job, p.env, rid, len(body or b""))]
             run = None
         else:
             status = Status.FAILED if p.action == FAIL else Status.SUCCESS
             rid = p.rid
             if p.action == HEARTBEAT and rid is None:
                 rid = new_run_id(now)  # a heartbeat never closes an open run
-            run = store.finish_run(job, status, now=now, run_id=rid, env=p.env,
-                                   exit_code=p.exit_code, duration=p.duration,
-                                   stdout=body or None, message=p.message, host=p.host,
-                                   source=src)  # fmt: skip
-            extra = self.after(store, run, now)  # may turn a success into a failure (asserts)
-            events.append(event("run.ok" if run.status is Status.SUCCESS else "run.error", run))
-            events.extend(extra)
-        self.rows.extend([(now, ev["type"], _dumps(ev)) for ev in events])
+            run, events = self.finish(store, job, status, now, rid=rid, env=p.env,
+                                      exit_code=p.exit_code, duration=p.duration,
+                                      stdout=body or None, message=p.message, host=p.host,
+                                      source=src)  # fmt: skip
+        self.rows.extend([(now, e["type"], _dumps(e)) for e in events])
         return {"job": job, "run": None if run is None else run.id, "events": events}
+
+    # --- the run semantics of every ingest path (pings here, API check-ins too) ------------
+    def start(
+        self,
+        store: Store,
+        job: str,
+        now: float,
+        *,
+        rid: str | None,
+        env: str,
+        host: str,
+        source: str,
+        output: bytes | None = None,
+        limit: int = 1_000_000,
+    ) -> tuple[Run, list[dict[str, Any]]]:
+        """Open a run (``store.start_run``); the events: the runs it timed out, each with
+        what follows it, then ``run.started``. Not yet in the event log (``log``)."""
+        run, timed_out = store.start_run(job, now=now, run_id=rid, env=env, host=host,
+                                         source=source)  # fmt: skip
+        events: list[dict[str, Any]] = []
+        for t in timed_out:  # a timed-out run is a failure for the alert state too
+            events.extend(self.after(store, t, now, timeout=True))
+        if output:
+            store.append_output(job, output, now=now, run_id=rid, env=env, limit=limit)
+        if run.started_at == now:  # else a start delivered again: logged once
+            events.append(ev.run_started(run))
+        return run, events
+
+    def finish(
+        self,
+        store: Store,
+        job: str,
+        status: Status,
+        now: float,
+        *,
+        rid: str | None,
+        **fields: Any,
+    ) -> tuple[Run, list[dict[str, Any]]]:
+        """Finish a run (``store.finish_run``: the open one, or a synthetic one) and evaluate
+        it; the events (``run.ok``/``run.error`` and what the alert state machine decided)."""
+        run = store.finish_run(job, status, now=now, run_id=rid, **fields)
+        if run.ended_at != now:  # a finish delivered again (the store's at-least-once rule):
+            return run, []  # counted once, by the alerts and in the event log
+        return run, self.after(store, run, now)
 
     def _quick(self, store: Store, name: str, p: Ping, now: float) -> str | None:
         """A success that only adds a synthetic run and its ``run.ok`` event (see the module
@@ -241,7 +279,7 @@ class Applier:
             raw = self.alert[key]
         else:
             raw = self.alert[key] = sql.get_alert_state(name, env)
-        if not checks.steady(raw, job, _OK):
+        if not _steady(raw, job, _OK):
             return None
         jid = sql.ping_job_id(name, now=now)
         if sql.has_open_run(jid, env):
@@ -252,17 +290,29 @@ class Applier:
         ready = self.ready[key] = (jid, head)
         return ready
 
-    def after(self, store: Store, run: Any, now: float) -> list[dict[str, Any]]:
-        """Assertions and the alert state machine for a finished run (see after_ping)."""
+    def after(
+        self, store: Store, run: Run, now: float, *, timeout: bool = False
+    ) -> list[dict[str, Any]]:
+        """``checks.after_finish`` (or ``after_timeout``) with the alert state from the cache:
+        a steady success reads nothing."""
         job = self._named(store, run.job) or store.get_job(run.job)
-        checks.apply_assertions(store, job, run, now=now)
         sql: Any = store
         key = (job.name, run.env)
         if key in self.alert:
             raw = self.alert[key]
         else:
             raw = self.alert[key] = sql.get_alert_state(job.name, run.env)
-        if checks.steady(raw, job, run):
-            return []  # what record_outcome would decide, without its read
-        self.alert.pop(key, None)  # record_outcome may store a new state
-        return list(checks.record_outcome(store, job, run, now=now) or [])
+        then = checks.after_timeout if timeout else checks.after_finish
+        events = then(store, job, run, now=now, alert=raw)
+        if not _steady(raw, job, run):
+            self.alert.pop(key, None)  # the state machine may have stored a new state
+        return events
+
+
+def _steady(raw: dict[str, Any] | None, job: Job, run: Run) -> bool:
+    """``checks.steady``; False (take the full path, evaluate) for settings or a state it
+    cannot read: ``checks.after_finish`` logs those and records the run all the same."""
+    try:
+        return checks.steady(raw, job, run)
+    except (TypeError, ValueError):
+        return False

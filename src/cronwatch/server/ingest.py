@@ -5,7 +5,8 @@ writer takes everything queued, runs it in ONE transaction, commits, then resolv
 future, so a request is acknowledged only once its write is durable and concurrent
 requests share the cost of the commit.
 
-A bad operation fails alone and the rest of the batch still commits. Operations run
+A bad operation fails alone and the rest of the batch still commits, whatever it raises:
+the writer outlives any one operation. Operations run
 without a savepoint each (two statements an op were a large part of a ping's cost): one
 that fails before writing anything (``total_changes`` unchanged: an unknown ping key, a
 validation error) simply fails; one that fails after writing rolls the whole batch back,
@@ -47,6 +48,12 @@ class Cache(Protocol):
 
 class _Replay(Exception):
     """An op failed after writing: roll the batch back and replay it with savepoints."""
+
+
+class BufferLost(Exception):
+    """Raised by a cache's ``flush`` that failed: rows buffered by earlier ops (already
+    answered as done) were not written, so the batch is rolled back and replayed with a
+    savepoint per op, where each op's rows are written with it and a bad one fails alone."""
 
 
 class _NoCache:
@@ -112,6 +119,15 @@ class Committer:
                     return [(False, e)] * size()
                 time.sleep(delay)
                 delay = min(delay * 2, 0.25)
+            except Exception as e:  # one op's bad row, found when the buffered rows were
+                # written (flush) or by the commit: replay with a savepoint per op, where
+                # each op's rows are written with it, so that it fails alone. Never the
+                # writer's end: a failure that still escapes fails this batch only.
+                self._rolled_back()
+                if safe:
+                    log.error("a batch of %d failed", size(), exc_info=e)
+                    return [(False, e)] * size()
+                safe = True
         err = StoreError("database write failed: giving up after retries")
         return [(False, err)] * size()
 
@@ -144,7 +160,7 @@ class Committer:
                 try:
                     append((True, op(store)))
                 except Exception as e:
-                    if changes() != before or not in_transaction():
+                    if changes() != before or not in_transaction() or isinstance(e, BufferLost):
                         raise _Replay from e  # partial writes: undo them with the batch
                     append((False, _failed(e)))
             if not cache_aware:
@@ -173,7 +189,7 @@ class Committer:
                 try:
                     append((True, fn(store, item)))
                 except Exception as e:
-                    if changes() != before or not in_transaction():
+                    if changes() != before or not in_transaction() or isinstance(e, BufferLost):
                         raise _Replay from e  # partial writes: undo them with the batch
                     append((False, _failed(e)))
             done = len(results)
@@ -185,11 +201,13 @@ class Committer:
         store.savepoint()
         try:
             result = op(self.store)
+            self.cache.flush(self.store)  # its buffered rows too: a bad one fails with it
         except Exception as e:  # this op fails alone; its partial writes are undone
             if not store.in_transaction():  # the database rolled back the whole transaction
                 raise StoreError(f"database write failed: {e}") from e
             store.rollback_to_savepoint()
             self.store.forget_job_ids()
+            self.cache.discard()  # only this op's rows can be buffered: see the line above
             self.cache.invalidate()
             return False, _failed(e)
         store.release_savepoint()

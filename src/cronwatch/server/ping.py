@@ -14,12 +14,10 @@ group transaction.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import parse_qsl
 
 from cronwatch.core.errors import CronwatchError, ValidationError
 from cronwatch.core.model import validate_name, validate_run_id
-from cronwatch.store.interface import Store
 
 START, SUCCESS, FAIL, LOG, HEARTBEAT = "start", "success", "fail", "log", "heartbeat"
 _SIMOB_STATES = {"run": START, "complete": SUCCESS, "fail": FAIL}
@@ -27,6 +25,13 @@ _CRONITOR_STATES = {"run": START, "complete": SUCCESS, "fail": FAIL, "ok": SUCCE
 _CRONITOR_PARAMS = ("state", "message", "msg", "metric", "series", "env", "host", "status_code")
 _HC_ACTIONS = {"start": START, "fail": FAIL, "log": LOG}
 MAX_FIELD = 2000  # message, host and env are cut to this; a ping cannot bloat a row
+# Every number a ping carries is bounded here, at the edge: a value SQLite cannot store
+# (an integer past 64 bits) or that means nothing (NaN, infinity, a negative duration) is a
+# 400 naming the field, never an exception in the writer. The API's bounds are the same
+# (server/api_models.py: RunCreate, RunPatch).
+EXIT_CODE_MIN, EXIT_CODE_MAX = -1000, 1000  # Cronitor's status_code, the API's exit_code
+MAX_DURATION = 1e9  # seconds (~31 years)
+MAX_COUNT = 1e15  # Cronitor's count and error_count metrics
 
 
 class BadPing(CronwatchError):
@@ -52,8 +57,8 @@ class Ping:
 
 
 def _exit_status(text: str) -> int:
-    if not text.isdigit() or len(text) > 3 or int(text) > 255:
-        raise BadPing(f"invalid exit status {text!r}: expected 0-255")
+    if not (text.isascii() and text.isdigit()) or len(text) > 3 or int(text) > 255:
+        raise BadPing(f"invalid exit status {text[:40]!r}: expected 0-255")
     return int(text)
 
 
@@ -155,14 +160,22 @@ def _cronitor(p: Ping, q: dict[str, str], metrics: list[str]) -> None:
     if q.get("series"):
         p.rid = _rid(q["series"])
     if q.get("status_code"):
-        try:
-            p.exit_code = int(q["status_code"])
-        except ValueError:
-            raise BadPing(f"invalid status_code {q['status_code']!r}") from None
+        p.exit_code = _status_code(q["status_code"])
     _metrics(p, metrics)
     if p.extra:
         counts = " ".join(f"{k}={v}" for k, v in sorted(p.extra.items()))
         p.message = f"{p.message} ({counts})" if p.message else counts
+
+
+def _status_code(text: str) -> int:
+    digits = text[1:] if text[:1] == "-" else text
+    ok = digits.isascii() and digits.isdigit() and len(digits) <= 4
+    if not ok or not EXIT_CODE_MIN <= int(text) <= EXIT_CODE_MAX:
+        raise BadPing(
+            f"invalid status_code {text[:40]!r}: expected an integer from "
+            f"{EXIT_CODE_MIN} to {EXIT_CODE_MAX}"
+        )
+    return int(text)
 
 
 def _metrics(p: Ping, metrics: list[str]) -> None:
@@ -172,32 +185,14 @@ def _metrics(p: Ping, metrics: list[str]) -> None:
         try:
             number = float(value)
         except ValueError:
-            raise BadPing(f"invalid metric {m!r}: expected name:number") from None
+            raise BadPing(f"invalid metric {m[:60]!r}: expected name:number") from None
         if name == "duration":
-            if not 0 <= number < 1e9:
-                raise BadPing(f"invalid duration metric {m!r}")
+            if not 0 <= number < MAX_DURATION:  # also refuses NaN and infinities
+                raise BadPing(
+                    f"invalid duration metric {m[:60]!r}: expected 0 to {MAX_DURATION:g} seconds"
+                )
             p.duration = number
         elif name in ("count", "error_count"):
+            if not 0 <= number < MAX_COUNT:
+                raise BadPing(f"invalid {name} metric {m[:60]!r}: expected 0 to {MAX_COUNT:g}")
             p.extra[name] = value
-
-
-# --- shared with the writer side (server.apply) and the runs API ------------------------
-
-
-def event(type_: str, run: Any) -> dict[str, Any]:
-    return {"type": type_, "job": run.job, "env": run.env, "run": run.id,
-            "status": run.status.value, "started_at": run.started_at, "ended_at": run.ended_at,
-            "duration": run.duration, "exit_code": run.exit_code}  # fmt: skip
-
-
-def after_ping(store: Store, run: Any, now: float) -> list[dict[str, Any]]:
-    """Assertions and the alert state machine (cronwatch.app.evaluate) for a finished run.
-
-    Delivery is not done here: this runs in the writer's transaction, and the scheduler's
-    outbox task sends notifications on its own connection.
-    """
-    from cronwatch.app import evaluate as checks
-
-    job = store.get_job(run.job)
-    checks.apply_assertions(store, job, run, now=now)
-    return list(checks.record_outcome(store, job, run, now=now) or [])

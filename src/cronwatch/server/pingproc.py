@@ -15,7 +15,9 @@ The child records the requests of one turn of the server's event loop (streamed 
 the server reads them, ``_Inbox``) in ONE transaction (group commit,
 ``ingest.Committer``), and only then writes the replies: an acknowledged ping is
 committed. If the HTTP process dies, the child sees EOF and exits; if the child dies,
-waiting pings get 503 and the server starts a new one.
+waiting pings get 503 and the server starts a new one. No ping can make it die: a bad
+one fails alone (``ingest.Committer``), and whatever would still escape a batch answers
+that batch with 500s (logged) while the child goes on with the next.
 """
 
 from __future__ import annotations
@@ -85,7 +87,14 @@ def _serve(sock: socket.socket, db: str) -> None:
         while link.wait():
             batch = link.take(_CHUNK)
             more = partial(link.more, batch, partial(_flush_some, applier, store))
-            sock.sendall(_frame(_record(applier, committer, batch, more)))  # a frame a commit
+            try:
+                replies = _record(applier, committer, batch, more)
+            except Exception:  # never the writer's end: this batch fails, the next may not
+                log.exception("a batch of %d pings failed", len(batch))
+                applier.discard()
+                applier.invalidate()
+                replies = [(r[0], 500, b"internal error", False, "", "", False) for r in batch]
+            sock.sendall(_frame(replies))  # a frame a commit
             checkpoints.committed()
     finally:
         checkpoints.stop()

@@ -7,7 +7,7 @@ from typing import Any
 from cronwatch.core.model import Run, Status, validate_name
 from cronwatch.core.values import cap_bytes
 from cronwatch.server.api_models import RunCreate, RunPatch
-from cronwatch.server.ping import after_ping, event
+from cronwatch.server.apply import Applier
 from cronwatch.store.interface import Store
 
 
@@ -22,23 +22,21 @@ def _log(store: Store, events: list[dict[str, Any]], now: float) -> None:
 
 def create_run_op(store: Store, job: str, body: RunCreate, now: float, limit: int) -> Run:
     validate_name(job)
+    ingest = Applier("")  # the pings' run semantics and evaluation, without their caches
     if body.status == "in_progress":
-        run, timed_out = store.start_run(job, now=now, run_id=body.run_id, env=body.env,
-                                         host=body.host, source="api")  # fmt: skip
-        if body.output:
-            store.append_output(job, body.output.encode(), now=now, run_id=run.id, limit=limit)
-        _log(store, [event("job.timeout", t) for t in timed_out] + [event("run.started", run)], now)
+        output = None if not body.output else body.output.encode("utf-8", "surrogateescape")
+        run, events = ingest.start(store, job, now, rid=body.run_id, env=body.env,
+                                   host=body.host, source="api", output=output,
+                                   limit=limit)  # fmt: skip
+        _log(store, events, now)
         return store.get_run(run.id)
     status = Status.SUCCESS if body.status == "ok" else Status.FAILED
     duration = None if body.duration_ms is None else body.duration_ms / 1000
-    run = store.finish_run(job, status, now=now, run_id=body.run_id, env=body.env,
-                           exit_code=body.exit_code, duration=duration,
-                           stdout=_output(body.output, limit), message=body.message,
-                           host=body.host, source="api")  # fmt: skip
-    extra = after_ping(store, run, now)
-    _log(
-        store, [event("run.ok" if run.status is Status.SUCCESS else "run.error", run), *extra], now
-    )
+    run, events = ingest.finish(store, job, status, now, rid=body.run_id, env=body.env,
+                                exit_code=body.exit_code, duration=duration,
+                                stdout=_output(body.output, limit), message=body.message,
+                                host=body.host, source="api")  # fmt: skip
+    _log(store, events, now)
     return run
 
 
@@ -53,14 +51,14 @@ def patch_run_op(store: Store, run_id: str, body: RunPatch, now: float, limit: i
         end = body.finished_at if body.finished_at is not None else now
         duration = (body.duration_ms / 1000 if body.duration_ms is not None
                     else max(0.0, end - run.started_at))  # fmt: skip
-        done = store.finish_run(run.job, status, now=end, run_id=run_id, env=run.env,
-                                exit_code=body.exit_code, duration=duration,
-                                stdout=_output(body.output, limit), message=body.message or "",
-                                source=run.source)  # fmt: skip
-        extra = after_ping(store, done, now)
-        ok = done.status is Status.SUCCESS
-        _log(store, [event("run.ok" if ok else "run.error", done), *extra], now)
-        return store.get_run(run_id)
+        # run_id is the run's own id: within its job and env it names this (open) run
+        done, events = Applier("").finish(
+            store, run.job, status, end, rid=run_id, env=run.env, exit_code=body.exit_code,
+            duration=duration, stdout=_output(body.output, limit), message=body.message or "",
+            source=run.source,
+        )  # fmt: skip
+        _log(store, events, now)
+        return store.get_run(done.id)
     if body.status is not None:
         run.status = Status.SUCCESS if body.status == "ok" else Status.FAILED
     if body.finished_at is not None:

@@ -112,7 +112,17 @@ class RunStore(Protocol):
         command: str = "",
         source: str = "ping",
     ) -> tuple[Run, list[Run]]:
-        """Open a run. Returns (the run, the runs it marked timed out)."""
+        """Open a run. Returns (the run, the runs it marked timed out).
+
+        Without ``run_id``, a start times out the open runs of (job, env) that have no
+        client run id. With one (a client's rid, scoped to its job and env: other jobs and
+        envs may use the same rid), see ``cronwatch.core.runs``: while the rid's run is
+        open, a start again is a repeat and returns it; once it finished, a start opens a
+        new run (rids are reused: ``nightly``, a date), unless the rid is a ULID, which
+        names one run forever (a start again is a repeated delivery: the run is returned).
+        The new run's id is the rid if no run has that id yet, else a new id: the id
+        returned is what ``get_run`` and ``update_run`` take.
+        """
         ...
 
     def finish_run(
@@ -130,7 +140,17 @@ class RunStore(Protocol):
         message: str = "",
         host: str = "",
         source: str = "ping",
-    ) -> Run: ...
+    ) -> Run:
+        """Finish a run: the open one ``run_id`` names in (job, env) (its client rid, or its
+        own id), or without ``run_id`` the newest open run of (job, env) that has no client
+        rid; with none open, a synthetic already-finished run is recorded (started
+        ``duration`` before ``now``). Never dropped, with one exception, at-least-once
+        delivery: a finish with the rid of a finished run that repeats its outcome within
+        ``core.runs.REPEAT_WINDOW`` (or any finish of a finished ULID rid) returns that
+        run unchanged (so its ``ended_at`` is not ``now``: callers do not evaluate it
+        again). Another outcome, or the same one later, is a new synthetic run.
+        """
+        ...
 
     def append_output(
         self,
@@ -142,7 +162,9 @@ class RunStore(Protocol):
         env: str = "",
         limit: int = 1_000_000,
     ) -> str | None:
-        """Append to the open run's stdout (a log ping); the run id or None if none is open."""
+        """Append to a run's stdout (a log ping): the run ``run_id`` names in (job, env), as
+        for ``finish_run`` (finished or not), or without one the newest open run of (job,
+        env) without a client rid. Returns the run's id, or None if there is no such run."""
         ...
 
     def update_run(self, run: Run, *, now: float) -> None:

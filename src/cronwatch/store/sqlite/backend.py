@@ -10,7 +10,8 @@ import os
 from itertools import chain
 
 from cronwatch.core.errors import NotFound, StoreBusy, StoreError
-from cronwatch.core.model import Job, Run, Status
+from cronwatch.core.model import Job, Run, Status, new_run_id
+from cronwatch.core.runs import CLOSE, REUSE, on_finish, on_start
 from cronwatch.core.values import compress, decompress
 from cronwatch.store.base import StoreBase, run_row
 from cronwatch.store.rollup import FAILED as _FAILED
@@ -281,15 +282,15 @@ class SQLiteStore(StoreBase):
                 (jid, min(cutoff, row[0])),
             )
 
-    def _insert(self, jid: int, run: Run, client_rid: bool = False) -> int | None:
+    def _insert(self, jid: int, run: Run, rid: str | None = None) -> int | None:
         cur = self.db.execute(
             "INSERT OR IGNORE INTO runs(uid, job_id, env, status, started_at, ended_at, duration, "
-            "exit_code, signal, client_rid, host, user, command, message, source) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "exit_code, signal, client_rid, rid, host, user, command, message, source) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 run.id, jid, run.env, run.status.value, run.started_at, run.ended_at,
-                run.duration, run.exit_code, run.signal, int(client_rid), run.host, run.user,
-                run.command, run.message, run.source,
+                run.duration, run.exit_code, run.signal, int(rid is not None), rid, run.host,
+                run.user, run.command, run.message, run.source,
             ),
         )  # fmt: skip
         if cur.rowcount == 0:
@@ -393,6 +394,33 @@ class SQLiteStore(StoreBase):
             (jid, env),
         ).fetchall()
 
+    def _by_rid(self, jid: int, env: str, rid: str) -> tuple[Any, ...] | None:
+        """(row id, uid, status, started_at, ended_at) of the run a client's run id names in
+        (job, env): the open one with that rid, else the newest with it, else the run whose
+        own id it is (the id the API answered with names its run too)."""
+        db = self.db
+        row: tuple[Any, ...] | None = db.execute(
+            "SELECT id, uid, status, started_at, ended_at FROM runs INDEXED BY runs_rid "
+            "WHERE rid=? AND job_id=? AND env=? "
+            "ORDER BY status='running' DESC, started_at DESC LIMIT 1",
+            (rid, jid, env),
+        ).fetchone()
+        if row is None:
+            row = db.execute(
+                "SELECT id, uid, status, started_at, ended_at FROM runs "
+                "WHERE uid=? AND job_id=? AND env=?",
+                (rid, jid, env),
+            ).fetchone()
+        return row
+
+    def _insert_rid(self, jid: int, run: Run, rid: str, now: float) -> None:
+        """Insert a run with a client's run id: its id is the rid when no run has that id
+        yet (so a ULID from the wrapper or an SDK stays the run's id on the server too),
+        else a new one."""
+        if self._insert(jid, run, rid) is None:
+            run.id = new_run_id(now)
+            self._insert(jid, run, rid)
+
     def start_run(
         self,
         job: str,
@@ -409,12 +437,10 @@ class SQLiteStore(StoreBase):
         with self._write():
             jid = self._ensure_job_id(job, now)
             if run_id is not None:
-                row = self.db.execute(
-                    f"SELECT {_RUN_COLS} FROM runs r JOIN jobs j ON j.id=r.job_id WHERE r.uid=?",
-                    (run_id,),
-                ).fetchone()
-                if row is not None:  # a repeated start: idempotent
-                    return _run_from_row(row), []
+                row = self._by_rid(jid, env, run_id)
+                if on_start(run_id, None if row is None else row[2]) == REUSE:
+                    assert row is not None
+                    return self._run_by_rowid(row[0]), []
             else:
                 for rowid, _uid, started, client_rid in self._open_rows(jid, env):
                     if client_rid:
@@ -429,7 +455,10 @@ class SQLiteStore(StoreBase):
                     timed_out.append(self._run_by_rowid(rowid))
             run = Run(job=job, started_at=now, id=run_id or "", env=env, host=host, user=user,
                       command=command, source=source)  # fmt: skip
-            self._insert(jid, run, client_rid=run_id is not None)
+            if run_id is None:
+                self._insert(jid, run)
+            else:
+                self._insert_rid(jid, run, run_id, now)
             self._retention(jid, now)
         return run, timed_out
 
@@ -453,12 +482,14 @@ class SQLiteStore(StoreBase):
             jid = self._ensure_job_id(job, now)
             target: int | None = None
             if run_id is not None:
-                row = self.db.execute(
-                    "SELECT id, status FROM runs WHERE uid=? AND job_id=?", (run_id, jid)
-                ).fetchone()
-                if row is not None:
-                    if row[1] != "running":  # already finished: at-least-once delivery
-                        return self._run_by_rowid(row[0], output=True)
+                row = self._by_rid(jid, env, run_id)
+                since = 0.0 if row is None or row[4] is None else now - row[4]
+                what = on_finish(run_id, None if row is None else row[2], status.value, since)
+                if what == REUSE:  # the same finish again: at-least-once delivery
+                    assert row is not None
+                    return self._run_by_rowid(row[0], output=True)
+                if what == CLOSE:
+                    assert row is not None
                     target = row[0]
             else:
                 for rowid, _uid, _started, client_rid in self._open_rows(jid, env):
@@ -470,7 +501,10 @@ class SQLiteStore(StoreBase):
                           id=run_id or "", env=env, ended_at=now, duration=duration,
                           exit_code=exit_code, stdout=stdout, stderr=stderr, message=message,
                           host=host, source=source)  # fmt: skip
-                self._insert(jid, run, client_rid=run_id is not None)
+                if run_id is None:
+                    self._insert(jid, run)
+                else:
+                    self._insert_rid(jid, run, run_id, now)
             else:
                 started = self.db.execute(
                     "SELECT started_at FROM runs WHERE id=?", (target,)
@@ -1008,10 +1042,8 @@ class SQLiteStore(StoreBase):
         with self._write():
             jid = self._job_id(job)
             if run_id is not None:
-                row = self.db.execute(
-                    "SELECT id, uid, started_at, status FROM runs WHERE uid=? AND job_id=?",
-                    (run_id, jid),
-                ).fetchone()
+                found = self._by_rid(jid, env, run_id)
+                row = None if found is None else (found[0], found[1], found[3], found[2])
             else:
                 row = self.db.execute(
                     "SELECT id, uid, started_at, status FROM runs INDEXED BY runs_open WHERE "

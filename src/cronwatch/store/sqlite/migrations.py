@@ -282,6 +282,17 @@ SQLITE: list[str] = [
     DROP TRIGGER IF EXISTS run_days_delete;
     DROP TRIGGER IF EXISTS run_days_update;
     """,
+    # 7: a client's run id (``?rid=``, the API's run_id) names a run within its job and
+    # environment only, and may be reused once its run is over (core/runs.py): it gets a
+    # column of its own instead of being the run's global id (``uid``), which stays what
+    # the API and the CLI name a run by. Runs recorded with a client rid so far had it as
+    # their uid. The index is partial: most runs have no rid, and inserting them (the
+    # ping writer's common case) must not pay for it.
+    """
+    ALTER TABLE runs ADD COLUMN rid TEXT;
+    UPDATE runs SET rid = uid WHERE client_rid = 1;
+    CREATE INDEX runs_rid ON runs (rid, job_id, env) WHERE rid IS NOT NULL;
+    """,
 ]
 
 POSTGRES: list[str] = []

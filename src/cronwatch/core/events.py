@@ -1,0 +1,63 @@
+"""The event log's records: one builder per event type, used by every path that records one.
+
+Events go to the server's event log (``events`` table, streamed over SSE) and come back
+from ``cronwatch check`` and the wrapper. A consumer must not have to know which ingest
+path recorded a run to read its event, so each type has exactly one shape, made here.
+(The ping writer's quick path, ``server.apply``, writes ``run.ok`` rows as JSON text from a
+template for speed; a test compares its rows with ``run_finished``'s.)
+
+Events about a run carry the run: its id, job, env, status, times, duration, exit code.
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False  # no runtime `typing` import: the wrapper pays for every module
+if TYPE_CHECKING:
+    from typing import Any
+
+    from cronwatch.core.model import Run
+
+
+def _run(type_: str, run: Run) -> dict[str, Any]:
+    return {"type": type_, "job": run.job, "env": run.env, "run": run.id,
+            "status": run.status.value, "started_at": run.started_at, "ended_at": run.ended_at,
+            "duration": run.duration, "exit_code": run.exit_code}  # fmt: skip
+
+
+def run_started(run: Run) -> dict[str, Any]:
+    return _run("run.started", run)
+
+
+def run_finished(run: Run) -> dict[str, Any]:
+    """``run.ok`` for a success, ``run.error`` for any other finished run."""
+    return _run("run.ok" if run.status.value == "success" else "run.error", run)
+
+
+def job_timeout(run: Run) -> dict[str, Any]:
+    """A run marked timed out (past its max runtime, or a new run started meanwhile)."""
+    return _run("job.timeout", run)
+
+
+def job_missed(run: Run, expected: str | None) -> dict[str, Any]:
+    """A missed run (``expected``: when it was due, ISO 8601)."""
+    ev = _run("job.missed", run)
+    ev["expected"] = expected
+    return ev
+
+
+def run_log(job: str, env: str, run_id: str | None, size: int) -> dict[str, Any]:
+    """Output appended to a run (a log ping); ``run_id`` None: no run was open."""
+    return {"type": "run.log", "job": job, "env": env, "run": run_id, "bytes": size}
+
+
+def job_recovered(job: str, env: str, run_id: str) -> dict[str, Any]:
+    return {"type": "job.recovered", "job": job, "env": env, "run": run_id}
+
+
+def incident_opened(job: str, env: str, incident: int, cause: str) -> dict[str, Any]:
+    return {"type": "incident.opened", "job": job, "env": env, "incident": incident,
+            "cause": cause}  # fmt: skip
+
+
+def incident_closed(job: str, env: str, incident: int) -> dict[str, Any]:
+    return {"type": "incident.closed", "job": job, "env": env, "incident": incident}
