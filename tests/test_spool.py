@@ -10,13 +10,17 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import cronsim
+import oncalendar
 import pytest
 
+import cronwatch
 from conftest import CRONWATCH, last_run, warnings
 from cronwatch.core.model import Run, Status
 from cronwatch.store import open_store
@@ -156,15 +160,30 @@ def test_read_only_database_directory_spools_to_xdg_state(cw_env, shared_tmp):
             pytest.skip("running as root without setpriv: cannot drop privileges")
         uid = 65534
         as_user = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+    command = [CRONWATCH]
+    if as_user:
+        # The checkout and its venv may sit in a directory only we can enter (a clone under
+        # /root, a CI folder made 0700): nobody runs cronwatch's entry point from a copy of
+        # the package and its dependencies that it can read, on the same interpreter.
+        readable = shared_tmp / "lib"
+        for module in (cronwatch, cronsim, oncalendar):
+            shutil.copytree(Path(module.__file__).parent, readable / module.__name__,
+                            ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+        for p in [readable, *readable.rglob("*")]:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+        command = [os.path.realpath(sys.executable), "-s", "-c",
+                   "import sys; from cronwatch.main import main; sys.exit(main())"]  # fmt: skip
     data, state, home = shared_tmp / "data", shared_tmp / "state", shared_tmp / "home"
     for d in (data, state, home):
         d.mkdir()
         os.chown(d, uid, -1)
     env = {**cw_env, "CRONWATCH_DB": str(data / "history.db"), "XDG_STATE_HOME": str(state),
            "HOME": str(home), "TMPDIR": str(home)}  # fmt: skip
+    if as_user:
+        env["PYTHONPATH"] = str(shared_tmp / "lib")
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        p = subprocess.run([*as_user, CRONWATCH, *args], env=env, capture_output=True,
+        p = subprocess.run([*as_user, *command, *args], env=env, capture_output=True,
                            stdin=subprocess.DEVNULL, timeout=60)  # fmt: skip
         assert b"Traceback" not in p.stderr
         return p
