@@ -366,11 +366,14 @@ def deliver_outbox(store: Any, *, now: float, budget: float = 30.0, timeout: flo
     """Send due notifications; failures are retried later with exponential backoff."""
     import time
 
+    due = store.due_notifications(now=now)
+    if not due:  # the usual case after a run: nothing to send, so no channel to load
+        return 0
     from cronwatch.notify import Message, send
 
     sent = 0
     started = time.monotonic()
-    for item in store.due_notifications(now=now):
+    for item in due:
         if time.monotonic() - started > budget:
             break
         if not store.claim_notification(item["id"], attempts=item["attempts"], now=now,

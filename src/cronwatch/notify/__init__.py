@@ -20,11 +20,11 @@ template is sent as text/plain.
 
 from __future__ import annotations
 
+import importlib
 import re
-from typing import Protocol
+from typing import Protocol, cast
 
 from cronwatch.core.errors import ValidationError
-from cronwatch.notify import apprise, email, slack, telegram, webhook
 from cronwatch.notify.message import KINDS, PLACEHOLDERS, Message, check_template
 
 __all__ = [
@@ -58,9 +58,10 @@ class Channel(Protocol):
     def redact(self, url: str) -> str: ...
 
 
-_BY_SCHEME: dict[str, Channel] = {
-    scheme: module for module in (webhook, telegram, slack, email) for scheme in module.SCHEMES
-}
+# scheme -> the module that delivers it, imported on first use: delivering to a webhook
+# need not load smtplib, ssl and email for the email channel (or Apprise).
+_BY_SCHEME = {"http": "webhook", "https": "webhook", "tgram": "telegram", "slack": "slack",
+              "mailto": "email", "mailtos": "email", "smtp": "email", "smtps": "email"}  # fmt: skip
 
 
 def _scheme(url: str) -> str:
@@ -68,11 +69,18 @@ def _scheme(url: str) -> str:
     return match.group(1).lower() if match else ""
 
 
-def _channel(url: str) -> Channel:
+def _module_name(url: str) -> str:
     scheme = _scheme(url)
-    if scheme in ("http", "https") and slack.is_slack_url(url):
-        return slack
-    return _BY_SCHEME.get(scheme, apprise)
+    if scheme in ("http", "https"):
+        from cronwatch.notify import slack  # light beside the webhook's own imports
+
+        if slack.is_slack_url(url):  # https://hooks.slack.com/...: Slack's, not a webhook
+            return "slack"
+    return _BY_SCHEME.get(scheme, "apprise")
+
+
+def _channel(url: str) -> Channel:
+    return cast(Channel, importlib.import_module(f"cronwatch.notify.{_module_name(url)}"))
 
 
 def validate_channel(url: str) -> str:
@@ -89,6 +97,8 @@ def validate_channel(url: str) -> str:
     if not scheme:
         raise ValidationError(f"invalid channel {redact(text)!r}: no scheme; expected {ACCEPTED}")
     channel = _channel(text)
+    from cronwatch.notify import apprise  # loaded by _channel already when it is the one
+
     if channel is apprise and not apprise.available():
         raise ValidationError(
             f"unsupported channel {redact(text)!r}: {apprise.INSTALL_HINT}; "
