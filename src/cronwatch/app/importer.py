@@ -12,7 +12,9 @@ so wrappers writing to the same database wait for at most one batch.
 from __future__ import annotations
 
 import contextlib
+import datetime  # noqa: F401 (for the forked child: _parse_in_child)
 import json
+import math  # noqa: F401 (for the forked child)
 import operator
 import os
 import pickle
@@ -20,6 +22,7 @@ import queue
 import re
 import signal
 import threading
+import zlib  # noqa: F401 (for the forked child)
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -161,12 +164,8 @@ def _parse_in_child(src: Iterable[str]) -> Iterator[Batch]:
     """``_parsed``, run in a forked child that sends the batches through a pipe. The child
     touches nothing of the parent's but the input and the pipe, and leaves with _exit."""
     # What the child may import lazily (compressing output, Run.from_dict's checks) is
-    # imported before the fork: a child must not take the import lock of a process that
-    # had other threads.
-    import datetime  # noqa: F401
-    import math  # noqa: F401
-    import zlib  # noqa: F401
-
+    # imported at the top, before the fork: a child must not take the import lock of a
+    # process that had other threads.
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover (the child's coverage is its output)

@@ -16,9 +16,14 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from cronwatch import __version__
+from cronwatch.app.evaluate import describe
+from cronwatch.cli.report import STATUS_WORD, ago, run_detail, runs_table, stats_block, table
 from cronwatch.core.errors import CronwatchError, NotFound, StoreError
-from cronwatch.core.model import Run, parse_status, validate_name
-from cronwatch.core.values import DURATION_HELP, format_time, parse_duration
+from cronwatch.core.model import FAILURES, Run, parse_status, validate_name
+from cronwatch.core.text import percent
+from cronwatch.core.values import DURATION_HELP, format_duration, format_time, iso, parse_duration
+from cronwatch.store import open_store
+from cronwatch.system import default_db_path
 
 EXTENSIONS = ("cronwatch.cli.jobs", "cronwatch.cli.server", "cronwatch.cli.remote")
 # Which extension defines which command: a query like `cronwatch stats` then imports and
@@ -279,8 +284,6 @@ def dispatch(argv: list[str]) -> int:
 
 
 def open_db(args: argparse.Namespace, *, create: bool = False) -> Any:
-    from cronwatch.store import open_store
-
     return open_store(getattr(args, "db", None), create=create)
 
 
@@ -289,8 +292,6 @@ def emit_json(data: Any) -> None:
 
 
 def run_json(run: Run, *, output: bool = False) -> dict[str, Any]:
-    from cronwatch.core.values import iso
-
     d = run.to_dict(output=output)
     d["started"] = iso(run.started_at)
     d["ended"] = iso(run.ended_at)
@@ -305,8 +306,6 @@ def cmd_run_help(args: argparse.Namespace) -> int:  # reached only via `run --he
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from cronwatch.cli.report import runs_table
-
     with open_db(args) as store:
         store.get_job(args.name)
         runs = store.list_runs(job=args.name, limit=args.limit, output=not args.json)
@@ -320,8 +319,6 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from cronwatch.cli.report import stats_block
-
     now = time.time()
     since = None if args.since is None else now - args.since
     with open_db(args) as store:
@@ -336,16 +333,11 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def _enrich_stats(store: Any, name: str, s: dict[str, Any], now: float) -> None:
-    """Add health and slow-down findings when the schedules/alerts core is present."""
-    from cronwatch.app.evaluate import describe
-
+    """Add the health and slow-down findings (the same as `job show` and the dashboard)."""
     s.update(describe(store, name, now=now))
 
 
 def cmd_last_failure(args: argparse.Namespace) -> int:
-    from cronwatch.cli.report import run_detail
-    from cronwatch.core.model import FAILURES
-
     with open_db(args) as store:
         store.get_job(args.name)
         last = store.last_run(args.name, statuses=sorted(FAILURES))
@@ -364,8 +356,6 @@ def cmd_last_failure(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from cronwatch.cli.report import run_detail
-
     with open_db(args) as store:
         run = store.get_run(args.run_id, output=True)
     if args.json:
@@ -376,8 +366,6 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from cronwatch.cli.report import runs_table
-
     status = parse_status(args.status) if args.status else None
     since = time.time() - args.since
     with open_db(args) as store:
@@ -396,10 +384,6 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    from cronwatch.cli.report import STATUS_WORD, ago, table
-    from cronwatch.core.text import percent
-    from cronwatch.core.values import format_duration
-
     now = time.time()
     since = now - args.since
     items = []
@@ -472,6 +456,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    # its forked parser brings threading, pickle and queue (~14 ms) that no other command needs
     from cronwatch.app.importer import import_lines
 
     src = sys.stdin if args.file == "-" else _open_text(args.file)
@@ -498,8 +483,8 @@ def _open_text(path: str) -> Any:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
+    # the renderer and the wrapper's page rule (~7 ms): only this command writes the page
     from cronwatch.app.dashboard import write_dashboard
-    from cronwatch.system import default_db_path
     from cronwatch.wrapper.record import dashboard_path
 
     path = args.out or dashboard_path(None, args.db or default_db_path())

@@ -7,13 +7,22 @@ import sys
 import time
 from typing import Any
 
-from cronwatch.core.settings import Setting
+from cronwatch.app.evaluate import check_all, deliver_outbox, describe
+from cronwatch.cli.commands import add_common, emit_json, name_arg, open_db
+from cronwatch.core.model import Job
+from cronwatch.core.settings import (
+    LIST_KINDS,
+    NUMBER_KINDS,
+    SETTINGS,
+    Kind,
+    Setting,
+    apply_settings,
+    normalize,
+)
 from cronwatch.core.values import format_duration, format_time, parse_timestamp
 
 
 def register(sub: Any, command: Any) -> None:
-    from cronwatch.cli.commands import add_common, name_arg
-
     p = command(sub, "job", cmd_job_help, "configure a job: schedule, grace, alerts, assertions",
                 "cronwatch job set backup --schedule '30 2 * * *' --tz Europe/Berlin --grace 15m \\\n"
                 "    --notify https://hooks.example.com/cron --assert 'output contains done'\n"
@@ -64,8 +73,6 @@ def register(sub: Any, command: Any) -> None:
 
 def add_setting_flags(p: argparse.ArgumentParser) -> None:
     """One option per job setting, made from the schema (core/settings.py)."""
-    from cronwatch.core.settings import LIST_KINDS, SETTINGS, Kind
-
     for st in SETTINGS:
         if st.kind is Kind.BOOL and st.off_flag:
             g = p.add_mutually_exclusive_group()
@@ -83,8 +90,6 @@ def add_setting_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _flag_help(st: Setting) -> str:
-    from cronwatch.core.settings import NUMBER_KINDS
-
     if st.kind in NUMBER_KINDS:
         return f"{st.help}: {st.accepted()}"
     return st.help
@@ -101,17 +106,10 @@ cmd_job_help = cmd_notify_help = _help
 
 
 def _store(args: argparse.Namespace, create: bool = True) -> Any:
-    from cronwatch.cli.commands import (
-        open_db,  # commands that configure jobs may create the database
-    )
-
-    return open_db(args, create=create)
+    return open_db(args, create=create)  # commands that configure jobs may create the database
 
 
 def cmd_job_set(args: argparse.Namespace) -> int:
-    from cronwatch.core.model import Job
-    from cronwatch.core.settings import SETTINGS, apply_settings, normalize
-
     raw = {st.name: getattr(args, st.name) for st in SETTINGS if st.stored}
     raw = {k: v for k, v in raw.items() if v is not None}
     # Checked before the database is opened: a bad key must not leave a new job behind.
@@ -130,16 +128,12 @@ def cmd_job_set(args: argparse.Namespace) -> int:
 
 
 def _print_job(store: Any, job: Any, args: argparse.Namespace, now: float) -> None:
-    from cronwatch.app.evaluate import describe
-
     info = job.to_dict()
     ensure = getattr(store, "ensure_ping_key", None)
     if ensure is not None and not info.get("ping_key"):
         info["ping_key"] = ensure(job.name, now=now)
     info.update(describe(store, job.name, now=now))
     if getattr(args, "json", False):
-        from cronwatch.cli.commands import emit_json
-
         emit_json(info)
         return
     lines = [
@@ -166,7 +160,7 @@ def _print_job(store: Any, job: Any, args: argparse.Namespace, now: float) -> No
 
 
 def _redact(url: str) -> str:
-    from cronwatch.notify import redact
+    from cronwatch.notify import redact  # every channel plugin (~75 ms): --help loads this module
 
     return redact(url)
 
@@ -186,8 +180,7 @@ def cmd_job_rm(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from cronwatch.app.configfile import load
-    from cronwatch.core.model import Job
+    from cronwatch.app.configfile import load  # tomllib and the file's rules (~8 ms): apply only
 
     wanted = load(args.config)
     now = time.time()
@@ -211,8 +204,6 @@ def cmd_apply(args: argparse.Namespace) -> int:
                         if key and key != before["ping_key"]:
                             store.set_ping_key(name, key)
     if args.json:
-        from cronwatch.cli.commands import emit_json
-
         emit_json(changes)
     elif not changes:
         print("nothing to change: the database matches the config")
@@ -225,15 +216,11 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from cronwatch.app.evaluate import check_all, deliver_outbox
-
     now = parse_timestamp(args.at) if args.at else time.time()
     with _store(args) as store:
         events = check_all(store, now=now)
         sent = deliver_outbox(store, now=now)
     if args.json:
-        from cronwatch.cli.commands import emit_json
-
         emit_json({"at": now, "events": events, "notifications_sent": sent})
     else:
         # Consecutive events of one kind for one job (say, 30 missed runs after a machine
@@ -263,8 +250,6 @@ def cmd_incidents(args: argparse.Namespace) -> int:
             store.get_job(args.name)
         items = store.list_incidents(job=args.name, limit=args.limit)
     if args.json:
-        from cronwatch.cli.commands import emit_json
-
         emit_json(items)
         return 0
     if not items:
@@ -283,7 +268,7 @@ def cmd_incidents(args: argparse.Namespace) -> int:
 
 
 def cmd_notify_test(args: argparse.Namespace) -> int:
-    from cronwatch.notify import Message, send, validate_channel
+    from cronwatch.notify import Message, send, validate_channel  # as in _redact
 
     url = validate_channel(args.channel)
     msg = Message(kind="test", job="cronwatch-test", status="success",

@@ -8,12 +8,16 @@ import sys
 import time
 from typing import Any
 
+from cronwatch.cli.commands import name_arg
 from cronwatch.core.errors import CronwatchError, ValidationError
+from cronwatch.core.model import new_run_id, validate_run_id
+from cronwatch.core.values import cap_bytes, format_time
+
+# cronwatch.remote (the outbox, base64, struct: ~8 ms) is imported inside the commands that
+# use it: every `cronwatch --help` loads this module to list its commands.
 
 
 def register(sub: Any, command: Any) -> None:
-    from cronwatch.cli.commands import name_arg
-
     p = command(sub, "ping", cmd_ping,
                 "send one ping to a server, for scripts that do not use the wrapper",
                 'rid=$(cronwatch ping "$KEY" run --print-run-id --server https://cron.example.com)\n'
@@ -45,7 +49,6 @@ def register(sub: Any, command: Any) -> None:
 
 
 def cmd_ping(args: argparse.Namespace) -> int:
-    from cronwatch.core.model import new_run_id, validate_run_id
     from cronwatch.remote import outbox
     from cronwatch.remote.ping import Ping, endpoint
     from cronwatch.remote.transport import Settings
@@ -84,7 +87,6 @@ def cmd_ping(args: argparse.Namespace) -> int:
 
 
 def _read_output(path: str | None) -> bytes | None:
-    from cronwatch.core.values import cap_bytes
     from cronwatch.remote.ping import BODY_LIMIT
 
     if path is None:
@@ -125,7 +127,6 @@ def cmd_flush(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from cronwatch.core.values import format_time
     from cronwatch.remote import outbox
 
     items: list[dict[str, Any]] = []

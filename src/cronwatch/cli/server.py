@@ -8,12 +8,14 @@ import sys
 import time
 from typing import Any
 
+from cronwatch.cli.commands import add_common, positive_int
 from cronwatch.core.errors import ValidationError
+from cronwatch.core.model import validate_name
+from cronwatch.core.values import format_time
+from cronwatch.store import open_store
 
 
 def register(sub: Any, command: Any) -> None:
-    from cronwatch.cli.commands import add_common, positive_int
-
     p = command(sub, "serve", cmd_serve,
                 "run the monitoring server: ping API, management API, SSE, /metrics, scheduler",
                 "cronwatch serve --host 0.0.0.0 --port 8000")  # fmt: skip
@@ -57,13 +59,11 @@ def register(sub: Any, command: Any) -> None:
 
 
 def _open(args: argparse.Namespace) -> Any:
-    from cronwatch.store import open_store
-
     return open_store(getattr(args, "db", None))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    try:
+    try:  # the server extra: optional, and ~150 ms that no other command needs
         import uvicorn
 
         from cronwatch.server.app import Config, create_app
@@ -81,7 +81,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # class for every connection; what is not a plain ping goes on to uvicorn's own).
     http: Any = "auto"
     if args.ping_writer == "process":
-        from cronwatch.server.front import PingFront
+        from cronwatch.server.front import PingFront  # the server extra, as above
 
         http = PingFront
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
@@ -109,8 +109,6 @@ def cmd_token_help(args: argparse.Namespace) -> int:
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
-    from cronwatch.core.model import validate_name
-
     validate_name(args.name)
     with _open(args) as store:
         token = store.create_token(args.name, read_only=args.read_only, now=time.time())
@@ -120,8 +118,6 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 
 
 def cmd_token_list(args: argparse.Namespace) -> int:
-    from cronwatch.core.values import format_time
-
     with _open(args) as store:
         for t in store.list_tokens():
             mode = "read-only" if t["read_only"] else "read-write"

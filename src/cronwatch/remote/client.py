@@ -23,16 +23,27 @@ be delivered within the timeout waits in the outbox. A failure of ours is logged
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import logging
 import os
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
+from cronwatch.core.errors import ValidationError
+from cronwatch.core.model import Job, Run, Status, new_run_id, validate_name
+from cronwatch.core.settings import normalize_all
+from cronwatch.remote import outbox
+from cronwatch.remote.ping import Ping, api_base
 from cronwatch.remote.transport import Settings, Transport, upsert_job
+from cronwatch.store import open_store
+from cronwatch.system import default_db_path, user
+from cronwatch.wrapper.record import dashboard_path, record_local
 
 __all__ = ["JobHandle", "Monitor", "Settings", "Transport", "finish_job", "monitor", "start_job"]
 
@@ -68,8 +79,6 @@ def start_job(
     ``schedule``/``tz``/``grace`` declare the job's settings: on the server (needs an API
     token: ``token=`` or $CRONWATCH_TOKEN) or, with no server, in the local database.
     """
-    from cronwatch.core.model import new_run_id, validate_name
-
     validate_name(name)
     declared = _job_settings(schedule, tz, grace)
     settings = Settings.resolve(server=server, key=key, token=token, timeout=timeout,
@@ -97,8 +106,6 @@ def _job_settings(
     schedule: str | None, tz: str | None, grace: float | str | None
 ) -> dict[str, Any]:
     """The declared settings, validated (ValidationError names the bad one)."""
-    from cronwatch.core.settings import normalize_all
-
     given = {"schedule": schedule, "tz": tz, "grace": grace}
     return normalize_all({k: v for k, v in given.items() if v is not None})
 
@@ -110,8 +117,6 @@ def finish_job(
     """Finish the run: ``status`` is "success" or "failed". Sends the ping now (or records
     the run locally). Never raises for a failure of its own; it logs and keeps the ping."""
     if status not in ("success", "failed"):
-        from cronwatch.core.errors import ValidationError
-
         raise ValidationError(f"invalid status {status!r}: expected 'success' or 'failed'")
     if handle.finished:
         log.warning("run %s of %s is already finished", handle.run_id, handle.name)
@@ -132,9 +137,6 @@ def finish_job(
 
 
 def _ping(h: JobHandle, state: str, **fields: Any) -> None:
-    from cronwatch.remote import outbox
-    from cronwatch.remote.ping import Ping
-
     s = h.settings
     p = Ping(server=s.server, key=s.key, state=state, rid=h.run_id, slug=h.name,
              dialect=s.dialect, env=h.env, at=time.time(), **fields)  # fmt: skip
@@ -152,10 +154,6 @@ def _record(
     h: JobHandle, status: str, message: str, output: bytes | None, exit_code: int | None,
     duration: float,
 ) -> None:  # fmt: skip
-    from cronwatch.core.model import Run, Status
-    from cronwatch.system import default_db_path, user
-    from cronwatch.wrapper.record import dashboard_path, record_local
-
     run = Run(job=h.name, started_at=h.started_at, status=Status(status), id=h.run_id,
               ended_at=h.started_at + duration, duration=duration, exit_code=exit_code,
               stdout=output, host=os.uname().nodename, user=user(),
@@ -173,9 +171,6 @@ def _declare(h: JobHandle, settings: dict[str, Any]) -> None:
     if marker in _declared:
         return
     if not s.server:
-        from cronwatch.core.model import Job
-        from cronwatch.store import open_store
-
         with open_store(h.db) as store:
             job = store.find_job(h.name) or Job(name=h.name, created_at=time.time())
             for k, v in clean.items():
@@ -185,8 +180,6 @@ def _declare(h: JobHandle, settings: dict[str, Any]) -> None:
         log.warning("%s: schedule= needs an API token (token= or $CRONWATCH_TOKEN) "
                     "to change the server's settings; not sent", h.name)  # fmt: skip
     else:
-        from cronwatch.remote.ping import api_base
-
         upsert_job(s, api_base(s.server), h.name, clean)
     _declared.add(marker)
 
@@ -197,8 +190,6 @@ class Monitor:
     which is always re-raised."""
 
     def __init__(self, name: str, options: dict[str, Any]) -> None:
-        from cronwatch.core.model import validate_name
-
         self.name = validate_name(name)
         _job_settings(options.get("schedule"), options.get("tz"), options.get("grace"))
         self.options = options
@@ -214,22 +205,19 @@ class Monitor:
         return False
 
     async def __aenter__(self) -> JobHandle:
-        import asyncio
+        import asyncio  # ~50 ms that `with monitor(...)` and a sync function never need
 
         h = await asyncio.to_thread(start_job, self.name, **self.options)
         self._handles.append(h)
         return h
 
     async def __aexit__(self, et: object, e: BaseException | None, tb: object) -> Literal[False]:
-        import asyncio
+        import asyncio  # as in __aenter__
 
         await asyncio.to_thread(_finish_for, self._handles.pop(), e)
         return False
 
     def __call__(self, func: F) -> F:
-        import functools
-        import inspect
-
         if inspect.iscoroutinefunction(func):
 
             @functools.wraps(func)
@@ -271,7 +259,5 @@ def _finish_for(h: JobHandle, e: BaseException | None) -> None:
     if e is None or (isinstance(e, SystemExit) and e.code in (0, None)):
         finish_job(h, "success")
         return
-    import traceback
-
     text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
     finish_job(h, "failed", f"{type(e).__name__}: {e}".rstrip(": "), output=text)

@@ -18,11 +18,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPBearer
 
+from cronwatch.app.evaluate import describe
 from cronwatch.core.errors import CronwatchError, NotFound, ValidationError
 from cronwatch.core.model import NAME_PATTERN, NAME_RULE, RUN_ID_PATTERN, RUN_ID_RULE, Job, Status
 from cronwatch.core.settings import normalize_all
 from cronwatch.server.api_models import JobCreate, JobPatch, JobSettings, RunCreate, RunPatch
 from cronwatch.server.auth import authorize
+from cronwatch.server.runs_api import create_run_op, patch_run_op
 from cronwatch.store.interface import Store
 
 if TYPE_CHECKING:
@@ -198,8 +200,6 @@ def build_api(server: Any) -> FastAPI:
 
     @api.post("/jobs/{name}/runs", status_code=201)
     async def create_run(name: JobName, body: RunCreate) -> dict[str, Any]:
-        from cronwatch.server.runs_api import create_run_op
-
         run = await write(lambda s: create_run_op(s, name, body, time.time(), OUTPUT_LIMIT), name)
         if server.scheduler is not None:
             server.scheduler.deliver_now.set()
@@ -211,8 +211,6 @@ def build_api(server: Any) -> FastAPI:
 
     @api.patch("/runs/{run_id}")
     async def patch_run(run_id: RunId, body: RunPatch) -> dict[str, Any]:
-        from cronwatch.server.runs_api import patch_run_op
-
         run = await write(lambda s: patch_run_op(s, run_id, body, time.time(), OUTPUT_LIMIT))
         if server.scheduler is not None:
             server.scheduler.touch(run.job)
@@ -296,8 +294,6 @@ def job_view(store: Store, job: Job) -> dict[str, Any]:
     d["last_run"] = None if last is None else last.to_dict(output=False)
     d["status"] = None if last is None else last.status.value
     # The same health the CLI and the dashboard show: schedule, grace, max runtime included.
-    from cronwatch.app.evaluate import describe
-
     info = describe(store, job.name, now=time.time())
     d["health"] = info["health"]
     d["health_reason"] = info["health_reason"]

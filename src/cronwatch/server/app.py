@@ -16,12 +16,18 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs
 
+from cronwatch.app.dashboard import render_dashboard
 from cronwatch.core.errors import CronwatchError, StoreError
 from cronwatch.server.apply import Applier
+from cronwatch.server.auth import authorize
+from cronwatch.server.events import Hub, stream
 from cronwatch.server.ingest import Writer
+from cronwatch.server.metrics import render
 from cronwatch.server.ping import BadPing, parse_ping
 from cronwatch.server.pingproc import PingProcess, Reply, reply_for
+from cronwatch.server.scheduler import Scheduler
 from cronwatch.store import open_store
 from cronwatch.store.interface import Store
 
@@ -69,8 +75,6 @@ class Server:
 
     # --- lifespan ------------------------------------------------------------------------
     async def startup(self) -> None:
-        from cronwatch.server.events import Hub
-
         self.writer_store = open_store(self.config.db)
         self.reader = open_store(self.config.db)
         self.project_key = self.writer_store.project_ping_key()
@@ -85,8 +89,6 @@ class Server:
         self.writer.start(asyncio.get_running_loop())
         self.writer.after_commit.append(self.hub.wake)
         if self.config.scheduler:
-            from cronwatch.server.scheduler import Scheduler
-
             self.scheduler = Scheduler(self)
             self.scheduler.start()
 
@@ -120,8 +122,6 @@ class Server:
                 await self.ping(scope, receive, send)
             elif path.startswith("/api/v1"):
                 if path == "/api/v1/stream":
-                    from cronwatch.server.events import stream
-
                     await stream(self, scope, receive, send)
                 else:
                     # mounted: routes see the path below /api/v1 (Starlette strips root_path)
@@ -132,8 +132,6 @@ class Server:
             elif path in ("/", "/dashboard"):
                 await self.dashboard(scope, send)
             elif path == "/metrics":
-                from cronwatch.server.metrics import render
-
                 body = render(self).encode()
                 await respond(send, 200, body,
                               [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")])  # fmt: skip
@@ -144,6 +142,7 @@ class Server:
 
     def api_app(self) -> Any:
         if self.api is None:
+            # FastAPI and pydantic (~400 ms): loaded by the first API request, not at start-up
             from cronwatch.server.api import build_api
 
             self.api = build_api(self)
@@ -170,10 +169,6 @@ class Server:
         Job output is sensitive, so it takes a token like the API; a browser cannot send
         a header, so ``?token=`` works too (use a read-only token).
         """
-        from urllib.parse import parse_qs
-
-        from cronwatch.server.auth import authorize
-
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         header = dict(scope.get("headers", [])).get(b"authorization", b"").decode("latin-1")
         token = (query.get("token") or [""])[0]
@@ -195,8 +190,6 @@ class Server:
     def _render_dashboard(self) -> str:
         # In a worker thread with its own connection: rendering takes tens of milliseconds
         # and must not stall pings on the event loop.
-        from cronwatch.app.dashboard import render_dashboard
-
         with open_store(self.config.db) as store:
             page = render_dashboard(store, now=time.time(), live=True, previous=self._page)
         self._page = page

@@ -38,7 +38,10 @@ from functools import partial
 from typing import Any
 
 from cronwatch.core.errors import CronwatchError, NotFound, StoreError
+from cronwatch.server.apply import Applier
+from cronwatch.server.ingest import Committer
 from cronwatch.server.ping import BadPing, Ping, parse_ping
+from cronwatch.store import open_store
 
 log = logging.getLogger("cronwatch.server")
 _LEN = struct.Struct("<I")
@@ -74,10 +77,6 @@ def reply_for(p: Ping, ok: bool, value: Any) -> tuple[int, bytes, bool, str, boo
 
 
 def _serve(sock: socket.socket, db: str) -> None:
-    from cronwatch.server.apply import Applier
-    from cronwatch.server.ingest import Committer
-    from cronwatch.store import open_store
-
     store = open_store(db)
     checkpoints = store.writer_maintenance()
     applier = Applier(store.project_ping_key())

@@ -18,18 +18,11 @@ import logging
 import time
 from typing import Any
 
+from cronwatch.app import evaluate as checks
 from cronwatch.store import open_store
 from cronwatch.store.interface import Store
 
 log = logging.getLogger("cronwatch.server")
-
-
-def _checks() -> Any:
-    try:
-        from cronwatch.app import evaluate as checks
-    except ImportError:
-        return None
-    return checks
 
 
 class Scheduler:
@@ -69,12 +62,8 @@ class Scheduler:
         self.wakeup.set()
 
     async def _main(self) -> None:
-        checks = _checks()
-        deadline_of = getattr(checks, "job_deadline", None)
-        check_job = getattr(checks, "check_job", None)
-        if deadline_of is None or check_job is None:
-            log.warning("cronwatch.app.evaluate is not available: no missed-run detection")
-            return
+        deadline_of = checks.job_deadline
+        check_job = checks.check_job
         self.dirty.update(j.name for j in self.server.reader.list_jobs())  # once, at start
         writer = self.server.writer
         while True:
@@ -123,9 +112,7 @@ class Scheduler:
             heapq.heappush(self.heap, (when, name))
 
     async def _outbox(self) -> None:
-        deliver = getattr(_checks(), "deliver_outbox", None)
-        if deliver is None:
-            return
+        deliver = checks.deliver_outbox
         # its own connection: deliveries do network I/O and must never hold up pings
         store = await asyncio.to_thread(open_store, self.server.config.db)
         try:
