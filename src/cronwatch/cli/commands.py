@@ -27,7 +27,7 @@ from cronwatch.system import default_db_path
 
 EXTENSIONS = ("cronwatch.cli.jobs", "cronwatch.cli.server", "cronwatch.cli.remote")
 # Which extension defines which command: a query like `cronwatch stats` then imports and
-# builds only what it needs (every command's parser and module cost ~50 ms of start-up).
+# builds only what it needs (every command's parser and module would add to every command's start-up).
 EXTENSION_COMMANDS = {
     "cronwatch.cli.jobs": frozenset({"job", "apply", "check", "incidents", "notify"}),
     "cronwatch.cli.server": frozenset({"serve", "token", "ping-key"}),
@@ -456,7 +456,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    # its forked parser brings threading, pickle and queue (~14 ms) that no other command needs
+    # its forked parser brings threading, pickle and queue, which no other command needs
     from cronwatch.app.importer import import_lines
 
     src = sys.stdin if args.file == "-" else _open_text(args.file)
@@ -483,7 +483,7 @@ def _open_text(path: str) -> Any:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    # the renderer and the wrapper's page rule (~7 ms): only this command writes the page
+    # the renderer and the wrapper's page rule: only this command writes the page
     from cronwatch.app.dashboard import write_dashboard
     from cronwatch.wrapper.record import dashboard_path
 

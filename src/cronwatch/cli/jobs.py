@@ -160,7 +160,7 @@ def _print_job(store: Any, job: Any, args: argparse.Namespace, now: float) -> No
 
 
 def _redact(url: str) -> str:
-    from cronwatch.notify import redact  # every channel plugin (~75 ms): --help loads this module
+    from cronwatch.notify import redact  # not at the top: --help loads this module
 
     return redact(url)
 
@@ -180,7 +180,7 @@ def cmd_job_rm(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from cronwatch.app.configfile import load  # tomllib and the file's rules (~8 ms): apply only
+    from cronwatch.app.configfile import load  # tomllib and the file's rules: apply only
 
     wanted = load(args.config)
     now = time.time()

@@ -13,7 +13,7 @@ from cronwatch.core.errors import CronwatchError, ValidationError
 from cronwatch.core.model import new_run_id, validate_run_id
 from cronwatch.core.values import cap_bytes, format_time
 
-# cronwatch.remote (the outbox, base64, struct: ~8 ms) is imported inside the commands that
+# cronwatch.remote (the outbox, base64, struct) is imported inside the commands that
 # use it: every `cronwatch --help` loads this module to list its commands.
 
 

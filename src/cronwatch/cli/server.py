@@ -63,7 +63,7 @@ def _open(args: argparse.Namespace) -> Any:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    try:  # the server extra: optional, and ~150 ms that no other command needs
+    try:  # the server extra: optional, and heavy for every other command
         import uvicorn
 
         from cronwatch.server.app import Config, create_app

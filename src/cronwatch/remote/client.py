@@ -205,7 +205,7 @@ class Monitor:
         return False
 
     async def __aenter__(self) -> JobHandle:
-        import asyncio  # ~50 ms that `with monitor(...)` and a sync function never need
+        import asyncio  # heavy, and `with monitor(...)` and a sync function never need it
 
         h = await asyncio.to_thread(start_job, self.name, **self.options)
         self._handles.append(h)

@@ -142,7 +142,7 @@ class Server:
 
     def api_app(self) -> Any:
         if self.api is None:
-            # FastAPI and pydantic (~400 ms): loaded by the first API request, not at start-up
+            # FastAPI and pydantic are the heaviest imports: loaded by the first API request
             from cronwatch.server.api import build_api
 
             self.api = build_api(self)

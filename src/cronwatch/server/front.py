@@ -238,7 +238,7 @@ class PingFront(asyncio.Protocol):
 
     # --- everything else: uvicorn's own protocol ------------------------------------------
     def _hand_over(self) -> None:
-        # uvicorn's own HTTP protocol (~80 ms): loaded by the first request that is not a ping
+        # uvicorn's own HTTP protocol is heavy: loaded by the first request that is not a ping
         from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
         proto = AutoHTTPProtocol(  # type: ignore[call-arg]
