@@ -56,6 +56,21 @@ def random_run(rng: random.Random, t: float) -> Run:
     return run_at(t, status, duration=duration, stdout=None)
 
 
+def seal_as_old_stores_did(db: sqlite3.Connection, until: float) -> None:
+    """What migration 4 and the seals of a schema 4 or 5 store wrote: the days before
+    ``until`` folded into run_days (without their sorted durations)."""
+    db.execute("UPDATE rollup SET sealed=?", (until,))
+    db.execute(
+        "INSERT INTO run_days(job_id, day, runs, running, success, failed, timeout, missed,"
+        " n_dur, sum_dur, max_dur) SELECT job_id, CAST(started_at / 86400 AS INTEGER) AS d,"
+        " count(*), sum(status='running'), sum(status='success'), sum(status='failed'),"
+        " sum(status='timeout'), sum(status='missed'), count(duration),"
+        " coalesce(sum(duration), 0), max(duration) FROM runs WHERE started_at < ?"
+        " GROUP BY job_id, d",
+        (until,),
+    )
+
+
 def old_database(path, version: int, runs: list[Run]) -> sqlite3.Connection:
     """A database at schema ``version`` (migrations up to it), job "j" with ``runs``."""
     from cronwatch.store.sqlite import migrations
@@ -219,15 +234,7 @@ def test_a_schema_4_database_gets_its_days_durations_and_loses_the_index(tmp_pat
     rng = random.Random(4)
     runs = [random_run(rng, T0 + i * 600) for i in range(3000)]
     db = old_database(path, 4, runs)
-    db.execute("UPDATE rollup SET sealed=?", (T0 + 15 * DAY,))
-    db.execute(  # what migration 4 and the seals of a schema 4 store would have written
-        "INSERT INTO run_days SELECT job_id, CAST(started_at / 86400 AS INTEGER) AS d, count(*),"
-        " sum(status='running'), sum(status='success'), sum(status='failed'),"
-        " sum(status='timeout'), sum(status='missed'), count(duration),"
-        " coalesce(sum(duration), 0), max(duration) FROM runs WHERE started_at < ?"
-        " GROUP BY job_id, d",
-        (T0 + 15 * DAY,),
-    )
+    seal_as_old_stores_did(db, T0 + 15 * DAY)
     db.close()
     store = open_store(str(path))
     try:
@@ -311,16 +318,7 @@ def test_a_schema_5_database_loses_its_triggers_and_keeps_exact_stats(tmp_path):
         "run_days_delete",
         "run_days_update",
     }
-    db.execute("UPDATE rollup SET sealed=?", (T0 + 15 * DAY,))
-    db.execute(
-        "INSERT INTO run_days(job_id, day, runs, running, success, failed, timeout, missed,"
-        " n_dur, sum_dur, max_dur) SELECT job_id, CAST(started_at / 86400 AS INTEGER) AS d,"
-        " count(*), sum(status='running'), sum(status='success'), sum(status='failed'),"
-        " sum(status='timeout'), sum(status='missed'), count(duration),"
-        " coalesce(sum(duration), 0), max(duration) FROM runs WHERE started_at < ?"
-        " GROUP BY job_id, d",
-        (T0 + 15 * DAY,),
-    )
+    seal_as_old_stores_did(db, T0 + 15 * DAY)
     db.close()
     store = open_store(str(path))
     try:

@@ -348,20 +348,21 @@ def cmd_last_failure(args: argparse.Namespace) -> int:
                 print(f"{args.name}: no failed runs")
             return 0
         run = store.get_run(last.id, output=True)
+    _print_run(args, run)
+    return 0
+
+
+def _print_run(args: argparse.Namespace, run: Run) -> None:
     if args.json:
         emit_json(run_json(run, output=True))
     else:
         print(run_detail(run))
-    return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     with open_db(args) as store:
         run = store.get_run(args.run_id, output=True)
-    if args.json:
-        emit_json(run_json(run, output=True))
-    else:
-        print(run_detail(run))
+    _print_run(args, run)
     return 0
 
 

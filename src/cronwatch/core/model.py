@@ -145,38 +145,33 @@ STATUSES = tuple(s.value for s in Status)
 FAILURES: frozenset[Status] = frozenset((Status.FAILED, Status.TIMEOUT, Status.MISSED))
 
 
+def _fits(value: object, lo: int, hi: int, first: frozenset[str], chars: frozenset[str]) -> bool:
+    """A string of ``lo``-``hi`` characters of ``chars`` whose first is one of ``first``."""
+    return (
+        isinstance(value, str)
+        and lo <= len(value) <= hi
+        and value[0] in first
+        and all(c in chars for c in value)
+    )
+
+
 def validate_name(name: str) -> str:
     """Return ``name`` if it is a valid job slug, else raise ValidationError stating the rule."""
-    if not (
-        isinstance(name, str)
-        and 1 <= len(name) <= NAME_MAX
-        and name[0] in _NAME_FIRST
-        and all(c in _NAME_CHARS for c in name)
-    ):
+    if not _fits(name, 1, NAME_MAX, _NAME_FIRST, _NAME_CHARS):
         raise ValidationError(f"invalid job name {name!r}: {NAME_RULE}")
     return name
 
 
 def validate_tag(tag: str) -> str:
     """Return ``tag`` if it is a valid tag, else raise ValidationError stating the rule."""
-    if not (
-        isinstance(tag, str)
-        and 1 <= len(tag) <= NAME_MAX
-        and tag[0] in _NAME_FIRST
-        and all(c in _NAME_CHARS for c in tag)
-    ):
+    if not _fits(tag, 1, NAME_MAX, _NAME_FIRST, _NAME_CHARS):  # a tag follows the name rule
         raise ValidationError(f"invalid tag {tag!r}: {TAG_RULE}")
     return tag
 
 
 def validate_ping_key(key: str) -> str:
     """Return ``key`` if it is a valid ping key, else raise ValidationError stating the rule."""
-    if not (
-        isinstance(key, str)
-        and PING_KEY_MIN <= len(key) <= PING_KEY_MAX
-        and key[0] in _KEY_FIRST
-        and all(c in _KEY_CHARS for c in key)
-    ):
+    if not _fits(key, PING_KEY_MIN, PING_KEY_MAX, _KEY_FIRST, _KEY_CHARS):
         raise ValidationError(f"invalid ping key {key!r}: {PING_KEY_RULE}")
     return key
 
