@@ -71,12 +71,22 @@ class Checkpoints:
         self.wake.set()
         self.thread.join(timeout=10)
 
+    def connect(self) -> sqlite3.Connection:
+        """The thread's own connection; it never checkpoints on its own either."""
+        db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA wal_autocheckpoint=0")
+        self.frames = self.LIMIT // db.execute("PRAGMA page_size").fetchone()[0]
+        return db
+
+    def measure(self, db: sqlite3.Connection) -> None:
+        """One PASSIVE checkpoint; the log's length it reports is what committed() reads."""
+        _busy, frames, _done = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        self.log = frames
+
     def _main(self) -> None:
         try:
-            db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA wal_autocheckpoint=0")
-            self.frames = self.LIMIT // db.execute("PRAGMA page_size").fetchone()[0]
+            db = self.connect()
         except sqlite3.Error as e:
             log.warning("no checkpoint thread: %s", e)
             return
@@ -87,8 +97,7 @@ class Checkpoints:
                 if self.stopping:
                     break
                 try:
-                    _busy, frames, _done = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    self.log = frames
+                    self.measure(db)
                 except sqlite3.Error as e:
                     log.warning("checkpoint failed: %s", e)
                 if self.log < self.frames * 3 // 4:
