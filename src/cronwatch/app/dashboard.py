@@ -26,7 +26,7 @@ from cronwatch._version import __version__
 from cronwatch.app.evaluate import describe
 from cronwatch.core.errors import ValidationError
 from cronwatch.core.model import Run
-from cronwatch.core.text import exit_text, first_line, percent
+from cronwatch.core.text import exit_text, first_line, percent, streams
 from cronwatch.core.values import format_duration
 
 if TYPE_CHECKING:
@@ -153,7 +153,7 @@ def _run_item(run: Run, loaded: bool) -> str:
     meta = "".join(f"<dt>{k}</dt><dd>{_e(v)}</dd>" for k, v in fields if v)
     meta += f"<dt>ended</dt><dd>{_time(run.ended_at)}</dd>"
     if loaded:
-        body = _stream("stdout", run.stdout, run.id) + _stream("stderr", run.stderr, run.id)
+        body = "".join(_stream(label, data, run.id) for label, data in streams(run))
     elif run.status.is_finished:
         body = f"<p class=note>output not embedded in this page: <code>cronwatch show {_e(run.id)}</code></p>"
     else:

@@ -72,6 +72,7 @@ class _Rows:
             out = err = None
         except TypeError:  # not an object
             return _slow_row(d)
+        merged = d.get("merged", False)
         if not (
             type(job) is str
             and job in self.names
@@ -92,6 +93,7 @@ class _Rows:
             and type(source) is str
             and (out is None or type(out) is str)
             and (err is None or type(err) is str)
+            and type(merged) is bool
         ):
             if type(job) is str and job not in self.names:
                 try:
@@ -109,7 +111,7 @@ class _Rows:
                 return _slow_row(d)
         return (
             rid, job, env, status, started, ended, duration, exit_code, signal, host, user,
-            command, message, source or "import", status in FAILURES, out, err,
+            command, message, source or "import", status in FAILURES, out, err, merged,
         )  # fmt: skip
 
 

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from cronwatch.core.model import Run
-from cronwatch.core.text import exit_text, first_line, percent
+from cronwatch.core.text import exit_text, first_line, percent, streams
 from cronwatch.core.values import format_duration, format_time
 
 STATUS_WORD = {
@@ -105,7 +105,7 @@ def run_detail(run: Run) -> str:
     if run.message:
         head.append(("message", run.message))
     out = "\n".join(f"{k:<9} {v}" for k, v in head)
-    for label, data in (("stdout", run.stdout), ("stderr", run.stderr)):
+    for label, data in streams(run):
         if data is None:
             out += f"\n\n--- {label}: not captured or expired ---"
         elif not data:

@@ -230,11 +230,13 @@ class Run(_Record):
 
     Times are UTC seconds since the epoch (floats, sub-second). ``stdout``/``stderr`` are
     the captured (possibly capped) bytes, or None when not captured or expired by retention.
+    ``merged``: the job's stdout and stderr went to one place and were captured as one
+    stream, in the order written; ``stdout`` holds it and ``stderr`` is None.
     """
 
     __slots__ = ("job", "started_at", "status", "id", "ended_at", "duration", "exit_code",
                  "signal", "stdout", "stderr", "host", "user", "command", "env", "message",
-                 "source")  # fmt: skip
+                 "source", "merged")  # fmt: skip
 
     job: str
     started_at: float
@@ -252,6 +254,7 @@ class Run(_Record):
     env: str
     message: str
     source: str
+    merged: bool
 
     def __init__(
         self,
@@ -271,6 +274,7 @@ class Run(_Record):
         env: str = "",
         message: str = "",
         source: str = "wrapper",
+        merged: bool = False,
     ) -> None:
         self.job = job
         self.started_at = started_at
@@ -288,6 +292,7 @@ class Run(_Record):
         self.env = env
         self.message = message
         self.source = source
+        self.merged = merged
 
     def to_dict(self, *, output: bool = True, exact: bool = False) -> dict[str, Any]:
         """The stable JSON shape (see docs/json.md).
@@ -315,6 +320,7 @@ class Run(_Record):
         if output:
             d["stdout"] = None if self.stdout is None else self.stdout.decode("utf-8", errors)
             d["stderr"] = None if self.stderr is None else self.stderr.decode("utf-8", errors)
+            d["merged"] = self.merged
         return d
 
     @classmethod
@@ -354,6 +360,9 @@ class Run(_Record):
             raise ValidationError(f"run field {key!r} must be a string")
 
         ended = d.get("ended_at")
+        merged = d.get("merged", False)
+        if not isinstance(merged, bool):
+            raise ValidationError(f"run field 'merged' must be true or false, not {merged!r}")
         return cls(
             job=job,
             started_at=started,
@@ -371,6 +380,7 @@ class Run(_Record):
             env=str(d.get("env") or ""),
             message=str(d.get("message") or ""),
             source=str(d.get("source") or "import"),
+            merged=merged,
         )
 
 

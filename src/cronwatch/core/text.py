@@ -17,6 +17,14 @@ def first_line(run: Run, width: int = 60) -> str:
     return run.message[:width] if run.message else ""
 
 
+def streams(run: Run) -> list[tuple[str, bytes | None]]:
+    """The run's captured output as (label, bytes) blocks: stdout and stderr, or one block
+    when they were captured as one stream (``Run.merged``)."""
+    if run.merged:
+        return [("stdout and stderr, as one stream", run.stdout)]
+    return [("stdout", run.stdout), ("stderr", run.stderr)]
+
+
 def exit_text(run: Run) -> str:
     if run.signal is not None:
         return f"sig {run.signal}"

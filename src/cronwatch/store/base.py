@@ -17,13 +17,14 @@ if TYPE_CHECKING:
 def run_row(run: Run) -> tuple[Any, ...]:
     """A run as a row for ``Store.import_rows``: (id, job, env, status, started_at,
     ended_at, duration, exit_code, signal, host, user, command, message, source, failed,
-    stdout, stderr), the output already compressed (None: not captured)."""
+    stdout, stderr, merged), the output already compressed (None: not captured)."""
     from cronwatch.core.values import compress
 
     return (
         run.id, run.job, run.env, run.status.value, run.started_at, run.ended_at,
         run.duration, run.exit_code, run.signal, run.host, run.user, run.command, run.message,
         run.source, run.status.is_failure, compress(run.stdout), compress(run.stderr),
+        run.merged,
     )  # fmt: skip
 
 

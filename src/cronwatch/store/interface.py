@@ -140,6 +140,7 @@ class RunStore(Protocol):
         message: str = "",
         host: str = "",
         source: str = "ping",
+        merged: bool = False,
     ) -> Run:
         """Finish a run: the open one ``run_id`` names in (job, env) (its client rid, or its
         own id), or without ``run_id`` the newest open run of (job, env) that has no client
@@ -149,6 +150,7 @@ class RunStore(Protocol):
         ``core.runs.REPEAT_WINDOW`` (or any finish of a finished ULID rid) returns that
         run unchanged (so its ``ended_at`` is not ``now``: callers do not evaluate it
         again). Another outcome, or the same one later, is a new synthetic run.
+        ``merged``: the output was captured as one stream (``Run.merged``).
         """
         ...
 

@@ -208,6 +208,7 @@ class Result:
         self.spawn_error = ""
         self.stdout: bytes | None = None
         self.stderr: bytes | None = None
+        self.merged = False  # stdout and stderr were one stream (runner._one_place)
         self.wrapper_exit = 0
         self.internal_error = ""
         self.run_id = ""

@@ -74,6 +74,7 @@ def build_run(o: Options, res: Result) -> Run:
         signal=res.signal,
         stdout=res.stdout,
         stderr=res.stderr,
+        merged=res.merged,
         host=os.uname().nodename,
         user=user(),
         # argv may hold bytes that are not UTF-8 (surrogate-escaped): store them visibly

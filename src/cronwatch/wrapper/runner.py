@@ -91,11 +91,14 @@ def _write_all(fd: int, data: bytes | memoryview) -> bool:
 
 def _prepare(
     capture: bool, fds: dict[int, int], actions: list[tuple[int, ...]], child_ends: list[int]
-) -> None:
-    """Make a pipe (or a pty, if our stream is a terminal) for each captured stream."""
+) -> bool:
+    """Make a pipe (or a pty, if our stream is a terminal) for each captured stream: one
+    for both when our stdout and stderr are the same place (see ``_one_place``). Returns
+    whether the streams are merged."""
     if not capture:
-        return
-    for target in (1, 2):
+        return False
+    merged = _one_place()
+    for target in (1,) if merged else (1, 2):
         try:
             tty = os.isatty(target)
         except OSError:
@@ -114,8 +117,55 @@ def _prepare(
         fds[r] = target
         child_ends.append(w)
         actions.append((os.POSIX_SPAWN_DUP2, w, target))
+        if merged:
+            actions.append((os.POSIX_SPAWN_DUP2, w, 2))
     for fd in list(fds) + child_ends:
         actions.append((os.POSIX_SPAWN_CLOSE, fd))
+    return merged
+
+
+# st_mode file types (the `stat` module is Python code the spawn must not wait for)
+_S_IFMT, _S_IFIFO, _S_IFSOCK, _S_IFREG = 0o170000, 0o010000, 0o140000, 0o100000
+
+
+def _one_place() -> bool:
+    """Whether our stdout and stderr reach the same place in an order the job's writes
+    decide: then the job gets one pipe for both, so its writes arrive as it made them.
+
+    Two pipes would let the reader see the streams in whatever order it polls them
+    (``>f 2>&1`` got "1 3 2 4" for "1 >&2 2 3 >&2 4"). The same place is one open file
+    description (``2>&1``), or one pipe, socket or terminal however it was opened, or
+    one file both append to (``>>log 2>>log``). Two descriptions of one regular file
+    without O_APPEND (``>f 2>f``) each write at their own offset, and /dev/null opened
+    twice keeps no order: those stay two streams, captured apart, as before.
+    """
+    try:
+        out, err = os.fstat(1), os.fstat(2)
+    except OSError:
+        return False
+    if (out.st_dev, out.st_ino) != (err.st_dev, err.st_ino):
+        return False
+    kind = out.st_mode & _S_IFMT
+    if kind in (_S_IFIFO, _S_IFSOCK) or os.isatty(1):
+        return True
+    try:
+        import fcntl
+
+        flags_out, flags_err = fcntl.fcntl(1, fcntl.F_GETFL), fcntl.fcntl(2, fcntl.F_GETFL)
+        if kind == _S_IFREG and flags_out & flags_err & os.O_APPEND:
+            return True
+        # One description or two? Flip O_APPEND on fd 1 and see whether fd 2 sees it.
+        # (Not the offset: moving a shared offset could misplace a concurrent write; for
+        # a file written in sequence through one description the offset is its end, so
+        # appending meanwhile writes to the same place.)
+        fcntl.fcntl(1, fcntl.F_SETFL, flags_out ^ os.O_APPEND)
+        try:
+            shared = (fcntl.fcntl(2, fcntl.F_GETFL) ^ flags_err) & os.O_APPEND != 0
+        finally:
+            fcntl.fcntl(1, fcntl.F_SETFL, flags_out)
+        return shared
+    except OSError:
+        return False
 
 
 def _mirror_terminal(target: int, slave: int) -> None:
@@ -151,7 +201,7 @@ def execute(o: Options) -> Result:
     actions: list[tuple[int, ...]] = []
     child_ends: list[int] = []
     try:
-        _prepare(o.capture, fds, actions, child_ends)
+        res.merged = _prepare(o.capture, fds, actions, child_ends)
     except Exception as e:
         raise NotStarted(str(e)) from e
     import _signal as signal  # the C module: `signal` would import enum and more before the spawn
@@ -401,13 +451,22 @@ def _supervise(
                 exited_at = time.monotonic()
     for fd, tail_pipe in zero_copy.items():
         caps[fd].resume(tail_pipe.take())
-    for fd in list(open_fds):
-        poller.unregister(fd)
-        os.close(fd)
-        open_fds.discard(fd)
+    if open_fds:
+        # The job is gone but something it started still holds its output open (a
+        # daemon, `cmd &`): hand the rest to a relay, so that it keeps its output path
+        # and we neither wait for it nor cut it off (SIGPIPE on its next write).
+        for fd in open_fds:
+            poller.unregister(fd)
+        _relay({fd: fds[fd] for fd in open_fds}, tee_ok)
+        for fd in list(open_fds):
+            os.close(fd)
+            open_fds.discard(fd)
     if o.capture:
         by_target = {fds[r]: caps[r].value() for r in fds}
-        res.stdout, res.stderr = by_target.get(1, b""), by_target.get(2, b"")
+        if res.merged:  # one stream, in the order written: it is the run's stdout
+            res.stdout, res.stderr = by_target.get(1, b""), None
+        else:
+            res.stdout, res.stderr = by_target.get(1, b""), by_target.get(2, b"")
     assert status is not None
     return status
 
@@ -433,6 +492,71 @@ def _start_zero_copy(fd: int, target: int, cap: _Capture, zero_copy: dict[int, A
         return False
     cap.resume(b"")
     return True
+
+
+def _relay(ends: dict[int, int], tee_ok: dict[int, bool]) -> None:
+    """Copy what is still written to ``ends`` (read end -> our fd 1 or 2) in a process of
+    its own, until every writer has closed them; we go on without waiting for it.
+
+    A fork, not a new program: it starts in a fraction of an interpreter's start-up and
+    runs nothing but os.read/os.write/poll on fds it already has. It copies without
+    capturing (the run is recorded as the job left it) and lives exactly as long as the
+    job's leftovers write: it ignores the signals a terminal or a service manager sends to
+    the whole group (the leftover ignores them too, or it dies and the relay sees EOF),
+    because a relay that died first would kill a surviving writer with SIGPIPE. When our
+    own reader goes away, the relay closes the pipe so the writer learns it (EPIPE) as it
+    would unwrapped; any other failure of our output drops the bytes and keeps draining.
+    """
+    try:
+        pid = os.fork()
+    except OSError:
+        return  # as before: the leftover loses its output path, the job's run is intact
+    if pid:
+        return
+    try:
+        import _signal as signal
+
+        for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_SETMASK, ())
+        keep = sorted({1, 2, *ends})
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)  # hold nothing of ours open but what the relay writes to
+        low = 3
+        for fd in keep:
+            if fd >= low:
+                os.closerange(low, fd)
+                low = fd + 1
+        os.closerange(low, os.sysconf("SC_OPEN_MAX"))
+        _copy_until_eof(ends, dict(tee_ok))
+    finally:
+        os._exit(0)
+
+
+def _copy_until_eof(ends: dict[int, int], ok: dict[int, bool]) -> None:
+    import select
+
+    poller = select.poll()
+    for fd in ends:
+        os.set_blocking(fd, True)
+        poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+    left = set(ends)
+    while left:
+        for fd, _ev in poller.poll():
+            try:
+                data = os.read(fd, 1 << 16)
+            except OSError:  # EIO: a pty whose last writer is gone
+                data = b""
+            target = ends[fd]
+            if data and ok[target]:
+                try:
+                    ok[target] = _write_all(target, data)
+                except BrokenPipeError:
+                    data = b""  # our reader is gone: the writer gets EPIPE, as unwrapped
+            if not data:
+                poller.unregister(fd)
+                os.close(fd)
+                left.discard(fd)
 
 
 def _drain_plain(pid: int, fds: dict[int, int], open_fds: set[int], forward: _Forwarder) -> int:

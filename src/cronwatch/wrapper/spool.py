@@ -63,6 +63,7 @@ def encode_run(run: Run) -> dict[str, object]:
     for key in ("stdout", "stderr"):
         value = getattr(run, key)
         d[key + "_b64"] = None if value is None else base64.b64encode(value).decode()
+    d["merged"] = run.merged
     return d
 
 

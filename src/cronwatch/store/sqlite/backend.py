@@ -58,6 +58,7 @@ def _run_from_row(row: tuple[Any, ...], out: tuple[Any, ...] | None = None) -> R
     if out is not None:
         run.stdout = decompress(out[0])
         run.stderr = decompress(out[1])
+        run.merged = bool(out[2])
     return run
 
 
@@ -302,10 +303,10 @@ class SQLiteStore(StoreBase):
         )
         if run.stdout is not None or run.stderr is not None:
             self.db.execute(
-                "INSERT INTO outputs(run_id, job_id, started_at, failed, stdout, stderr) "
-                "VALUES (?,?,?,?,?,?)",
+                "INSERT INTO outputs(run_id, job_id, started_at, failed, stdout, stderr, "
+                "merged) VALUES (?,?,?,?,?,?,?)",
                 (rowid, jid, run.started_at, int(run.status.is_failure),
-                 compress(run.stdout), compress(run.stderr)),
+                 compress(run.stdout), compress(run.stderr), int(run.merged)),
             )  # fmt: skip
         return rowid
 
@@ -371,13 +372,16 @@ class SQLiteStore(StoreBase):
                     limit,
                 )
             outputs = [
-                (r[14], r[15], r[16], r[0]) for r in rows if r[15] is not None or r[16] is not None
+                (r[14], r[15], r[16], int(r[17]), r[0])
+                for r in rows
+                if r[15] is not None or r[16] is not None
             ]
             if outputs:
                 # OR IGNORE: a run that was already present keeps the output it has.
                 db.executemany(
                     "INSERT OR IGNORE INTO outputs(run_id, job_id, started_at, failed, stdout, "
-                    "stderr) SELECT id, job_id, started_at, ?, ?, ? FROM runs WHERE uid=?",
+                    "stderr, merged) SELECT id, job_id, started_at, ?, ?, ?, ? FROM runs "
+                    "WHERE uid=?",
                     outputs,
                 )
             if inserted:
@@ -477,6 +481,7 @@ class SQLiteStore(StoreBase):
         message: str = "",
         host: str = "",
         source: str = "ping",
+        merged: bool = False,
     ) -> Run:
         with self._write():
             jid = self._ensure_job_id(job, now)
@@ -500,7 +505,7 @@ class SQLiteStore(StoreBase):
                 run = Run(job=job, started_at=now - (duration or 0.0), status=status,
                           id=run_id or "", env=env, ended_at=now, duration=duration,
                           exit_code=exit_code, stdout=stdout, stderr=stderr, message=message,
-                          host=host, source=source)  # fmt: skip
+                          host=host, source=source, merged=merged)  # fmt: skip
                 if run_id is None:
                     self._insert(jid, run)
                 else:
@@ -520,9 +525,9 @@ class SQLiteStore(StoreBase):
                 if stdout is not None or stderr is not None:
                     self.db.execute(
                         "INSERT OR REPLACE INTO outputs(run_id, job_id, started_at, failed, "
-                        "stdout, stderr) VALUES (?,?,?,?,?,?)",
+                        "stdout, stderr, merged) VALUES (?,?,?,?,?,?,?)",
                         (target, jid, started, int(status.is_failure), compress(stdout),
-                         compress(stderr)),
+                         compress(stderr), int(merged)),
                     )  # fmt: skip
                 else:
                     self.db.execute(
@@ -551,9 +556,9 @@ class SQLiteStore(StoreBase):
             if run.stdout is not None or run.stderr is not None:
                 self.db.execute(
                     "INSERT OR REPLACE INTO outputs(run_id, job_id, started_at, failed, stdout, "
-                    "stderr) VALUES (?,?,?,?,?,?)",
+                    "stderr, merged) VALUES (?,?,?,?,?,?,?)",
                     (row[0], jid, run.started_at, int(run.status.is_failure),
-                     compress(run.stdout), compress(run.stderr)),
+                     compress(run.stdout), compress(run.stderr), int(run.merged)),
                 )  # fmt: skip
 
     # --- reading runs -------------------------------------------------------------------
@@ -567,7 +572,7 @@ class SQLiteStore(StoreBase):
         out = None
         if output:
             out = self.db.execute(
-                "SELECT stdout, stderr FROM outputs WHERE run_id=?", (row[0],)
+                "SELECT stdout, stderr, merged FROM outputs WHERE run_id=?", (row[0],)
             ).fetchone()
         return _run_from_row(row, out)
 
@@ -634,11 +639,11 @@ class SQLiteStore(StoreBase):
         self, *, job: str | None = None, since: float | None = None, output: bool = True
     ) -> Iterator[Run]:
         where, params = self._where(job, since)
-        cols = _RUN_COLS + (", o.stdout, o.stderr" if output else "")
+        cols = _RUN_COLS + (", o.stdout, o.stderr, o.merged" if output else "")
         join = " LEFT JOIN outputs o ON o.run_id=r.id" if output else ""
         sql = f"SELECT {cols} FROM runs r JOIN jobs j ON j.id=r.job_id{join}{where} ORDER BY r.started_at, r.id"
         for row in self.db.execute(sql, params):
-            yield _run_from_row(row, row[15:17] if output else None)
+            yield _run_from_row(row, row[15:18] if output else None)
 
     def open_runs(self) -> list[Run]:
         rows = self.db.execute(

@@ -293,6 +293,12 @@ SQLITE: list[str] = [
     UPDATE runs SET rid = uid WHERE client_rid = 1;
     CREATE INDEX runs_rid ON runs (rid, job_id, env) WHERE rid IS NOT NULL;
     """,
+    # 8: output captured as one stream: the job's stdout and stderr went to the same
+    # place (``>log 2>&1``, a pipe, a terminal), so the wrapper gave it one pipe for both
+    # and ``stdout`` holds them in the order written (``stderr`` is NULL).
+    """
+    ALTER TABLE outputs ADD COLUMN merged INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 POSTGRES: list[str] = []
