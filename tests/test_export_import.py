@@ -20,8 +20,8 @@ ODD_BYTES = bytes(range(256)) + b"\xff\xfe\xc3(" + "é€😀".encode() + b"\x00
 def sample_runs() -> list[Run]:
     return [
         Run(job="backup", started_at=T0, status=Status.SUCCESS, ended_at=T0 + 1.5, duration=1.5,
-            exit_code=0, stdout=ODD_BYTES, stderr=b"", host="h1", user="u", command="b.sh --x",
-            env="prod", message="", source="wrapper"),
+            exit_code=0, stdout=ODD_BYTES, stderr=None, host="h1", user="u", command="b.sh --x",
+            env="prod", message="", source="wrapper", merged=True),  # stdout and stderr as one
         Run(job="backup", started_at=T0 + 60, status=Status.FAILED, ended_at=T0 + 61,
             duration=1.0, signal=9, stdout=b"partial", stderr=ODD_BYTES[::-1],
             message="killed by signal 9"),
@@ -212,6 +212,7 @@ FIELD_VALUES = {
     "source": ["wrapper", None, "", 3],
     "stdout": [None, "", "out\udcff", "\ud800", 5],
     "stderr": [None, "err"],
+    "merged": [False, True, None, "yes", 1],
 }
 
 

@@ -243,9 +243,10 @@ def make_run(job: str = "backup", **kw) -> Run:
     return Run(job=job, **fields)
 
 
-def test_spooled_run_round_trips_exactly(spool_env):
+@pytest.mark.parametrize("merged", [False, True])
+def test_spooled_run_round_trips_exactly(spool_env, merged):
     db = str(spool_env / "h.db")
-    run = make_run(stderr=None)
+    run = make_run(stderr=None, merged=merged)
     path = spool.spool_run(db, run)
     assert path == str(spool_env / "h.db.spool" / f"{run.id}.json")
     ((got_path, got),) = list(spool.spooled(db))

@@ -151,3 +151,35 @@ def test_nothing_outside_the_store_speaks_sql():
         if found:
             offenders.append((rel, sorted(found)))
     assert offenders == []
+
+
+def test_output_captured_as_one_stream_says_so_on_every_path(store):
+    """``Run.merged`` (stdout and stderr went to one place, captured as one stream) is kept
+    by each way a run's output is written and read back with it."""
+    from cronwatch.store.interface import run_row
+
+    both = b"1\n2 (stderr)\n3\n"
+    store.record_run(run_at(T0, job="m", id="rec", stdout=both, merged=True), now=T0)
+    store.record_run(run_at(T0 + 1, job="m", id="apart", stderr=b"e"), now=T0)
+    store.import_rows([run_row(run_at(T0 + 2, job="m", id="imp", stdout=both, merged=True))],
+                      now=T0, days=None)  # fmt: skip
+    store.start_run("m", now=T0 + 3, env="e")
+    store.finish_run("m", Status.SUCCESS, now=T0 + 4, env="e", stdout=both, merged=True)
+    synthetic = store.finish_run("m", Status.FAILED, now=T0 + 5, env="x", stdout=both,
+                                 merged=True)  # fmt: skip
+    upd = store.get_run("apart")
+    upd.stdout, upd.stderr, upd.merged = both, None, True
+    store.record_run(run_at(T0 + 6, job="m", id="upd"), now=T0)
+    upd.id, upd.started_at = "upd", T0 + 6
+    store.update_run(upd, now=T0 + 7)
+
+    want = {"rec": True, "apart": False, "imp": True, "upd": True, synthetic.id: True}
+    got = {r.id: (r.merged, r.stdout, r.stderr) for r in store.list_runs(job="m", output=True)}
+    assert len(got) == 6
+    for run_id, merged in want.items():
+        assert got[run_id] == ((True, both, None) if merged else (False, b"out 1700000001", b"e"))
+    (closed,) = [v for k, v in got.items() if k not in want]
+    assert closed == (True, both, None)
+    assert {r.id: r.merged for r in store.iter_runs(job="m")} == {r: got[r][0] for r in got}
+    assert store.get_run("rec").to_dict()["merged"] is True
+    assert store.get_run("apart").to_dict()["merged"] is False
