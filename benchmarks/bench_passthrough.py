@@ -2,8 +2,10 @@
 
 Target: ``cronwatch run x -- sh -c 'head -c 1G /dev/zero'`` with stdout to /dev/null runs
 at >= 50% of the throughput of ``sh -c 'head -c 1G /dev/zero | cat'`` to /dev/null (the
-same bytes through one pipe and one copying process). Throughput is bytes / median wall
-time, interleaved rounds; the wrapper's start-up and recording are included.
+same bytes through one pipe and one copying process), with the streams apart (stderr to a
+log) and merged (``>/dev/null 2>&1``: the job gets one pipe for both, and writes half of
+the bytes to each). Throughput is bytes / median wall time, interleaved rounds; the
+wrapper's start-up and recording are included.
 
 The capture is capped (1 MiB per stream by default), so the wrapper's max RSS must not grow
 with the output: it is reported for an empty run and for the full run (wait4 rusage of
@@ -23,6 +25,7 @@ import _common as c
 
 UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 WRAPPED = "cronwatch run -- sh -c 'head'"
+MERGED = "cronwatch run -- sh -c 'head; head >&2' 2>&1"
 
 
 def parse_size(text: str) -> int:
@@ -48,9 +51,14 @@ def main() -> int:
     env = c.bench_env()
     gen = f"head -c {size} /dev/zero"
     wrap = [c.CRONWATCH, "run", "pass", "--db", db, "--"]
+    half, rest = f"head -c {size // 2} /dev/zero", f"head -c {size - size // 2} /dev/zero"
     cases = {
         "sh -c 'head | cat' (baseline)": ["/bin/sh", "-c", f"{gen} | cat"],
         WRAPPED: wrap + ["/bin/sh", "-c", gen],
+        # the wrapper's stderr made the same open file as its stdout, as a crontab's 2>&1
+        MERGED: ["/bin/sh", "-c", 'exec "$@" 2>&1', "sh"]
+        + wrap
+        + ["/bin/sh", "-c", f"{half}; {rest} >&2"],
         "sh -c 'head' (no pipe, reference)": ["/bin/sh", "-c", gen],
     }
     empty = [c.CRONWATCH, "run", "empty", "--db", db, "--", "true"]
@@ -66,7 +74,7 @@ def main() -> int:
     for name, v in times.items():
         mbps[name] = size / c.median(v) / 1e6
         cpu = c.median(c.CPU[name]) * 1000
-        print(f"  {name:36s} {c.summary(v)}  {mbps[name]:7.0f} MB/s, CPU {cpu:.0f} ms")
+        print(f"  {name:44s} {c.summary(v)}  {mbps[name]:7.0f} MB/s, CPU {cpu:.0f} ms")
     rss: dict[str, list[float]] = {"cronwatch run -- true": [], WRAPPED: []}
     for _ in range(3):
         for name, argv in zip(rss, (empty, cases[WRAPPED]), strict=True):
@@ -76,17 +84,21 @@ def main() -> int:
     print("\nmax RSS of the wrapper and its children (GNU time %M, 3 runs):")
     for name, v in rss.items():
         if v:
-            print(f"  {name:36s} median {c.median(v):6.1f} MiB, max {max(v):6.1f} MiB")
+            print(f"  {name:44s} median {c.median(v):6.1f} MiB, max {max(v):6.1f} MiB")
     con = sqlite3.connect(db)
-    row = con.execute("SELECT length(o.stdout), r.status FROM outputs o JOIN runs r ON "
-                      "r.id=o.run_id JOIN jobs j ON j.id=r.job_id WHERE j.name='pass' "
-                      "ORDER BY r.started_at DESC LIMIT 1").fetchone()  # fmt: skip
+    # the newest run of each kind (SQLite takes the bare columns from the max row)
+    rows = con.execute("SELECT length(o.stdout), r.status, o.merged, max(r.started_at) FROM "
+                       "outputs o JOIN runs r ON r.id=o.run_id JOIN jobs j ON j.id=r.job_id "
+                       "WHERE j.name='pass' GROUP BY o.merged").fetchall()  # fmt: skip
     con.close()
-    if row:
-        print(f"  recorded run: status {row[1]}, stored stdout {row[0]} bytes (zlib)")
+    for length, status, merged, _ in rows:
+        kind = "merged" if merged else "separate"
+        print(f"  recorded run ({kind}): status {status}, stored stdout {length} bytes (zlib)")
     print()
-    wrapped, base = mbps[WRAPPED], mbps["sh -c 'head | cat' (baseline)"]
-    c.verdict("throughput wrapper / head|cat", wrapped / base, 0.5, higher_is_better=True)
+    base = mbps["sh -c 'head | cat' (baseline)"]
+    for name, kind in ((WRAPPED, "separate"), (MERGED, "merged")):
+        c.verdict(f"throughput wrapper ({kind}) / head|cat", mbps[name] / base, 0.5,
+                  higher_is_better=True)  # fmt: skip
     small, big = rss["cronwatch run -- true"], rss[WRAPPED]
     if small and big:
         grow = c.median(big) - c.median(small)

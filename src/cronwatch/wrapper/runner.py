@@ -519,15 +519,20 @@ def _relay(ends: dict[int, int], tee_ok: dict[int, bool]) -> None:
         for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
-        keep = sorted({1, 2, *ends})
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)  # hold nothing of ours open but what the relay writes to
-        low = 3
-        for fd in keep:
-            if fd >= low:
-                os.closerange(low, fd)
-                low = fd + 1
-        os.closerange(low, os.sysconf("SC_OPEN_MAX"))
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+        # Hold nothing of ours open but what the relay reads and writes (a pipe of the
+        # caller's kept open would keep the caller waiting). /proc, not closerange up to
+        # the fd limit: without close_range(2) that is one close per possible fd.
+        try:
+            open_fds: Any = [int(name) for name in os.listdir("/proc/self/fd")]
+        except OSError:
+            open_fds = range(3, 1 << 16)
+        for fd in open_fds:
+            if fd > 2 and fd not in ends:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
         _copy_until_eof(ends, dict(tee_ok))
     finally:
         os._exit(0)
