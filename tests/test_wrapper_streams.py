@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -163,6 +164,35 @@ def test_show_and_json_say_the_capture_is_one_stream(cw, cw_env, tmp_path):
     rc, out, _ = cw("history", "two", "--json")
     d = json.loads(cw("show", json.loads(out)[0]["id"], "--json").out)
     assert (d["merged"], d["stdout"], d["stderr"]) == (False, "a\n", "b\n")
+
+
+def test_merged_reader_going_away_reaches_the_job(cw_env, db_path):
+    """`cronwatch run x -- yes 2>&1 | head -1`: `yes` gets SIGPIPE as it would unwrapped."""
+    proc = subprocess.Popen(wrap("yes", "yes"), env=cw_env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        assert select.select([proc.stdout], [], [], 30)[0], "no output for 30 s"
+        assert os.read(proc.stdout.fileno(), 2) == b"y\n"
+        proc.stdout.close()  # like head exiting
+        rc = proc.wait(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert rc == 128 + signal.SIGPIPE
+    run = runs_of(db_path, "yes")[-1]
+    assert (run.signal, run.merged) == (signal.SIGPIPE, True)
+    assert run.stdout.startswith(b"y\ny\n")
+
+
+def test_merged_command_not_found_is_one_stream(cw_env, db_path, tmp_path):
+    with open(tmp_path / "f", "wb") as f:
+        rc = subprocess.run(wrap("gone", "no-such-command-here"), env=cw_env,
+                            stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
+                            timeout=60).returncode  # fmt: skip
+    said = b"cronwatch: no-such-command-here: command not found\n"
+    assert (rc, (tmp_path / "f").read_bytes()) == (127, said)
+    run = runs_of(db_path, "gone")[-1]
+    assert (run.merged, run.stdout, run.stderr) == (True, said, None)
 
 
 # --- what the job leaves running ------------------------------------------------------

@@ -235,7 +235,8 @@ def execute(o: Options) -> Result:
         res.duration = time.monotonic() - t0
         res.wrapper_exit = res.exit_code
         if o.capture:
-            res.stdout, res.stderr = b"", f"cronwatch: {res.spawn_error}\n".encode()
+            said = f"cronwatch: {res.spawn_error}\n".encode()
+            res.stdout, res.stderr = (said, None) if res.merged else (b"", said)
         return res
     except Exception as e:
         forward.unblock()
