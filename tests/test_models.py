@@ -58,7 +58,7 @@ def test_run_construction_equality_and_repr() -> None:
     assert run != Run("backup", 100.0, "failed", "r1", exit_code=4)
     assert run != "backup" and (run == object()) is False
     assert repr(run).startswith("Run(job='backup', started_at=100.0, status=<Status.FAILED")
-    assert "exit_code=3" in repr(run) and repr(run).endswith("source='wrapper')")
+    assert "exit_code=3" in repr(run) and repr(run).endswith("source='wrapper', merged=False)")
     with pytest.raises(TypeError):
         hash(run)  # mutable, so unhashable, as a dataclass with eq
     with pytest.raises(AttributeError):
