@@ -146,3 +146,29 @@ def test_status_filter_takes_the_statuses_and_refuses_others(
     params = schema["paths"]["/jobs/{name}/runs"]["get"]["parameters"]
     (param,) = [p for p in params if p["name"] == "status"]
     assert list(STATUSES) == param["schema"]["anyOf"][0]["enum"]
+
+
+def test_a_run_captured_as_one_stream_says_so(
+    live: LiveServer, client: httpx.Client, rw: dict, tmp_path
+) -> None:
+    """A wrapped run written to the server's database with `2>&1`: the API's run says its
+    output is one stream; a check-in's output is stdout only."""
+    import json
+    import os
+    import subprocess
+
+    from conftest import CRONWATCH
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRONWATCH_")}
+    env.update(CRONWATCH_DASHBOARD="off", XDG_STATE_HOME=str(tmp_path))
+    with open(tmp_path / "log", "wb") as log:
+        rc = subprocess.run([CRONWATCH, "run", "merged", "--db", str(live.db), "--", "sh", "-c",
+                             "echo 1; echo 2 >&2"], env=env, stdin=subprocess.DEVNULL,
+                            stdout=log, stderr=subprocess.STDOUT, timeout=60).returncode  # fmt: skip
+    assert rc == 0
+    (listed,) = client.get("/api/v1/jobs/merged/runs", headers=rw).json()
+    one = client.get(f"/api/v1/runs/{listed['id']}", headers=rw).json()
+    assert (one["merged"], one["stdout"], one["stderr"]) == (True, "1\n2\n", None), json.dumps(one)
+    r = client.post("/api/v1/jobs/sdk-out/runs", json={"status": "ok", "output": "x\n"},
+                    headers=rw)  # fmt: skip
+    assert (r.status_code, r.json()["merged"], r.json()["stdout"]) == (201, False, "x\n")
