@@ -150,3 +150,18 @@ def test_line_count(lines: list[str], trailing: bool) -> None:
     text = "\n".join(lines) + ("\n" if trailing and lines else "")
     expected = len(text.splitlines())
     assert parse_rule(f"stdout lines == {expected}").check(run(stdout=text.encode())) is None
+
+
+def test_one_stream_rules_on_output_captured_as_one_stream() -> None:
+    """With `2>&1` the streams are one: 'output' rules judge it, and a rule on stdout or
+    stderr alone says why it cannot be judged instead of counting the other's lines."""
+    merged = Run(job="j", started_at=0.0, status=Status.SUCCESS, duration=1.0,
+                 stdout=b"done\nwarning: slow\n", stderr=None, merged=True)  # fmt: skip
+    assert parse_rule("output contains warning").check(merged) is None
+    assert parse_rule("output lines == 2").check(merged) is None
+    for rule in ("stdout lines == 1", "stderr contains warning"):
+        subject = rule.split()[0]
+        assert parse_rule(rule).check(merged) == (
+            f"{rule} failed: stdout and stderr went to one place and were captured as one "
+            f"stream: use 'output' instead of '{subject}'"
+        )

@@ -76,6 +76,9 @@ class Rule:
             ok = _OPS[self.op](took, float(self.value))
             return None if ok else f"took {format_duration(took)}"
         out = _output(run, self.subject)
+        if out is None and run.merged:
+            return (f"stdout and stderr went to one place and were captured as one stream: "
+                    f"use 'output' instead of '{self.subject}'")  # fmt: skip
         if out is None:
             return f"no {self.subject} was captured"
         if self.kind == "lines":
@@ -92,6 +95,8 @@ class Rule:
 
 
 def _output(run: Run, subject: str) -> str | None:
+    if run.merged and subject != "output":  # one stream: which line came from where is gone
+        return None
     streams = {"stdout": (run.stdout,), "stderr": (run.stderr,)}
     captured = [p for p in streams.get(subject, (run.stdout, run.stderr)) if p is not None]
     if not captured:
