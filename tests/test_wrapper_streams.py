@@ -251,3 +251,24 @@ def read_to_eof(*pipes: Any) -> list[bytes]:
             else:
                 left.discard(p)
     return [b"" if p is None else got[p] for p in pipes]
+
+
+def test_the_relay_holds_only_what_the_leftover_writes_to(cw_env, db_path, tmp_path):
+    """A leftover that closed its stderr: our stderr reaches EOF when the wrapper exits
+    (whoever reads it is not kept waiting), while its stdout is still passed on."""
+    leaver = ('( exec 2>&-; while [ ! -e go ]; do sleep 0.05; done; echo late; echo ok > '
+              'survived ) & echo "job done"')  # fmt: skip
+    proc = subprocess.Popen(wrap("closer", "sh", "-c", leaver), env=cw_env, cwd=tmp_path,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        assert proc.wait(timeout=30) == 0
+        (err,) = read_to_eof(proc.stderr)  # before the go: nobody holds it any more
+        assert b"Traceback" not in err
+        (tmp_path / "go").touch()
+        (out,) = read_to_eof(proc.stdout)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert out == b"job done\nlate\n"
+    assert (tmp_path / "survived").read_text() == "ok\n"

@@ -520,10 +520,12 @@ def _relay(ends: dict[int, int], tee_ok: dict[int, bool]) -> None:
         for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
-        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
         # Hold nothing of ours open but what the relay reads and writes (a pipe of the
         # caller's kept open would keep the caller waiting). /proc, not closerange up to
         # the fd limit: without close_range(2) that is one close per possible fd.
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+        for target in {1, 2} - set(ends.values()):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), target)
         try:
             open_fds: Any = [int(name) for name in os.listdir("/proc/self/fd")]
         except OSError:
