@@ -2,6 +2,10 @@
 
 Only ``os`` and ``sys`` are imported before the child starts, so the job never waits for
 our imports, the database or the dashboard. Everything slow happens after it exits.
+
+Streams that go to one place (``2>&1``) reach the child as one pipe, so they stay in the
+order written; output still written after the job exited (by something it left running)
+is passed on by a relay process, so the wrapper exits without waiting for it.
 """
 
 from __future__ import annotations
