@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import os
 
+from cronwatch.system import private_dirs
+
 TYPE_CHECKING = False  # no runtime `typing` import: the wrapper pays for every module
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -40,10 +42,26 @@ def _fallback_bases() -> list[str]:
     )
     env = os.environ
     tmp = env.get("TMPDIR") or env.get("TEMP") or env.get("TMP") or "/tmp"
-    return [
-        os.path.join(state, "cronwatch", "spool"),
-        os.path.join(tmp, f"cronwatch-{os.getuid()}", "spool"),
-    ]
+    ours = os.path.join(tmp, f"cronwatch-{os.getuid()}")
+    bases = [os.path.join(state, "cronwatch", "spool")]
+    if _private_or_absent(ours):
+        bases.append(os.path.join(ours, "spool"))
+    return bases
+
+
+def _private_or_absent(d: str) -> bool:
+    """In a shared temporary directory anyone may have made ``d`` first: use it only if it
+    is ours and only we can write to it. Runs planted there would be merged into our
+    database, and runs spooled there could be deleted."""
+    try:
+        st = os.lstat(d)
+    except (FileNotFoundError, NotADirectoryError):  # creating it will say what is wrong
+        return True
+    except OSError:
+        return False
+    import stat
+
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o022
 
 
 def spool_dirs(db_path: str) -> list[str]:
@@ -88,8 +106,8 @@ def spool_run(db_path: str, run: Run) -> str:
     errors = []
     for d in spool_dirs(db_path):
         try:
-            os.makedirs(d, mode=0o700, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".json")
+            private_dirs(d)
+            fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".json")  # 0600
             try:
                 os.write(fd, data)
                 os.fsync(fd)
