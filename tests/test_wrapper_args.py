@@ -19,10 +19,15 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from conftest import CRONWATCH, JOB_WATCH, last_run, warnings
+from cronwatch.core.errors import ValidationError
+from cronwatch.core.model import normalize_name, validate_name
 from cronwatch.store import open_store
 from cronwatch.wrapper import spool
+from cronwatch.wrapper.options import Usage, name_ok, parse_run_args, settle_name
 
 # The job of every test: leaves a marker (proof that it ran), writes to both streams,
 # prints its own arguments and exits 5.
@@ -335,3 +340,53 @@ def test_the_dashboards_directory_is_made_when_missing(cw, tmp_path, sync):
     assert (rc, out, err) == (0, b"hi\n", b"")
     assert "shown-job" in wait_for(page)
     assert not [p for p in page.parent.iterdir() if p.suffix == ".html" and p != page]
+
+
+# --- the parser and the name rule, in-process ---------------------------------------------
+
+
+@given(st.text(max_size=80))
+def test_normalize_name_gives_a_valid_name_or_nothing(text):
+    name = normalize_name(text)
+    if name:
+        assert validate_name(name) == name
+        assert normalize_name(name) == name  # idempotent
+    if any(c.isascii() and c.isalnum() for c in text.lower()):
+        assert name  # something of it is usable
+    try:
+        validate_name(text)
+    except ValidationError:
+        pass
+    else:
+        assert name == text  # a valid name is kept as it is
+
+
+@given(st.text(max_size=80))
+def test_the_wrappers_quick_name_check_is_the_rule(text):
+    """options.name_ok runs before the spawn without importing the core: the same rule."""
+    try:
+        validate_name(text)
+    except ValidationError:
+        assert not name_ok(text)
+    else:
+        assert name_ok(text)
+
+
+WORDS = st.sampled_from(
+    ["--", "-", "-h", "--help", "--name", "--name=", "--name=x", "--db", "--timeout", "5s",
+     "soon", "--timeout=x", "--no-capture", "--no-capture=1", "--json", "--bogus", "-v", "x",
+     "Bad Name", "cmd", "", "--max-output", "1k"]
+)  # fmt: skip
+
+
+@given(st.lists(WORDS, max_size=10), st.booleans())
+def test_the_parser_finds_a_command_or_says_there_is_none(args, name_form):
+    try:
+        o = parse_run_args(args, name_form=name_form)
+    except Usage as e:
+        assert "no command given" in str(e)
+        return
+    assert o.command and args[len(args) - len(o.command) :] == o.command  # a tail of args
+    assert all(isinstance(w, str) and "\n" not in w for w in o.warnings)
+    settle_name(o)
+    assert validate_name(o.name) == o.name
