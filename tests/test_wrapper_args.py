@@ -320,6 +320,21 @@ def test_the_temporary_spool_is_private_and_refused_when_not(same_env, monkeypat
     assert len(list(ours.rglob("*.json"))) == 1  # only the first run's
 
 
+def test_the_outbox_refuses_a_temporary_directory_others_may_write(tmp_path, monkeypatch):
+    """The remote outbox (queued pings, with their keys) shares that directory."""
+    from cronwatch.remote import outbox
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    ours = tmp_path / f"cronwatch-{os.getuid()}"
+    assert outbox.dirs()[1:] == [str(ours / "outbox")]  # absent: ours to make
+    ours.mkdir(mode=0o700)
+    ours.chmod(0o700)
+    assert outbox.dirs()[1:] == [str(ours / "outbox")]
+    ours.chmod(0o777)
+    assert outbox.dirs() == [str(tmp_path / "state" / "cronwatch" / "outbox")]
+
+
 # --- the dashboard ---------------------------------------------------------------------------
 
 

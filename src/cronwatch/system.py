@@ -54,6 +54,22 @@ def private_dirs(path: str) -> None:
                 raise
 
 
+def ours_alone(path: str) -> bool:
+    """Whether directory ``path`` is absent (we will make it) or ours with no one else
+    allowed to write in it. In a shared temporary directory anyone may have made
+    ``$TMPDIR/cronwatch-<uid>`` first: what we would read back from it (spooled runs,
+    queued pings) could have been planted, and what we leave there deleted."""
+    try:
+        st = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):  # making it will say what is wrong
+        return True
+    except OSError:
+        return False
+    import stat
+
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o022
+
+
 def create_private_file(path: str) -> bool:
     """Create ``path`` empty and 0600 if it does not exist; True if we created it. An
     existing file keeps its mode: it is not ours to change."""

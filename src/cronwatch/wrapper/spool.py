@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 
-from cronwatch.system import private_dirs
+from cronwatch.system import ours_alone, private_dirs
 
 TYPE_CHECKING = False  # no runtime `typing` import: the wrapper pays for every module
 if TYPE_CHECKING:
@@ -44,24 +44,9 @@ def _fallback_bases() -> list[str]:
     tmp = env.get("TMPDIR") or env.get("TEMP") or env.get("TMP") or "/tmp"
     ours = os.path.join(tmp, f"cronwatch-{os.getuid()}")
     bases = [os.path.join(state, "cronwatch", "spool")]
-    if _private_or_absent(ours):
+    if ours_alone(ours):
         bases.append(os.path.join(ours, "spool"))
     return bases
-
-
-def _private_or_absent(d: str) -> bool:
-    """In a shared temporary directory anyone may have made ``d`` first: use it only if it
-    is ours and only we can write to it. Runs planted there would be merged into our
-    database, and runs spooled there could be deleted."""
-    try:
-        st = os.lstat(d)
-    except (FileNotFoundError, NotADirectoryError):  # creating it will say what is wrong
-        return True
-    except OSError:
-        return False
-    import stat
-
-    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o022
 
 
 def spool_dirs(db_path: str) -> list[str]:
