@@ -167,6 +167,8 @@ def test_a_missing_name_is_taken_from_the_command(cw, db_path, tmp_path, args, r
         # an unknown option's value, told apart from the command by the `--` that follows
         (CRONWATCH, ["run", "x", "--retries", "3", "--"], "ignoring unknown option --retries '3'"),
         (CRONWATCH, ["run", "--retries", "3", "x", "--"], "ignoring unknown option --retries '3'"),
+        (JOB_WATCH, ["--retries", "3", "--name", "x"], "ignoring unknown option --retries '3'"),
+        (JOB_WATCH, ["-r", "3", "--db", "{db}", "--name=x"], "ignoring unknown option -r '3'"),
         (JOB_WATCH, ["--name", "x", "--retries", "3", "--no-dashboard", "--"],
          "ignoring unknown option --retries '3'"),
         (JOB_WATCH, ["--json", "--name", "x"],
@@ -182,6 +184,7 @@ def test_a_missing_name_is_taken_from_the_command(cw, db_path, tmp_path, args, r
 )  # fmt: skip
 def test_a_usage_error_of_ours_costs_one_warning_line(cw, db_path, tmp_path, prog, args, warning):
     marker = tmp_path / "ran"
+    args = [str(db_path) if a == "{db}" else a for a in args]
     rc, out, err = cw(*args, *job(marker, "a", "--b"), prog=prog)
     ours = assert_ran(rc, out, err, marker, "a --b")
     assert len(ours) == 1 and ours[0].startswith(b"cronwatch: warning: " + warning.encode()), err

@@ -11,18 +11,21 @@ import sys
 
 
 def _name_form(argv: list[str]) -> bool:
-    """True for ``[--db X ...] --name NAME CMD...``: --name before the first bare word."""
-    from cronwatch.wrapper.options import VALUED
+    """True for ``[--db X ...] --name NAME CMD...``: --name before the first bare word (an
+    unknown option's value aside: `job-watch --bogus VALUE --name NAME CMD` runs CMD)."""
+    from cronwatch.wrapper.options import VALUED, name_follows, unknown_option
 
     skip = False
-    for a in argv:
+    for i, a in enumerate(argv):
         if skip:
             skip = False
             continue
         if a == "--name" or a.startswith("--name="):
             return True
-        if not a.startswith("-") or a == "--":
+        if a == "--":
             return False
+        if a == "-" or not a.startswith("-"):
+            return i > 0 and unknown_option(argv[i - 1]) and name_follows(argv, i + 1)
         skip = a in VALUED
     return False
 

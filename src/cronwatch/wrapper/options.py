@@ -151,8 +151,12 @@ def _scan(args: list[str], *, name_form: bool) -> Options:
             o.command = args[i + 1 :]
             break
         if a == "-" or not a.startswith("-"):  # a bare word
-            if unknown and _ours_until_dashdash(args, i + 1, need_name=not (name_form or named)):
-                # `--bogus VALUE -- CMD`: VALUE was the unknown option's, not the command
+            if unknown and (
+                _ours_until_dashdash(args, i + 1, need_name=not (name_form or named))
+                or (name_form and not named and name_follows(args, i + 1))
+            ):
+                # `--bogus VALUE -- CMD`, `--bogus VALUE --name X CMD`: VALUE was the
+                # unknown option's, not the command
                 o.warnings[-1] = f"ignoring unknown option {unknown} {a!r}"
                 unknown = ""
                 i += 1
@@ -207,6 +211,35 @@ def _ours_until_dashdash(args: list[str], i: int, *, need_name: bool) -> bool:
         elif key in VALUED and "=" not in a:
             i += 2
         elif key in VALUED or key in FLAGS or key in IGNORED:
+            i += 1
+        else:
+            return False
+    return False
+
+
+def unknown_option(a: str) -> bool:
+    """An option word of no meaning to us, without ``=``: the next word may be its value."""
+    return (
+        a.startswith("-")
+        and a not in ("-", "--", "-h", "--help")
+        and "=" not in a
+        and a not in VALUED
+        and a not in FLAGS
+        and a not in IGNORED
+    )
+
+
+def name_follows(args: list[str], i: int) -> bool:
+    """Whether ``--name`` comes in ``args[i:]`` before a bare word or an unknown option
+    (the name form, after an unknown option's value: `job-watch --bogus VALUE --name X`)."""
+    while i < len(args):
+        a = args[i]
+        key = a.partition("=")[0]
+        if key == "--name":
+            return True
+        if key in VALUED and "=" not in a:
+            i += 2
+        elif a.startswith("-") and (key in VALUED or key in FLAGS or key in IGNORED):
             i += 1
         else:
             return False
