@@ -189,7 +189,7 @@ def _scan(args: list[str], *, name_form: bool) -> Options:
             o.warnings.append(f"ignoring {key}: {IGNORED[key]}")
         else:
             o.warnings.append(f"ignoring unknown option {a!r}")
-            unknown = "" if eq else a
+            unknown = a if unknown_option(a) else ""
         i += 1
     return o
 
