@@ -10,26 +10,38 @@ import time
 import pytest
 
 import cronwatch
-from conftest import CRONWATCH, JOB_WATCH, last_run
+from conftest import CRONWATCH, JOB_WATCH, last_run, warnings
 from cronwatch.cli.commands import build_parser
 from cronwatch.core.model import NAME_RULE, Job, Run, Status
 
 # --- the wrapper's command line -------------------------------------------------------------
 
 
+# A name that breaks the rule used to cost the job (exit 2, nothing run); since issue 11
+# the run is recorded under the nearest valid name, and one warning line says which.
 @pytest.mark.parametrize(
-    "name", ["Backup", "-backup", "_x", ".x", "a b", "x" * 65, "naïve", "a/b", "semi;colon"]
-)
+    ("name", "recorded_as"),
+    [("Backup", "backup"), ("-backup", "backup"), ("_x", "x"), (".x", "x"), ("a b", "a-b"),
+     ("x" * 65, "x" * 64), ("naïve", "na-ve"), ("a/b", "a-b"), ("semi;colon", "semi-colon"),
+     ("Observatory_Check", "observatory_check"), ("ÉTÉ", "t"), ("***", "sh"), ("", "sh")],
+)  # fmt: skip
 @pytest.mark.parametrize("form", ["run", "name"])
-def test_invalid_job_names_are_rejected_with_the_rule(cw, tmp_path, name, form):
+def test_invalid_job_names_are_normalised_and_the_job_runs(
+    cw, db_path, tmp_path, name, recorded_as, form
+):
     marker = tmp_path / "ran"
-    if form == "run":
-        rc, out, err = cw("run", name, "--", "touch", marker)
+    cmd = ["sh", "-c", 'touch "$0"; echo out; exit 5', marker]
+    if form == "run" and name.startswith("-"):  # read as an (unknown) option of ours
+        rc, out, err = cw("run", f"--name={name}", "--", *cmd)
+    elif form == "run":
+        rc, out, err = cw("run", name, "--", *cmd)
     else:
-        rc, out, err = cw(f"--name={name}", "touch", marker)
-    assert rc == 2
-    assert NAME_RULE.encode() in err
-    assert not marker.exists()
+        rc, out, err = cw(f"--name={name}", *cmd)
+    assert (rc, out) == (5, b"out\n") and marker.exists()
+    assert len(err.splitlines()) == 1 and len(warnings(err)) == 1, err
+    assert f"recorded as {recorded_as!r}".encode() in err
+    assert (NAME_RULE if name else "no job name given").encode() in err
+    assert last_run(db_path, recorded_as).exit_code == 5
 
 
 @pytest.mark.parametrize("name", ["0", "db-backup.daily_2", "x" * 64])
@@ -37,18 +49,20 @@ def test_valid_job_names_are_accepted(cw, name):
     assert cw("run", name, "--", "true").rc == 0
 
 
+# Only a command line with no command in it is an error now (issue 11): `run backup echo
+# hi`, `run -- true` and an unknown option used to be, and now run the job (see
+# tests/test_wrapper_args.py).
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["run", "backup"], "no command given: put it after --"),
         (["run", "backup", "--"], "no command given: put it after --"),
         (["run", "backup", "--timeout", "5s"], "no command given: put it after --"),
-        (["run", "backup", "echo", "hi"], "no command given: put it after --"),
-        (["run"], "no job name given"),
-        (["run", "--", "true"], "no job name given"),
+        (["run"], "no command given"),
+        (["run", "--"], "no command given"),
         (["--name", "backup"], "no command given"),
-        (["run", "backup", "--bogus", "--", "true"], "unknown option '--bogus'"),
-        (["run", "backup", "--timeout"], "option --timeout needs a value"),
+        (["--name", "backup", "--"], "no command given"),
+        (["--name=backup", "--timeout", "5s", "--no-capture"], "no command given"),
     ],
 )
 def test_run_usage_errors(cw, args, message):
@@ -57,6 +71,14 @@ def test_run_usage_errors(cw, args, message):
     assert out == b""
     assert err.startswith(b"cronwatch: ") and message.encode() in err
     assert len(err.splitlines()) == 1
+
+
+def test_a_usage_error_beside_a_missing_command_is_said_too(cw):
+    rc, out, err = cw("run", "backup", "--timeout")
+    assert (rc, out) == (2, b"")
+    assert err.splitlines() == [b"cronwatch: warning: ignoring --timeout: it needs a value",
+                                b"cronwatch: no command given: put it after --, as in: "
+                                b"cronwatch run NAME -- CMD [ARGS...]"]  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CRONWATCH, JOB_WATCH, PY, last_run
+from conftest import CRONWATCH, JOB_WATCH, PY, last_run, warnings
 from cronwatch.core.model import Status
 
 
@@ -406,23 +406,28 @@ def test_timeout_kills_a_child_that_ignores_term(cw, db_path, tmp_path):
     assert run.stdout == b"ready\n"
 
 
+# A bad value of our own option used to cost the job (exit 2, nothing run); since issue 11
+# it costs one warning line and the option keeps its default.
 @pytest.mark.parametrize("option", ["--timeout", "--kill-grace"])
 @pytest.mark.parametrize("value", ["soon", "-5", "inf", "nan", ""])
-def test_bad_durations_are_usage_errors(cw, tmp_path, option, value):
+def test_bad_durations_cost_a_warning_not_the_job(cw, db_path, tmp_path, option, value):
     marker = tmp_path / "ran"
-    rc, _, err = cw("run", "x", option, value, "--", "touch", marker)
-    assert rc == 2
-    assert b"cronwatch: " in err
-    assert not marker.exists()
+    rc, _, err = cw("run", "x", option, value, "--", "sh", "-c", 'touch "$0"; exit 4', marker)
+    assert rc == 4 and marker.exists()
+    assert len(err.splitlines()) == 1 and len(warnings(err)) == 1, err
+    assert f"ignoring {option}: invalid duration".encode() in err
+    assert last_run(db_path, "x").exit_code == 4
 
 
 @pytest.mark.parametrize("value", ["lots", "-1", "inf", "1e400", "nan"])
-def test_bad_sizes_are_usage_errors(cw, tmp_path, value):
+def test_bad_sizes_cost_a_warning_not_the_job(cw, db_path, tmp_path, value):
     marker = tmp_path / "ran"
-    rc, _, err = cw("run", "x", "--max-output", value, "--", "touch", marker)
-    assert rc == 2
-    assert b"invalid size" in err
-    assert not marker.exists()
+    rc, out, err = cw("run", "x", "--max-output", value, "--", "sh", "-c", 'touch "$0"; echo out',
+                      marker)  # fmt: skip
+    assert (rc, out) == (0, b"out\n") and marker.exists()
+    assert len(err.splitlines()) == 1 and len(warnings(err)) == 1, err
+    assert b"ignoring --max-output: invalid size" in err
+    assert last_run(db_path, "x").stdout == b"out\n"  # the default cap: all of it kept
 
 
 def test_environment_and_cwd_are_inherited(cw, tmp_path):

@@ -9,22 +9,23 @@ from __future__ import annotations
 
 import sys
 
-_HELP_FLAGS = ("-h", "--help")
-
 
 def _name_form(argv: list[str]) -> bool:
-    """True for ``[--db X ...] --name NAME CMD...``: --name before the first bare word."""
-    from cronwatch.wrapper.options import VALUED
+    """True for ``[--db X ...] --name NAME CMD...``: --name before the first bare word (an
+    unknown option's value aside: `job-watch --bogus VALUE --name NAME CMD` runs CMD)."""
+    from cronwatch.wrapper.options import VALUED, name_follows, unknown_option
 
     skip = False
-    for a in argv:
+    for i, a in enumerate(argv):
         if skip:
             skip = False
             continue
         if a == "--name" or a.startswith("--name="):
             return True
-        if not a.startswith("-") or a == "--":
+        if a == "--":
             return False
+        if a == "-" or not a.startswith("-"):
+            return i > 0 and unknown_option(argv[i - 1]) and name_follows(argv, i + 1)
         skip = a in VALUED
     return False
 
@@ -33,12 +34,13 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     try:
         if args and args[0] == "run":
-            if _help_before_command(args[1:]):  # `run NAME -h`: argparse would take -h as CMD
-                args = ["run", "--help"]
-            else:
+            if not _help_requested(args[1:], name_form=False):
                 return _wrap(args[1:], name_form=False, argv=argv)
-        if _name_form(args) and not _help_before_command(args):
-            return _wrap(args, name_form=True, argv=argv)
+            args = ["run", "--help"]  # `run NAME -h`: argparse would take -h as CMD
+        elif _name_form(args):
+            if not _help_requested(args, name_form=True):
+                return _wrap(args, name_form=True, argv=argv)
+            args = ["run", "--help"]  # the wrapper's options, with both forms' examples
         from cronwatch.cli.commands import dispatch
 
         return _exit(dispatch(args), argv)
@@ -61,13 +63,12 @@ def _wrap(args: list[str], *, name_form: bool, argv: list[str] | None) -> int:
     return _exit(run_main(args, name_form=name_form), argv, wrapper=True)
 
 
-def _help_before_command(args: list[str]) -> bool:
-    for a in args:
-        if a == "--":
-            return False
-        if a in _HELP_FLAGS:
-            return True
-    return False
+def _help_requested(args: list[str], *, name_form: bool) -> bool:
+    """-h/--help among our own options; after the command starts it is the command's
+    (`job-watch --name disk-usage df -h /`)."""
+    from cronwatch.wrapper.options import help_requested
+
+    return help_requested(args, name_form=name_form)
 
 
 def _exit(code: int, argv: list[str] | None, *, wrapper: bool = False) -> int:

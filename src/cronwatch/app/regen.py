@@ -20,6 +20,9 @@ import sys
 def request(db_path: str, out: str) -> None:
     """Ask for a regeneration of ``out`` from ``db_path``; returns at once."""
     marker = out + ".pending"
+    # A page in a directory that does not exist yet (--dashboard /new/dir/page.html): the
+    # marker, the lock and the page itself all go there.
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
     fd = os.open(marker, os.O_WRONLY | os.O_CREAT, 0o600)
     os.close(fd)
     devnull = os.devnull

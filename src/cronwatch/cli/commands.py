@@ -147,7 +147,14 @@ def build_parser(command_name: str | None = None) -> ArgumentParser:
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     p = command(sub, "run", cmd_run_help, "run a command and record the run",
-                "cronwatch run backup --timeout 2h -- /usr/local/bin/backup.sh --full")  # fmt: skip
+                "cronwatch run backup --timeout 2h -- /usr/local/bin/backup.sh --full\n"
+                "job-watch --name backup --timeout 2h /usr/local/bin/backup.sh --full")  # fmt: skip
+    p.description = (
+        "Run a command and record the run. The command runs whatever else is wrong: an "
+        "unknown option or a bad value before it is ignored and a name outside the rule is "
+        "made to fit it, each with a warning line. -h and --help after the command are the "
+        "command's own."
+    )
     p.add_argument("name", metavar="NAME", help="job name (a-z, 0-9, '-', '_', '.'; max 64)")
     p.add_argument("--db", metavar="PATH", help="database file")
     p.add_argument("--timeout", metavar="DUR", help="kill the command (TERM, then KILL) after DUR; the run is recorded as timeout")  # fmt: skip

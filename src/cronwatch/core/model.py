@@ -162,6 +162,27 @@ def validate_name(name: str) -> str:
     return name
 
 
+def normalize_name(text: str) -> str:
+    """The valid job name nearest to ``text``, or "" when nothing of it is usable.
+
+    Lower-cased; each run of characters outside the name's alphabet becomes one '-' (a
+    trailing one is dropped); what may not start a name is dropped from the front; cut to
+    NAME_MAX. A valid name comes back unchanged. The wrapper records a run under this
+    rather than skip the job over its name."""
+    out: list[str] = []
+    replaced = False
+    for c in text.lower():
+        replaced = c not in _NAME_CHARS
+        if not replaced:
+            out.append(c)
+        elif not out or out[-1] != "-":
+            out.append("-")
+    if replaced and out:
+        out.pop()
+    name = "".join(out).lstrip("-_.")[:NAME_MAX]
+    return name if _fits(name, 1, NAME_MAX, _NAME_FIRST, _NAME_CHARS) else ""
+
+
 def validate_tag(tag: str) -> str:
     """Return ``tag`` if it is a valid tag, else raise ValidationError stating the rule."""
     if not _fits(tag, 1, NAME_MAX, _NAME_FIRST, _NAME_CHARS):  # a tag follows the name rule

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from cronwatch.remote.ping import PERMANENT, BadServer, Ping, send
 from cronwatch.remote.transport import DEFAULT_TIMEOUT, Transport
-from cronwatch.system import state_dir
+from cronwatch.system import ours_alone, private_dirs, state_dir
 
 _SUFFIX = ".ping"
 _last_ns = 0
@@ -32,10 +32,10 @@ _seq = 0
 
 def dirs() -> list[str]:
     tmp = os.environ.get("TMPDIR") or "/tmp"
-    return [
-        os.path.join(state_dir(), "outbox"),
-        os.path.join(tmp, f"cronwatch-{os.getuid()}", "outbox"),
-    ]
+    ours = os.path.join(tmp, f"cronwatch-{os.getuid()}")
+    return [os.path.join(state_dir(), "outbox")] + (
+        [os.path.join(ours, "outbox")] if ours_alone(ours) else []
+    )
 
 
 def directory() -> str:
@@ -60,7 +60,7 @@ def spool(p: Ping, *, failed: bool = False) -> str:
     name = _name() + _SUFFIX + (".failed" if failed else "")
     for d in dirs():
         try:
-            os.makedirs(d, mode=0o700, exist_ok=True)
+            private_dirs(d)
             tmp = os.path.join(d, f".tmp-{name}")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
@@ -142,7 +142,7 @@ def _locked(deadline: float | None) -> Iterator[bool]:
     fd = -1
     for d in dirs():
         try:
-            os.makedirs(d, mode=0o700, exist_ok=True)
+            private_dirs(d)
             fd = os.open(os.path.join(d, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
             break
         except OSError:

@@ -14,7 +14,12 @@ KILL_GRACE = 5.0
 
 
 class Usage(Exception):
-    """A usage error in the run command line: message, exit 2, nothing run."""
+    """No command to run in the run command line: message, exit 2. (Any other usage error
+    is a warning: the job runs.)"""
+
+    def __init__(self, message: str, warnings: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.warnings = warnings or []
 
 
 def name_ok(name: str) -> bool:
@@ -90,11 +95,16 @@ class Options:
         self.local = True
         self.send_output = False
         self.config: str | None = None
+        self.help = False  # -h/--help among our own options
+        self.warnings: list[str] = []  # our usage errors: one line each, the job still runs
 
 
 VALUED = {"--db", "--max-output", "--timeout", "--kill-grace", "--dashboard", "--env",
            "--server", "--key", "--config", "--name"}  # fmt: skip
 FLAGS = {"--no-capture", "--capture", "--capture-output", "--no-dashboard", "--no-local"}
+# The top-level CLI's own options, harmless before the wrapped command: why each is ignored.
+IGNORED = {"--json": "a wrapped run prints only the command's output",
+           "--version": "it is not for running a command"}  # fmt: skip
 
 
 def remote_wanted(o: Options) -> bool:
@@ -108,54 +118,153 @@ def remote_wanted(o: Options) -> bool:
 
 
 def parse_run_args(args: list[str], *, name_form: bool) -> Options:
-    """Parse ``NAME [options] -- CMD...`` (run form) or ``--name NAME [options] CMD...``."""
+    """Parse ``NAME [options] -- CMD...`` (run form) or ``--name NAME [options] CMD...``.
+
+    Lenient on purpose: the job must run whenever its command can be identified, so our
+    own usage errors (an unknown option, a bad value) become ``o.warnings`` and the name is
+    settled later (``settle_name``). Raises Usage only when there is no command to run.
+    """
+    o = _scan(args, name_form=name_form)
+    if not o.command:
+        if name_form:
+            raise Usage("no command given: put the command after the options, e.g. "
+                        "job-watch --name NAME CMD [ARGS...]", o.warnings)  # fmt: skip
+        raise Usage("no command given: put it after --, as in: cronwatch run NAME -- CMD [ARGS...]",
+                    o.warnings)  # fmt: skip
+    return o
+
+
+def help_requested(args: list[str], *, name_form: bool) -> bool:
+    """Whether -h/--help stands among our own options (before the command): after it, it
+    is the command's."""
+    return _scan(args, name_form=name_form).help
+
+
+def _scan(args: list[str], *, name_form: bool) -> Options:
     o = Options()
     i = 0
-    saw_dashdash = False
+    unknown = ""  # the previous word, when it was an option we do not know
+    named = False  # the job name is given (it may be "", which settle_name fixes)
     while i < len(args):
         a = args[i]
         if a == "--":
-            saw_dashdash = True
             o.command = args[i + 1 :]
             break
-        if not a.startswith("--"):
-            if name_form:
-                o.command = args[i:]
-                break
-            if not o.name:  # the first bare word is the job name (options may come first)
-                o.name = a
+        if a == "-" or not a.startswith("-"):  # a bare word
+            if unknown and (
+                _ours_until_dashdash(args, i + 1, need_name=not (name_form or named))
+                or (name_form and not named and name_follows(args, i + 1))
+            ):
+                # `--bogus VALUE -- CMD`, `--bogus VALUE --name X CMD`: VALUE was the
+                # unknown option's, not the command
+                o.warnings[-1] = f"ignoring unknown option {unknown} {a!r}"
+                unknown = ""
                 i += 1
                 continue
-            raise Usage(
-                "no command given: put it after --, as in: cronwatch run NAME -- CMD [ARGS...]"
-            )
+            if name_form or named:
+                o.command = args[i:]
+                break
+            o.name, named = a, True  # run form: the first bare word is the job name
+            i += 1
+            continue
+        unknown = ""
         key, eq, val = a.partition("=")
-        if key in VALUED:
+        if key in ("-h", "--help"):
+            o.help = True
+        elif key in VALUED:
+            named = named or key == "--name"
             if not eq:
+                if i + 1 >= len(args):
+                    o.warnings.append(f"ignoring {key}: it needs a value")
+                    break
                 i += 1
-                if i >= len(args):
-                    raise Usage(f"option {key} needs a value")
                 val = args[i]
-            _apply(o, key, val)
+            try:
+                _apply(o, key, val)
+            except Usage as e:
+                o.warnings.append(f"ignoring {key}: {e}")
         elif key in FLAGS and not eq:
             _apply(o, key, "")
+        elif key in IGNORED:
+            o.warnings.append(f"ignoring {key}: {IGNORED[key]}")
         else:
-            raise Usage(f"unknown option {a!r} (see cronwatch run --help)")
+            o.warnings.append(f"ignoring unknown option {a!r}")
+            unknown = a if unknown_option(a) else ""
         i += 1
-    if not o.name:
-        raise Usage("no job name given: cronwatch run NAME -- CMD [ARGS...]")
-    if not name_ok(o.name):
-        raise Usage(
-            f"invalid job name {o.name!r}: a job name is 1-64 characters of a-z, 0-9, "
-            "'-', '_' and '.', starting with a letter or digit"
-        )
-    if not o.command:
-        if name_form or saw_dashdash:
-            raise Usage("no command given: put the command after the options, e.g. "
-                        "cronwatch --name NAME CMD [ARGS...]" if name_form else
-                        "no command given: put it after --")  # fmt: skip
-        raise Usage("no command given: put it after --")
     return o
+
+
+def _ours_until_dashdash(args: list[str], i: int, *, need_name: bool) -> bool:
+    """Whether ``args[i:]`` are our options (and the job name, if it is still to come) up
+    to a ``--``: then the word before ``i`` belonged to an unknown option. Otherwise it
+    begins what it looks like: the name, or the command (`run x sh -c '...' -- a b`)."""
+    while i < len(args):
+        a = args[i]
+        key = a.partition("=")[0]
+        if a == "--":
+            return not need_name
+        if a == "-" or not a.startswith("-"):
+            if not need_name:
+                return False
+            need_name = False
+            i += 1
+        elif key in VALUED and "=" not in a:
+            i += 2
+        elif key in VALUED or key in FLAGS or key in IGNORED:
+            i += 1
+        else:
+            return False
+    return False
+
+
+def unknown_option(a: str) -> bool:
+    """An option word of no meaning to us, without ``=``: the next word may be its value."""
+    return (
+        a.startswith("-")
+        and a not in ("-", "--", "-h", "--help")
+        and "=" not in a
+        and a not in VALUED
+        and a not in FLAGS
+        and a not in IGNORED
+    )
+
+
+def name_follows(args: list[str], i: int) -> bool:
+    """Whether ``--name`` comes in ``args[i:]`` before a bare word or an unknown option
+    (the name form, after an unknown option's value: `job-watch --bogus VALUE --name X`)."""
+    while i < len(args):
+        a = args[i]
+        key = a.partition("=")[0]
+        if key == "--name":
+            return True
+        if key in VALUED and "=" not in a:
+            i += 2
+        elif a.startswith("-") and (key in VALUED or key in FLAGS or key in IGNORED):
+            i += 1
+        else:
+            return False
+    return False
+
+
+def settle_name(o: Options) -> str:
+    """Make ``o.name`` a valid job name; returns the warning to give ("" if it was valid).
+
+    A bad or missing name never costs the job: it is normalised (or, when nothing of it
+    is usable, derived from the command) and the warning says what the run is recorded
+    under."""
+    if name_ok(o.name):
+        return ""
+    from cronwatch.core.model import NAME_RULE, normalize_name  # only for a bad name
+
+    given = o.name
+    o.name = (
+        normalize_name(given)
+        or normalize_name(os.path.basename(o.command[0]) if o.command else "")
+        or "unnamed"
+    )
+    if not given:
+        return f"no job name given; the run is recorded as {o.name!r}"
+    return f"invalid job name {given!r} ({NAME_RULE}); the run is recorded as {o.name!r}"
 
 
 def _apply(o: Options, key: str, val: str) -> None:

@@ -21,6 +21,7 @@ from cronwatch.wrapper.options import (
     Usage,
     parse_run_args,
     remote_wanted,
+    settle_name,
 )
 
 TYPE_CHECKING = False  # no runtime `typing` import before the spawn
@@ -598,8 +599,14 @@ def main(args: list[str], *, name_form: bool) -> int:
     try:
         o = parse_run_args(args, name_form=name_form)
     except Usage as e:
+        for w in e.warnings:  # they may explain it (`--timeout CMD`: CMD taken as a value)
+            sys.stderr.write(f"cronwatch: warning: {w}\n")
         sys.stderr.write(f"cronwatch: {e}\n")
         return 2
+    # Our own usage errors cost a warning line each, never the job: said before it starts.
+    for w in [*o.warnings, settle_name(o)]:
+        if w:
+            sys.stderr.write(f"cronwatch: warning: {w}\n")
     try:
         res = execute(o)
     except NotStarted as e:  # our own failure before the child ran: run it anyway

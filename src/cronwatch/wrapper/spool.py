@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import os
 
+from cronwatch.system import ours_alone, private_dirs
+
 TYPE_CHECKING = False  # no runtime `typing` import: the wrapper pays for every module
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -40,10 +42,11 @@ def _fallback_bases() -> list[str]:
     )
     env = os.environ
     tmp = env.get("TMPDIR") or env.get("TEMP") or env.get("TMP") or "/tmp"
-    return [
-        os.path.join(state, "cronwatch", "spool"),
-        os.path.join(tmp, f"cronwatch-{os.getuid()}", "spool"),
-    ]
+    ours = os.path.join(tmp, f"cronwatch-{os.getuid()}")
+    bases = [os.path.join(state, "cronwatch", "spool")]
+    if ours_alone(ours):
+        bases.append(os.path.join(ours, "spool"))
+    return bases
 
 
 def spool_dirs(db_path: str) -> list[str]:
@@ -89,8 +92,8 @@ def spool_run(db_path: str, run: Run) -> str:
     errors = []
     for d in spool_dirs(db_path):
         try:
-            os.makedirs(d, mode=0o700, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".json")
+            private_dirs(d)
+            fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".json")  # 0600
             try:
                 os.write(fd, data)
                 os.fsync(fd)

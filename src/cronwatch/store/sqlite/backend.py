@@ -18,6 +18,7 @@ from cronwatch.store.rollup import FAILED as _FAILED
 from cronwatch.store.rollup import Rollup
 from cronwatch.store.sqlite import migrations
 from cronwatch.store.sqlite.dialect import SQL
+from cronwatch.system import create_private_file, private_dirs
 
 TYPE_CHECKING = False  # no runtime `typing` import: the wrapper pays for every module
 if TYPE_CHECKING:
@@ -99,7 +100,10 @@ class SQLiteStore(StoreBase):
         if not create and not os.path.exists(self.path):
             raise StoreError(f"no database at {self.path} (nothing has been recorded yet)")
         try:
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            private_dirs(os.path.dirname(self.path))
+            # Created 0600 before SQLite sees it: SQLite then gives its -wal and -shm files
+            # the database file's mode, and the database holds job output and secrets.
+            create_private_file(self.path)
             self.db = sqlite3.connect(
                 self.path, timeout=timeout, isolation_level=None, check_same_thread=False
             )
