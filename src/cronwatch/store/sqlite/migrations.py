@@ -293,6 +293,11 @@ SQLITE: list[str] = [
     UPDATE runs SET rid = uid WHERE client_rid = 1;
     CREATE INDEX runs_rid ON runs (rid, job_id, env) WHERE rid IS NOT NULL;
     """,
+    # 8: when a job was last resumed. Missed runs are counted from the newest run or from
+    # here, whichever is later: the slots that passed while it was paused are never missed.
+    """
+    ALTER TABLE jobs ADD COLUMN resumed_at REAL;
+    """,
 ]
 
 POSTGRES: list[str] = []
