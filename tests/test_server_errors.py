@@ -69,7 +69,23 @@ def test_routes_and_methods_that_do_not_exist_answer_in_the_same_shape(
     r = client.get("/api/v1/no-such-thing", headers=rw)
     assert r.status_code == 404 and r.json() == {"error": "Not Found"}
     r = client.delete("/api/v1/jobs", headers=rw)
-    assert r.status_code == 405 and "error" in r.json() and "allow" in r.headers
+    assert r.status_code == 405 and "error" in r.json()
+    assert r.headers["allow"] == "GET, POST"  # every method of the path, not one route's
+    r = client.post("/api/v1/runs/some-run", headers=rw)
+    assert r.status_code == 405 and r.headers["allow"] == "GET, PATCH"
+
+
+def test_a_body_that_is_not_text_is_422(client: httpx.Client, rw: dict) -> None:
+    r = client.put("/api/v1/jobs/binary", content=b"\xff\xfe\x00{", headers=rw)
+    assert r.status_code == 422 and "JSON" in r.json()["error"]
+
+
+def test_whole_numbers_written_as_floats_are_whole_numbers(client: httpx.Client, rw: dict) -> None:
+    # JSON Schema (and so the OpenAPI document) counts 3.0 as an integer
+    r = client.put("/api/v1/jobs/wholes", content='{"alert_after": 3.0}', headers=rw)
+    assert r.status_code == 200 and r.json()["alert_after"] == 3
+    for bad in ('{"alert_after": 3.5}', '{"alert_after": "3"}', '{"alert_after": true}'):
+        assert client.put("/api/v1/jobs/wholes", content=bad, headers=rw).status_code == 422
 
 
 @pytest.mark.parametrize(
@@ -135,9 +151,9 @@ def test_a_patched_duration_is_the_runs_span(client: httpx.Client, rw: dict) -> 
     # both at once must agree; an end before the start is refused
     r = client.patch("/api/v1/runs/span-1", json={"finished_at": started + 4, "duration_ms": 9},
                      headers=rw)  # fmt: skip
-    assert r.status_code == 422 and "disagree" in r.json()["error"]
+    assert r.status_code == 409 and "disagree" in r.json()["error"]
     r = client.patch("/api/v1/runs/span-1", json={"finished_at": started - 10}, headers=rw)
-    assert r.status_code == 422 and "finished_at" in r.json()["error"]
+    assert r.status_code == 409 and "finished_at" in r.json()["error"]
     run = client.get("/api/v1/runs/span-1", headers=rw).json()
     assert run["duration"] == pytest.approx(4.0, abs=1e-6)  # the refused patches changed nothing
 

@@ -16,9 +16,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from cronwatch.app.evaluate import describe
-from cronwatch.core.errors import CronwatchError, NotFound, ValidationError
+from cronwatch.core.errors import Conflict, CronwatchError, NotFound, ValidationError
 from cronwatch.core.model import (
     NAME_PATTERN,
     NAME_RULE,
@@ -72,13 +73,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "missing or invalid token", **_ERR},
     403: {"description": "read-only token on a write", **_ERR},
     404: {"description": "unknown job, run or incident", **_ERR},
-    409: {"description": "the job exists already", **_ERR},
+    409: {"description": "the job exists already; a run's times disagree with its start", **_ERR},
     422: {"description": "invalid input; the message names the field", **_ERR},
 }  # fmt: skip
-
-
-class Conflict(CronwatchError):
-    http_status = 409
 
 
 def build_api(server: Any) -> FastAPI:
@@ -107,8 +104,17 @@ def build_api(server: Any) -> FastAPI:
         # FastAPI's own answers (an unknown route, a wrong method, a body it cannot read)
         # in the documented shape, not {"detail": ...}
         server.counters["api_errors"] += 1
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route that matched the path only
+            headers["Allow"] = ", ".join(_methods(api, request))
+        if exc.status_code == 400:
+            # FastAPI's answer to a body that is not even text (not UTF-8): the same 422
+            # as any other body that is not JSON
+            return JSONResponse({"error": "invalid JSON body: it is not UTF-8 text"},
+                                status_code=422)  # fmt: skip
         return JSONResponse({"error": _excerpt(str(exc.detail), 300)},
-                            status_code=exc.status_code, headers=exc.headers)  # fmt: skip
+                            status_code=exc.status_code, headers=headers)  # fmt: skip
 
     reader: Store = server.reader
 
@@ -310,6 +316,16 @@ def invalid_body(errors: Any) -> dict[str, Any]:
     else:
         msg = "invalid input"
     return {"error": _excerpt(msg, 500), "detail": detail}
+
+
+def _methods(api: FastAPI, request: Request) -> list[str]:
+    """Every method some route offers at this request's path."""
+    found: set[str] = set()
+    for route in api.router.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            found |= getattr(route, "methods", None) or set()
+    return sorted(found)
 
 
 def _excerpt(text: str, limit: int) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cronwatch.core.errors import ValidationError
+from cronwatch.core.errors import Conflict
 from cronwatch.core.model import Run, Status, validate_name
 from cronwatch.core.values import cap_bytes
 from cronwatch.server.api_models import RunCreate, RunPatch
@@ -52,10 +52,11 @@ def _times(run: Run, body: RunPatch, now: float | None) -> tuple[float, float] |
     start = run.started_at
     end = body.finished_at
     duration = None if body.duration_ms is None else body.duration_ms / 1000
+    # Both are well-formed numbers; the run's own start is what refuses them: 409.
     if end is not None and end < start:
-        raise ValidationError(f"invalid finished_at {end!r}: before the run started ({start!r})")
+        raise Conflict(f"invalid finished_at {end!r}: before the run started ({start!r})")
     if end is not None and duration is not None and abs(end - start - duration) > 0.001:
-        raise ValidationError(
+        raise Conflict(
             f"finished_at and duration_ms disagree: the run started at {start!r}, so "
             f"finished_at {end!r} means a duration of {(end - start) * 1000:.0f} ms; "
             "send one of them"
