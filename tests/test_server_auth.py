@@ -96,6 +96,9 @@ def test_writing_back_what_was_read_keeps_the_real_channel_urls(
     assert r.status_code == 422 and "redacted" in r.json()["error"]
     stored = client.get("/api/v1/jobs/roundtrip", params={"secrets": "true"}, headers=rw).json()
     assert stored["notify"] == [HOOK]
+    r = client.post("/api/v1/jobs", json={"name": "copied", "notify": read["notify"]}, headers=rw)
+    assert r.status_code == 422 and "redacted" in r.json()["error"]  # a new job has none
+    assert client.get("/api/v1/jobs/copied", headers=rw).status_code == 404
 
 
 def test_reads_never_write_a_ping_key(

@@ -166,7 +166,7 @@ def build_api(server: Any) -> FastAPI:
     @api.post("/jobs", status_code=201)
     async def create_job(request: Request, body: JobCreate) -> dict[str, Any]:
         settings = body.model_dump(exclude={"name"}, exclude_unset=True)
-        settings = check_settings(settings)
+        settings = check_settings(_unredacted(None, settings))
 
         def op(store: Store) -> Job:
             if store.find_job(body.name) is not None:
