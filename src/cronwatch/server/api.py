@@ -109,10 +109,13 @@ def build_api(server: Any) -> FastAPI:
             # Starlette names the methods of the first route that matched the path only
             headers["Allow"] = ", ".join(_methods(api, request))
         if exc.status_code == 400:
-            # FastAPI's answer to a body that is not even text (not UTF-8): the same 422
-            # as any other body that is not JSON
-            return JSONResponse({"error": "invalid JSON body: it is not UTF-8 text"},
-                                status_code=422)  # fmt: skip
+            # FastAPI's answer to a body json.loads raised on with something else than a
+            # JSONDecodeError (bytes that are not UTF-8, an integer past Python's digit
+            # limit): the same 422 as any other body that is not JSON
+            cause = exc.__cause__
+            why = ("it is not UTF-8 text" if isinstance(cause, UnicodeDecodeError)
+                   else _excerpt(str(cause), 200) if cause else "it cannot be read")  # fmt: skip
+            return JSONResponse({"error": f"invalid JSON body: {why}"}, status_code=422)
         return JSONResponse({"error": _excerpt(str(exc.detail), 300)},
                             status_code=exc.status_code, headers=headers)  # fmt: skip
 
