@@ -376,3 +376,36 @@ def test_in_a_browser_a_live_page_refreshes_itself(db: Any, tmp_path: Path) -> N
     assert "violates the following Content Security Policy" not in done.stderr
     assert 'id="job-second"' in dom
     assert re.search(r"<title>(.*?)</title>", dom)[1] == "cronwatch: 2 jobs, 1 failing"
+
+
+def test_in_a_browser_a_framed_static_page_hides_itself(db: Any, tmp_path: Path) -> None:
+    """frame-ancestors cannot work from a <meta> tag; the page's own script hides it when
+    it is framed (a parent on the same origin reads what the script did)."""
+    import functools
+
+    db.record_run(make_run("framed", 60), now=NOW)
+    site = tmp_path / "site"
+    site.mkdir()
+    write_dashboard(db, str(site / "dashboard.html"), now=NOW)
+    (site / "frame.html").write_text(
+        "<!doctype html><title>parent</title><iframe id=f src=dashboard.html></iframe><script>"
+        "document.getElementById('f').onload=function(){var e=this.contentDocument;"
+        "document.title='frame:'+(e.documentElement.style.display||'shown')+':'+"
+        "(e.getElementById('job-framed')?'rendered':'empty')}</script>"
+    )
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        framed = chromium(
+            tmp_path, "--virtual-time-budget=5000", "--dump-dom", f"{base}/frame.html"
+        )
+        alone = chromium(tmp_path, "--virtual-time-budget=3000", "--dump-dom",
+                         f"{base}/dashboard.html")  # fmt: skip
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "<title>frame:none:rendered</title>" in framed.stdout
+    assert 'id="job-framed"' in alone.stdout and "display: none" not in alone.stdout
