@@ -22,7 +22,7 @@ SCHEMATHESIS = str(Path(sys.executable).parent / "schemathesis")
 TESTS = str(Path(__file__).parent)
 
 
-def test_api_fuzz_with_every_check_finds_nothing(live: LiveServer) -> None:
+def test_api_fuzz_with_every_check_finds_nothing(live: LiveServer, tmp_path: Path) -> None:
     token = live.token("fuzzer")["Authorization"]
     env = dict(os.environ, PYTHONPATH=TESTS, SCHEMATHESIS_HOOKS="fuzz_hooks")
     cmd = [
@@ -33,7 +33,8 @@ def test_api_fuzz_with_every_check_finds_nothing(live: LiveServer) -> None:
         "--max-examples", "10", "--seed", "20261202", "--request-timeout", "20",
         "--no-color",
     ]  # fmt: skip
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=500)
+    # (in tmp_path: the CLI keeps a cache directory where it runs)
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=500, cwd=tmp_path)
     report = p.stdout + p.stderr
     assert p.returncode == 0, report[-20000:]
     counts = re.search(r"(\d+) generated, (\d+) passed", report)

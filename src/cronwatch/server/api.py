@@ -71,7 +71,7 @@ _ERR = {
 }
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "missing or invalid token", **_ERR},
-    403: {"description": "read-only token on a write", **_ERR},
+    403: {"description": "read-only token on a write or asking for secrets", **_ERR},
     404: {"description": "unknown job, run or incident", **_ERR},
     409: {"description": "the job exists already; a run's times disagree with its start", **_ERR},
     422: {"description": "invalid input; the message names the field", **_ERR},
