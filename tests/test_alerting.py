@@ -13,12 +13,13 @@ from cronwatch.core.alerting import (
     Notify,
     OpenIncident,
     Policy,
+    cause_of,
     next_tick,
     on_outcome,
     on_tick,
 )
 from cronwatch.core.errors import ValidationError
-from cronwatch.core.model import Job
+from cronwatch.core.model import Job, Run, Status
 
 T = 10_000.0
 DOWN = dict(down=True, fail_streak=2, incident_open=True, alerted=True, cause="exit 1")
@@ -309,3 +310,18 @@ def test_a_flapping_job_is_capped() -> None:
     alerts = [a for a in sent if a.kind == "alert"]
     assert len(alerts) == 6 and state.suppressed == 14
     assert len([a for a in sent if a.kind == "recovery"]) == 6
+
+
+@pytest.mark.parametrize(
+    ("fields", "cause"),
+    [({"status": Status.FAILED}, "failed"),  # a fail ping: no exit code, no message
+     ({"status": Status.FAILED, "exit_code": 3}, "exit code 3"),
+     ({"status": Status.FAILED, "signal": 9}, "killed by signal 9"),
+     ({"status": Status.FAILED, "message": "assertion failed: x"}, "assertion failed: x"),
+     ({"status": Status.TIMEOUT}, "timed out"),
+     ({"status": Status.MISSED}, "missed: no run started in time"),
+     ({"status": Status.SUCCESS}, "succeeded"),
+     ({"status": Status.SUCCESS, "exit_code": 0}, "succeeded (exit code 0)")],
+)  # fmt: skip
+def test_a_cause_reads_well_whatever_the_run_carries(fields: dict, cause: str) -> None:
+    assert cause_of(Run(job="j", started_at=1.0, **fields)) == cause

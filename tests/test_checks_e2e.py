@@ -9,11 +9,14 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from conftest import Result
+from cronwatch.core.model import Run, Status
+from cronwatch.store import open_store
 
 
 class Receiver:
@@ -140,6 +143,29 @@ def test_paused_jobs_never_alert(cw: Callable[..., Result], receiver: Receiver) 
     assert receiver.events() == []
     show = json.loads(ok(cw("job", "show", "paused-job", "--json")).out)
     assert show["health"] == "paused"
+
+
+def test_a_resumed_job_is_not_missed_for_its_paused_window(
+    cw: Callable[..., Result], db_path: Path, receiver: Receiver
+) -> None:
+    now = time.time()
+    ok(cw("job", "set", "holiday", "--schedule", "every 1h", "--grace", "5m",
+          "--alert-after", "1", "--notify", receiver.url))  # fmt: skip
+    with open_store(str(db_path)) as s:  # its last run five hours ago, then a pause
+        s.record_run(Run(job="holiday", started_at=now - 5 * 3600, status=Status.SUCCESS,
+                         ended_at=now - 5 * 3600 + 1, duration=1.0), now=now)  # fmt: skip
+    ok(cw("job", "set", "holiday", "--pause"))
+    ok(cw("job", "set", "holiday", "--resume"))
+    out = json.loads(ok(cw("check", "--json")).out)
+    assert out["events"] == []  # the five slots passed while it was paused
+    assert [h["status"] for h in json.loads(ok(cw("history", "holiday", "--json")).out)] == [
+        "success"
+    ]
+    assert receiver.events() == []
+    # from the resume on, the schedule holds again
+    out = json.loads(ok(cw("check", "--at", at(now + 3600 + 600), "--json")).out)
+    assert [e["type"] for e in out["events"]].count("job.missed") == 1
+    assert receiver.events() == [("alert", "holiday", "missed")]
 
 
 def test_check_rejects_a_bad_timestamp(cw: Callable[..., Result]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import http.server
 import os
 import re
@@ -196,6 +198,14 @@ def test_no_external_assets_and_a_strict_csp(hostile_store: Any) -> None:
     assert not re.search(r"@import|url\(", page, re.I)
     csp = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', page)
     assert csp and "default-src 'none'" in csp[1] and "connect-src" not in csp[1]
+    # no inline script or style runs unless it is our own, named by its hash
+    assert "unsafe-inline" not in csp[1] and "unsafe-eval" not in csp[1]
+    assert "frame-ancestors 'none'" in csp[1]  # (ignored in <meta>; see dashboard_csp)
+    directives = dict(d.strip().split(" ", 1) for d in csp[1].split(";"))
+    for tag, directive in (("style", "style-src"), ("script", "script-src")):
+        (body,) = re.findall(rf"<{tag}>(.*?)</{tag}>", page, re.S)
+        digest = base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
+        assert directives[directive] == f"'sha256-{digest}'"
 
 
 # --- speed: unchanged jobs are reused -------------------------------------------------------
@@ -300,7 +310,8 @@ def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
              "--disable-quic", "--no-first-run", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}"]  # fmt: skip
+             f"--user-data-dir={tmp_path / 'profile'}",
+             "--enable-logging=stderr", "--v=0"]  # the console, CSP violations included  # fmt: skip
     env = dict(os.environ, TZ="Asia/Tokyo")
     return subprocess.run(
         [CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=90, env=env
@@ -313,10 +324,13 @@ def test_in_a_browser_the_page_renders_and_no_payload_runs(
     path = tmp_path / "dashboard.html"
     write_dashboard(hostile_store, str(path), now=NOW)
     shot = tmp_path / "dashboard.png"
-    dom = chromium(
+    done = chromium(
         tmp_path, "--virtual-time-budget=3000", "--dump-dom", f"--screenshot={shot}",
         "--window-size=1280,2000", path.as_uri(),
-    ).stdout  # fmt: skip
+    )  # fmt: skip
+    dom = done.stdout
+    # our style and script are allowed by their hashes: the browser blocked nothing
+    assert "violates the following Content Security Policy" not in done.stderr
     assert 'id="job-evil"' in dom and 'id="job-backup"' in dom
     assert "PWNED" not in re.search(r"<title>(.*?)</title>", dom)[1]
     assert "data-pwned" not in re.search(r"<body[^>]*>", dom)[0]
@@ -353,10 +367,45 @@ def test_in_a_browser_a_live_page_refreshes_itself(db: Any, tmp_path: Path) -> N
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/"
-        dom = chromium(tmp_path, "--virtual-time-budget=40000", "--dump-dom", url).stdout
+        done = chromium(tmp_path, "--virtual-time-budget=40000", "--dump-dom", url)
+        dom = done.stdout
     finally:
         server.shutdown()
         server.server_close()
     assert len(hits) >= 2  # the page fetched itself again (CSP connect-src 'self')
+    assert "violates the following Content Security Policy" not in done.stderr
     assert 'id="job-second"' in dom
     assert re.search(r"<title>(.*?)</title>", dom)[1] == "cronwatch: 2 jobs, 1 failing"
+
+
+def test_in_a_browser_a_framed_static_page_hides_itself(db: Any, tmp_path: Path) -> None:
+    """frame-ancestors cannot work from a <meta> tag; the page's own script hides it when
+    it is framed (a parent on the same origin reads what the script did)."""
+    import functools
+
+    db.record_run(make_run("framed", 60), now=NOW)
+    site = tmp_path / "site"
+    site.mkdir()
+    write_dashboard(db, str(site / "dashboard.html"), now=NOW)
+    (site / "frame.html").write_text(
+        "<!doctype html><title>parent</title><iframe id=f src=dashboard.html></iframe><script>"
+        "document.getElementById('f').onload=function(){var e=this.contentDocument;"
+        "document.title='frame:'+(e.documentElement.style.display||'shown')+':'+"
+        "(e.getElementById('job-framed')?'rendered':'empty')}</script>"
+    )
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        framed = chromium(
+            tmp_path, "--virtual-time-budget=5000", "--dump-dom", f"{base}/frame.html"
+        )
+        alone = chromium(tmp_path, "--virtual-time-budget=3000", "--dump-dom",
+                         f"{base}/dashboard.html")  # fmt: skip
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "<title>frame:none:rendered</title>" in framed.stdout
+    assert 'id="job-framed"' in alone.stdout and "display: none" not in alone.stdout

@@ -110,3 +110,38 @@ def test_missed_run_alert_and_recovery_through_the_running_scheduler(tmp_path: P
     finally:
         server.stop()
         hook.shutdown()
+
+
+def test_resuming_through_the_api_records_no_miss_for_the_paused_window(tmp_path: Path) -> None:
+    """Two jobs whose last runs lie ten minutes back on a one-minute schedule. "holiday" is
+    paused and resumed through the API; "canary" is touched after that resume, so once
+    the scheduler has recorded the canary's misses it has already looked at holiday."""
+    from cronwatch.core.model import Job, Run, Status
+    from cronwatch.store import open_store
+
+    now = time.time()
+    store = open_store(str(tmp_path / "h.db"))
+    for name in ("holiday", "canary"):
+        store.save_job(Job(name=name, created_at=now - 3600, schedule="every 1m", grace=60,
+                           paused=name == "holiday"), now=now)  # fmt: skip
+        store.record_run(Run(job=name, started_at=now - 600, status=Status.SUCCESS,
+                             ended_at=now - 599, duration=1.0), now=now)  # fmt: skip
+    store.save_job(Job(name="canary", created_at=now - 3600, schedule="", paused=False), now=now)
+    store.close()
+    server = LiveServer(tmp_path / "h.db").start()
+    try:
+        c = httpx.Client(base_url=server.url, headers=server.token("admin"), timeout=10)
+        r = c.post("/api/v1/jobs/holiday/resume")
+        assert r.status_code == 200 and r.json()["paused"] is False
+        assert c.patch("/api/v1/jobs/canary", json={"schedule": "every 1m"}).status_code == 200
+
+        def canary_missed() -> bool:
+            runs = c.get("/api/v1/jobs/canary/runs", params={"limit": 50}).json()
+            return any(r["status"] == "missed" for r in runs)
+
+        assert wait_for(canary_missed), "the scheduler recorded no miss at all"
+        runs = c.get("/api/v1/jobs/holiday/runs", params={"limit": 50}).json()
+        assert [r["status"] for r in runs] == ["success"]
+        assert c.get("/api/v1/jobs/holiday").json()["health"] != "missed"
+    finally:
+        server.stop()

@@ -24,7 +24,10 @@ def test_live_dashboard_needs_a_token_and_escapes_job_text(tmp_path: Path) -> No
         r = httpx.get(f"{server.url}/dashboard", params={"token": secret})
         assert r.status_code == 200, r.text
         assert r.headers["content-type"].startswith("text/html")
-        assert "default-src 'none'" in r.headers["content-security-policy"]
+        csp = r.headers["content-security-policy"]
+        assert "default-src 'none'" in csp and "unsafe-inline" not in csp
+        assert "frame-ancestors 'none'" in csp and r.headers["x-frame-options"] == "DENY"
+        assert "script-src 'sha256-" in csp and "style-src 'sha256-" in csp
         assert r.headers["referrer-policy"] == "no-referrer"
         assert 'id="job-nightly"' in r.text
         assert HOSTILE not in r.text and "&lt;script&gt;document.title" in r.text

@@ -74,7 +74,7 @@ def test_metrics_and_healthz(live: LiveServer, client: httpx.Client) -> None:
     key = live.job_key("metered")
     client.get(f"/ping/{key}/1")
     client.get("/ping/not-a-key")
-    text = client.get("/metrics").text
+    text = client.get("/metrics", headers=live.token("prometheus", read_only=True)).text
     assert 'cronwatch_job_up{job="metered"} 0' in text
     assert 'cronwatch_job_runs_total{job="metered",status="failed"} 1' in text
     assert 'cronwatch_pings_total{dialect="healthchecks"}' in text

@@ -328,9 +328,7 @@ def render_dashboard(
     else:
         body = ("<p class=empty>No jobs yet. Wrap a command and it appears here: "
                 "<code>cronwatch run backup -- /usr/local/bin/backup.sh</code></p>")  # fmt: skip
-    csp = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
-    if live:
-        csp += "; connect-src 'self'"
+    csp = dashboard_csp(live=live)
     legend = "".join(f"<i class={c}></i>{w} " for w, c in _CLASS.items())
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
@@ -342,6 +340,35 @@ def render_dashboard(
         f"<span class=legend>{legend}</span></p></header><main>{body}</main>"
         f"<script>{_JS}</script></body></html>"
     )
+
+
+def dashboard_csp(*, live: bool) -> str:
+    """The page's Content-Security-Policy: only our own constant <style> and <script> run,
+    named by their sha256 (no 'unsafe-inline': should escaping ever miss, injected markup
+    still cannot run script or style). The live page may fetch itself.
+
+    The static page carries this in a <meta> tag, where browsers ignore ``frame-ancestors``
+    (it is kept there for whoever serves the file to copy into a header); the page's script
+    hides it when framed instead. The server sends it as a header, where it holds.
+    """
+    global _HASHES
+    if _HASHES is None:
+        import base64
+        import hashlib  # here, once: only a render needs it
+
+        def sha(text: str) -> str:
+            return base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
+
+        _HASHES = (sha(_CSS), sha(_JS))
+    css, js = _HASHES
+    return (
+        f"default-src 'none'; style-src 'sha256-{css}'; script-src 'sha256-{js}'; "
+        "img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+        + ("; connect-src 'self'" if live else "")
+    )
+
+
+_HASHES: tuple[str, str] | None = None
 
 
 def write_dashboard(store: Store, path: str, *, now: float, fresh: bool = False) -> None:
@@ -414,6 +441,7 @@ function local(){d.querySelectorAll('time[data-t]').forEach(function(t){var x=ne
 if(isNaN(x)||t.title)return;t.title=t.textContent;t.textContent=x.getFullYear()+'-'+pad(x.getMonth()+1)+'-'+
 pad(x.getDate())+' '+pad(x.getHours())+':'+pad(x.getMinutes())+':'+pad(x.getSeconds())});ages();
 var z=Intl.DateTimeFormat().resolvedOptions().timeZone;if(z&&z!='UTC')d.getElementById('tz').textContent='times in '+z+' (UTC on hover)'}
+if(self!==top){d.documentElement.style.display='none';return}
 local();setInterval(ages,30000);
 // live mode (served page): refresh in place, keeping opened runs open
 if(d.body.dataset.live)setInterval(function(){fetch(location.href).then(function(r){return r.text()}).then(function(h){

@@ -34,20 +34,6 @@ def _tail(run: Run | None) -> str:
     return data[-OUTPUT_TAIL:].decode("utf-8", "replace")
 
 
-def _cause(run: Run) -> str:
-    if run.status is Status.MISSED:
-        return run.message or "missed: no run started in time"
-    if run.status is Status.TIMEOUT:
-        return run.message or "timed out"
-    if run.message:
-        return run.message
-    if run.status is Status.SUCCESS:
-        return "succeeded" + ("" if run.exit_code is None else f" (exit code {run.exit_code})")
-    if run.signal is not None:
-        return f"killed by signal {run.signal}"
-    return f"exit code {run.exit_code}"
-
-
 def apply_assertions(store: Any, job: Job, run: Run, *, now: float) -> bool:
     """Turn a successful run that breaks a rule into a failure. True if it changed.
 
@@ -159,7 +145,7 @@ def _record_outcomes(
     a job at a time). ``head(run)``, if given, is the event that goes before each run's."""
     # Imported here, not at the top: a steady success (most wrapped runs) never needs the
     # state machine, and the wrapper pays for every import.
-    from cronwatch.core.alerting import AlertState, Policy, on_outcome
+    from cronwatch.core.alerting import AlertState, Policy, cause_of, on_outcome
 
     events: list[dict[str, Any]] = []
     raw = store.get_alert_state(job.name, env)
@@ -170,7 +156,7 @@ def _record_outcomes(
             events.append(head(run))
         was_down = state.down
         state, actions = on_outcome(
-            state, policy, failed=run.status.is_failure, paused=job.paused, cause=_cause(run),
+            state, policy, failed=run.status.is_failure, paused=job.paused, cause=cause_of(run),
             at=now,
         )  # fmt: skip
         events += _act(store, job, env, actions, run, now)
@@ -295,9 +281,11 @@ def _check_job(store: Any, job: Job, now: float) -> tuple[list[dict[str, Any]], 
 
 
 def _anchor(store: Any, job: Job) -> float:
-    """What the schedule counts from: the newest run's start, or the job's creation."""
+    """What the schedule counts from: the newest run's start, or the job's creation; and
+    never before the job was last resumed, so that paused windows are never missed."""
     newest = store.newest_start(job.name)
-    return newest if newest is not None else job.created_at
+    anchor = newest if newest is not None else job.created_at
+    return anchor if job.resumed_at is None else max(anchor, job.resumed_at)
 
 
 def _next_look(job: Job, anchor: float, open_runs: list[Run], state: Any) -> float | None:

@@ -33,6 +33,9 @@ def register(sub: Any, command: Any) -> None:
                    help="record pings in a child process (default: uses a second core) or "
                         "in a thread of the server process")  # fmt: skip
     p.add_argument("--log-level", default="warning", help="uvicorn log level (default warning)")
+    p.add_argument("--public-metrics", action="store_true",
+                   help="serve /metrics without a token (it lists every job's name and state; "
+                        "by default any API token, read-only included, is needed)")  # fmt: skip
 
     p = command(sub, "token", cmd_token_help, "manage API tokens for the management API",
                 "cronwatch token create --read-only grafana")  # fmt: skip
@@ -76,7 +79,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _open(args).close()  # fail early, with a one-line message, on a bad database
     app = create_app(Config(db=args.db, body_limit=args.body_limit, keepalive=args.keepalive,
                             scheduler=not args.no_scheduler,
-                            ping_process=args.ping_writer == "process"))  # fmt: skip
+                            ping_process=args.ping_writer == "process",
+                            public_metrics=args.public_metrics))  # fmt: skip
     # With the ping writer process, pings are answered by server.front (uvicorn's protocol
     # class for every connection; what is not a plain ping goes on to uvicorn's own).
     http: Any = "auto"

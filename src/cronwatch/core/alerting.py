@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from cronwatch.core.errors import ValidationError
-from cronwatch.core.model import Job
+from cronwatch.core.model import Job, Run, Status
 
 TYPE_CHECKING = False  # no runtime `typing` import: the wrapper pays for every module
 if TYPE_CHECKING:
@@ -191,6 +191,26 @@ def _while_down(st: AlertState, policy: Policy, paused: bool, at: float, out: li
             # Skip this reminder (counted once) rather than retry it on every tick.
             st.suppressed += 1
             st.next_reminder_at = at + (policy.realert or WINDOW)
+
+
+def cause_of(run: Run) -> str:
+    """A finished run's ``cause`` for ``on_outcome``: why it counts as it does, in words.
+
+    A fail ping or an API check-in may carry no exit code and no message: then the cause
+    is "failed", never "exit code None"."""
+    if run.status is Status.MISSED:
+        return run.message or "missed: no run started in time"
+    if run.status is Status.TIMEOUT:
+        return run.message or "timed out"
+    if run.message:
+        return run.message
+    if run.status is Status.SUCCESS:
+        return "succeeded" + ("" if run.exit_code is None else f" (exit code {run.exit_code})")
+    if run.signal is not None:
+        return f"killed by signal {run.signal}"
+    if run.exit_code is not None:
+        return f"exit code {run.exit_code}"
+    return "failed"
 
 
 def on_outcome(

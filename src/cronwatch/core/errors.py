@@ -3,6 +3,8 @@
 CronwatchError              anything cronwatch reports to a user (CLI exit 1, HTTP 400)
 ├── ValidationError         bad input: names, durations, schedules, statuses (exit 2, 422)
 ├── NotFound                unknown job, run or incident (exit 1, 404)
+├── Conflict                valid input that the current state refuses (a job that exists,
+│                           a finish before its run's start) (exit 1, 409)
 ├── StoreError              the database cannot be opened, read or written
 │   └── StoreBusy           another writer holds it (retry later; HTTP 503)
 └── DeliveryError           a notification channel failed (transport error, bad answer)
@@ -26,6 +28,11 @@ class ValidationError(CronwatchError, ValueError):
 class NotFound(CronwatchError, LookupError):
     exit_code = 1
     http_status = 404
+
+
+class Conflict(CronwatchError):
+    exit_code = 1
+    http_status = 409
 
 
 class StoreError(CronwatchError):

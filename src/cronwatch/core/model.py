@@ -439,7 +439,8 @@ class Job(_Record):
 
     __slots__ = ("name", "created_at", "schedule", "tz", "grace", "max_runtime", "alert_after",
                  "recover_after", "realert", "notify", "asserts", "paused", "tags", "ping_key",
-                 "keep_days", "keep_output", "keep_failed_output", "slowdown_alert")  # fmt: skip
+                 "keep_days", "keep_output", "keep_failed_output", "slowdown_alert",
+                 "resumed_at")  # fmt: skip
 
     name: str
     created_at: float
@@ -459,6 +460,7 @@ class Job(_Record):
     keep_output: int
     keep_failed_output: int
     slowdown_alert: bool
+    resumed_at: float | None  # when it was last unpaused (the store keeps it), not a setting
 
     def __init__(
         self,
@@ -480,6 +482,7 @@ class Job(_Record):
         keep_output: int = 1000,
         keep_failed_output: int = 5000,
         slowdown_alert: bool = False,
+        resumed_at: float | None = None,
     ) -> None:
         self.name = name
         self.created_at = created_at
@@ -499,9 +502,10 @@ class Job(_Record):
         self.keep_output = keep_output
         self.keep_failed_output = keep_failed_output
         self.slowdown_alert = slowdown_alert
+        self.resumed_at = resumed_at
 
     def settings(self) -> dict[str, Any]:
-        """Every configurable field (everything but name, created_at and ping_key)."""
+        """Every configurable field (everything but name, created_at, ping_key, resumed_at)."""
         return {k: getattr(self, k) for k in SETTING_NAMES}
 
     def to_dict(self) -> dict[str, Any]:
@@ -510,4 +514,6 @@ class Job(_Record):
         return d
 
 
-SETTING_NAMES = tuple(k for k in Job.__slots__ if k not in {"name", "created_at", "ping_key"})
+SETTING_NAMES = tuple(
+    k for k in Job.__slots__ if k not in {"name", "created_at", "ping_key", "resumed_at"}
+)

@@ -236,11 +236,17 @@ def _number(kind: Kind, value: Any) -> float | int:
     if isinstance(value, bool):  # a bool is an int to Python, never a number to a user
         raise TypeError
     if kind is Kind.COUNT:
-        if isinstance(value, int):
-            return value
+        # A whole number however it is written: 3.0 is an integer to JSON Schema (the
+        # API's OpenAPI document), so the TOML file and `job set` take it as 3 too.
         if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
             return int(value.strip())
-        raise ValueError  # 1.5, "1.0", "3 runs"
+        if isinstance(value, str):
+            value = float(value)  # "3.0", "3e2"; "3 runs" is a ValueError
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, int):
+            return value
+        raise ValueError  # 1.5, NaN, infinity
     if isinstance(value, str):
         x = parse_duration(value) if kind is Kind.DURATION else float(value)
     elif isinstance(value, int | float):

@@ -7,23 +7,33 @@ input is a 422 that names the field, never a 500.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 from fastapi import Depends, FastAPI, Path, Query, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from cronwatch.app.evaluate import describe
-from cronwatch.core.errors import CronwatchError, NotFound, ValidationError
-from cronwatch.core.model import NAME_PATTERN, NAME_RULE, RUN_ID_PATTERN, RUN_ID_RULE, Job, Status
+from cronwatch.core.errors import Conflict, CronwatchError, NotFound, ValidationError
+from cronwatch.core.model import (
+    NAME_PATTERN,
+    NAME_RULE,
+    RUN_ID_PATTERN,
+    RUN_ID_RULE,
+    TAG_PATTERN,
+    TAG_RULE,
+    Job,
+    Status,
+)
 from cronwatch.core.settings import normalize_all
+from cronwatch.notify import redact
 from cronwatch.server.api_models import JobCreate, JobPatch, JobSettings, RunCreate, RunPatch
-from cronwatch.server.auth import authorize
+from cronwatch.server.auth import Forbidden, authorize
 from cronwatch.server.runs_api import create_run_op, patch_run_op
 from cronwatch.store.interface import Store
 
@@ -33,6 +43,11 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 # A run's status as a query parameter: the OpenAPI schema lists the values (core.model's).
 StatusName = Literal["running", "success", "failed", "timeout", "missed"]
+# A job's health as a filter: core.health's words (an unknown word is a 422, not [])
+HealthName = Literal["unknown", "healthy", "failing", "late", "missed", "timeout", "paused"]
+Secrets = Annotated[
+    bool, Query(description="show channel URLs unredacted (a token that may write only)")
+]
 
 JobName = Annotated[str, Path(pattern=NAME_PATTERN, description=NAME_RULE)]
 RunId = Annotated[str, Path(pattern=RUN_ID_PATTERN, description=RUN_ID_RULE)]
@@ -40,6 +55,7 @@ RunId = Annotated[str, Path(pattern=RUN_ID_PATTERN, description=RUN_ID_RULE)]
 BEARER = HTTPBearer(auto_error=False, description="a token from: cronwatch token create NAME")
 PERIODS = {"day": 86400.0, "week": 7 * 86400.0, "month": 30 * 86400.0}
 OUTPUT_LIMIT = 1_000_000
+_MAX_ERRORS = 10  # fields listed in a 422's detail
 
 
 _ERR = {
@@ -55,21 +71,18 @@ _ERR = {
 }
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "missing or invalid token", **_ERR},
-    403: {"description": "read-only token on a write", **_ERR},
+    403: {"description": "read-only token on a write or asking for secrets", **_ERR},
     404: {"description": "unknown job, run or incident", **_ERR},
-    409: {"description": "the job exists already", **_ERR},
+    409: {"description": "the job exists already; a run's times disagree with its start", **_ERR},
     422: {"description": "invalid input; the message names the field", **_ERR},
 }  # fmt: skip
-
-
-class Conflict(CronwatchError):
-    http_status = 409
 
 
 def build_api(server: Any) -> FastAPI:
     def auth(request: Request, _: Annotated[Any, Depends(BEARER)] = None) -> None:
         authorization = request.headers.get("authorization")
-        authorize(server, authorization, write=request.method not in ("GET", "HEAD"))
+        token = authorize(server, authorization, write=request.method not in ("GET", "HEAD"))
+        request.state.read_only = bool(token["read_only"])
 
     api = FastAPI(
         title="cronwatch", version="1", servers=[{"url": "/api/v1"}], openapi_url="/openapi.json",
@@ -84,15 +97,27 @@ def build_api(server: Any) -> FastAPI:
     @api.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         server.counters["api_errors"] += 1
-        errors = _finite(
-            jsonable_encoder(
-                exc.errors(), custom_encoder={bytes: lambda b: b.decode("utf-8", "replace")}
-            )
-        )
-        first = errors[0] if errors else {}
-        where = ".".join(str(x) for x in first.get("loc", ()))
-        msg = f"invalid {where}: {first.get('msg', 'invalid input')}"
-        return JSONResponse({"error": msg, "detail": errors}, status_code=422)
+        return JSONResponse(invalid_body(exc.errors()), status_code=422)
+
+    @api.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # FastAPI's own answers (an unknown route, a wrong method, a body it cannot read)
+        # in the documented shape, not {"detail": ...}
+        server.counters["api_errors"] += 1
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route that matched the path only
+            headers["Allow"] = ", ".join(_methods(api, request))
+        if exc.status_code == 400:
+            # FastAPI's answer to a body json.loads raised on with something else than a
+            # JSONDecodeError (bytes that are not UTF-8, an integer past Python's digit
+            # limit): the same 422 as any other body that is not JSON
+            cause = exc.__cause__
+            why = ("it is not UTF-8 text" if isinstance(cause, UnicodeDecodeError)
+                   else _excerpt(str(cause), 200) if cause else "it cannot be read")  # fmt: skip
+            return JSONResponse({"error": f"invalid JSON body: {why}"}, status_code=422)
+        return JSONResponse({"error": _excerpt(str(exc.detail), 300)},
+                            status_code=exc.status_code, headers=headers)  # fmt: skip
 
     reader: Store = server.reader
 
@@ -103,27 +128,35 @@ def build_api(server: Any) -> FastAPI:
             server.scheduler.touch(touch)  # its settings changed: so may its deadline
         return result
 
-    async def keyed(jobs: list[Job]) -> list[Job]:
-        """Jobs with their ping keys, made on first need (a job may come from the wrapper)."""
-        missing = [j.name for j in jobs if not j.ping_key]
-        if missing:
-            keys = await write(
-                lambda s: {n: s.ensure_ping_key(n, now=time.time()) for n in missing}
-            )
-            for j in jobs:
-                j.ping_key = j.ping_key or keys.get(j.name, "")
-        return jobs
+    def view(request: Request, job: Job, secrets: bool = False) -> dict[str, Any]:
+        """A job as this token may see it. A ping key can forge pings and a channel URL
+        often carries a password or a bot token: a read-only token sees neither; a write
+        token sees the key, and the channels in the clear only when it asks (?secrets=true).
+        A read never writes: a job made by the wrapper has no key (null) until a write
+        (any PUT/PATCH, or `cronwatch job show`) makes one."""
+        read_only = getattr(request.state, "read_only", True)
+        if secrets and read_only:
+            raise Forbidden("a read-only token cannot see channel secrets (secrets=true)")
+        d = job_view(reader, job)
+        if read_only:
+            d["ping_key"] = None
+        d["ping_key"] = d["ping_key"] or None
+        if not secrets:
+            d["notify"] = [redact(u) for u in job.notify]
+        return d
 
     # --- jobs ------------------------------------------------------------------------------
     @api.get("/jobs")
     async def list_jobs(
-        health: Annotated[str | None, Query(max_length=32)] = None,
-        status: Annotated[str | None, Query(max_length=32)] = None,
-        tag: Annotated[str | None, Query(max_length=200)] = None,
+        request: Request,
+        health: HealthName | None = None,
+        status: StatusName | None = None,
+        tag: Annotated[str | None, Query(pattern=TAG_PATTERN, description=TAG_RULE)] = None,
+        secrets: Secrets = False,
     ) -> list[dict[str, Any]]:
         out = []
-        for job in await keyed(reader.list_jobs()):
-            d = job_view(reader, job)
+        for job in reader.list_jobs():
+            d = view(request, job, secrets)
             if health and d["health"] != health:
                 continue
             if status and d["status"] != status:
@@ -134,25 +167,25 @@ def build_api(server: Any) -> FastAPI:
         return out
 
     @api.post("/jobs", status_code=201)
-    async def create_job(body: JobCreate) -> dict[str, Any]:
+    async def create_job(request: Request, body: JobCreate) -> dict[str, Any]:
         settings = body.model_dump(exclude={"name"}, exclude_unset=True)
-        settings = check_settings(settings)
+        settings = check_settings(_unredacted(None, settings))
 
         def op(store: Store) -> Job:
             if store.find_job(body.name) is not None:
                 raise Conflict(f"job {body.name!r} already exists")
             return _save(store, Job(name=body.name), settings)
 
-        return job_view(reader, await write(op, body.name))
+        return view(request, await write(op, body.name))
 
     @api.get("/jobs/{name}")
-    async def get_job(name: JobName) -> dict[str, Any]:
-        return job_view(reader, (await keyed([reader.get_job(name)]))[0])
+    async def get_job(request: Request, name: JobName, secrets: Secrets = False) -> dict[str, Any]:
+        return view(request, reader.get_job(name), secrets)
 
     @api.put("/jobs/{name}")
-    async def put_job(name: JobName, body: JobSettings) -> dict[str, Any]:
+    async def put_job(request: Request, name: JobName, body: JobSettings) -> dict[str, Any]:
         settings = body.model_dump(exclude_unset=True)
-        settings = check_settings(settings)
+        settings = check_settings(_unredacted(reader.find_job(name), settings))
 
         def op(store: Store) -> Job:
             old = store.find_job(name)
@@ -160,13 +193,13 @@ def build_api(server: Any) -> FastAPI:
                         ping_key=old.ping_key if old else "")  # fmt: skip
             return _save(store, fresh, settings)
 
-        return job_view(reader, await write(op, name))
+        return view(request, await write(op, name))
 
     @api.patch("/jobs/{name}")
-    async def patch_job(name: JobName, body: JobPatch) -> dict[str, Any]:
+    async def patch_job(request: Request, name: JobName, body: JobPatch) -> dict[str, Any]:
         settings = body.model_dump(exclude_unset=True)
-        settings = check_settings(settings)
-        return job_view(reader, await write(lambda s: _save(s, s.get_job(name), settings), name))
+        settings = check_settings(_unredacted(reader.find_job(name), settings))
+        return view(request, await write(lambda s: _save(s, s.get_job(name), settings), name))
 
     @api.delete("/jobs/{name}", status_code=204)
     async def delete_job(name: JobName) -> Response:
@@ -175,15 +208,14 @@ def build_api(server: Any) -> FastAPI:
         return Response(status_code=204)
 
     @api.post("/jobs/{name}/pause")
-    async def pause(name: JobName) -> dict[str, Any]:
-        return job_view(
-            reader, await write(lambda s: _save(s, s.get_job(name), {"paused": True}), name)
-        )
+    async def pause(request: Request, name: JobName) -> dict[str, Any]:
+        job = await write(lambda s: _save(s, s.get_job(name), {"paused": True}), name)
+        return view(request, job)
 
     @api.post("/jobs/{name}/resume")
-    async def resume(name: JobName) -> dict[str, Any]:
+    async def resume(request: Request, name: JobName) -> dict[str, Any]:
         job = await write(lambda s: _save(s, s.get_job(name), {"paused": False}), name)
-        return job_view(reader, job)
+        return view(request, job)
 
     # --- runs --------------------------------------------------------------------------------
     @api.get("/jobs/{name}/runs")
@@ -241,11 +273,12 @@ def build_api(server: Any) -> FastAPI:
     ) -> list[dict[str, Any]]:
         if job is not None:
             reader.get_job(job)
-        return reader.list_incidents(job=job, open_only=open, limit=limit)
+        return [_redact_incident(i) for i in reader.list_incidents(job=job, open_only=open,
+                                                                   limit=limit)]  # fmt: skip
 
     @api.get("/incidents/{incident_id}")
     async def incident(incident_id: Annotated[int, Path(ge=1, le=2**62)]) -> dict[str, Any]:
-        return reader.get_incident(incident_id)
+        return _redact_incident(reader.get_incident(incident_id))
 
     return api
 
@@ -265,16 +298,69 @@ def check_settings(settings: dict[str, Any]) -> dict[str, Any]:
         raise ValidationError(f"invalid settings: {type(e).__name__}: {e}") from None
 
 
-def _finite(x: Any) -> Any:
-    """The error's echo of the input, writable as JSON: a NaN sent (Python's json reads
-    it) would make the 422 itself fail, a 500."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return repr(x)
-    if isinstance(x, list):
-        return [_finite(v) for v in x]
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    return x
+def invalid_body(errors: Any) -> dict[str, Any]:
+    """A 422's body: ``error`` names the first bad field; ``detail`` lists where and why
+    for at most a few fields, never the input itself (a 200 MiB body must not come back,
+    and a NaN in it could not be written as JSON)."""
+    detail = []
+    for e in list(errors)[:_MAX_ERRORS]:
+        loc = [x if isinstance(x, int) else _excerpt(str(x), 64) for x in e.get("loc", ())]
+        detail.append({"loc": loc, "msg": _excerpt(str(e.get("msg", "")), 300),
+                       "type": _excerpt(str(e.get("type", "")), 64)})  # fmt: skip
+    first = list(errors)[0] if errors else {}
+    if first.get("type") == "json_invalid":
+        # loc ends with the offset of the bad character; ctx["error"] says what was wrong
+        ctx = first.get("ctx") or {}
+        where = (first.get("loc") or ("?",))[-1]
+        msg = f"invalid JSON body at character {where}: {ctx.get('error', 'cannot parse')}"
+    elif first:
+        where = ".".join(str(x) for x in detail[0]["loc"])
+        msg = f"invalid {where}: {detail[0]['msg'] or 'invalid input'}"
+    else:
+        msg = "invalid input"
+    return {"error": _excerpt(msg, 500), "detail": detail}
+
+
+def _methods(api: FastAPI, request: Request) -> list[str]:
+    """Every method some route offers at this request's path."""
+    found: set[str] = set()
+    for route in api.router.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            found |= getattr(route, "methods", None) or set()
+    return sorted(found)
+
+
+def _excerpt(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _unredacted(old: Job | None, settings: dict[str, Any]) -> dict[str, Any]:
+    """Channels sent back as they were shown (redacted, with ``***``) keep the job's real
+    URL: a client that reads a job, changes its grace and writes it back must not replace
+    its webhook's password with three stars. A redacted URL that matches none of the job's
+    channels is refused: it would deliver nowhere."""
+    sent = settings.get("notify")
+    if not sent:
+        return settings
+    real = {redact(u): u for u in (old.notify if old else [])}
+    out = []
+    for url in sent:
+        if "***" in url:
+            if url not in real:
+                raise ValidationError(
+                    f"invalid notify: {_excerpt(url, 100)!r} is a redacted URL that matches none "
+                    "of the job's channels; send the full URL (GET with ?secrets=true shows them)"
+                )
+            url = real[url]
+        out.append(url)
+    return {**settings, "notify": out}
+
+
+def _redact_incident(incident: dict[str, Any]) -> dict[str, Any]:
+    for n in incident.get("notifications", []):
+        n["channel"] = redact(n["channel"])
+    return incident
 
 
 def _save(store: Store, job: Job, settings: dict[str, Any]) -> Job:

@@ -4,15 +4,38 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
-from cronwatch.core.model import NAME_PATTERN, NAME_RULE, PING_KEY_PATTERN, RUN_ID_PATTERN
+from cronwatch.core.model import (
+    NAME_PATTERN,
+    NAME_RULE,
+    PING_KEY_PATTERN,
+    RUN_ID_PATTERN,
+    TAG_PATTERN,
+)
 from cronwatch.core.settings import LIST_KINDS, SETTINGS, Kind, Setting
 
 _STRICT = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 Short = Annotated[str, Field(max_length=200)]
 Timestamp = Annotated[float, Field(ge=0, le=1e11)]
 RunIdStr = Annotated[str, Field(pattern=RUN_ID_PATTERN)]
+
+
+def _integral(value: Any) -> Any:
+    """2.0 is an integer to JSON Schema (and to the OpenAPI document clients are built
+    from), not to pydantic's strict mode: take it as 2. 1.5, "2" and true stay refused."""
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
+def whole(lo: float | None, hi: float | None) -> Any:
+    """A whole number between ``lo`` and ``hi`` as JSON Schema means it. (The bounds go
+    before the validator: after it, pydantic would publish them as unknown keywords.)"""
+    return Annotated[int, Field(ge=lo, le=hi), BeforeValidator(_integral)]
+
+
+ExitCode = Annotated[int, Field(ge=-1000, le=1000), BeforeValidator(_integral)]
 
 
 def _field(s: Setting) -> tuple[Any, Any]:
@@ -26,9 +49,12 @@ def _field(s: Setting) -> tuple[Any, Any]:
     if kind is Kind.DURATION or kind is Kind.NUMBER:
         t = Annotated[float, Field(ge=s.lo, le=s.hi)]
     elif kind is Kind.COUNT:
-        t = Annotated[int, Field(ge=s.lo, le=s.hi)]
+        t = whole(s.lo, s.hi)
     elif kind is Kind.BOOL:
         t = bool
+    elif kind is Kind.TAGS:  # the tag rule is a pattern OpenAPI can state
+        t = Annotated[list[Annotated[str, Field(pattern=TAG_PATTERN)]],
+                      Field(max_length=s.max_items)]  # fmt: skip
     elif kind in LIST_KINDS:
         t = Annotated[list[Annotated[str, Field(max_length=s.max_len)]],
                       Field(max_length=s.max_items)]  # fmt: skip
@@ -79,7 +105,7 @@ class RunCreate(BaseModel):
     env: Short = ""
     host: Short = ""
     message: Annotated[str, Field(max_length=2000)] = ""
-    exit_code: Annotated[int, Field(ge=-1000, le=1000)] | None = None
+    exit_code: ExitCode | None = None
     duration_ms: Annotated[float, Field(ge=0, le=1e12)] | None = None
     output: Annotated[str, Field(max_length=1_000_000)] | None = None
 
@@ -92,6 +118,6 @@ class RunPatch(BaseModel):
     status: Literal["ok", "error"] | None = None
     finished_at: Timestamp | None = None
     duration_ms: Annotated[float, Field(ge=0, le=1e12)] | None = None
-    exit_code: Annotated[int, Field(ge=-1000, le=1000)] | None = None
+    exit_code: ExitCode | None = None
     output: Annotated[str, Field(max_length=1_000_000)] | None = None
     message: Annotated[str, Field(max_length=2000)] | None = None

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
-from cronwatch.app.dashboard import render_dashboard
+from cronwatch.app.dashboard import dashboard_csp, render_dashboard
 from cronwatch.core.errors import CronwatchError, StoreError
 from cronwatch.server.apply import Applier
 from cronwatch.server.auth import authorize
@@ -48,6 +48,8 @@ class Config:
     outbox_interval: float = 5.0
     # record pings in a child process (its own GIL, the other core); False: in a thread
     ping_process: bool = True
+    # /metrics lists every job's name and state: a read token unless made public
+    public_metrics: bool = False
 
 
 class Server:
@@ -132,9 +134,7 @@ class Server:
             elif path in ("/", "/dashboard"):
                 await self.dashboard(scope, send)
             elif path == "/metrics":
-                body = render(self).encode()
-                await respond(send, 200, body,
-                              [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")])  # fmt: skip
+                await self.metrics(scope, send)
             else:
                 await respond(send, 404, b"not found", _TEXT)
         elif kind == "lifespan":
@@ -184,6 +184,7 @@ class Server:
             (b"content-type", b"text/html; charset=utf-8"),
             (b"cache-control", b"no-store"),
             (b"content-security-policy", _DASHBOARD_CSP),
+            (b"x-frame-options", b"DENY"),  # frame-ancestors' older spelling
             (b"referrer-policy", b"no-referrer"),  # the token is in the URL
         ])  # fmt: skip
 
@@ -194,6 +195,25 @@ class Server:
             page = render_dashboard(store, now=time.time(), live=True, previous=self._page)
         self._page = page
         return page
+
+    async def metrics(self, scope: Scope, send: Any) -> None:
+        """Prometheus text. It names every job and its state, so it takes a token (any,
+        read-only is enough: Prometheus sends ``Authorization: Bearer``) unless the server
+        runs with --public-metrics."""
+        if not self.config.public_metrics:
+            header = dict(scope.get("headers", [])).get(b"authorization", b"")
+            try:
+                authorize(self, header.decode("latin-1") or None, write=False)
+            except CronwatchError as e:
+                body = json.dumps({"error": str(e)}).encode()
+                await respond(send, e.http_status, body, [
+                    (b"content-type", b"application/json"),
+                    (b"www-authenticate", b'Bearer realm="cronwatch"'),
+                ])  # fmt: skip
+                return
+        body = render(self).encode()
+        await respond(send, 200, body,
+                      [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")])  # fmt: skip
 
     async def healthz(self, send: Any) -> None:
         try:
@@ -217,6 +237,10 @@ class Server:
         if method not in _PING_METHODS:
             counters["ping_errors"] += 1
             await respond(send, 405, b"method not allowed", self._not_allowed)
+            return
+        if _encoded_slash(scope):
+            counters["ping_errors"] += 1
+            await respond(send, 404, b"not found", _TEXT)
             return
         body = await read_body(receive, self.config.body_limit) if method == "POST" else None
         if self.pings is not None:  # the usual case: the ping writer process
@@ -283,6 +307,15 @@ class Server:
         return 0, status, out, is_json, job, p.dialect, deliver
 
 
+def _encoded_slash(scope: Scope) -> bool:
+    """True if the request path has a percent-encoded "/" (the ASGI path has it decoded).
+
+    ``/ping/KEY%2Ffail`` must not read as ``/ping/KEY/fail``: a key, a slug or an exit
+    status never contains "/", so such a path names no ping (404)."""
+    raw = scope.get("raw_path")
+    return raw is not None and b"%2f" in raw.lower()
+
+
 async def read_body(receive: Any, limit: int) -> bytes:
     """At most ``limit`` bytes of the request body; the rest is never buffered."""
     chunks: list[bytes] = []
@@ -300,10 +333,9 @@ async def read_body(receive: Any, limit: int) -> bytes:
     return body[:limit]
 
 
-_DASHBOARD_CSP = (
-    b"default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
-    b"img-src data:; connect-src 'self'; base-uri 'none'; form-action 'none'"
-)
+# The page's own policy (hashes of its constant style and script), as a header: there
+# frame-ancestors holds, which a <meta> tag cannot do.
+_DASHBOARD_CSP = dashboard_csp(live=True).encode()
 
 
 async def respond(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cronwatch.core.errors import Conflict
 from cronwatch.core.model import Run, Status, validate_name
 from cronwatch.core.values import cap_bytes
 from cronwatch.server.api_models import RunCreate, RunPatch
@@ -40,17 +41,46 @@ def create_run_op(store: Store, job: str, body: RunCreate, now: float, limit: in
     return run
 
 
+def _times(run: Run, body: RunPatch, now: float | None) -> tuple[float, float] | None:
+    """(ended_at, duration) for a patch, so that ended_at - started_at is the duration.
+
+    The start stays: it is when the run was recorded as begun, the schedule counts from
+    it and its day's statistics hold it. So ``duration_ms`` moves the end (ended_at =
+    started_at + duration) and ``finished_at`` sets the duration; both at once must agree.
+    None when the patch says nothing about times (``now`` None: a finished run keeps its
+    own)."""
+    start = run.started_at
+    end = body.finished_at
+    duration = None if body.duration_ms is None else body.duration_ms / 1000
+    # Both are well-formed numbers; the run's own start is what refuses them: 409.
+    if end is not None and end < start:
+        raise Conflict(f"invalid finished_at {end!r}: before the run started ({start!r})")
+    if end is not None and duration is not None and abs(end - start - duration) > 0.001:
+        raise Conflict(
+            f"finished_at and duration_ms disagree: the run started at {start!r}, so "
+            f"finished_at {end!r} means a duration of {(end - start) * 1000:.0f} ms; "
+            "send one of them"
+        )
+    if duration is not None:
+        return start + duration, duration
+    if end is None:
+        if now is None:
+            return None
+        end = max(now, start)
+    return end, end - start
+
+
 def patch_run_op(store: Store, run_id: str, body: RunPatch, now: float, limit: int) -> Run:
     run = store.get_run(run_id, output=True)
     fields = body.model_dump(exclude_unset=True)
-    if not run.status.is_finished and ("status" in fields or "finished_at" in fields):
+    if not run.status.is_finished and fields.keys() & {"status", "finished_at", "duration_ms"}:
         if body.status is not None:
             status = Status.SUCCESS if body.status == "ok" else Status.FAILED
         else:
             status = Status.FAILED if body.exit_code else Status.SUCCESS
-        end = body.finished_at if body.finished_at is not None else now
-        duration = (body.duration_ms / 1000 if body.duration_ms is not None
-                    else max(0.0, end - run.started_at))  # fmt: skip
+        times = _times(run, body, now)
+        assert times is not None  # given ``now``, there is always an end
+        end, duration = times
         # run_id is the run's own id: within its job and env it names this (open) run
         done, events = Applier("").finish(
             store, run.job, status, end, rid=run_id, env=run.env, exit_code=body.exit_code,
@@ -61,10 +91,9 @@ def patch_run_op(store: Store, run_id: str, body: RunPatch, now: float, limit: i
         return store.get_run(done.id)
     if body.status is not None:
         run.status = Status.SUCCESS if body.status == "ok" else Status.FAILED
-    if body.finished_at is not None:
-        run.ended_at = body.finished_at
-    if body.duration_ms is not None:
-        run.duration = body.duration_ms / 1000
+    times = _times(run, body, None)
+    if times is not None:
+        run.ended_at, run.duration = times
     if "exit_code" in fields:
         run.exit_code = body.exit_code
     if body.output is not None:

@@ -80,6 +80,7 @@ def _job_from_row(row: tuple[Any, ...]) -> Job:
         if hasattr(job, key) and key not in ("name", "created_at", "ping_key"):
             setattr(job, key, value)
     job.paused = bool(row[5])
+    job.resumed_at = row[6]
     return job
 
 
@@ -191,7 +192,7 @@ class SQLiteStore(StoreBase):
             return self._job_id(name)
 
     # --- jobs -----------------------------------------------------------------------
-    _JOB_SELECT = "SELECT id, name, created_at, ping_key, settings, paused FROM jobs"
+    _JOB_SELECT = "SELECT id, name, created_at, ping_key, settings, paused, resumed_at FROM jobs"
 
     def find_job(self, name: str) -> Job | None:
         row = self.db.execute(self._JOB_SELECT + " WHERE name=?", (name,)).fetchone()
@@ -218,10 +219,14 @@ class SQLiteStore(StoreBase):
         settings = {k: v for k, v in job.settings().items() if k != "paused"}
         with self._write():
             self._ensure_job_id(job.name, job.created_at or now)
+            # Unpausing stamps resumed_at (the old ``paused`` on the right-hand side): every
+            # path that saves a job (API, `job set`, `apply`) passes here.
             self.db.execute(
-                "UPDATE jobs SET settings=?, paused=?, ping_key=?, next_check=NULL WHERE name=?",
-                (json.dumps(settings), int(job.paused), job.ping_key or None, job.name),
-            )
+                "UPDATE jobs SET settings=?, paused=?, ping_key=?, next_check=NULL, "
+                "resumed_at=CASE WHEN paused=1 AND ?=0 THEN ? ELSE resumed_at END WHERE name=?",
+                (json.dumps(settings), int(job.paused), job.ping_key or None, int(job.paused),
+                 now, job.name),
+            )  # fmt: skip
         return self.get_job(job.name)
 
     def delete_job(self, name: str) -> None:

@@ -299,6 +299,11 @@ SQLITE: list[str] = [
     """
     ALTER TABLE outputs ADD COLUMN merged INTEGER NOT NULL DEFAULT 0;
     """,
+    # 9: when a job was last resumed. Missed runs are counted from the newest run or from
+    # here, whichever is later: the slots that passed while it was paused are never missed.
+    """
+    ALTER TABLE jobs ADD COLUMN resumed_at REAL;
+    """,
 ]
 
 POSTGRES: list[str] = []
