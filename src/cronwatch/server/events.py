@@ -111,12 +111,16 @@ class Broadcaster:
         keepalive: float = 15.0,
         poll: float = 1.0,
         coalesce: float = 0.05,
+        page: int = 2000,
     ) -> None:
         self.store = store
         self.limits = limits or StreamLimits()
         self.keepalive = keepalive
         self.poll = poll  # seconds between looks for other processes' events
         self.coalesce = coalesce  # seconds a wake waits, so close commits are read at once
+        # Events read at once. A burst (another process's backlog) goes out a page per
+        # pause, so that clients that read get the time to, and are not dropped for it.
+        self.page = page
         self.last = 0  # the id of the newest event published
         self.subscribers: set[Subscriber] = set()
         self.per_token: Counter[str] = Counter()
@@ -196,35 +200,35 @@ class Broadcaster:
             wake.clear()
             if self.subscribers:
                 try:
-                    self.publish()
+                    if self.publish() == self.page:
+                        wake.set()  # more to read, after a pause that lets clients drain
                 except Exception as e:  # a locked or lost database: try again next time
                     log.warning("event stream: cannot read new events: %s", e)
                 self._keep_alive()
             await asyncio.sleep(self.coalesce)
 
     def publish(self) -> int:
-        """Read the events after ``self.last`` and hand them to every stream; how many."""
-        n = 0
-        while rows := self.store.events_since(self.last, limit=2000):
-            ids: list[int] = []
-            offsets: list[int] = []
-            parts: list[str] = []
-            at = 0
-            for eid, _at, type_, data in rows:
-                frame = _frame(eid, type_, data)
-                ids.append(eid)
-                offsets.append(at)
-                parts.append(frame)
-                at += len(frame)  # ASCII: the JSON is written with ensure_ascii
-            self.last = ids[-1]
-            data_ = "".join(parts).encode()
-            if len(data_) != at:  # non-ASCII after all: offsets in bytes
-                offsets = _byte_offsets(parts)
-            self._push(_Batch(ids, offsets, data_), len(data_), time.monotonic())
-            n += len(rows)
-            if len(rows) < 2000:
-                break
-        return n
+        """Read a page of the events after ``self.last`` and hand it to every stream; the
+        number of events read."""
+        rows = self.store.events_since(self.last, limit=self.page)
+        if not rows:
+            return 0
+        ids: list[int] = []
+        offsets: list[int] = []
+        parts: list[str] = []
+        at = 0
+        for eid, _at, type_, data in rows:
+            frame = _frame(eid, type_, data)
+            ids.append(eid)
+            offsets.append(at)
+            parts.append(frame)
+            at += len(frame)
+        self.last = ids[-1]
+        data_ = "".join(parts).encode()
+        if len(data_) != at:  # not all ASCII: the offsets must count bytes
+            offsets = _byte_offsets(parts)
+        self._push(_Batch(ids, offsets, data_), len(data_), time.monotonic())
+        return len(rows)
 
     def _keep_alive(self) -> None:
         now = time.monotonic()
