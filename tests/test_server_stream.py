@@ -104,10 +104,14 @@ class Stream:
         self._lines = self.response.iter_lines()
         assert next(self._lines) == ": connected"
 
-    def events(self, n: int) -> list[dict]:
+    def events(self, n: int, within: float = 20) -> list[dict]:
+        """The next ``n`` events; keep-alive comments arrive meanwhile, so a missing event
+        fails at the deadline rather than at the read timeout."""
+        end = time.monotonic() + within
         events: list[dict] = []
         current: dict = {}
         for line in self._lines:
+            assert time.monotonic() < end, f"{n} events did not arrive: {events}"
             if line.startswith("id: "):
                 current["id"] = int(line[4:])
             elif line.startswith("event: "):
