@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import signal
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +20,7 @@ import pytest
 
 from conftest import CRONWATCH
 from cronwatch.server.events import resume_point
+from cronwatch.server.gzipstream import HEADER, Member, Packed, accepts_gzip, crc32_combine
 from test_server_harness import LiveServer, client, live  # noqa: F401
 
 
@@ -97,10 +100,14 @@ def test_metrics_and_healthz(live: LiveServer, client: httpx.Client) -> None:
 class Stream:
     """An open /api/v1/stream read line by line; subscribed once ``: connected`` arrived."""
 
-    def __init__(self, url: str, headers: dict[str, str], timeout: float = 15) -> None:
+    def __init__(
+        self, url: str, headers: dict[str, str], timeout: float = 15, encoding: str = "gzip"
+    ) -> None:
+        headers = {"Accept-Encoding": encoding, **headers}
         self._cm = httpx.stream("GET", url + "/api/v1/stream", headers=headers, timeout=timeout)
         self.response = self._cm.__enter__()
         assert self.response.status_code == 200, self.response.read()
+        assert self.response.headers.get("content-encoding", "identity") == encoding
         self._lines = self.response.iter_lines()
         assert next(self._lines) == ": connected"
 
@@ -145,7 +152,9 @@ def wait_metric(client: httpx.Client, name: str, value: int, deadline: float = 2
 
 def test_every_stream_gets_every_event_once(live: LiveServer, client: httpx.Client) -> None:
     tokens = [live.token(f"fan-{i}", read_only=True) for i in range(3)]
-    streams = [Stream(live.url, tokens[i % 3]) for i in range(25)]  # 9 + 8 + 8 per token
+    # 9 + 8 + 8 a token; gzip (as browsers ask) and plain: the same events either way
+    streams = [Stream(live.url, tokens[i % 3], encoding=("gzip", "identity")[i % 2])
+               for i in range(25)]  # fmt: skip
     try:
         assert metric(client, "cronwatch_event_streams") == 25
         key = live.job_key("fanned")
@@ -310,16 +319,55 @@ def test_a_client_that_does_not_read_is_dropped_while_pings_go_on(capped: LiveSe
 
 
 def test_sigterm_ends_open_streams(tmp_path: Path) -> None:
+    """uvicorn waits for open responses before it stops: the streams must end, each a
+    complete body (a gzip stream with its trailer)."""
     server = LiveServer(tmp_path / "history.db").start()
     try:
-        stream = Stream(server.url, server.token("open-at-stop", read_only=True))
-        assert server.proc is not None
-        server.proc.send_signal(signal.SIGTERM)
-        # uvicorn waits for open responses: the streams must end for it to exit (it then
-        # ends by the signal it was sent)
-        assert server.proc.wait(timeout=15) in (0, -signal.SIGTERM)
+        headers = server.token("open-at-stop", read_only=True)
+        plain = Stream(server.url, headers, encoding="identity")
+        url = server.url + "/api/v1/stream"
+        with httpx.stream("GET", url, headers={**headers, "Accept-Encoding": "gzip"},
+                          timeout=20) as zipped:  # fmt: skip
+            assert zipped.headers["content-encoding"] == "gzip"
+            raw = zipped.iter_raw()
+            body, seen, inflate = b"", b"", zlib.decompressobj(16 + zlib.MAX_WBITS)
+            httpx.get(f"{server.url}/ping/{server.job_key('stopping')}", timeout=10)
+            while b"event: run.ok" not in seen:
+                body += (chunk := next(raw))
+                seen += inflate.decompress(chunk)
+            assert server.proc is not None
+            server.proc.send_signal(signal.SIGTERM)
+            body += b"".join(raw)  # until the server ends the response
+            assert server.proc.wait(timeout=15) in (0, -signal.SIGTERM)
+        text = gzip.decompress(body)  # a whole gzip member: the trailer's CRC checked
+        assert text.startswith(b": connected\n\n") and b"event: run.ok" in text
+        assert plain.events(1)[0]["event"] == "run.ok"
         with pytest.raises(AssertionError, match="the stream ended"):
-            stream.events(1)
-        stream.close()
+            plain.events(1)
+        plain.close()
     finally:
         server.stop(signal.SIGKILL)
+
+
+@pytest.mark.parametrize(
+    ("header", "gzip_it"),
+    [("gzip, deflate, br", True), ("deflate, gzip;q=0.5", True), ("gzip;q=0", False),
+     ("identity", False), (None, False), ("*", True), ("br;q=1, *;q=0", False),
+     ("gzip;q=oops", False)],
+)  # fmt: skip
+def test_accepts_gzip(header: str | None, gzip_it: bool) -> None:
+    assert accepts_gzip(header) is gzip_it
+
+
+def test_gzip_members_from_shared_and_own_pieces() -> None:
+    """A batch compressed once, in streams that carried different things before it: each
+    stream's body is one valid gzip member (the CRC combined, not recomputed)."""
+    shared = [Packed(b"id: %d\nevent: run.ok\ndata: {}\n\n" % i * 40) for i in range(5)]
+    for own in (b"", b": connected\n\n", bytes(range(256)) * 30):
+        m = Member()
+        body = HEADER + m.piece(own) + b"".join(m.packed(p) for p in shared) + m.end()
+        expected = own + b"".join(b"id: %d\nevent: run.ok\ndata: {}\n\n" % i * 40
+                                  for i in range(5))  # fmt: skip
+        assert gzip.decompress(body) == expected
+        assert crc32_combine(zlib.crc32(own), zlib.crc32(expected[len(own):]),
+                             len(expected) - len(own)) == zlib.crc32(expected)  # fmt: skip

@@ -27,11 +27,13 @@ from urllib.parse import parse_qsl
 
 from cronwatch.core.errors import CronwatchError
 from cronwatch.server.auth import authorize
+from cronwatch.server.gzipstream import HEADER, Member, Packed, accepts_gzip
 from cronwatch.store.interface import EventStore
 
 log = logging.getLogger("cronwatch.server")
 
 _KEEPALIVE = b": keep-alive\n\n"
+_KEEPALIVE_GZ = Packed(_KEEPALIVE)
 # Ids are SQLite integers: more digits than this cannot name an event.
 _MAX_ID_DIGITS = 19
 
@@ -58,14 +60,21 @@ class StreamLimits:
 
 
 class _Batch:
-    """Frames of consecutive events, encoded once and shared by every stream."""
+    """Frames of consecutive events, encoded once (and gzipped once, when a stream asks)
+    and shared by every stream."""
 
-    __slots__ = ("data", "ids", "offsets")
+    __slots__ = ("data", "ids", "offsets", "_packed")
 
     def __init__(self, ids: list[int], offsets: list[int], data: bytes) -> None:
         self.ids = ids  # ascending
         self.offsets = offsets  # where each id's frame starts in data
         self.data = data
+        self._packed: Packed | None = None
+
+    def packed(self) -> Packed:
+        if self._packed is None:
+            self._packed = Packed(self.data)
+        return self._packed
 
     def after(self, last: int) -> bytes:
         """The frames of the events after ``last``."""
@@ -110,7 +119,7 @@ class Broadcaster:
         *,
         keepalive: float = 15.0,
         poll: float = 1.0,
-        coalesce: float = 0.05,
+        coalesce: float = 0.2,
         page: int = 2000,
     ) -> None:
         self.store = store
@@ -292,10 +301,12 @@ async def stream(server: Any, scope: dict[str, Any], receive: Any, send: Any) ->
         query = dict(parse_qsl(scope["query_string"].decode("latin-1")))
         raw = headers.get("last-event-id") or query.get("last_event_id")
         after = resume_point(raw, server.reader.last_event_id()) if raw is not None else None
+        gz = Member() if accepts_gzip(headers.get("accept-encoding")) else None
         await send({"type": "http.response.start", "status": 200, "headers": [
             (b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
-            (b"x-accel-buffering", b"no")]})  # fmt: skip
-        pump = asyncio.ensure_future(_pump(server.reader, sub, send, after, live_from))
+            (b"x-accel-buffering", b"no"), (b"vary", b"accept-encoding"),
+            *([(b"content-encoding", b"gzip")] if gz else [])]})  # fmt: skip
+        pump = asyncio.ensure_future(_pump(server.reader, sub, send, after, live_from, gz))
         sub.on_stop = pump.cancel
         if sub.stopped:  # closed or dropped before the pump could be told
             pump.cancel()
@@ -314,18 +325,28 @@ async def stream(server: Any, scope: dict[str, Any], receive: Any, send: Any) ->
     elif sub.stopped == "closed":
         # The server is stopping: end the response so that the connection can close.
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(send({"type": "http.response.body", "body": b""}), 1.0)
+            end = b"" if gz is None else gz.end()
+            await asyncio.wait_for(send({"type": "http.response.body", "body": end}), 1.0)
     # Dropped (or failed): return without ending the response; the ASGI server closes the
     # connection, where a send could wait forever on a client that does not read.
 
 
 async def _pump(
-    reader: EventStore, sub: Subscriber, send: Any, after: int | None, live_from: int
+    reader: EventStore,
+    sub: Subscriber,
+    send: Any,
+    after: int | None,
+    live_from: int,
+    gz: Member | None,
 ) -> None:
     """Send what the stream missed (from the database), then what the broadcaster hands
     it, until it is stopped."""
-    more = {"type": "http.response.body", "body": b": connected\n\n", "more_body": True}
-    await send(more)
+
+    async def out(body: bytes) -> None:
+        await send({"type": "http.response.body", "body": body, "more_body": True})
+
+    hello = b": connected\n\n"
+    await out(hello if gz is None else HEADER + gz.piece(hello))
     last = live_from if after is None else after
     while last < live_from and not sub.stopped:  # resuming: the database, page by page
         rows = [r for r in reader.events_since(last, limit=500) if r[0] <= live_from]
@@ -333,7 +354,7 @@ async def _pump(
             break
         last = rows[-1][0]
         body = "".join(_frame(eid, t, d) for eid, _at, t, d in rows).encode()
-        await send({"type": "http.response.body", "body": body, "more_body": True})
+        await out(body if gz is None else gz.piece(body))
     queue = sub.queue
     while not sub.stopped:
         if not queue:
@@ -343,15 +364,18 @@ async def _pump(
         parts: list[bytes] = []
         while queue:
             item = queue.popleft()
-            if isinstance(item, bytes):
-                parts.append(item)
+            if isinstance(item, bytes):  # a keep-alive comment
+                parts.append(item if gz is None else gz.packed(_KEEPALIVE_GZ))
             elif item.ids[-1] > last:
-                parts.append(item.after(last))
+                if item.ids[0] > last:  # the usual case: the whole batch, as encoded once
+                    parts.append(item.data if gz is None else gz.packed(item.packed()))
+                else:  # resumed past part of it
+                    rest = item.after(last)
+                    parts.append(rest if gz is None else gz.piece(rest))
                 last = item.ids[-1]
         sub.pending = 0
         if parts:
-            body = parts[0] if len(parts) == 1 else b"".join(parts)
-            await send({"type": "http.response.body", "body": body, "more_body": True})
+            await out(parts[0] if len(parts) == 1 else b"".join(parts))
 
 
 async def _wait_disconnect(receive: Any) -> None:
