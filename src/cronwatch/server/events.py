@@ -127,9 +127,7 @@ class Broadcaster:
         self.keepalive = keepalive
         self.poll = poll  # seconds between looks for other processes' events
         self.coalesce = coalesce  # seconds a wake waits, so close commits are read at once
-        # Events read at once. A burst (another process's backlog) goes out a page per
-        # pause, so that clients that read get the time to, and are not dropped for it.
-        self.page = page
+        self.page = page  # events read at once
         self.last = 0  # the id of the newest event published
         self.subscribers: set[Subscriber] = set()
         self.per_token: Counter[str] = Counter()
@@ -203,18 +201,24 @@ class Broadcaster:
     # --- the task --------------------------------------------------------------------------
     async def _run(self) -> None:
         wake = self._wake
+        full = False
         while not self.closed:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), min(self.poll, self.keepalive))
-            wake.clear()
+            if not full:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), min(self.poll, self.keepalive))
+                wake.clear()
+            full = False
             if self.subscribers:
                 try:
-                    if self.publish() == self.page:
-                        wake.set()  # more to read, after a pause that lets clients drain
+                    full = self.publish() == self.page
                 except Exception as e:  # a locked or lost database: try again next time
                     log.warning("event stream: cannot read new events: %s", e)
                 self._keep_alive()
-            await asyncio.sleep(self.coalesce)
+            # The commits of the next moment are read together: a stream gets one send for
+            # many commits. A full page means more is waiting (a burst): read on soon, so
+            # that the stream keeps up with ingestion; a client that cannot is dropped and
+            # catches up from the database at its own pace.
+            await asyncio.sleep(0.01 if full else self.coalesce)
 
     def publish(self) -> int:
         """Read a page of the events after ``self.last`` and hand it to every stream; the
