@@ -289,8 +289,12 @@ def resume_point(value: str | None, newest: int) -> int | None:
 async def stream(server: Any, scope: dict[str, Any], receive: Any, send: Any) -> None:
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
     hub: Broadcaster = server.hub
+    query = dict(parse_qsl(scope["query_string"].decode("latin-1")))
+    raw = headers.get("last-event-id") or query.get("last_event_id")
     try:
         token = authorize(server, headers.get("authorization"), write=False)
+        # read before subscribing: an id the client had from us is never newer than this
+        newest = server.reader.last_event_id() if raw is not None else 0
         sub = hub.subscribe(str(token["name"]))
     except CronwatchError as e:
         body = json.dumps({"error": str(e)}).encode()
@@ -302,9 +306,7 @@ async def stream(server: Any, scope: dict[str, Any], receive: Any, send: Any) ->
         return
     try:
         live_from = hub.last  # events after this reach the queue
-        query = dict(parse_qsl(scope["query_string"].decode("latin-1")))
-        raw = headers.get("last-event-id") or query.get("last_event_id")
-        after = resume_point(raw, server.reader.last_event_id()) if raw is not None else None
+        after = resume_point(raw, newest)
         gz = Member() if accepts_gzip(headers.get("accept-encoding")) else None
         await send({"type": "http.response.start", "status": 200, "headers": [
             (b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
