@@ -137,6 +137,7 @@ class Stream:
 
 
 def metric(client: httpx.Client, name: str) -> int:
+    """A value from /metrics (the client sends a token: /metrics may require one)."""
     for line in client.get("/metrics").text.splitlines():
         if line.startswith(name + " "):
             return int(line.split()[1])
@@ -152,11 +153,12 @@ def wait_metric(client: httpx.Client, name: str, value: int, deadline: float = 2
 
 def test_every_stream_gets_every_event_once(live: LiveServer, client: httpx.Client) -> None:
     tokens = [live.token(f"fan-{i}", read_only=True) for i in range(3)]
+    watcher = httpx.Client(base_url=live.url, headers=tokens[0], timeout=10)
     # 9 + 8 + 8 a token; gzip (as browsers ask) and plain: the same events either way
     streams = [Stream(live.url, tokens[i % 3], encoding=("gzip", "identity")[i % 2])
                for i in range(25)]  # fmt: skip
     try:
-        assert metric(client, "cronwatch_event_streams") == 25
+        assert metric(watcher, "cronwatch_event_streams") == 25
         key = live.job_key("fanned")
         assert client.get(f"/ping/{key}/start").status_code == 200
         assert client.get(f"/ping/{key}").status_code == 200
@@ -167,7 +169,8 @@ def test_every_stream_gets_every_event_once(live: LiveServer, client: httpx.Clie
     assert seen[0][0][1:] == ("run.started", "fanned") and seen[0][1][1:] == ("run.ok", "fanned")
     assert seen[0][0][0] < seen[0][1][0]
     assert all(s == seen[0] for s in seen)  # the same ids, in the same order, on every stream
-    wait_metric(client, "cronwatch_event_streams", 0)
+    wait_metric(watcher, "cronwatch_event_streams", 0)
+    watcher.close()
 
 
 @pytest.mark.parametrize(
@@ -266,7 +269,7 @@ def test_streams_are_capped_per_token_and_in_all(capped: LiveServer) -> None:
         finally:
             third.close()
         first.pop().close()
-        with httpx.Client(base_url=capped.url, timeout=10) as c:
+        with httpx.Client(base_url=capped.url, headers=b, timeout=10) as c:
             wait_metric(c, "cronwatch_event_streams", 1)
         first.append(Stream(capped.url, a))  # a closed stream gives its place back
     finally:
@@ -292,7 +295,7 @@ def test_a_client_that_does_not_read_is_dropped_while_pings_go_on(capped: LiveSe
     assert raw.startswith(b"HTTP/1.1 200")
     key = capped.job_key("busy")
     burst = json.dumps({"type": "run.log", "job": "busy", "env": "", "run": None, "bytes": 1})
-    with httpx.Client(base_url=capped.url, timeout=10) as c:
+    with httpx.Client(base_url=capped.url, headers=capped.token("watcher"), timeout=10) as c:
         assert metric(c, "cronwatch_event_streams") == 1
         end = time.monotonic() + 120
         # Other writers' events pile up faster than the client takes them (it takes none);
