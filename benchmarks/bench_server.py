@@ -1,7 +1,7 @@
 """Acknowledged pings/s and latency of ``cronwatch serve``, against hello world.
 
     python benchmarks/bench_server.py [--duration 10] [--connections 64] [--rounds 3]
-                                      [--ping-writer process[,thread]]
+                                      [--ping-writer process[,thread]] [--streams 200]
 
 Starts the real server (uvicorn, uvloop; one server per ping-writer mode) on 127.0.0.1 and
 two hello worlds: a raw ASGI app on uvicorn (httptools), and the stack that serves pings,
@@ -12,11 +12,18 @@ see the same machine load. Prints the median of the rounds: req/s, p50, p99, err
 ratio to hello world of the same round, and the CPU time the server's processes spent
 per request (all threads and child processes, from /proc). Afterwards counts the runs in
 the database: "acked" means committed, so stored >= acknowledged.
+
+With ``--streams N`` (default 200; 0: none), each round also drives ``/ping/{key}`` while N
+Server-Sent Event streams are open (``/api/v1/stream``, 10 a token as the default cap
+allows), read by a separate client process that counts what it receives and reopens a
+dropped stream (``--stream-encoding``: gzip, as browsers ask, or identity); the rate is
+compared with the same round's rate without streams.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import re
@@ -68,6 +75,79 @@ class Hello:
 
 uvicorn.run(Hello(), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning",
             access_log=False, lifespan="off", loop="auto", http=PingFront)
+"""
+
+
+# N event streams on raw sockets, read by one asyncio process (the client side, like wrk):
+# prints "ready" once every stream is subscribed, and on EOF of stdin the bytes received,
+# the events of stream 0 (decoded: de-chunked and, with gzip, inflated; the others are
+# only counted in bytes, so that the client's work stays small beside the server's on
+# this shared machine), the streams dropped and reopened, and how many were open.
+STREAMS = r"""
+import asyncio, json, sys, zlib
+host, port, n, encoding = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+tokens = sys.argv[5:]
+stats = {"bytes": 0, "events0": 0, "reopened": 0, "open": 0}
+stopping = False
+
+class Stream(asyncio.Protocol):
+    def __init__(self, i, ready):
+        self.i, self.ready, self.up, self.buf = i, ready, False, b""
+        self.body = False
+        self.inflate = zlib.decompressobj(16 + zlib.MAX_WBITS) if encoding == "gzip" else None
+    def connection_made(self, transport):
+        transport.write(f"GET /api/v1/stream HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer "
+                        f"{tokens[self.i % len(tokens)]}\r\nAccept-Encoding: {encoding}"
+                        f"\r\n\r\n".encode())
+    def data_received(self, data):
+        stats["bytes"] += len(data)
+        if not self.up:
+            self.up = True
+            stats["open"] += 1
+            if not self.ready.done():
+                self.ready.set_result(None)
+        if self.i == 0:
+            self.decode(data)
+    def decode(self, data):
+        self.buf += data
+        if not self.body:
+            head, sep, rest = self.buf.partition(b"\r\n\r\n")
+            if not sep:
+                return
+            self.body, self.buf = True, rest
+        while True:
+            line, sep, rest = self.buf.partition(b"\r\n")
+            if not sep:
+                return
+            size = int(line, 16)
+            if len(rest) < size + 2:
+                return
+            chunk, self.buf = rest[:size], rest[size + 2:]
+            text = self.inflate.decompress(chunk) if self.inflate else chunk
+            stats["events0"] += text.count(b"\nevent: ")
+    def connection_lost(self, exc):
+        stats["open"] -= 1
+        if not stopping:
+            stats["reopened"] += 1
+            asyncio.ensure_future(open_stream(self.i))
+
+async def open_stream(i):
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+    await loop.create_connection(lambda: Stream(i, ready), host, port)
+    return ready
+
+async def main():
+    global stopping
+    loop = asyncio.get_running_loop()
+    readies = [await open_stream(i) for i in range(n)]
+    await asyncio.wait_for(asyncio.gather(*readies), 60)
+    print("ready", flush=True)
+    await loop.run_in_executor(None, sys.stdin.read)
+    stopping = True
+    print(json.dumps(stats), flush=True)
+
+asyncio.run(main())
 """
 
 
@@ -133,12 +213,15 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--ping-writer", default="process")
+    ap.add_argument("--streams", type=int, default=200)
+    ap.add_argument("--stream-encoding", choices=("gzip", "identity"), default="gzip")
     args = ap.parse_args()
     from cronwatch.store import open_store
 
     modes = args.ping_writer.split(",")
     tmp = tempfile.mkdtemp(prefix="cw-bench-")
     servers: dict[str, tuple[str, subprocess.Popen[bytes], str, dict[str, str]]] = {}
+    tokens: dict[str, list[str]] = {}
     hello = subprocess.Popen([sys.executable, "-c", HELLO, "8799"])
     front = subprocess.Popen([sys.executable, "-c", HELLO_FRONT, "8798"])
     try:
@@ -146,6 +229,9 @@ def main() -> None:
             db = os.path.join(tmp, f"{mode}.db")
             with open_store(db) as s:
                 keys = {n: s.ensure_ping_key(n, now=time.time()) for n in ("hc", "simob")}
+                now = time.time()
+                tokens[mode] = [s.create_token(f"sse-{i}", read_only=True, now=now)
+                                for i in range(max(1, math.ceil(args.streams / 10)))]  # fmt: skip
             proc = subprocess.Popen(
                 [sys.executable, "-m", "cronwatch.main", "serve", "--port", "0", "--db", db,
                  "--ping-writer", mode],
@@ -155,27 +241,53 @@ def main() -> None:
             servers[mode] = (line.strip().rsplit(" ", 1)[-1], proc, db, keys)
         wait_up("http://127.0.0.1:8799/")
         wait_up("http://127.0.0.1:8798/ping/hello")
-        targets: list[tuple[str, str, int, str | None, str | None]] = [
-            ("hello world (raw ASGI on uvicorn)", "http://127.0.0.1:8799/", hello.pid, None, None),
+        targets: list[tuple[str, str, int, str | None, str | None, int]] = [
+            ("hello world (raw ASGI on uvicorn)", "http://127.0.0.1:8799/", hello.pid, None, None,
+             0),
             ("hello world (the ping front)", "http://127.0.0.1:8798/ping/hello", front.pid, None,
-             None),
+             None, 0),
         ]  # fmt: skip
         for mode, (url, proc, _db, keys) in servers.items():
             wait_up(url + "/healthz")
             wrk(url + "/healthz", 2, args.connections)  # warm up
             targets.append((f"/ping/{{key}} ({mode})", f"{url}/ping/{keys['hc']}", proc.pid,
-                            mode, "hc"))  # fmt: skip
+                            mode, "hc", 0))  # fmt: skip
+            if args.streams:
+                targets.append((f"/ping/{{key}} ({mode}), {args.streams} SSE streams open",
+                                f"{url}/ping/{keys['hc']}", proc.pid, mode, "hc",
+                                args.streams))  # fmt: skip
             targets.append((f"/jobs/p/{{key}}?state=complete ({mode})",
                             f"{url}/jobs/p/{keys['simob']}?state=complete", proc.pid, mode,
-                            "simob"))  # fmt: skip
+                            "simob", 0))  # fmt: skip
         results: dict[str, list[dict[str, float]]] = {t[0]: [] for t in targets}
+        stream_stats: dict[str, list[dict[str, int]]] = {t[0]: [] for t in targets if t[5]}
         load = os.getloadavg()[0]
         for _ in range(args.rounds):
             asgi_rps = front_rps = 0.0
-            for label, url, pid, _mode, _job in targets:
+            alone: dict[str, float] = {}  # the round's /ping rate of each server, no streams
+            for label, url, pid, target_mode, _job, streams in targets:
+                readers = None
+                if streams:
+                    host, port = url.split("/")[2].split(":")
+                    readers = subprocess.Popen(
+                        [sys.executable, "-c", STREAMS, host, port, str(streams),
+                         args.stream_encoding, *tokens[str(target_mode)]],
+                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                    )  # fmt: skip
+                    assert readers.stdout is not None and readers.stdin is not None
+                    if readers.stdout.readline().strip() != "ready":
+                        raise SystemExit("the event streams did not open")
                 before = cpu_seconds(pid)
                 r = wrk(url, args.duration, args.connections)
                 after = cpu_seconds(pid)
+                if readers is not None:
+                    assert readers.stdout is not None and readers.stdin is not None
+                    readers.stdin.close()
+                    stream_stats[label].append(json.loads(readers.stdout.readline()))
+                    readers.wait()
+                    r["vs_alone"] = r["rps"] / alone[url]
+                else:
+                    alone[url] = r["rps"]
                 per = 1e6 / max(1, r["total"])
                 r["cpu_front"] = (after[0] - before[0]) * per  # the HTTP process
                 r["cpu_writer"] = (after[1] - before[1]) * per  # the ping writer child
@@ -192,9 +304,10 @@ def main() -> None:
             p.terminate()
             p.wait()
     acked: dict[tuple[str, str], int] = {}
-    for label, _url, _pid, mode, job in targets:
+    for label, _url, _pid, mode, job, _streams in targets:
         if mode is not None and job is not None:
-            acked[(mode, job)] = int(sum(r["ok"] for r in results[label]))
+            ok = int(sum(r["ok"] for r in results[label]))
+            acked[(mode, job)] = acked.get((mode, job), 0) + ok
     print(f"wrk -t2 -c{args.connections} -d{args.duration}s, {args.rounds} rounds (medians), "
           f"server and wrk on the same {os.cpu_count()}-core machine, 127.0.0.1, "
           f"load average {load:.1f} at start, {os.getloadavg()[0]:.1f} at end\n")  # fmt: skip
@@ -212,6 +325,16 @@ def main() -> None:
               f"{int(sum(r['errors'] for r in rs))} | {front_ratio} | "
               f"{med('ratio_asgi'):.2f} | {med('cpu_us'):.0f} ({med('cpu_front'):.0f} + "
               f"{med('cpu_writer'):.0f}) |")  # fmt: skip
+    print()
+    for label, ss in stream_stats.items():
+        ratios = ", ".join(f"{r['vs_alone']:.2f}" for r in results[label])
+        events = ", ".join(f"{x['events0']:,}" for x in ss)
+        mb = ", ".join(f"{x['bytes'] / 1e6:,.0f}" for x in ss)
+        reopened = ", ".join(str(x["reopened"]) for x in ss)
+        median = statistics.median(r["vs_alone"] for r in results[label])
+        print(f"{label} ({args.stream_encoding}): {median:.2f}× the rate with no streams "
+              f"(rounds: {ratios}); per round, stream 0 got {events} events, all streams "
+              f"{mb} MB on the wire; streams dropped and reopened: {reopened}")  # fmt: skip
     print()
     for mode, (_url, _proc, db, _keys) in servers.items():
         with open_store(db) as s:

@@ -216,6 +216,7 @@ def after_run(
     with store.transaction():
         job = store.get_job(run.job)
         events = after_finish(store, job, run, now=now)
+        log_events(store, events, now=now)
         # The wrapper knows its job changed: remember the next deadline now, so that
         # `cronwatch check` does not have to evaluate every job that ran since its last look.
         store.set_next_check(job.name, _deadline(store, job))
@@ -327,7 +328,15 @@ def check_all(store: Any, *, now: float) -> list[dict[str, Any]]:
             events += job_events
             deadlines.append((name, deadline))
         store.set_next_checks(deadlines)
+        log_events(store, events, now=now)
     return events
+
+
+def log_events(store: Any, events: list[dict[str, Any]], *, now: float) -> None:
+    """Append ``events`` to the event log, in the caller's transaction: the wrapper's and
+    ``check``'s write to the server's database too, whose event stream picks them up."""
+    if events:
+        store.add_events([(now, str(e["type"]), ev.to_json(e)) for e in events])
 
 
 def job_deadline(store: Any, name: str, *, now: float) -> float | None:

@@ -26,6 +26,15 @@ def register(sub: Any, command: Any) -> None:
                    help="bytes of a ping body kept as output (default 100000)")  # fmt: skip
     p.add_argument("--keepalive", type=float, default=15.0, metavar="SECONDS",
                    help="seconds between SSE keep-alive comments (default 15)")  # fmt: skip
+    p.add_argument("--max-streams", type=positive_int, default=1000, metavar="N",
+                   help="event streams (/api/v1/stream) open at once; more are answered 503 "
+                        "(default 1000)")  # fmt: skip
+    p.add_argument("--max-streams-per-token", type=positive_int, default=10, metavar="N",
+                   help="event streams one API token may hold open; more are answered 429 "
+                        "(default 10)")  # fmt: skip
+    p.add_argument("--stream-backlog", type=positive_int, default=1 << 20, metavar="BYTES",
+                   help="bytes an event stream may fall behind before it is closed; its client "
+                        "reconnects and resumes (default 1048576)")  # fmt: skip
     p.add_argument(
         "--no-scheduler", action="store_true", help="do not run missed-run checks and alerts"
     )
@@ -78,6 +87,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ValidationError(f"invalid port {args.port}")
     _open(args).close()  # fail early, with a one-line message, on a bad database
     app = create_app(Config(db=args.db, body_limit=args.body_limit, keepalive=args.keepalive,
+                            max_streams=args.max_streams,
+                            max_streams_per_token=args.max_streams_per_token,
+                            stream_backlog=args.stream_backlog,
                             scheduler=not args.no_scheduler,
                             ping_process=args.ping_writer == "process",
                             public_metrics=args.public_metrics))  # fmt: skip
@@ -90,7 +102,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         http = PingFront
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                             access_log=False, lifespan="on", loop="auto", http=http)  # fmt: skip
-    server = uvicorn.Server(config)
+    server = _uvicorn_server(config, app)
     # bind first so that --port 0 can print the port it got: tests and scripts read this line
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -105,6 +117,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     sys.stderr.flush()
     server.run(sockets=[sock])
     return 0
+
+
+def _uvicorn_server(config: Any, app: Any) -> Any:
+    """uvicorn's server, ending the event streams when it is told to stop."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            # uvicorn waits for every open response before the lifespan's shutdown: an
+            # event stream never ends by itself, so end them first or SIGTERM hangs.
+            await app.close_streams()
+            await super().shutdown(sockets)
+
+    return Server(config)
 
 
 def cmd_token_help(args: argparse.Namespace) -> int:

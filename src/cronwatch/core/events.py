@@ -61,3 +61,53 @@ def incident_opened(job: str, env: str, incident: int, cause: str) -> dict[str, 
 
 def incident_closed(job: str, env: str, incident: int) -> dict[str, Any]:
     return {"type": "incident.closed", "job": job, "env": env, "incident": incident}
+
+
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b",
+            "\f": "\\f"}  # fmt: skip
+
+
+def to_json(event: dict[str, Any]) -> str:
+    """``json.dumps(event)`` for an event's flat dict (str, int, float, bool, None values),
+    character for character, without the json module: the wrapper logs its run's events,
+    and json (with the re it imports) would cost every wrapped run its import."""
+    return "{" + ", ".join(f"{_string(k)}: {_value(v)}" for k, v in event.items()) + "}"
+
+
+def _value(v: object) -> str:
+    if v is None:
+        return "null"
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if isinstance(v, str):
+        return _string(v)
+    if isinstance(v, int):
+        return int.__repr__(v)
+    if isinstance(v, float):
+        if v != v:
+            return "NaN"
+        if v in (float("inf"), float("-inf")):
+            return "Infinity" if v > 0 else "-Infinity"
+        return float.__repr__(v)
+    raise TypeError(f"an event holds {type(v).__name__}, not a JSON scalar")
+
+
+def _string(s: str) -> str:
+    if s.isascii() and s.isprintable() and '"' not in s and "\\" not in s:
+        return '"' + s + '"'
+    out = []
+    for ch in s:
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif " " <= ch <= "~":
+            out.append(ch)
+        else:  # as json's ensure_ascii: \uXXXX, a surrogate pair beyond the BMP
+            n = ord(ch)
+            if n > 0xFFFF:
+                n -= 0x10000
+                out.append(f"\\u{0xD800 | (n >> 10):04x}\\u{0xDC00 | (n & 0x3FF):04x}")
+            else:
+                out.append(f"\\u{n:04x}")
+    return '"' + "".join(out) + '"'

@@ -22,7 +22,7 @@ from cronwatch.app.dashboard import dashboard_csp, render_dashboard
 from cronwatch.core.errors import CronwatchError, StoreError
 from cronwatch.server.apply import Applier
 from cronwatch.server.auth import authorize
-from cronwatch.server.events import Hub, stream
+from cronwatch.server.events import Broadcaster, StreamLimits, stream
 from cronwatch.server.ingest import Writer
 from cronwatch.server.metrics import render
 from cronwatch.server.ping import BadPing, parse_ping
@@ -44,6 +44,9 @@ class Config:
     db: str | None = None
     body_limit: int = 100_000  # bytes of a ping body kept as output
     keepalive: float = 15.0  # seconds between SSE comment lines
+    max_streams: int = 1000  # open event streams in all (503 beyond)
+    max_streams_per_token: int = 10  # open event streams of one token (429 beyond)
+    stream_backlog: int = 1 << 20  # bytes a stream may fall behind before it is dropped
     scheduler: bool = True
     outbox_interval: float = 5.0
     # record pings in a child process (its own GIL, the other core); False: in a thread
@@ -80,7 +83,10 @@ class Server:
         self.writer_store = open_store(self.config.db)
         self.reader = open_store(self.config.db)
         self.project_key = self.writer_store.project_ping_key()
-        self.hub = Hub(self)
+        limits = StreamLimits(per_token=self.config.max_streams_per_token,
+                              total=self.config.max_streams, backlog=self.config.stream_backlog)  # fmt: skip
+        self.hub = Broadcaster(self.reader, limits, keepalive=self.config.keepalive)
+        self.hub.start()
         if self.config.ping_process:
             self.pings = PingProcess(self.writer_store.url, self._committed)
             await self.pings.start()
@@ -102,11 +108,16 @@ class Server:
             self.writer.ops += n
         self.hub.wake()
 
+    async def close_streams(self) -> None:
+        """End every event stream: the ASGI server waits for open responses to end before
+        it shuts the application down."""
+        if self.hub is not None:
+            await self.hub.close()
+
     async def shutdown(self) -> None:
         if self.scheduler is not None:
             await self.scheduler.stop()
-        if self.hub is not None:
-            self.hub.close()
+        await self.close_streams()
         if self.pings is not None:
             await self.pings.stop()
         if self.writer is not None:

@@ -3,7 +3,14 @@
 Every state change (run.started, run.ok, run.error, job.missed, job.timeout,
 job.recovered, incident.opened, incident.closed) is a row in ``events`` written in the
 same transaction as the change, so a stream can resume exactly with ``Last-Event-ID``.
-The writer wakes the hub after each commit; streams then read what is new.
+
+One ``Broadcaster`` task reads what is new and encodes each frame once; every open stream
+is handed the same bytes through its own bounded queue, so the cost of a commit does not
+grow with the number of streams. The writers wake it after their commits; it also looks
+once a second, because the wrapper, ``cronwatch check`` or another replica write to the
+same database without telling this process. A stream that falls too far behind (its
+client does not read) is dropped rather than buffered: its EventSource reconnects with
+``Last-Event-ID`` and catches up from the database.
 """
 
 from __future__ import annotations
@@ -11,83 +18,370 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import time
+from collections import Counter, deque
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
 from cronwatch.core.errors import CronwatchError
 from cronwatch.server.auth import authorize
+from cronwatch.server.gzipstream import HEADER, Member, Packed, accepts_gzip
+from cronwatch.store.interface import EventStore
+
+log = logging.getLogger("cronwatch.server")
+
+_KEEPALIVE = b": keep-alive\n\n"
+_KEEPALIVE_GZ = Packed(_KEEPALIVE)
+# Ids are SQLite integers: more digits than this cannot name an event.
+_MAX_ID_DIGITS = 19
 
 
-class Hub:
-    """Wakes every open stream when something was committed."""
+class TooManyStreams(CronwatchError):
+    """The per-token cap: this client holds enough streams already."""
 
-    def __init__(self, server: Any) -> None:
-        self.server = server
-        self.waiters: set[asyncio.Event] = set()
+    http_status = 429
+
+
+class ServerBusy(CronwatchError):
+    """The total cap: the server holds as many streams as it is configured to."""
+
+    http_status = 503
+
+
+@dataclass(slots=True)
+class StreamLimits:
+    per_token: int = 10
+    total: int = 1000
+    # Bytes a stream may fall behind before it is dropped. Queued chunks are shared by
+    # every stream, so this bounds how long a chunk can be held, not a copy per stream.
+    backlog: int = 1 << 20
+
+
+class _Batch:
+    """Frames of consecutive events, encoded once (and gzipped once, when a stream asks)
+    and shared by every stream."""
+
+    __slots__ = ("data", "ids", "offsets", "_packed")
+
+    def __init__(self, ids: list[int], offsets: list[int], data: bytes) -> None:
+        self.ids = ids  # ascending
+        self.offsets = offsets  # where each id's frame starts in data
+        self.data = data
+        self._packed: Packed | None = None
+
+    def packed(self) -> Packed:
+        if self._packed is None:
+            self._packed = Packed(self.data)
+        return self._packed
+
+    def after(self, last: int) -> bytes:
+        """The frames of the events after ``last``."""
+        ids = self.ids
+        if ids[0] > last:
+            return self.data
+        for i, eid in enumerate(ids):
+            if eid > last:
+                return self.data[self.offsets[i] :]
+        return b""
+
+
+class Subscriber:
+    """One open stream: its queue of batches and whether it must stop."""
+
+    __slots__ = ("ready", "queue", "pending", "token", "last_push", "stopped", "on_stop")
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.queue: deque[_Batch | bytes] = deque()  # bytes: a comment line
+        self.pending = 0  # bytes queued
+        self.ready = asyncio.Event()
+        self.last_push = time.monotonic()
+        self.stopped = ""  # why it must stop: "dropped", "closed"
+        self.on_stop: Any = None  # called once when stopped (cancels a blocked send)
+
+    def stop(self, why: str) -> None:
+        if not self.stopped:
+            self.stopped = why
+            self.ready.set()
+            if self.on_stop is not None:
+                self.on_stop()
+
+
+class Broadcaster:
+    """Reads new events once per wake and fans the encoded frames out to every stream."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        limits: StreamLimits | None = None,
+        *,
+        keepalive: float = 15.0,
+        poll: float = 1.0,
+        coalesce: float = 0.2,
+        page: int = 2000,
+    ) -> None:
+        self.store = store
+        self.limits = limits or StreamLimits()
+        self.keepalive = keepalive
+        self.poll = poll  # seconds between looks for other processes' events
+        self.coalesce = coalesce  # seconds a wake waits, so close commits are read at once
+        self.page = page  # events read at once
+        self.last = 0  # the id of the newest event published
+        self.subscribers: set[Subscriber] = set()
+        self.per_token: Counter[str] = Counter()
+        self.dropped = 0
         self.closed = False
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
 
+    # --- the writers' side -----------------------------------------------------------------
     def wake(self) -> None:
-        for w in self.waiters:
-            w.set()
+        """Something was committed: read it soon (cheap; called after every commit)."""
+        self._wake.set()
 
-    def close(self) -> None:
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def close(self) -> None:
         self.closed = True
-        self.wake()
+        for sub in list(self.subscribers):
+            sub.stop("closed")
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    # --- streams ---------------------------------------------------------------------------
+    def subscribe(self, token: str) -> Subscriber:
+        """A new stream for ``token``; events after ``self.last`` reach its queue."""
+        limits = self.limits
+        if self.closed:
+            raise ServerBusy("the server is shutting down")
+        if len(self.subscribers) >= limits.total:
+            raise ServerBusy(f"too many event streams open on this server (limit {limits.total})")
+        if self.per_token[token] >= limits.per_token:
+            raise TooManyStreams(
+                f"token {token!r} has {limits.per_token} event streams open already (the limit)"
+            )
+        if not self.subscribers:
+            # Nothing is read while nobody listens: start from the newest event.
+            self.last = self.store.last_event_id()
+        sub = Subscriber(token)
+        self.subscribers.add(sub)
+        self.per_token[token] += 1
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        if sub in self.subscribers:
+            self.subscribers.discard(sub)
+            self.per_token[sub.token] -= 1
+            if self.per_token[sub.token] <= 0:
+                del self.per_token[sub.token]
+
+    def _push(self, item: _Batch | bytes, size: int, now: float) -> None:
+        backlog = self.limits.backlog
+        for sub in list(self.subscribers):
+            if sub.pending + size > backlog and sub.queue:
+                # Its client reads slower than events arrive: holding more would slow
+                # everyone; it resumes from the database when it reconnects.
+                self.unsubscribe(sub)
+                self.dropped += 1
+                log.warning("dropped a slow event stream (token %r, %d bytes behind)",
+                            sub.token, sub.pending)  # fmt: skip
+                sub.stop("dropped")
+                continue
+            sub.queue.append(item)
+            sub.pending += size
+            sub.last_push = now
+            sub.ready.set()
+
+    # --- the task --------------------------------------------------------------------------
+    async def _run(self) -> None:
+        wake = self._wake
+        full = False
+        while not self.closed:
+            if not full:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), min(self.poll, self.keepalive))
+                wake.clear()
+            full = False
+            if self.subscribers:
+                try:
+                    full = self.publish() == self.page
+                except Exception as e:  # a locked or lost database: try again next time
+                    log.warning("event stream: cannot read new events: %s", e)
+                self._keep_alive()
+            # The commits of the next moment are read together: a stream gets one send for
+            # many commits. A full page means more is waiting (a burst): read on soon, so
+            # that the stream keeps up with ingestion; a client that cannot is dropped and
+            # catches up from the database at its own pace.
+            await asyncio.sleep(0.01 if full else self.coalesce)
+
+    def publish(self) -> int:
+        """Read a page of the events after ``self.last`` and hand it to every stream; the
+        number of events read."""
+        rows = self.store.events_since(self.last, limit=self.page)
+        if not rows:
+            return 0
+        ids: list[int] = []
+        offsets: list[int] = []
+        parts: list[str] = []
+        at = 0
+        for eid, _at, type_, data in rows:
+            frame = _frame(eid, type_, data)
+            ids.append(eid)
+            offsets.append(at)
+            parts.append(frame)
+            at += len(frame)
+        self.last = ids[-1]
+        data_ = "".join(parts).encode()
+        if len(data_) != at:  # not all ASCII: the offsets must count bytes
+            offsets = _byte_offsets(parts)
+        self._push(_Batch(ids, offsets, data_), len(data_), time.monotonic())
+        return len(rows)
+
+    def _keep_alive(self) -> None:
+        now = time.monotonic()
+        quiet = now - self.keepalive
+        for sub in list(self.subscribers):
+            if sub.last_push <= quiet:
+                sub.queue.append(_KEEPALIVE)
+                sub.pending += len(_KEEPALIVE)
+                sub.last_push = now
+                sub.ready.set()
 
 
-def _format(row: tuple[int, float, str, str]) -> bytes:
-    eid, _at, type_, data = row
-    return f"id: {eid}\nevent: {type_}\ndata: {data}\n\n".encode()
+def _frame(eid: int, type_: str, data: str) -> str:
+    if "\n" in data or "\r" in data:  # one data: line per line, as the format wants
+        data = "\ndata: ".join(data.splitlines())
+    return f"id: {eid}\nevent: {type_}\ndata: {data}\n\n"
+
+
+def _byte_offsets(parts: list[str]) -> list[int]:
+    offsets: list[int] = []
+    at = 0
+    for p in parts:
+        offsets.append(at)
+        at += len(p.encode())
+    return offsets
+
+
+def resume_point(value: str | None, newest: int) -> int | None:
+    """The event id a stream resumes after, or None for "from now".
+
+    An id that does not name an event of this database (not a decimal number, negative,
+    or beyond the newest event, as a client of another database would send) resumes from
+    now: answering 400 would make an EventSource give up for good, and the client cannot
+    fix its stored id.
+    """
+    if value is None:
+        return None
+    v = value.strip()
+    if not v or len(v) > _MAX_ID_DIGITS or not (v.isascii() and v.isdigit()):
+        return None
+    n = int(v)
+    return n if n <= newest else None
 
 
 async def stream(server: Any, scope: dict[str, Any], receive: Any, send: Any) -> None:
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+    hub: Broadcaster = server.hub
+    query = dict(parse_qsl(scope["query_string"].decode("latin-1")))
+    raw = headers.get("last-event-id") or query.get("last_event_id")
     try:
-        authorize(server, headers.get("authorization"), write=False)
+        token = authorize(server, headers.get("authorization"), write=False)
+        # read before subscribing: an id the client had from us is never newer than this
+        newest = server.reader.last_event_id() if raw is not None else 0
+        sub = hub.subscribe(str(token["name"]))
     except CronwatchError as e:
         body = json.dumps({"error": str(e)}).encode()
-        await send({"type": "http.response.start", "status": e.http_status,
-                    "headers": [(b"content-type", b"application/json")]})  # fmt: skip
+        extra = [(b"retry-after", b"5")] if e.http_status in (429, 503) else []
+        await send({"type": "http.response.start", "status": e.http_status, "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()), *extra]})  # fmt: skip
         await send({"type": "http.response.body", "body": body})
         return
-    query = dict(parse_qsl(scope["query_string"].decode("latin-1")))
-    resume = headers.get("last-event-id") or query.get("last_event_id")
-    reader = server.reader
     try:
-        last = int(resume) if resume is not None else reader.last_event_id()
-    except ValueError:
-        last = reader.last_event_id()
-    hub: Hub = server.hub
-    await send({"type": "http.response.start", "status": 200, "headers": [
-        (b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
-        (b"x-accel-buffering", b"no")]})  # fmt: skip
-    wake = asyncio.Event()
-    hub.waiters.add(wake)
-    disconnect = asyncio.ensure_future(_wait_disconnect(receive))
-    try:
-        await send({"type": "http.response.body", "body": b": connected\n\n", "more_body": True})
-        while not hub.closed and not disconnect.done():
-            wake.clear()
-            while rows := reader.events_since(last):
-                last = rows[-1][0]
-                out = b"".join(_format(r) for r in rows)
-                await send({"type": "http.response.body", "body": out, "more_body": True})
-            waiter = asyncio.ensure_future(wake.wait())
-            done, _ = await asyncio.wait(
-                {waiter, disconnect}, timeout=server.config.keepalive,
-                return_when=asyncio.FIRST_COMPLETED,
-            )  # fmt: skip
-            waiter.cancel()
-            if not done:  # keep proxies and clients from timing the stream out
-                await send({"type": "http.response.body", "body": b": keep-alive\n\n",
-                            "more_body": True})  # fmt: skip
-    except OSError:
-        pass
+        live_from = hub.last  # events after this reach the queue
+        after = resume_point(raw, newest)
+        gz = Member() if accepts_gzip(headers.get("accept-encoding")) else None
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no"), (b"vary", b"accept-encoding"),
+            *([(b"content-encoding", b"gzip")] if gz else [])]})  # fmt: skip
+        pump = asyncio.ensure_future(_pump(server.reader, sub, send, after, live_from, gz))
+        sub.on_stop = pump.cancel
+        if sub.stopped:  # closed or dropped before the pump could be told
+            pump.cancel()
+        gone = asyncio.ensure_future(_wait_disconnect(receive))
+        try:
+            await asyncio.wait({pump, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            pump.cancel()
+            await asyncio.wait({pump})
     finally:
-        hub.waiters.discard(wake)
-        disconnect.cancel()
-    with contextlib.suppress(Exception):  # the client may be gone already
-        await send({"type": "http.response.body", "body": b""})
+        hub.unsubscribe(sub)
+    if not pump.cancelled() and (error := pump.exception()) is not None:
+        if not isinstance(error, OSError):  # OSError: the client went away
+            log.warning("event stream ended by an error: %s", error)
+    elif sub.stopped == "closed":
+        # The server is stopping: end the response so that the connection can close.
+        with contextlib.suppress(Exception):
+            end = b"" if gz is None else gz.end()
+            await asyncio.wait_for(send({"type": "http.response.body", "body": end}), 1.0)
+    # Dropped (or failed): return without ending the response; the ASGI server closes the
+    # connection, where a send could wait forever on a client that does not read.
+
+
+async def _pump(
+    reader: EventStore,
+    sub: Subscriber,
+    send: Any,
+    after: int | None,
+    live_from: int,
+    gz: Member | None,
+) -> None:
+    """Send what the stream missed (from the database), then what the broadcaster hands
+    it, until it is stopped."""
+
+    async def out(body: bytes) -> None:
+        await send({"type": "http.response.body", "body": body, "more_body": True})
+
+    hello = b": connected\n\n"
+    await out(hello if gz is None else HEADER + gz.piece(hello))
+    last = live_from if after is None else after
+    while last < live_from and not sub.stopped:  # resuming: the database, page by page
+        rows = [r for r in reader.events_since(last, limit=500) if r[0] <= live_from]
+        if not rows:
+            break
+        last = rows[-1][0]
+        body = "".join(_frame(eid, t, d) for eid, _at, t, d in rows).encode()
+        await out(body if gz is None else gz.piece(body))
+    queue = sub.queue
+    while not sub.stopped:
+        if not queue:
+            sub.ready.clear()
+            await sub.ready.wait()
+            continue
+        parts: list[bytes] = []
+        while queue:
+            item = queue.popleft()
+            if isinstance(item, bytes):  # a keep-alive comment
+                parts.append(item if gz is None else gz.packed(_KEEPALIVE_GZ))
+            elif item.ids[-1] > last:
+                if item.ids[0] > last:  # the usual case: the whole batch, as encoded once
+                    parts.append(item.data if gz is None else gz.packed(item.packed()))
+                else:  # resumed past part of it
+                    rest = item.after(last)
+                    parts.append(rest if gz is None else gz.piece(rest))
+                last = item.ids[-1]
+        sub.pending = 0
+        if parts:
+            await out(parts[0] if len(parts) == 1 else b"".join(parts))
 
 
 async def _wait_disconnect(receive: Any) -> None:

@@ -58,6 +58,15 @@ def render(server: Any) -> str:
         "# TYPE cronwatch_api_errors_total counter",
         f"cronwatch_api_errors_total {c['api_errors']}",
     ]
+    hub = server.hub
+    if hub is not None:
+        lines += ["# HELP cronwatch_event_streams Event streams (/api/v1/stream) open now.",
+                  "# TYPE cronwatch_event_streams gauge",
+                  f"cronwatch_event_streams {len(hub.subscribers)}",
+                  "# HELP cronwatch_event_streams_dropped_total Event streams closed because "
+                  "their client fell behind.",
+                  "# TYPE cronwatch_event_streams_dropped_total counter",
+                  f"cronwatch_event_streams_dropped_total {hub.dropped}"]  # fmt: skip
     w = server.writer
     if w is not None:
         lines += ["# HELP cronwatch_commits_total Group commits by the writer.",
