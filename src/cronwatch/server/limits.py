@@ -1,0 +1,294 @@
+"""Limits applied before any work: deadlines, connection caps, sizes.
+
+``cronwatch serve`` faces the internet and its ping URLs carry no other credential, so
+every request is bounded before it is parsed into a scope, routed or authenticated:
+
+- ``guarded_protocol(limits)``: uvicorn's httptools protocol with what uvicorn lacks. A
+  connection must send a complete request head within ``head_timeout`` of its first
+  byte (or of connecting), and a declared body within ``body_timeout`` of its head
+  (slowloris and trickled bodies are closed, with a 408 when nothing else is being
+  answered); a request target longer than ``max_target`` is answered 414 and a head
+  larger than ``max_head`` 431, both before the app is called; connections over the
+  total or per-address cap are answered 503 and closed at once, with a log line; once
+  a ``Connection: close`` request is read, nothing more is read from that connection.
+- ``BodyLimit``: a pure ASGI middleware, outermost, that answers 413 to a declared
+  ``Content-Length`` over the limit without reading a byte of the body, and counts the
+  bytes of a streamed (chunked) body as they come, cutting it off at the limit. Pings
+  and the API have limits of their own.
+
+Malformed requests (bare LF line endings, an HTTP/0.9 line, duplicate lengths) are
+httptools' (llhttp's strict mode) to refuse: uvicorn answers 400 and closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+log = logging.getLogger("cronwatch.server")
+
+_PING_PREFIXES = ("/ping/", "/p/", "/jobs/p/")
+
+
+@dataclass(slots=True)
+class Limits:
+    head_timeout: float = 10.0  # seconds to send a request head
+    body_timeout: float = 30.0  # seconds to send a declared body after its head
+    max_connections: int = 4096  # in total (kept below the descriptor limit, see serve)
+    max_per_address: int = 256  # from one client address
+    max_target: int = 8192  # bytes of the request target (path and query): 414
+    max_head: int = 32768  # bytes of the header lines: 431
+    max_ping_body: int = 1 << 20  # a ping body over this is 413 (under it, cut to body_limit)
+    max_api_body: int = 1 << 20  # any other request body over this is 413
+
+
+class _Rejected(Exception):
+    """Raised from a parser callback to stop parsing a request already answered."""
+
+
+def _answer(status: str, text: bytes) -> bytes:
+    return (
+        b"HTTP/1.1 %s\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n"
+        b"connection: close\r\n\r\n%s" % (status.encode(), len(text), text)
+    )
+
+
+class _Warnings:
+    """One log line per reason per ``every`` seconds: a flood must not flood the log."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.every = every
+        self.last: dict[str, float] = {}
+        self.dropped: Counter[str] = Counter()
+
+    def warn(self, reason: str, message: str) -> None:
+        now = time.monotonic()
+        if now - self.last.get(reason, -self.every) < self.every:
+            self.dropped[reason] += 1
+            return
+        self.last[reason] = now
+        more = self.dropped.pop(reason, 0)
+        log.warning("%s%s", message, f" ({more} more since the last such line)" if more else "")
+
+
+def guarded_protocol(limits: Limits) -> type[asyncio.Protocol]:
+    """uvicorn's ``http`` protocol class for ``limits`` (one class per server: the
+    per-address counts are shared by its connections)."""
+    per_address: Counter[str] = Counter()
+    warnings = _Warnings()
+
+    class Guarded(HttpToolsProtocol):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.address = ""
+            self.counted = False
+            self.rejected = False
+            self.last_read = False  # a "Connection: close" request was read
+            self.closing = False  # the request being read says "Connection: close"
+            self.header_bytes = 0
+            self.in_head = True  # between a request's first byte and the end of its head
+            self.head_size = 0
+            self.timer: asyncio.TimerHandle | None = None
+
+        # --- connections -------------------------------------------------------------------
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self.address = self.client[0] if self.client else ""
+            total = len(self.connections)
+            if total > limits.max_connections:
+                warnings.warn("total", f"connection limit reached ({limits.max_connections} "
+                              "in all): refusing new connections")  # fmt: skip
+                self._refuse()
+                return
+            if per_address[self.address] >= limits.max_per_address:
+                warnings.warn(self.address, f"connection limit reached for {self.address} "
+                              f"({limits.max_per_address} per address): refusing its new "
+                              "connections")  # fmt: skip
+                self._refuse()
+                return
+            per_address[self.address] += 1
+            self.counted = True
+            self._arm(limits.head_timeout)  # connecting and sending nothing is a partial head
+
+        def _refuse(self) -> None:
+            self.rejected = True
+            self.transport.write(_answer("503 Service Unavailable", b"too many connections\n"))
+            self.transport.close()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            if self.counted:
+                self.counted = False
+                per_address[self.address] -= 1
+                if per_address[self.address] <= 0:
+                    del per_address[self.address]
+            super().connection_lost(exc)
+
+        # --- reading ---------------------------------------------------------------------
+        def data_received(self, data: bytes) -> None:
+            if self.rejected or self.last_read:
+                return  # answered, or nothing more to read: never buffered
+            if self.in_head:
+                self.head_size += len(data)
+                if self.timer is None:
+                    self._arm(limits.head_timeout)
+            super().data_received(data)
+            # a head trickled in without a complete header line yet (httptools buffers it)
+            if (
+                self.in_head
+                and not self.rejected
+                and self.head_size > limits.max_target + limits.max_head
+            ):
+                self._reject("431 Request Header Fields Too Large", b"request head too large\n")
+
+        def send_400_response(self, msg: str) -> None:
+            if not self.rejected:  # else _Rejected stopped the parser: already answered
+                self.rejected = True
+                self._disarm()
+                super().send_400_response(msg)
+
+        def _reject(self, status: str, text: bytes) -> None:
+            self.rejected = True
+            self._disarm()
+            if self.cycle is None or self.cycle.response_complete:
+                self.transport.write(_answer(status, text))
+            self.transport.close()
+
+        # --- httptools callbacks -----------------------------------------------------------
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self.in_head = True
+            self.head_size = self.header_bytes = 0
+            if self.timer is None:
+                self._arm(limits.head_timeout)
+
+        def on_url(self, url: bytes) -> None:
+            if len(self.url) + len(url) > limits.max_target:
+                self._reject("414 URI Too Long", b"request target too long\n")
+                raise _Rejected
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self.header_bytes += len(name) + len(value) + 4
+            if self.header_bytes > limits.max_head:
+                self._reject("431 Request Header Fields Too Large", b"request head too large\n")
+                raise _Rejected
+            super().on_header(name, value)
+
+        def on_headers_complete(self) -> None:
+            self.in_head = False
+            self._disarm()
+            body = False
+            for name, value in self.headers:
+                if name == b"content-length":
+                    body = value.strip() != b"0"
+                elif name == b"transfer-encoding":
+                    body = True
+            if body:
+                self._arm(limits.body_timeout)
+            self.closing = not self.parser.should_keep_alive()
+            super().on_headers_complete()
+
+        def on_message_complete(self) -> None:
+            self._disarm()
+            if self.closing:  # the last request: whatever follows it is never read
+                self.last_read = True
+                self.transport.pause_reading()
+            super().on_message_complete()
+
+        # --- deadlines ---------------------------------------------------------------------
+        def _arm(self, seconds: float) -> None:
+            self._disarm()
+            self.timer = self.loop.call_later(seconds, self._expired)
+
+        def _disarm(self) -> None:
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+
+        def _expired(self) -> None:
+            self.timer = None
+            if self.transport is None or self.transport.is_closing():
+                return
+            what = "head" if self.in_head else "body"
+            warnings.warn("timeout-" + what, f"closed a connection from {self.address}: "
+                          f"request {what} not received in time")  # fmt: skip
+            self._reject("408 Request Timeout", f"request {what} not received in time\n".encode())
+
+    return Guarded
+
+
+class BodyLimit:
+    """ASGI middleware: request bodies over the limit are refused before anything reads them.
+
+    A declared ``Content-Length`` over the limit is answered 413 at once, without
+    calling the app (so before authentication and before any parsing); a body without
+    a length (chunked) is counted as the app receives it, and past the limit the client
+    gets 413 and the app a disconnect."""
+
+    def __init__(self, app: Any, limits: Limits) -> None:
+        self.app = app
+        self.limits = limits
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        ping = scope["path"].startswith(_PING_PREFIXES)
+        limit = self.limits.max_ping_body if ping else self.limits.max_api_body
+        declared = None
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                declared = value
+                break
+        if declared is not None:
+            if not declared.isdigit() or int(declared) > limit:
+                await _too_large(send, ping, limit)
+                return
+            await self.app(scope, receive, send)  # the server stops at the declared length
+            return
+        size = 0
+        answered = started = False
+
+        async def counted() -> Any:
+            nonlocal size, answered
+            if size > limit:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                size += len(message.get("body", b""))
+                if size > limit:
+                    if not started:
+                        answered = True
+                        await _too_large(send, ping, limit)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: dict[str, Any]) -> None:
+            nonlocal started
+            if answered:
+                return  # the app goes on after its disconnect: the 413 was the answer
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        await self.app(scope, counted, guarded_send)
+
+
+async def _too_large(send: Any, ping: bool, limit: int) -> None:
+    text = f"request body too large (limit {limit} bytes)"
+    if ping:
+        body, kind = (text + "\n").encode(), b"text/plain; charset=utf-8"
+    else:
+        body, kind = b'{"error": "%s"}' % text.encode(), b"application/json"
+    await send({"type": "http.response.start", "status": 413, "headers": [
+        (b"content-type", kind), (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]})  # fmt: skip
+    await send({"type": "http.response.body", "body": body})
