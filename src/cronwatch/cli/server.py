@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import socket
 import sys
 import time
@@ -124,6 +125,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                             log_level=args.log_level, access_log=False, lifespan="on",
                             loop="uvloop", http=http, timeout_keep_alive=5)  # fmt: skip
     server = uvicorn.Server(config)
+    handler = logging.StreamHandler()  # the limits' lines, the writer's restarts
+    handler.setFormatter(logging.Formatter("cronwatch: %(message)s"))
+    logging.getLogger("cronwatch.server").addHandler(handler)
     # bind first so that --port 0 can print the port it got: tests and scripts read this line
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)

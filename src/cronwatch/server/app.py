@@ -218,7 +218,11 @@ class Server:
             counters["ping_errors"] += 1
             await respond(send, 405, b"method not allowed", self._not_allowed)
             return
-        body = await read_body(receive, self.config.body_limit) if method == "POST" else None
+        body = None
+        if method == "POST":
+            body = await read_body(receive, self.config.body_limit)
+            if body is None:  # the client left (or was cut off) mid-body: it gets no
+                return  # answer, so nothing is recorded
         if self.pings is not None:  # the usual case: the ping writer process
             fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
             self.submit_ping(scope["path"], scope["query_string"], body, fut.set_result)
@@ -283,15 +287,16 @@ class Server:
         return 0, status, out, is_json, job, p.dialect, deliver
 
 
-async def read_body(receive: Any, limit: int) -> bytes:
-    """At most ``limit`` bytes of the request body; the rest is never buffered."""
+async def read_body(receive: Any, limit: int) -> bytes | None:
+    """At most ``limit`` bytes of the request body; the rest is never buffered. None if
+    the client went away before the body (or the limit) was reached."""
     chunks: list[bytes] = []
     size = 0
     more = True
     while more and size <= limit:
         message = await receive()
         if message["type"] != "http.request":  # the client went away
-            break
+            return None
         chunk = message.get("body", b"")
         chunks.append(chunk)
         size += len(chunk)

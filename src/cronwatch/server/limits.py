@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 log = logging.getLogger("cronwatch.server")
 
 _PING_PREFIXES = ("/ping/", "/p/", "/jobs/p/")
+# method SP target SP version CRLF, nothing else: no HTTP/0.9 line, no bare LF
+_REQUEST_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+ [\x21-\x7e]+ HTTP/[0-9]\.[0-9]\r\n")
 
 
 @dataclass(slots=True)
@@ -92,6 +95,9 @@ def guarded_protocol(limits: Limits) -> type[asyncio.Protocol]:
             self.last_read = False  # a "Connection: close" request was read
             self.closing = False  # the request being read says "Connection: close"
             self.header_bytes = 0
+            self.between = True  # the next byte read starts a request
+            self.line = b""  # the start of a request's line, until it is complete
+            self.checking = False
             self.in_head = True  # between a request's first byte and the end of its head
             self.head_size = 0
             self.timer: asyncio.TimerHandle | None = None
@@ -138,6 +144,11 @@ def guarded_protocol(limits: Limits) -> type[asyncio.Protocol]:
                 self.head_size += len(data)
                 if self.timer is None:
                     self._arm(limits.head_timeout)
+            if self.between:
+                self.between, self.checking, self.line = False, True, b""
+            if self.checking and not self._line_ok(data):
+                self._reject("400 Bad Request", b"malformed request line\n")
+                return
             super().data_received(data)
             # a head trickled in without a complete header line yet (httptools buffers it)
             if (
@@ -146,6 +157,16 @@ def guarded_protocol(limits: Limits) -> type[asyncio.Protocol]:
                 and self.head_size > limits.max_target + limits.max_head
             ):
                 self._reject("431 Request Header Fields Too Large", b"request head too large\n")
+
+        def _line_ok(self, data: bytes) -> bool:
+            """llhttp takes a line without a version (``GET /``) as HTTP/0.9 and waits for
+            more, or answers it as HTTP/1.1: refuse it, and bare-LF lines, at once."""
+            self.line = (self.line + data[: limits.max_target + 64]).lstrip(b"\r\n")
+            end = self.line.find(b"\n")
+            if end < 0:
+                return len(self.line) <= limits.max_target + 64  # else on_url answers 414
+            self.checking = False
+            return _REQUEST_LINE.fullmatch(self.line[: end + 1]) is not None
 
         def send_400_response(self, msg: str) -> None:
             if not self.rejected:  # else _Rejected stopped the parser: already answered
@@ -156,13 +177,15 @@ def guarded_protocol(limits: Limits) -> type[asyncio.Protocol]:
         def _reject(self, status: str, text: bytes) -> None:
             self.rejected = True
             self._disarm()
-            if self.cycle is None or self.cycle.response_complete:
+            cycle = self.cycle  # answer unless a response of the app's is on the wire
+            if cycle is None or cycle.response_complete or not cycle.response_started:
                 self.transport.write(_answer(status, text))
             self.transport.close()
 
         # --- httptools callbacks -----------------------------------------------------------
         def on_message_begin(self) -> None:
             super().on_message_begin()
+            self.between = False
             self.in_head = True
             self.head_size = self.header_bytes = 0
             if self.timer is None:
@@ -197,6 +220,7 @@ def guarded_protocol(limits: Limits) -> type[asyncio.Protocol]:
 
         def on_message_complete(self) -> None:
             self._disarm()
+            self.between = True  # unless on_message_begin comes next in the same read
             if self.closing:  # the last request: whatever follows it is never read
                 self.last_read = True
                 self.transport.pause_reading()
