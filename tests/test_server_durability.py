@@ -36,7 +36,10 @@ def test_acknowledged_pings_survive_kill_9(tmp_path: Path) -> None:
     threads = [threading.Thread(target=load, args=(w,)) for w in range(8)]
     for t in threads:
         t.start()
-    time.sleep(1.5)
+    deadline = time.monotonic() + 30  # under load, until enough are acknowledged
+    while len(acked) < 50 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)  # and kill it in the middle of the load, not at its first acks
     server.stop(signal.SIGKILL)
     stop.set()
     for t in threads:
