@@ -123,7 +123,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # BodyLimit is outermost: an oversized body is refused before routing and authentication
     config = uvicorn.Config(BodyLimit(app, limits), host=args.host, port=args.port,
                             log_level=args.log_level, access_log=False, lifespan="on",
-                            loop="uvloop", http=http, timeout_keep_alive=5)  # fmt: skip
+                            loop="auto", http=http, timeout_keep_alive=5)  # fmt: skip
     server = uvicorn.Server(config)
     handler = logging.StreamHandler()  # the limits' lines, the writer's restarts
     handler.setFormatter(logging.Formatter("cronwatch: %(message)s"))

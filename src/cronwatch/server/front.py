@@ -1,18 +1,21 @@
-"""The HTTP front of ``cronwatch serve``: pings answered without the ASGI machinery.
+"""An opt-in HTTP front (``cronwatch serve --front fast``): pings without the ASGI machinery.
 
-uvicorn runs this as its HTTP protocol class. Each connection starts here; a request
-that is a plain ping (GET, POST or HEAD on /ping/, /p/ or /jobs/p/, HTTP/1.1, a
-well-formed head, no chunked body, no Expect or Upgrade) is parsed in a few string
-operations, forwarded to the ping writer process, and answered with bytes built once,
-when the writer reports the commit. Per ping that is one read, one write and no task,
-coroutine, scope dict or ASGI message.
+Not the default: it is a parser of our own in front of uvicorn's, and has no differential
+fuzz test against h11 yet; the default is uvicorn's httptools protocol with the limits of
+``server.limits``. Here, uvicorn runs this as its HTTP protocol class. Each connection
+starts here; a request that is a plain ping (GET, POST or HEAD on /ping/, /p/ or
+/jobs/p/, HTTP/1.1, a well-formed head, no chunked body, no Expect or Upgrade) that
+arrived whole is parsed in a few string operations, forwarded to the ping writer
+process, and answered with bytes built once, when the writer reports the commit. Per
+ping that is one read, one write and no task, coroutine, scope dict or ASGI message.
 
 The first request that is anything else (the API, the event stream, metrics, a
-malformed request, a percent-encoded path) hands the connection over to uvicorn's own
-protocol, with the bytes not yet consumed, once every ping answer owed on it has been
-written; the ASGI app then serves it, and everything after it on that connection. So
-the fast path is a strict subset: whatever it does not take gets exactly the old
-behaviour, and the pings it takes are recorded by the same writer with the same replies.
+malformed request, a percent-encoded path, a head or body that did not arrive whole in
+one read) hands the connection over to the guarded uvicorn protocol (``fallback``, from
+``server.limits``: deadlines and size limits), with the bytes not yet consumed, once
+every ping answer owed on it has been written; the ASGI app then serves it, and
+everything after it on that connection. Nothing after a ``Connection: close`` request is
+read or kept.
 """
 
 from __future__ import annotations
