@@ -221,7 +221,11 @@ def test_body_limit_counts_a_chunked_body() -> None:
     async def send(message: dict[str, object]) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "path": "/api/v1/jobs", "headers": []}
+    scope = {
+        "type": "http",
+        "path": "/api/v1/jobs",
+        "headers": [(b"transfer-encoding", b"chunked")],
+    }
     asyncio.run(BodyLimit(app, limits)(scope, receive, send))
     assert [m["type"] for m in seen] == ["http.request", "http.request", "http.disconnect"]
     assert sent[0]["status"] == 413 and len(sent) == 2  # the app's own answer is dropped

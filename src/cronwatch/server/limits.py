@@ -80,11 +80,37 @@ class _Warnings:
         log.warning("%s%s", message, f" ({more} more since the last such line)" if more else "")
 
 
+class _Sweeper:
+    """Closes the connections whose deadline passed; runs while there are connections."""
+
+    def __init__(self, watched: set[Any], every: float) -> None:
+        self.watched = watched
+        self.every = every
+        self.handle: asyncio.TimerHandle | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.handle is None:
+            self.handle = loop.call_later(self.every, self.sweep, loop)
+
+    def sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.handle = None
+        now = loop.time()
+        for conn in [c for c in self.watched if c.deadline and c.deadline <= now]:
+            conn.expired()
+        if self.watched:
+            self.start(loop)
+
+
 def guarded_protocol(limits: Limits) -> type[asyncio.Protocol]:
     """uvicorn's ``http`` protocol class for ``limits`` (one class per server: the
     per-address counts are shared by its connections)."""
     per_address: Counter[str] = Counter()
     warnings = _Warnings()
+    watched: set[Any] = set()  # the open connections, for the deadline sweep
+    # one sweep over the open connections a fraction of a deadline apart, instead of a
+    # timer set and cancelled for every request
+    sweeper = _Sweeper(watched, max(0.05, min(1.0, limits.head_timeout / 4,
+                                             limits.body_timeout / 4)))  # fmt: skip
 
     class Guarded(HttpToolsProtocol):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -94,13 +120,12 @@ def guarded_protocol(limits: Limits) -> type[asyncio.Protocol]:
             self.rejected = False
             self.last_read = False  # a "Connection: close" request was read
             self.closing = False  # the request being read says "Connection: close"
-            self.header_bytes = 0
             self.between = True  # the next byte read starts a request
             self.line = b""  # the start of a request's line, until it is complete
             self.checking = False
             self.in_head = True  # between a request's first byte and the end of its head
             self.head_size = 0
-            self.timer: asyncio.TimerHandle | None = None
+            self.deadline = 0.0  # loop time by which the head or body must be in; 0: none
 
         # --- connections -------------------------------------------------------------------
         def connection_made(self, transport: Any) -> None:
@@ -120,7 +145,9 @@ def guarded_protocol(limits: Limits) -> type[asyncio.Protocol]:
                 return
             per_address[self.address] += 1
             self.counted = True
-            self._arm(limits.head_timeout)  # connecting and sending nothing is a partial head
+            watched.add(self)
+            self.deadline = self.loop.time() + limits.head_timeout  # silence is a partial head
+            sweeper.start(self.loop)
 
         def _refuse(self) -> None:
             self.rejected = True
@@ -128,7 +155,7 @@ def guarded_protocol(limits: Limits) -> type[asyncio.Protocol]:
             self.transport.close()
 
         def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
+            watched.discard(self)
             if self.counted:
                 self.counted = False
                 per_address[self.address] -= 1
@@ -142,8 +169,8 @@ def guarded_protocol(limits: Limits) -> type[asyncio.Protocol]:
                 return  # answered, or nothing more to read: never buffered
             if self.in_head:
                 self.head_size += len(data)
-                if self.timer is None:
-                    self._arm(limits.head_timeout)
+                if not self.deadline:
+                    self.deadline = self.loop.time() + limits.head_timeout
             if self.between:
                 self.between, self.checking, self.line = False, True, b""
             if self.checking and not self._line_ok(data):
@@ -171,12 +198,12 @@ def guarded_protocol(limits: Limits) -> type[asyncio.Protocol]:
         def send_400_response(self, msg: str) -> None:
             if not self.rejected:  # else _Rejected stopped the parser: already answered
                 self.rejected = True
-                self._disarm()
+                self.deadline = 0.0
                 super().send_400_response(msg)
 
         def _reject(self, status: str, text: bytes) -> None:
             self.rejected = True
-            self._disarm()
+            self.deadline = 0.0
             cycle = self.cycle  # answer unless a response of the app's is on the wire
             if cycle is None or cycle.response_complete or not cycle.response_started:
                 self.transport.write(_answer(status, text))
@@ -187,57 +214,41 @@ def guarded_protocol(limits: Limits) -> type[asyncio.Protocol]:
             super().on_message_begin()
             self.between = False
             self.in_head = True
-            self.head_size = self.header_bytes = 0
-            if self.timer is None:
-                self._arm(limits.head_timeout)
-
-        def on_url(self, url: bytes) -> None:
-            if len(self.url) + len(url) > limits.max_target:
-                self._reject("414 URI Too Long", b"request target too long\n")
-                raise _Rejected
-            super().on_url(url)
-
-        def on_header(self, name: bytes, value: bytes) -> None:
-            self.header_bytes += len(name) + len(value) + 4
-            if self.header_bytes > limits.max_head:
-                self._reject("431 Request Header Fields Too Large", b"request head too large\n")
-                raise _Rejected
-            super().on_header(name, value)
+            self.head_size = 0
+            if not self.deadline:
+                self.deadline = self.loop.time() + limits.head_timeout
 
         def on_headers_complete(self) -> None:
+            # sizes checked once the head is parsed (a head that keeps coming without an
+            # end is cut in data_received): cheaper than a check per header line
+            if len(self.url) > limits.max_target:
+                self._reject("414 URI Too Long", b"request target too long\n")
+                raise _Rejected
+            headers = self.headers
+            if sum(len(n) + len(v) for n, v in headers) + 4 * len(headers) > limits.max_head:
+                self._reject("431 Request Header Fields Too Large", b"request head too large\n")
+                raise _Rejected
             self.in_head = False
-            self._disarm()
             body = False
-            for name, value in self.headers:
+            for name, value in headers:
                 if name == b"content-length":
                     body = value.strip() != b"0"
                 elif name == b"transfer-encoding":
                     body = True
-            if body:
-                self._arm(limits.body_timeout)
+            self.deadline = self.loop.time() + limits.body_timeout if body else 0.0
             self.closing = not self.parser.should_keep_alive()
             super().on_headers_complete()
 
         def on_message_complete(self) -> None:
-            self._disarm()
+            self.deadline = 0.0
             self.between = True  # unless on_message_begin comes next in the same read
             if self.closing:  # the last request: whatever follows it is never read
                 self.last_read = True
                 self.transport.pause_reading()
             super().on_message_complete()
 
-        # --- deadlines ---------------------------------------------------------------------
-        def _arm(self, seconds: float) -> None:
-            self._disarm()
-            self.timer = self.loop.call_later(seconds, self._expired)
-
-        def _disarm(self) -> None:
-            if self.timer is not None:
-                self.timer.cancel()
-                self.timer = None
-
-        def _expired(self) -> None:
-            self.timer = None
+        def expired(self) -> None:
+            self.deadline = 0.0
             if self.transport is None or self.transport.is_closing():
                 return
             what = "head" if self.in_head else "body"
@@ -267,10 +278,15 @@ class BodyLimit:
         ping = scope["path"].startswith(_PING_PREFIXES)
         limit = self.limits.max_ping_body if ping else self.limits.max_api_body
         declared = None
+        chunked = False
         for name, value in scope["headers"]:
             if name == b"content-length":
                 declared = value
-                break
+            elif name == b"transfer-encoding":
+                chunked = True
+        if declared is None and not chunked:  # no body at all (most pings)
+            await self.app(scope, receive, send)
+            return
         if declared is not None:
             if not declared.isdigit() or int(declared) > limit:
                 await _too_large(send, ping, limit)
