@@ -323,18 +323,24 @@ def test_held_bodies_do_not_hold_the_server(server: Server) -> None:
 def test_per_address_cap_refuses_with_a_log_line_and_others_are_served(tmp_path: Path) -> None:
     # a long head deadline: the held connections stay until this test closes them
     srv = Server(tmp_path / "c.db", tmp_path / "c.log", "--max-connections-per-address", "20",
-                 "--head-timeout", "60")  # fmt: skip
+                 "--max-connections", "31", "--head-timeout", "60")  # fmt: skip
     try:
         key = srv.job_key("capped")
         held = [srv.connect() for _ in range(20)]
+        others = [srv.connect("127.0.0.3") for _ in range(10)]  # 30 in all: the total cap
         time.sleep(0.2)  # let the server take them in (accept order is not connect order)
         over = [srv.connect() for _ in range(5)]
         assert {status(a) for a in wait_closed(over, within=10)} == {503}
+        # the 31st connection is welcome (from another address), the 32nd is not
         assert ping_from_elsewhere(srv, key, "capped-1") < 2.0
+        extra = srv.connect("127.0.0.3")
+        time.sleep(0.2)
+        assert {status(a) for a in wait_closed([srv.connect("127.0.0.4")], within=10)} == {503}
         log = srv.log.read_text()
         assert "connection limit reached for 127.0.0.1 (20 per address)" in log
+        assert "connection limit reached (31 in all)" in log
         assert "Traceback" not in log
-        for s in held:
+        for s in [*held, *others, extra]:
             s.close()
         deadline = time.monotonic() + 10
         while True:  # once they are gone, 127.0.0.1 is welcome again
@@ -348,6 +354,23 @@ def test_per_address_cap_refuses_with_a_log_line_and_others_are_served(tmp_path:
         assert {"capped-1", "capped-2"} <= srv.stored("capped")
     finally:
         srv.stop()
+
+
+def test_the_parse_cache_is_bounded() -> None:
+    """The ping writer caches parsed URLs: a flood of distinct or long URLs (no key
+    needed) must not grow it without bound."""
+    from cronwatch.server import pingproc
+
+    cache = pingproc._parsed
+    cache.clear()
+    for i in range(pingproc._CACHE_SIZE + 500):
+        pingproc._parse(f"/ping/key-{i}", b"")
+    assert len(cache) == pingproc._CACHE_SIZE
+    assert ("/ping/key-0", b"") not in cache and (f"/ping/key-{i}", b"") in cache
+    long_query = b"msg=" + b"a" * 60_000
+    assert pingproc._parse("/ping/key-1", long_query) is not None
+    assert ("/ping/key-1", long_query) not in cache
+    cache.clear()
 
 
 def test_pipelined_pings_and_keep_alive_still_work(server: Server) -> None:
