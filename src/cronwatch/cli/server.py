@@ -121,9 +121,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         http = type("Front", (PingFront,), {"fallback": http})
     # BodyLimit is outermost: an oversized body is refused before routing and authentication
+    # No proxy-headers middleware: nothing here reads the client's address from the scope
+    # (the connection caps use the socket's peer), so it would be one more layer a request.
     config = uvicorn.Config(BodyLimit(app, limits), host=args.host, port=args.port,
                             log_level=args.log_level, access_log=False, lifespan="on",
-                            loop="auto", http=http, timeout_keep_alive=5)  # fmt: skip
+                            loop="auto", http=http, timeout_keep_alive=5,
+                            proxy_headers=False)  # fmt: skip
     server = uvicorn.Server(config)
     handler = logging.StreamHandler()  # the limits' lines, the writer's restarts
     handler.setFormatter(logging.Formatter("cronwatch: %(message)s"))
