@@ -1,7 +1,7 @@
 """HTTP stacks side by side: acknowledged pings/s and p99 of each, against its own hello world.
 
     python benchmarks/bench_stacks.py [--duration 8] [--connections 64] [--rounds 3]
-                                      [--stacks front,uvicorn,granian]
+                                      [--stacks front,uvicorn,granian,granian-uvloop]
 
 For each stack, the real server app (``cronwatch.server.app``, ping writer process,
 scheduler on) and a hello world on the same stack, driven by wrk (2 threads) round after
@@ -9,9 +9,12 @@ round so that every target sees the same machine load; medians of the rounds.
 
 - ``front``: today's ``server/front.py`` as uvicorn's protocol class (``--front fast``);
   its hello world answers every ping at once with the same parser and answer bytes.
-- ``uvicorn``: uvicorn with httptools and uvloop; pings dispatched by the app's raw ASGI
-  router straight to the writer link (no FastAPI routing); hello world is raw ASGI.
-- ``granian``: granian's ASGI interface (asyncio loop, one worker), the same app.
+- ``uvicorn``: ``cronwatch serve`` as it is by default: uvicorn with httptools and
+  uvloop, the limits of server/limits.py, pings dispatched by the app's raw ASGI router
+  straight to the writer link (no FastAPI routing); hello world is raw ASGI on uvicorn
+  with httptools and uvloop.
+- ``granian``: granian's ASGI interface (asyncio loop, one worker), the same app
+  (``pip install granian``); ``granian-uvloop``: the same on uvloop.
 
 "server CPU" is the user+system time of the server's process tree per request. After
 the run the acknowledged pings are compared with the stored runs (stored >= acked).
@@ -94,14 +97,20 @@ def cpu(pid: int) -> float:
     return total
 
 
-def granian(module: str, port: int, tmp: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def granian(
+    module: str, port: int, tmp: str, env: dict[str, str], loop: str
+) -> subprocess.Popen[bytes]:
     gran = str(Path(sys.executable).parent / "granian")
     return subprocess.Popen(
-        [gran, "--interface", "asgi", "--loop", os.environ.get("BENCH_GRANIAN_LOOP", "asyncio"),
-         "--workers", "1", "--no-ws", *os.environ.get("BENCH_GRANIAN_ARGS", "").split(),
+        [gran, "--interface", "asgi", "--loop", loop,
+         "--workers", "1", "--no-ws",
          "--http", "1", "--log-level", "warning", "--port", str(port), f"{module}:app"],
         env={**os.environ, "PYTHONPATH": tmp, **env},
     )  # fmt: skip
+
+
+def granian_loop(stack: str) -> str:
+    return "uvloop" if stack == "granian-uvloop" else "asyncio"
 
 
 def main() -> None:
@@ -109,7 +118,7 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=8)
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--stacks", default="front,uvicorn,granian")
+    ap.add_argument("--stacks", default="front,uvicorn,granian,granian-uvloop")
     args = ap.parse_args()
     from cronwatch.store import open_store
 
@@ -125,9 +134,9 @@ def main() -> None:
         db = os.path.join(tmp, f"{stack}.db")
         with open_store(db) as s:
             keys = {n: s.ensure_ping_key(n, now=time.time()) for n in ("hc", "simob")}
-        if stack == "granian":
+        if stack.startswith("granian"):
             port = free_port()
-            proc = granian("cw_app", port, tmp, {"BENCH_DB": db})
+            proc = granian("cw_app", port, tmp, {"BENCH_DB": db}, granian_loop(stack))
             url = f"http://127.0.0.1:{port}"
         else:
             front = "fast" if stack == "front" else "uvicorn"
@@ -150,7 +159,7 @@ def main() -> None:
                 hello = subprocess.Popen([sys.executable, "-c", HELLO_UVICORN, str(port)])
                 hello_url = f"http://127.0.0.1:{port}/"
             else:
-                hello = granian("hello_asgi", port, tmp, {})
+                hello = granian("hello_asgi", port, tmp, {}, granian_loop(stack))
                 hello_url = f"http://127.0.0.1:{port}/"
             procs.append(hello)
             wait_up(hello_url)
