@@ -1,8 +1,9 @@
 """An opt-in HTTP front (``cronwatch serve --front fast``): pings without the ASGI machinery.
 
-Not the default: it is a parser of our own in front of uvicorn's, and has no differential
-fuzz test against h11 yet; the default is uvicorn's httptools protocol with the limits of
-``server.limits``. Here, uvicorn runs this as its HTTP protocol class. Each connection
+Not the default: it is a parser of our own in front of uvicorn's (two parsers that must
+agree on message boundaries); tests/test_server_front_fuzz.py holds it to h11 (whatever
+it takes, h11 reads as the same requests; the rest it hands over). The default is
+uvicorn's httptools protocol with the limits of ``server.limits``. Here, uvicorn runs this as its HTTP protocol class. Each connection
 starts here; a request that is a plain ping (GET, POST or HEAD on /ping/, /p/ or
 /jobs/p/, HTTP/1.1, a well-formed head, no chunked body, no Expect or Upgrade) that
 arrived whole is parsed in a few string operations, forwarded to the ping writer
@@ -138,6 +139,7 @@ class PingFront(asyncio.Protocol):
                 or _TARGET.fullmatch(target) is None
                 or _HEADERS.fullmatch(headers) is None
                 or b"transfer-encoding" in headers
+                or headers.count(b"\r\nhost:") != 1  # RFC 9112: else 400, uvicorn's to say
                 or b"\r\nexpect:" in headers
                 or b"\r\nupgrade:" in headers
             ):
