@@ -197,6 +197,15 @@ def test_malformed_or_oversized_is_answered_at_once(
     assert closed
 
 
+def test_malformed_requests_in_a_loop_do_not_fill_the_log(server: Server) -> None:
+    before = server.log.read_text().count("Invalid HTTP request")
+    for _ in range(20):
+        with server.connect() as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n")
+            assert status(answer(sock)[0]) == 400
+    assert server.log.read_text().count("Invalid HTTP request") - before <= 2
+
+
 def test_body_limit_counts_a_chunked_body() -> None:
     """Without Content-Length the middleware counts the body as the app reads it: past the
     limit the client gets 413 and the app a disconnect."""

@@ -107,7 +107,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(Config(db=args.db, body_limit=args.body_limit, keepalive=args.keepalive,
                             scheduler=not args.no_scheduler,
                             ping_process=args.ping_writer == "process"))  # fmt: skip
-    from cronwatch.server.limits import BodyLimit, Limits, guarded_protocol
+    from cronwatch.server.limits import BodyLimit, Limits, RateLimitFilter, guarded_protocol
 
     limits = Limits(head_timeout=args.head_timeout, body_timeout=args.body_timeout,
                     max_connections=_fit_descriptors(args.max_connections),
@@ -131,6 +131,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     handler = logging.StreamHandler()  # the limits' lines, the writer's restarts
     handler.setFormatter(logging.Formatter("cronwatch: %(message)s"))
     logging.getLogger("cronwatch.server").addHandler(handler)
+    logging.getLogger("uvicorn.error").addFilter(RateLimitFilter())
     # bind first so that --port 0 can print the port it got: tests and scripts read this line
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)

@@ -101,6 +101,26 @@ class _Sweeper:
             self.start(loop)
 
 
+class RateLimitFilter(logging.Filter):
+    """For uvicorn's own log: its line for each malformed request, at most once every
+    ``every`` seconds (a client sending garbage in a loop must not fill the disk)."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        super().__init__()
+        self.every = every
+        self.last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            return True
+        key = str(record.msg)
+        now = time.monotonic()
+        if now - self.last.get(key, -self.every) < self.every:
+            return False
+        self.last[key] = now
+        return True
+
+
 def guarded_protocol(limits: Limits) -> type[asyncio.Protocol]:
     """uvicorn's ``http`` protocol class for ``limits`` (one class per server: the
     per-address counts are shared by its connections)."""
