@@ -16,8 +16,10 @@ every request is bounded before it is parsed into a scope, routed or authenticat
   bytes of a streamed (chunked) body as they come, cutting it off at the limit. Pings
   and the API have limits of their own.
 
-Malformed requests (bare LF line endings, an HTTP/0.9 line, duplicate lengths) are
-httptools' (llhttp's strict mode) to refuse: uvicorn answers 400 and closes.
+A request line without a version (HTTP/0.9) or ending in a bare LF is answered 400 here
+at once (llhttp would wait for more, or answer it as HTTP/1.1); other malformed heads
+(bare LF in the headers, duplicate lengths, bad names) are llhttp's strict mode's to
+refuse: uvicorn answers 400 and closes.
 """
 
 from __future__ import annotations
@@ -71,6 +73,9 @@ class _Warnings:
         self.dropped: Counter[str] = Counter()
 
     def warn(self, reason: str, message: str) -> None:
+        if len(self.last) > 1024:  # reasons include client addresses: keep it bounded
+            self.last.clear()
+            self.dropped.clear()
         now = time.monotonic()
         if now - self.last.get(reason, -self.every) < self.every:
             self.dropped[reason] += 1
