@@ -3,6 +3,9 @@
     python benchmarks/bench_server.py [--duration 10] [--connections 64] [--rounds 3]
                                       [--ping-writer process[,thread]]
 
+The front's benchmark (``serve --front fast``, opt-in since session 5; bench_stacks.py
+compares the stacks, the default included).
+
 Starts the real server (uvicorn, uvloop; one server per ping-writer mode) on 127.0.0.1 and
 two hello worlds: a raw ASGI app on uvicorn (httptools), and the stack that serves pings,
 uvicorn running cronwatch's HTTP front with an app that answers each ping at once (the
@@ -46,7 +49,11 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning",
 HELLO_FRONT = """
 import sys, uvicorn
 from collections import Counter
-from cronwatch.server.front import PingFront
+from cronwatch.server.front import PingFront as Front
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+class PingFront(Front):
+    fallback = HttpToolsProtocol  # what is not a whole plain ping (none of wrk's requests)
 
 class Config:
     body_limit = 100_000
@@ -148,7 +155,7 @@ def main() -> None:
                 keys = {n: s.ensure_ping_key(n, now=time.time()) for n in ("hc", "simob")}
             proc = subprocess.Popen(
                 [sys.executable, "-m", "cronwatch.main", "serve", "--port", "0", "--db", db,
-                 "--ping-writer", mode],
+                 "--ping-writer", mode, "--front", "fast"],
                 stderr=subprocess.PIPE,
             )  # fmt: skip
             line = proc.stderr.readline().decode()  # type: ignore[union-attr]
