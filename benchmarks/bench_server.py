@@ -3,6 +3,9 @@
     python benchmarks/bench_server.py [--duration 10] [--connections 64] [--rounds 3]
                                       [--ping-writer process[,thread]] [--streams 200]
 
+The front's benchmark (``serve --front fast``, opt-in since session 5; bench_stacks.py
+compares the stacks, the default included).
+
 Starts the real server (uvicorn, uvloop; one server per ping-writer mode) on 127.0.0.1 and
 two hello worlds: a raw ASGI app on uvicorn (httptools), and the stack that serves pings,
 uvicorn running cronwatch's HTTP front with an app that answers each ping at once (the
@@ -53,7 +56,11 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning",
 HELLO_FRONT = """
 import sys, uvicorn
 from collections import Counter
-from cronwatch.server.front import PingFront
+from cronwatch.server.front import PingFront as Front
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+class PingFront(Front):
+    fallback = HttpToolsProtocol  # what is not a whole plain ping (none of wrk's requests)
 
 class Config:
     body_limit = 100_000
@@ -234,7 +241,7 @@ def main() -> None:
                                 for i in range(max(1, math.ceil(args.streams / 10)))]  # fmt: skip
             proc = subprocess.Popen(
                 [sys.executable, "-m", "cronwatch.main", "serve", "--port", "0", "--db", db,
-                 "--ping-writer", mode],
+                 "--ping-writer", mode, "--front", "fast"],
                 stderr=subprocess.PIPE,
             )  # fmt: skip
             line = proc.stderr.readline().decode()  # type: ignore[union-attr]

@@ -1,22 +1,38 @@
 # ruff: noqa: F811  (pytest fixtures imported from test_server_harness, used as arguments)
-"""The HTTP front (server.front): plain pings answered by it, everything else handed to
-uvicorn on the same connection, over raw sockets so that the exact bytes are seen."""
+"""Pings and everything else on one connection, over raw sockets so that the exact bytes
+are seen: on the default stack (uvicorn with server.limits) and on the opt-in front
+(``--front fast``: plain pings answered by server.front, everything else handed to the
+guarded uvicorn protocol on the same connection). Both must answer the same."""
 
 from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 import socket
 import time
+from collections.abc import Iterator
 
 import httpx
+import pytest
 
 from cronwatch.core.model import new_run_id
 from cronwatch.server.apply import RunIds
-from test_server_harness import LiveServer, client, live  # noqa: F401
+from test_server_harness import LiveServer, client  # noqa: F401
 
 _names = itertools.count()
+
+
+@pytest.fixture(scope="module", params=["uvicorn", "fast"])
+def live(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    os.environ.pop("CRONWATCH_DB", None)
+    db = tmp_path_factory.mktemp("srv") / "history.db"
+    server = LiveServer(db, "--front", request.param).start()
+    yield server
+    server.stop()
 
 
 def fresh(live: LiveServer) -> tuple[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import socket
 import sys
 import time
@@ -13,6 +14,16 @@ from cronwatch.core.errors import ValidationError
 from cronwatch.core.model import validate_name
 from cronwatch.core.values import format_time
 from cronwatch.store import open_store
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if not 0 < value < 1e6:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
 
 
 def register(sub: Any, command: Any) -> None:
@@ -41,6 +52,21 @@ def register(sub: Any, command: Any) -> None:
     p.add_argument("--ping-writer", choices=("process", "thread"), default="process",
                    help="record pings in a child process (default: uses a second core) or "
                         "in a thread of the server process")  # fmt: skip
+    p.add_argument("--front", choices=("uvicorn", "fast"), default="uvicorn",
+                   help="the HTTP front: uvicorn (httptools, the default) or fast (cronwatch's "
+                        "own parser for plain pings in front of it; experimental)")  # fmt: skip
+    g = p.add_argument_group("limits (a client over one is answered 4xx/503 and closed)")
+    g.add_argument("--head-timeout", type=positive_float, default=10.0, metavar="SECONDS",
+                   help="seconds a client has to send a request's head (default 10)")  # fmt: skip
+    g.add_argument("--body-timeout", type=positive_float, default=30.0, metavar="SECONDS",
+                   help="seconds a client has to send a request's body (default 30)")  # fmt: skip
+    g.add_argument("--max-connections", type=positive_int, default=4096, metavar="N",
+                   help="open connections in all (default 4096, lowered to fit the "
+                        "descriptor limit)")  # fmt: skip
+    g.add_argument("--max-connections-per-address", type=positive_int, default=256, metavar="N",
+                   help="open connections from one client address (default 256)")  # fmt: skip
+    g.add_argument("--max-body", type=positive_int, default=1 << 20, metavar="BYTES",
+                   help="largest request body accepted, 413 beyond (default 1048576)")  # fmt: skip
     p.add_argument("--log-level", default="warning", help="uvicorn log level (default warning)")
     p.add_argument("--public-metrics", action="store_true",
                    help="serve /metrics without a token (it lists every job's name and state; "
@@ -85,6 +111,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ) from None
     if not 0 <= args.port <= 65535:
         raise ValidationError(f"invalid port {args.port}")
+    if args.body_limit > args.max_body:
+        raise ValidationError(
+            f"--body-limit ({args.body_limit}) cannot be larger than --max-body ({args.max_body})"
+        )
     _open(args).close()  # fail early, with a one-line message, on a bad database
     app = create_app(Config(db=args.db, body_limit=args.body_limit, keepalive=args.keepalive,
                             max_streams=args.max_streams,
@@ -93,16 +123,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
                             scheduler=not args.no_scheduler,
                             ping_process=args.ping_writer == "process",
                             public_metrics=args.public_metrics))  # fmt: skip
-    # With the ping writer process, pings are answered by server.front (uvicorn's protocol
-    # class for every connection; what is not a plain ping goes on to uvicorn's own).
-    http: Any = "auto"
-    if args.ping_writer == "process":
-        from cronwatch.server.front import PingFront  # the server extra, as above
+    from cronwatch.server.limits import BodyLimit, Limits, RateLimitFilter, guarded_protocol
 
-        http = PingFront
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
-                            access_log=False, lifespan="on", loop="auto", http=http)  # fmt: skip
+    limits = Limits(head_timeout=args.head_timeout, body_timeout=args.body_timeout,
+                    max_connections=_fit_descriptors(args.max_connections),
+                    max_per_address=args.max_connections_per_address,
+                    max_ping_body=args.max_body, max_api_body=args.max_body)  # fmt: skip
+    http: Any = guarded_protocol(limits)
+    if args.ping_writer == "process" and args.front == "fast":
+        # plain pings answered by server.front; whatever else, and any request that has not
+        # fully arrived in one read, goes on to the guarded uvicorn protocol
+        from cronwatch.server.front import PingFront
+
+        http = type("Front", (PingFront,), {"fallback": http})
+    # BodyLimit is outermost: an oversized body is refused before routing and authentication
+    # No proxy-headers middleware: nothing here reads the client's address from the scope
+    # (the connection caps use the socket's peer), so it would be one more layer a request.
+    config = uvicorn.Config(BodyLimit(app, limits), host=args.host, port=args.port,
+                            log_level=args.log_level, access_log=False, lifespan="on",
+                            loop="auto", http=http, timeout_keep_alive=5,
+                            proxy_headers=False)  # fmt: skip
     server = _uvicorn_server(config, app)
+    handler = logging.StreamHandler()  # the limits' lines, the writer's restarts
+    handler.setFormatter(logging.Formatter("cronwatch: %(message)s"))
+    logging.getLogger("cronwatch.server").addHandler(handler)
+    logging.getLogger("uvicorn.error").addFilter(RateLimitFilter())
     # bind first so that --port 0 can print the port it got: tests and scripts read this line
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -131,6 +176,25 @@ def _uvicorn_server(config: Any, app: Any) -> Any:
             await super().shutdown(sockets)
 
     return Server(config)
+
+
+def _fit_descriptors(wanted: int) -> int:
+    """Raise this process's descriptor limit as far as allowed, and keep the connection cap
+    under it: a server out of descriptors cannot accept anyone, legitimate or not."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 16
+    target = min(target, 1 << 16)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(1, min(wanted, soft - 64))  # room for the database, the writer link, logs
 
 
 def cmd_token_help(args: argparse.Namespace) -> int:

@@ -240,7 +240,7 @@ class Server:
 
     # --- pings ------------------------------------------------------------------------------
     async def ping(self, scope: Scope, receive: Any, send: Any) -> None:
-        """A ping through ASGI (the front, server.front, answers most pings itself): forward,
+        """A ping through ASGI (with `--front fast`, server.front answers most pings itself): forward,
         await the commit, answer."""
         method = scope["method"]
         counters = self.counters
@@ -253,7 +253,11 @@ class Server:
             counters["ping_errors"] += 1
             await respond(send, 404, b"not found", _TEXT)
             return
-        body = await read_body(receive, self.config.body_limit) if method == "POST" else None
+        body = None
+        if method == "POST":
+            body = await read_body(receive, self.config.body_limit)
+            if body is None:  # the client left (or was cut off) mid-body: it gets no
+                return  # answer, so nothing is recorded
         if self.pings is not None:  # the usual case: the ping writer process
             fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
             self.submit_ping(scope["path"], scope["query_string"], body, fut.set_result)
@@ -327,15 +331,16 @@ def _encoded_slash(scope: Scope) -> bool:
     return raw is not None and b"%2f" in raw.lower()
 
 
-async def read_body(receive: Any, limit: int) -> bytes:
-    """At most ``limit`` bytes of the request body; the rest is never buffered."""
+async def read_body(receive: Any, limit: int) -> bytes | None:
+    """At most ``limit`` bytes of the request body; the rest is never buffered. None if
+    the client went away before the body (or the limit) was reached."""
     chunks: list[bytes] = []
     size = 0
     more = True
     while more and size <= limit:
         message = await receive()
         if message["type"] != "http.request":  # the client went away
-            break
+            return None
         chunk = message.get("body", b"")
         chunks.append(chunk)
         size += len(chunk)

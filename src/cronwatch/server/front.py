@@ -1,18 +1,22 @@
-"""The HTTP front of ``cronwatch serve``: pings answered without the ASGI machinery.
+"""An opt-in HTTP front (``cronwatch serve --front fast``): pings without the ASGI machinery.
 
-uvicorn runs this as its HTTP protocol class. Each connection starts here; a request
-that is a plain ping (GET, POST or HEAD on /ping/, /p/ or /jobs/p/, HTTP/1.1, a
-well-formed head, no chunked body, no Expect or Upgrade) is parsed in a few string
-operations, forwarded to the ping writer process, and answered with bytes built once,
-when the writer reports the commit. Per ping that is one read, one write and no task,
-coroutine, scope dict or ASGI message.
+Not the default: it is a parser of our own in front of uvicorn's (two parsers that must
+agree on message boundaries); tests/test_server_front_fuzz.py holds it to h11 (whatever
+it takes, h11 reads as the same requests; the rest it hands over). The default is
+uvicorn's httptools protocol with the limits of ``server.limits``. Here, uvicorn runs this as its HTTP protocol class. Each connection
+starts here; a request that is a plain ping (GET, POST or HEAD on /ping/, /p/ or
+/jobs/p/, HTTP/1.1, a well-formed head, no chunked body, no Expect or Upgrade) that
+arrived whole is parsed in a few string operations, forwarded to the ping writer
+process, and answered with bytes built once, when the writer reports the commit. Per
+ping that is one read, one write and no task, coroutine, scope dict or ASGI message.
 
 The first request that is anything else (the API, the event stream, metrics, a
-malformed request, a percent-encoded path) hands the connection over to uvicorn's own
-protocol, with the bytes not yet consumed, once every ping answer owed on it has been
-written; the ASGI app then serves it, and everything after it on that connection. So
-the fast path is a strict subset: whatever it does not take gets exactly the old
-behaviour, and the pings it takes are recorded by the same writer with the same replies.
+malformed request, a percent-encoded path, a head or body that did not arrive whole in
+one read) hands the connection over to the guarded uvicorn protocol (``fallback``, from
+``server.limits``: deadlines and size limits), with the bytes not yet consumed, once
+every ping answer owed on it has been written; the ASGI app then serves it, and
+everything after it on that connection. Nothing after a ``Connection: close`` request is
+read or kept.
 """
 
 from __future__ import annotations
@@ -34,7 +38,6 @@ _TARGET = re.compile(
 # the header lines after the request line, lower-cased: names are tokens, values are
 # visible ASCII, spaces and tabs; anything else goes to uvicorn (which rejects or copes)
 _HEADERS = re.compile(rb"(?:\r\n[!#$%&'*+.^_`|~0-9a-z-]+:[ \t\x21-\x7e]*)*")
-_MAX_HEAD = 16384
 _MAX_BODY = 1 << 20  # larger ping bodies stream through uvicorn (and are cut to the limit)
 _MAX_OWED = 32  # answers owed on one connection (pipelining) before it stops being read
 _plain: tuple[object, bytes] = (None, b"")  # uvicorn's default headers, "200 OK" made with them
@@ -58,7 +61,10 @@ class _Owed:
 
 
 class PingFront(asyncio.Protocol):
-    """uvicorn's ``http`` protocol class: pings here, everything else to uvicorn's own."""
+    """uvicorn's ``http`` protocol class: pings here, everything else to ``fallback`` (a
+    subclass sets it: ``server.limits.guarded_protocol``)."""
+
+    fallback: Any = None
 
     def __init__(
         self,
@@ -73,7 +79,8 @@ class PingFront(asyncio.Protocol):
         self.server_state = server_state
         self.app_state = app_state
         self.loop = _loop or asyncio.get_event_loop()
-        self.app = config.app  # the cronwatch Server (loaded_app may be wrapped)
+        app = config.app  # the cronwatch Server, under server.limits.BodyLimit
+        self.app = getattr(app, "app", app)
         self.transport: Any = None
         self.buf = b""
         self.owed: deque[_Owed] = deque()
@@ -107,16 +114,20 @@ class PingFront(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.idle_since = 0.0
+        if self.closing:
+            return  # nothing after "Connection: close" is read, and nothing is kept
         buf = self.buf + data if self.buf else data
-        if self.leaving or self.closing:
+        if self.leaving:  # reading is paused: at most one read waits for the hand-over
             self.buf = buf
             return
         pos, size = 0, len(buf)
         while pos < size:
             end = buf.find(b"\r\n\r\n", pos)
             if end < 0:
-                if size - pos > _MAX_HEAD:
-                    self.leaving = True
+                # a head that did not come in one read: the guarded protocol, which has
+                # the deadlines and size limits, takes the connection (a client sending
+                # whole requests never gets here)
+                self.leaving = True
                 break
             nl = buf.find(b"\r\n", pos, end + 2)
             method, _, rest = buf[pos:nl].partition(b" ")
@@ -128,6 +139,7 @@ class PingFront(asyncio.Protocol):
                 or _TARGET.fullmatch(target) is None
                 or _HEADERS.fullmatch(headers) is None
                 or b"transfer-encoding" in headers
+                or headers.count(b"\r\nhost:") != 1  # RFC 9112: else 400, uvicorn's to say
                 or b"\r\nexpect:" in headers
                 or b"\r\nupgrade:" in headers
             ):
@@ -151,7 +163,8 @@ class PingFront(asyncio.Protocol):
                     self.leaving = True
                     break
                 if size < start + length:
-                    break  # the body is still coming
+                    self.leaving = True  # the body is still coming: the same
+                    break
                 if method == b"POST":
                     body = buf[start : start + length]
                 start += length
@@ -236,12 +249,9 @@ class PingFront(asyncio.Protocol):
                 self._resume()
             self._idle()
 
-    # --- everything else: uvicorn's own protocol ------------------------------------------
+    # --- everything else: the guarded uvicorn protocol (server.limits) ---------------------
     def _hand_over(self) -> None:
-        # uvicorn's own HTTP protocol is heavy: loaded by the first request that is not a ping
-        from uvicorn.protocols.http.auto import AutoHTTPProtocol
-
-        proto = AutoHTTPProtocol(  # type: ignore[call-arg]
+        proto = self.fallback(
             config=self.config,
             server_state=self.server_state,
             app_state=self.app_state,

@@ -174,7 +174,12 @@ class _Inbox:
 
 # (path, query) -> what parse_ping made of it: monitored jobs ping the same URL each time.
 # Parsing is pure and a Ping is never changed after it, so one object serves them all.
+# Bounded: only short URLs are kept (a job's ping URL is short; a long one is usually a
+# client's one-off, or someone filling memory), at most _CACHE_SIZE of them, the oldest
+# dropped first.
 _parsed: dict[tuple[str, bytes], Ping | Exception | None] = {}
+_CACHE_SIZE = 4096
+_CACHE_KEY = 512  # bytes of path and query: at most ~2 MB of keys in all
 _UNSEEN: Any = object()
 
 
@@ -189,9 +194,10 @@ def _parse(path: str, query: bytes) -> Ping | Exception | None:
         p = parse_ping(path, query.decode("latin-1"))
     except (BadPing, ValueError) as e:  # ValueError: parse_qsl's limit on fields
         p = e
-    if len(_parsed) >= 4096:
-        _parsed.clear()
-    _parsed[key] = p
+    if len(path) + len(query) <= _CACHE_KEY:
+        if len(_parsed) >= _CACHE_SIZE:
+            del _parsed[next(iter(_parsed))]  # dicts keep insertion order: the oldest
+        _parsed[key] = p
     return p
 
 

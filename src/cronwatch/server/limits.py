@@ -1,0 +1,359 @@
+"""Limits applied before any work: deadlines, connection caps, sizes.
+
+``cronwatch serve`` faces the internet and its ping URLs carry no other credential, so
+every request is bounded before it is parsed into a scope, routed or authenticated:
+
+- ``guarded_protocol(limits)``: uvicorn's httptools protocol with what uvicorn lacks. A
+  connection must send a complete request head within ``head_timeout`` of its first
+  byte (or of connecting), and a declared body within ``body_timeout`` of its head
+  (slowloris and trickled bodies are closed, with a 408 when nothing else is being
+  answered); a request target longer than ``max_target`` is answered 414 and a head
+  larger than ``max_head`` 431, both before the app is called; connections over the
+  total or per-address cap are answered 503 and closed at once, with a log line; once
+  a ``Connection: close`` request is read, nothing more is read from that connection.
+- ``BodyLimit``: a pure ASGI middleware, outermost, that answers 413 to a declared
+  ``Content-Length`` over the limit without reading a byte of the body, and counts the
+  bytes of a streamed (chunked) body as they come, cutting it off at the limit. Pings
+  and the API have limits of their own.
+
+A request line without a version (HTTP/0.9) or ending in a bare LF is answered 400 here
+at once (llhttp would wait for more, or answer it as HTTP/1.1); other malformed heads
+(bare LF in the headers, duplicate lengths, bad names) are llhttp's strict mode's to
+refuse: uvicorn answers 400 and closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+log = logging.getLogger("cronwatch.server")
+
+_PING_PREFIXES = ("/ping/", "/p/", "/jobs/p/")
+# method SP target SP version CRLF, nothing else: no HTTP/0.9 line, no bare LF
+_REQUEST_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+ [\x21-\x7e]+ HTTP/[0-9]\.[0-9]\r\n")
+
+
+@dataclass(slots=True)
+class Limits:
+    head_timeout: float = 10.0  # seconds to send a request head
+    body_timeout: float = 30.0  # seconds to send a declared body after its head
+    max_connections: int = 4096  # in total (kept below the descriptor limit, see serve)
+    max_per_address: int = 256  # from one client address
+    max_target: int = 8192  # bytes of the request target (path and query): 414
+    max_head: int = 32768  # bytes of the header lines: 431
+    max_ping_body: int = 1 << 20  # a ping body over this is 413 (under it, cut to body_limit)
+    max_api_body: int = 1 << 20  # any other request body over this is 413
+
+
+class _Rejected(Exception):
+    """Raised from a parser callback to stop parsing a request already answered."""
+
+
+def _answer(status: str, text: bytes) -> bytes:
+    return (
+        b"HTTP/1.1 %s\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n"
+        b"connection: close\r\n\r\n%s" % (status.encode(), len(text), text)
+    )
+
+
+class _Warnings:
+    """One log line per reason per ``every`` seconds: a flood must not flood the log."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.every = every
+        self.last: dict[str, float] = {}
+        self.dropped: Counter[str] = Counter()
+
+    def warn(self, reason: str, message: str) -> None:
+        if len(self.last) > 1024:  # reasons include client addresses: keep it bounded
+            self.last.clear()
+            self.dropped.clear()
+        now = time.monotonic()
+        if now - self.last.get(reason, -self.every) < self.every:
+            self.dropped[reason] += 1
+            return
+        self.last[reason] = now
+        more = self.dropped.pop(reason, 0)
+        log.warning("%s%s", message, f" ({more} more since the last such line)" if more else "")
+
+
+class _Sweeper:
+    """Closes the connections whose deadline passed; runs while there are connections."""
+
+    def __init__(self, watched: set[Any], every: float) -> None:
+        self.watched = watched
+        self.every = every
+        self.handle: asyncio.TimerHandle | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.handle is None:
+            self.handle = loop.call_later(self.every, self.sweep, loop)
+
+    def sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.handle = None
+        now = loop.time()
+        for conn in [c for c in self.watched if c.deadline and c.deadline <= now]:
+            conn.expired()
+        if self.watched:
+            self.start(loop)
+
+
+class RateLimitFilter(logging.Filter):
+    """For uvicorn's own log: its line for each malformed request, at most once every
+    ``every`` seconds (a client sending garbage in a loop must not fill the disk)."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        super().__init__()
+        self.every = every
+        self.last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            return True
+        key = str(record.msg)
+        now = time.monotonic()
+        if now - self.last.get(key, -self.every) < self.every:
+            return False
+        self.last[key] = now
+        return True
+
+
+def guarded_protocol(limits: Limits) -> type[asyncio.Protocol]:
+    """uvicorn's ``http`` protocol class for ``limits`` (one class per server: the
+    per-address counts are shared by its connections)."""
+    per_address: Counter[str] = Counter()
+    warnings = _Warnings()
+    watched: set[Any] = set()  # the open connections, for the deadline sweep
+    # one sweep over the open connections a fraction of a deadline apart, instead of a
+    # timer set and cancelled for every request
+    sweeper = _Sweeper(watched, max(0.05, min(1.0, limits.head_timeout / 4,
+                                             limits.body_timeout / 4)))  # fmt: skip
+
+    class Guarded(HttpToolsProtocol):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.address = ""
+            self.counted = False
+            self.rejected = False
+            self.last_read = False  # a "Connection: close" request was read
+            self.closing = False  # the request being read says "Connection: close"
+            self.between = True  # the next byte read starts a request
+            self.line = b""  # the start of a request's line, until it is complete
+            self.checking = False
+            self.in_head = True  # between a request's first byte and the end of its head
+            self.head_size = 0
+            self.deadline = 0.0  # loop time by which the head or body must be in; 0: none
+
+        # --- connections -------------------------------------------------------------------
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self.address = self.client[0] if self.client else ""
+            total = len(self.connections)
+            if total > limits.max_connections:
+                warnings.warn("total", f"connection limit reached ({limits.max_connections} "
+                              "in all): refusing new connections")  # fmt: skip
+                self._refuse()
+                return
+            if per_address[self.address] >= limits.max_per_address:
+                warnings.warn(self.address, f"connection limit reached for {self.address} "
+                              f"({limits.max_per_address} per address): refusing its new "
+                              "connections")  # fmt: skip
+                self._refuse()
+                return
+            per_address[self.address] += 1
+            self.counted = True
+            watched.add(self)
+            self.deadline = self.loop.time() + limits.head_timeout  # silence is a partial head
+            sweeper.start(self.loop)
+
+        def _refuse(self) -> None:
+            self.rejected = True
+            self.transport.write(_answer("503 Service Unavailable", b"too many connections\n"))
+            self.transport.close()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            watched.discard(self)
+            if self.counted:
+                self.counted = False
+                per_address[self.address] -= 1
+                if per_address[self.address] <= 0:
+                    del per_address[self.address]
+            super().connection_lost(exc)
+
+        # --- reading ---------------------------------------------------------------------
+        def data_received(self, data: bytes) -> None:
+            if self.rejected or self.last_read:
+                return  # answered, or nothing more to read: never buffered
+            if self.in_head:
+                self.head_size += len(data)
+                if not self.deadline:
+                    self.deadline = self.loop.time() + limits.head_timeout
+            if self.between:
+                self.between, self.checking, self.line = False, True, b""
+            if self.checking and not self._line_ok(data):
+                self._reject("400 Bad Request", b"malformed request line\n")
+                return
+            super().data_received(data)
+            # a head trickled in without a complete header line yet (httptools buffers it)
+            if (
+                self.in_head
+                and not self.rejected
+                and self.head_size > limits.max_target + limits.max_head
+            ):
+                self._reject("431 Request Header Fields Too Large", b"request head too large\n")
+
+        def _line_ok(self, data: bytes) -> bool:
+            """llhttp takes a line without a version (``GET /``) as HTTP/0.9 and waits for
+            more, or answers it as HTTP/1.1: refuse it, and bare-LF lines, at once."""
+            self.line = (self.line + data[: limits.max_target + 64]).lstrip(b"\r\n")
+            end = self.line.find(b"\n")
+            if end < 0:
+                return len(self.line) <= limits.max_target + 64  # else on_url answers 414
+            self.checking = False
+            return _REQUEST_LINE.fullmatch(self.line[: end + 1]) is not None
+
+        def send_400_response(self, msg: str) -> None:
+            if not self.rejected:  # else _Rejected stopped the parser: already answered
+                self.rejected = True
+                self.deadline = 0.0
+                super().send_400_response(msg)
+
+        def _reject(self, status: str, text: bytes) -> None:
+            self.rejected = True
+            self.deadline = 0.0
+            cycle = self.cycle  # answer unless a response of the app's is on the wire
+            if cycle is None or cycle.response_complete or not cycle.response_started:
+                self.transport.write(_answer(status, text))
+            self.transport.close()
+
+        # --- httptools callbacks -----------------------------------------------------------
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self.between = False
+            self.in_head = True
+            self.head_size = 0
+            if not self.deadline:
+                self.deadline = self.loop.time() + limits.head_timeout
+
+        def on_headers_complete(self) -> None:
+            # sizes checked once the head is parsed (a head that keeps coming without an
+            # end is cut in data_received): cheaper than a check per header line
+            if len(self.url) > limits.max_target:
+                self._reject("414 URI Too Long", b"request target too long\n")
+                raise _Rejected
+            headers = self.headers
+            if sum(len(n) + len(v) for n, v in headers) + 4 * len(headers) > limits.max_head:
+                self._reject("431 Request Header Fields Too Large", b"request head too large\n")
+                raise _Rejected
+            self.in_head = False
+            body = False
+            for name, value in headers:
+                if name == b"content-length":
+                    body = value.strip() != b"0"
+                elif name == b"transfer-encoding":
+                    body = True
+            self.deadline = self.loop.time() + limits.body_timeout if body else 0.0
+            self.closing = not self.parser.should_keep_alive()
+            super().on_headers_complete()
+
+        def on_message_complete(self) -> None:
+            self.deadline = 0.0
+            self.between = True  # unless on_message_begin comes next in the same read
+            if self.closing:  # the last request: whatever follows it is never read
+                self.last_read = True
+                self.transport.pause_reading()
+            super().on_message_complete()
+
+        def expired(self) -> None:
+            self.deadline = 0.0
+            if self.transport is None or self.transport.is_closing():
+                return
+            what = "head" if self.in_head else "body"
+            warnings.warn("timeout-" + what, f"closed a connection from {self.address}: "
+                          f"request {what} not received in time")  # fmt: skip
+            self._reject("408 Request Timeout", f"request {what} not received in time\n".encode())
+
+    return Guarded
+
+
+class BodyLimit:
+    """ASGI middleware: request bodies over the limit are refused before anything reads them.
+
+    A declared ``Content-Length`` over the limit is answered 413 at once, without
+    calling the app (so before authentication and before any parsing); a body without
+    a length (chunked) is counted as the app receives it, and past the limit the client
+    gets 413 and the app a disconnect."""
+
+    def __init__(self, app: Any, limits: Limits) -> None:
+        self.app = app
+        self.limits = limits
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        ping = scope["path"].startswith(_PING_PREFIXES)
+        limit = self.limits.max_ping_body if ping else self.limits.max_api_body
+        declared = None
+        chunked = False
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                declared = value
+            elif name == b"transfer-encoding":
+                chunked = True
+        if declared is None and not chunked:  # no body at all (most pings)
+            await self.app(scope, receive, send)
+            return
+        if declared is not None:
+            if not declared.isdigit() or int(declared) > limit:
+                await _too_large(send, ping, limit)
+                return
+            await self.app(scope, receive, send)  # the server stops at the declared length
+            return
+        size = 0
+        answered = started = False
+
+        async def counted() -> Any:
+            nonlocal size, answered
+            if size > limit:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                size += len(message.get("body", b""))
+                if size > limit:
+                    if not started:
+                        answered = True
+                        await _too_large(send, ping, limit)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: dict[str, Any]) -> None:
+            nonlocal started
+            if answered:
+                return  # the app goes on after its disconnect: the 413 was the answer
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        await self.app(scope, counted, guarded_send)
+
+
+async def _too_large(send: Any, ping: bool, limit: int) -> None:
+    text = f"request body too large (limit {limit} bytes)"
+    if ping:
+        body, kind = (text + "\n").encode(), b"text/plain; charset=utf-8"
+    else:
+        body, kind = b'{"error": "%s"}' % text.encode(), b"application/json"
+    await send({"type": "http.response.start", "status": 413, "headers": [
+        (b"content-type", kind), (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]})  # fmt: skip
+    await send({"type": "http.response.body", "body": body})
