@@ -218,6 +218,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     now = parse_timestamp(args.at) if args.at else time.time()
     with _store(args) as store:
+        _merge_spool(store, now)
         events = check_all(store, now=now)
         sent = deliver_outbox(store, now=now)
     if args.json:
@@ -242,6 +243,19 @@ def cmd_check(args: argparse.Namespace) -> int:
         if sent:
             print(f"{sent} notification(s) sent")
     return 0
+
+
+def _merge_spool(store: Any, now: float) -> None:
+    """Runs spooled while the database was unusable, before anything is judged: the real
+    end of a run whose open record would otherwise be closed as abandoned."""
+    from cronwatch.system import warn
+    from cronwatch.wrapper import spool
+
+    try:
+        if spool.has_spooled(store.url):
+            spool.replay(store, store.url, now)
+    except Exception as e:  # they stay in the spool for the next run or check
+        warn(f"spooled runs not merged yet: {e}")
 
 
 def cmd_incidents(args: argparse.Namespace) -> int:

@@ -16,7 +16,6 @@ from cronwatch.wrapper.options import (
     Result,
     Usage,
     parse_run_args,
-    remote_wanted,
 )
 
 TYPE_CHECKING = False  # no runtime `typing` import before the spawn
@@ -193,15 +192,12 @@ def execute(o: Options) -> Result:
     forward.pid = pid
     for w in child_ends:
         os.close(w)
-    if remote_wanted(o):  # after the spawn: the child never waits for this
-        try:
-            from cronwatch.core.model import new_run_id
-            from cronwatch.remote.hooks import on_start
+    try:  # after the spawn: the child never waits for this
+        from cronwatch.wrapper.record import on_start
 
-            res.run_id = new_run_id(res.started_at)
-            on_start(o, res.run_id, res.started_at)
-        except Exception:
-            pass
+        on_start(o, res)  # the run on record as open; the start ping
+    except Exception:
+        pass
     open_fds = set(fds)
     try:
         status = _supervise(o, res, pid, fds, open_fds, forward, t0)

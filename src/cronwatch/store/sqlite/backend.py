@@ -282,15 +282,18 @@ class SQLiteStore(StoreBase):
                 (jid, min(cutoff, row[0])),
             )
 
-    def _insert(self, jid: int, run: Run, rid: str | None = None) -> int | None:
+    def _insert(
+        self, jid: int, run: Run, rid: str | None = None, owner: str | None = None,
+        pending: bool = False,
+    ) -> int | None:  # fmt: skip
         cur = self.db.execute(
             "INSERT OR IGNORE INTO runs(uid, job_id, env, status, started_at, ended_at, duration, "
-            "exit_code, signal, client_rid, rid, host, user, command, message, source) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "exit_code, signal, client_rid, rid, host, user, command, message, source, owner, "
+            "pending) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 run.id, jid, run.env, run.status.value, run.started_at, run.ended_at,
                 run.duration, run.exit_code, run.signal, int(rid is not None), rid, run.host,
-                run.user, run.command, run.message, run.source,
+                run.user, run.command, run.message, run.source, owner, int(pending),
             ),
         )  # fmt: skip
         if cur.rowcount == 0:
@@ -308,6 +311,62 @@ class SQLiteStore(StoreBase):
                  compress(run.stdout), compress(run.stderr)),
             )  # fmt: skip
         return rowid
+
+    def record_run(
+        self, run: Run, *, now: float, owner: str | None = None, pending: bool = False
+    ) -> bool:
+        """Store a run as given (see the interface). A run its wrapper opened and never
+        closed (its ``owner`` is still set) is overwritten: that is the wrapper's end, or
+        its spooled end replayed after `check` had closed the run as abandoned."""
+        with self._write():
+            jid = self._ensure_job_id(run.job, now)
+            if self._insert(jid, run, owner=owner, pending=pending) is None:
+                row = self.db.execute(
+                    "SELECT id, started_at FROM runs WHERE uid=? AND job_id=? "
+                    "AND owner IS NOT NULL",
+                    (run.id, jid),
+                ).fetchone()
+                if row is None:
+                    return False
+                self.db.execute(
+                    "UPDATE runs SET status=?, started_at=?, ended_at=?, duration=?, "
+                    "exit_code=?, signal=?, message=?, owner=?, pending=? WHERE id=?",
+                    (run.status.value, run.started_at, run.ended_at, run.duration,
+                     run.exit_code, run.signal, run.message, owner, int(pending), row[0]),
+                )  # fmt: skip
+                self._fold_late([(jid, row[1]), (jid, run.started_at)])
+                self.db.execute("UPDATE jobs SET next_check=NULL WHERE id=?", (jid,))
+                if run.stdout is not None or run.stderr is not None:
+                    self.db.execute(
+                        "INSERT OR REPLACE INTO outputs(run_id, job_id, started_at, failed, "
+                        "stdout, stderr) VALUES (?,?,?,?,?,?)",
+                        (row[0], jid, run.started_at, int(run.status.is_failure),
+                         compress(run.stdout), compress(run.stderr)),
+                    )  # fmt: skip
+            if run.status is not Status.RUNNING:  # the start leaves the sweep to the end
+                self._retention(jid, now)
+        return True
+
+    def owned_open_runs(self) -> list[tuple[Run, str]]:
+        rows = self.db.execute(
+            f"SELECT {_RUN_COLS}, r.owner FROM runs r JOIN jobs j ON j.id=r.job_id "
+            "WHERE r.status='running' AND r.owner IS NOT NULL"
+        ).fetchall()
+        return [(_run_from_row(r), r[15]) for r in rows]
+
+    def pending_runs(self, *, limit: int = 100) -> list[Run]:
+        rows = self.db.execute(
+            f"SELECT {_RUN_COLS} FROM runs r INDEXED BY runs_pending "
+            "JOIN jobs j ON j.id=r.job_id WHERE r.pending=1 ORDER BY r.started_at LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [self._with_output(r, True) for r in rows]
+
+    def claim_pending(self, run_id: str) -> bool:
+        """Take a pending run's evaluation (conditional update: exactly one claimant wins)."""
+        with self._write():
+            cur = self.db.execute("UPDATE runs SET pending=0 WHERE uid=? AND pending=1", (run_id,))
+        return cur.rowcount == 1
 
     def record_runs(self, runs: Iterable[Run], *, now: float) -> tuple[int, int]:
         """Bulk insert (import, spool replay): the path of import_rows for many runs, a
