@@ -116,16 +116,46 @@ def dashboard_path(o: Options | None, db_path: str) -> str | None:
     return os.path.join(os.path.dirname(os.path.abspath(db_path)), "dashboard.html")
 
 
+# Seconds the end waits for the open record to be written (it may be; if it is not,
+# the end's record stands on its own and a late open record is ignored: see record_run).
+START_JOIN = 2.0
+_opening: list[object] = []  # the open record's thread, as a lock it holds until done
+
+
 def on_start(o: Options, res: Result) -> None:
-    """Right after the spawn: give the run its id, put it on record as open, send the
-    start ping. Never raises and never waits long: the child is running already."""
+    """Right after the spawn: give the run its id, put it on record as open (on a thread,
+    so that the wrapper is back relaying output and sees the child's exit at once, and
+    a short job's duration is not ours), send the start ping. Never raises."""
     from cronwatch.core.model import new_run_id
     from cronwatch.wrapper.options import remote_wanted
 
     res.run_id = new_run_id(res.started_at)
     remote = remote_wanted(o)
     if o.local or not remote:
-        _open_local(o, res)
+        _load_sqlite()  # not on the thread: it swaps functools in sys.modules for a moment
+        import _thread  # the C module: `threading` costs imports that this does not need
+
+        done = _thread.allocate_lock()
+        done.acquire()
+
+        # The thread holds the GIL while it imports; the wrapper's loop, woken by the
+        # child's exit or output, should get it back at once rather than after 5 ms.
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(0.0002)
+
+        def work() -> None:
+            try:
+                _open_local(o, res)
+            finally:
+                sys.setswitchinterval(interval)
+                done.release()
+
+        try:
+            _thread.start_new_thread(work, ())
+            _opening.append(done)
+        except RuntimeError:  # no thread to be had: write it here
+            done.release()
+            _open_local(o, res)
     if remote:
         from cronwatch.remote.hooks import on_start as remote_start
 
@@ -153,6 +183,8 @@ def after_run(o: Options, res: Result) -> None:
 
     run = build_run(o, res)
     remote = remote_wanted(o)
+    for done in _opening:
+        done.acquire(timeout=START_JOIN)  # type: ignore[attr-defined]
     if o.local or not remote:
         if not o.local:
             warn("--no-local needs a server (--server/--key or CRONWATCH_URL/CRONWATCH_KEY); "
