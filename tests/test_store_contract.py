@@ -8,11 +8,12 @@ from __future__ import annotations
 import ast
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from cronwatch.core.errors import NotFound, StoreBusy, StoreError
-from cronwatch.core.model import Job, Status
+from cronwatch.core.model import Job, Run, Status, new_run_id
 from test_store import run_at
 
 T0 = 1_700_000_000.0
@@ -121,6 +122,74 @@ def test_a_locked_database_is_store_busy_and_loses_nothing(store_factory):
         t.join()
     assert waiter.record_run(run_at(T0, job="j"), now=T0)
     assert waiter.job_stats("j")["runs"] == 1
+
+
+# --- a wrapped run: open from its start, closed in place, evaluated once -------------------
+
+OWNER = "host boot 123 456 -"
+
+
+def open_run(job: str = "w", at: float = T0) -> Run:
+    return Run(job=job, started_at=at, status=Status.RUNNING, id=new_run_id(at), source="wrapper")
+
+
+def finished(run: Run, status: Status = Status.SUCCESS, **kw: Any) -> Run:
+    return Run(job=run.job, started_at=run.started_at, status=status, id=run.id,
+               ended_at=run.started_at + 5, duration=5.0, exit_code=0, stdout=b"done",
+               source="wrapper", **kw)  # fmt: skip
+
+
+def test_a_wrapped_run_is_opened_then_closed_in_place(store):
+    run = open_run()
+    assert store.record_run(run, now=T0, owner=OWNER)
+    assert [(r.id, r.status, o) for r, o in store.owned_open_runs()] == [
+        (run.id, Status.RUNNING, OWNER)
+    ]
+    assert store.pending_runs() == []  # open: nothing to evaluate yet
+
+    assert store.record_run(finished(run), now=T0 + 5, pending=True)
+    (only,) = store.list_runs(job="w", output=True)
+    assert (only.id, only.status, only.duration, only.stdout) == (run.id, Status.SUCCESS, 5.0,
+                                                                 b"done")  # fmt: skip
+    assert store.owned_open_runs() == []
+    assert store.job_stats("w")["runs"] == 1
+    # the same end again (a replayed spool file) changes nothing
+    assert not store.record_run(finished(run, Status.FAILED), now=T0 + 9, pending=True)
+    assert store.get_run(run.id).status is Status.SUCCESS
+
+
+def test_a_pending_run_is_claimed_exactly_once(store_factory):
+    first, second = store_factory(), store_factory()
+    run = open_run()
+    first.record_run(finished(run), now=T0, pending=True)
+    (pending,) = second.pending_runs()
+    assert (pending.id, pending.stdout) == (run.id, b"done")  # with its output (assertions)
+    # a claimant that fails rolls its claim back: the run is still pending
+    with pytest.raises(RuntimeError), second.transaction():
+        assert second.claim_pending(run.id)
+        raise RuntimeError("evaluation failed")
+    assert [r.id for r in first.pending_runs()] == [run.id]
+    assert first.claim_pending(run.id)
+    assert not second.claim_pending(run.id)
+    assert first.pending_runs() == second.pending_runs() == []
+
+
+def test_the_real_end_wins_over_a_run_closed_as_abandoned(store):
+    """`check` closed the open run (its wrapper seemed gone); the wrapper's end, spooled
+    meanwhile, still closes it with the real outcome."""
+    run = open_run()
+    store.record_run(run, now=T0, owner=OWNER)
+    run.status, run.ended_at, run.message = Status.FAILED, T0 + 60, "the wrapper was killed"
+    store.update_run(run, now=T0 + 60)
+    assert store.owned_open_runs() == []
+    assert store.record_run(finished(run), now=T0 + 90, pending=True)
+    got = store.get_run(run.id)
+    assert (got.status, got.message) == (Status.SUCCESS, "")
+    assert [r.id for r in store.pending_runs()] == [run.id]
+    # a run recorded without an owner is never overwritten
+    plain = finished(open_run(at=T0 + 100))
+    assert store.record_run(plain, now=T0 + 100)
+    assert not store.record_run(finished(plain, Status.FAILED), now=T0 + 101)
 
 
 def _imports(tree: ast.AST) -> set[str]:

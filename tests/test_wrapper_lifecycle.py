@@ -92,6 +92,27 @@ def test_a_killed_wrapper_leaves_an_open_run_that_check_closes(cw, cw_env, timeo
     assert (rc, out) == (0, b"checked: nothing new\n")
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs /proc")
+def test_an_owner_token_names_one_process_across_pid_reuse_and_reboots() -> None:
+    from cronwatch.system import process_gone, process_token, token_timeout
+
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        token = process_token(12.5, pid=child.pid)
+        assert process_gone(token) is None and token_timeout(token) == 12.5
+        host, boot, pid, begun, _limit = token.split()
+        assert "killed" in str(process_gone(f"{host} {boot} {pid} {int(begun) + 1} -"))  # reused
+        assert "restarted" in str(process_gone(f"{host} another-boot {pid} {begun} -"))
+        assert process_gone(f"elsewhere {boot} {pid} {begun} -") is None  # only it can tell
+        child.kill()
+        # killed but not yet reaped (a zombie) is gone too
+        until("the zombie counts as gone", lambda: process_gone(token))
+    finally:
+        child.kill()
+        child.wait()
+    assert process_gone(token) == f"the wrapper was killed (pid {pid} on {host})"
+
+
 # --- a channel that never answers -------------------------------------------------------------
 
 
