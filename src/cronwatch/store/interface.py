@@ -391,6 +391,12 @@ class Store(
     url: str
 
     def close(self) -> None: ...
+    def set_timeout(self, seconds: float) -> None:
+        """How long this connection's next writes wait for another writer before StoreBusy
+        (the wrapper keeps one connection from a run's start to its end, and waits less
+        at the start)."""
+        ...
+
     def transaction(self) -> Any:
         """Context manager: store writes inside it share one transaction (group commit)."""
         ...

@@ -23,6 +23,7 @@ TYPE_CHECKING = False  # no runtime `typing` import: the wrapper pays for every 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from cronwatch.store.interface import Store
     from cronwatch.wrapper.options import Options, Result
 
 # Seconds a locked database may hold up the open record. The child runs meanwhile, but its
@@ -116,10 +117,10 @@ def dashboard_path(o: Options | None, db_path: str) -> str | None:
     return os.path.join(os.path.dirname(os.path.abspath(db_path)), "dashboard.html")
 
 
-# Seconds the end waits for the open record to be written (it may be; if it is not,
-# the end's record stands on its own and a late open record is ignored: see record_run).
-START_JOIN = 2.0
-_opening: list[object] = []  # the open record's thread, as a lock it holds until done
+# The open record's thread, as a lock it holds until done; and the connection it opened,
+# kept for the end (one open and one close a run: the last close checkpoints the WAL).
+_opening: list[object] = []
+_kept: list[Store] = []
 
 
 def on_start(o: Options, res: Result) -> None:
@@ -171,10 +172,14 @@ def _open_local(o: Options, res: Result) -> None:
         from cronwatch.store import open_store
         from cronwatch.system import process_token
 
-        with open_store(o.db or default_db_path(), timeout=START_TIMEOUT) as store:
-            store.record_run(run, now=time.time(), owner=process_token(o.timeout))
+        store = open_store(o.db or default_db_path(), timeout=START_TIMEOUT)
     except Exception:
-        pass  # locked or unusable: the end records the whole run, or spools it and says why
+        return  # unusable: the end records the whole run, or spools it and says why
+    try:
+        store.record_run(run, now=time.time(), owner=process_token(o.timeout))
+    except Exception:
+        pass  # locked: the same
+    _kept.append(store)
 
 
 def after_run(o: Options, res: Result) -> None:
@@ -183,8 +188,6 @@ def after_run(o: Options, res: Result) -> None:
 
     run = build_run(o, res)
     remote = remote_wanted(o)
-    for done in _opening:
-        done.acquire(timeout=START_JOIN)  # type: ignore[attr-defined]
     if o.local or not remote:
         if not o.local:
             warn("--no-local needs a server (--server/--key or CRONWATCH_URL/CRONWATCH_KEY); "
@@ -210,14 +213,23 @@ def record_local(
     local path (the wrapper, the SDK without a server) records through here. Never
     raises: each failure is one ``warn`` line, and a run that could not be stored is in
     the spool."""
-    now = time.time()
+    timeout = _db_timeout()
+    t0 = time.monotonic()
+    for done in _opening:  # the open record first (its wait for a lock counts in ours)
+        done.acquire(timeout=timeout)  # type: ignore[attr-defined]
+    store = _kept.pop() if _kept else None
     stored = True
     try:
-        _load_sqlite()
-        from cronwatch.store import open_store
+        left = max(0.0, timeout - (time.monotonic() - t0))
+        if store is None:
+            _load_sqlite()
+            from cronwatch.store import open_store
 
-        with open_store(db_path, timeout=_db_timeout()) as store:
-            store.record_run(run, now=now, pending=True)
+            store = open_store(db_path, timeout=left)
+        else:
+            store.set_timeout(left)
+        with store:
+            store.record_run(run, now=time.time(), pending=True)
     except Exception as e:
         stored = False
         try:

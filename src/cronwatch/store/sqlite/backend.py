@@ -153,6 +153,9 @@ class SQLiteStore(StoreBase):
     def close(self) -> None:
         self.db.close()
 
+    def set_timeout(self, seconds: float) -> None:
+        self.db.execute(f"PRAGMA busy_timeout={max(0, int(seconds * 1000))}")
+
     # --- helpers -------------------------------------------------------------------
     def _write(self) -> _Tx:
         return _Tx(self.db, self._forget)
