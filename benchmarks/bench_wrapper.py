@@ -159,7 +159,7 @@ def settle(db: str, timeout: float = 60.0, deliveries: bool = True) -> float:
     while deliveries and post_runs(db):
         if time.perf_counter() - t0 > timeout:
             sys.exit("a post-run step is still running after a minute")
-        time.sleep(0.002)
+        time.sleep(0.01)  # a scan of /proc costs about a millisecond: not in a tight loop
     while os.path.exists(page + ".pending"):  # the renderer removes it as it starts
         if time.perf_counter() - t0 > timeout:
             sys.exit(f"the dashboard regeneration never started ({page}.pending stays)")

@@ -109,6 +109,8 @@ def test_a_run_loads_only_the_modules_of_its_path(cw, db_path: Path, store) -> N
         assert rc == 0
         steady = loaded_modules(cw, "full", "true", env=env)  # healthy: nothing to send
         assert not steady - WRAPPER, sorted(steady - WRAPPER)
+        _rc, _out, err = cw("run", "full", "--", "true", env=env)
+        assert not imported(err) & HEAVY, sorted(imported(err) & HEAVY)  # its settings unread
         # a failure opens an incident whose alert goes to the silent channel; then recovery
         alerting = loaded_modules(cw, "full", "false", "true", env=env)
         assert not alerting - WRAPPER, sorted(alerting - WRAPPER)

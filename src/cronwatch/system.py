@@ -139,10 +139,18 @@ def in_service_unit() -> bool:
     would be killed with the rest. systemd sets INVOCATION_ID (and, since v248,
     SYSTEMD_EXEC_PID) for a unit's processes; cron strips both from a job's environment,
     so the cgroup is asked too, except when it is a cron daemon's own service, which
-    outlives its jobs. PID 1 (a container's entry point) takes every process with it too."""
+    outlives its jobs. PID 1 (a container's entry point) takes every process with it too,
+    and so does a container's init shim (tini, dumb-init...) when its one child exits."""
     env = os.environ
     if env.get("INVOCATION_ID") or env.get("SYSTEMD_EXEC_PID") or os.getpid() == 1:
         return True
+    if os.getppid() == 1:
+        try:
+            with open("/proc/1/comm", "rb") as f:
+                if f.read().strip().decode(errors="replace") in _CONTAINER_INITS:
+                    return True
+        except OSError:
+            pass
     try:
         with open("/proc/self/cgroup", "rb") as f:
             text = f.read().decode(errors="replace")
@@ -155,6 +163,7 @@ def in_service_unit() -> bool:
     return False
 
 
+_CONTAINER_INITS = {"tini", "docker-init", "dumb-init", "catatonit"}
 # Cron daemons stay up after their jobs end: a detached process in their cgroup survives.
 _CRON_SERVICES = {"cron.service", "crond.service", "cronie.service", "fcron.service",
                   "dcron.service", "bcron.service", "busybox-cron.service"}  # fmt: skip

@@ -1,7 +1,9 @@
 """The wrapper: spawn the child first, tee its output, keep a capped capture, pass its exit on.
 
 Only ``os`` and ``sys`` are imported before the child starts, so the job never waits for
-our imports, the database or the dashboard. Everything slow happens after it exits.
+our imports, the database or the dashboard. Everything slow happens after the spawn: the
+run's open record on a thread while the child runs (record.on_start), the rest after it
+exits.
 """
 
 from __future__ import annotations

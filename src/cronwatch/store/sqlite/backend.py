@@ -71,6 +71,31 @@ def _settings(text: str | None) -> dict[str, Any]:
     return settings
 
 
+_KEEP = {"keep_days": 365.0, "keep_output": 1000.0, "keep_failed_output": 5000.0}
+
+
+def _keep(text: str | None) -> tuple[float, int, int]:
+    """keep_days, keep_output and keep_failed_output of a job's stored settings.
+
+    Retention runs on every wrapped run and needs only these three numbers: they are
+    read out of the text ``json.dumps`` wrote (``"key": number``; a quote inside a string
+    value is escaped, so the pattern cannot match there), so that a configured job does
+    not cost the wrapper a `json` (and `re`) import. Anything unexpected: json."""
+    found = dict(_KEEP)
+    if text and "keep_" in text:
+        try:
+            for key in found:
+                i = text.find(f'"{key}": ')
+                if i >= 0:
+                    start = i + len(key) + 4
+                    ends = [e for e in (text.find(",", start), text.find("}", start)) if e >= 0]
+                    found[key] = float(text[start : min(ends)])
+        except ValueError:
+            s = _settings(text)
+            found = {k: float(s.get(k, v)) for k, v in _KEEP.items()}
+    return found["keep_days"], int(found["keep_output"]), int(found["keep_failed_output"])
+
+
 def _job_from_row(row: tuple[Any, ...]) -> Job:
     settings = _settings(row[4])
     job = Job(name=row[1], created_at=row[2], ping_key=row[3] or "")
@@ -250,10 +275,7 @@ class SQLiteStore(StoreBase):
             return
         self._swept[jid] = now
         row = self.db.execute("SELECT settings FROM jobs WHERE id=?", (jid,)).fetchone()
-        s = _settings(row[0] if row else None)
-        keep_days = float(s.get("keep_days", 365.0))
-        keep_output = int(s.get("keep_output", 1000))
-        keep_failed = int(s.get("keep_failed_output", 5000))
+        keep_days, keep_output, keep_failed = _keep(row[0] if row else None)
         db = self.db
         if keep_days > 0:
             cutoff = now - keep_days * 86400
