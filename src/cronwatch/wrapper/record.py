@@ -26,8 +26,8 @@ if TYPE_CHECKING:
     from cronwatch.store.interface import Store
     from cronwatch.wrapper.options import Options, Result
 
-# Seconds a locked database may hold up the open record. The child runs meanwhile, but its
-# output waits in the pipe until we are back, so this stays short; the end retries.
+# Seconds the open record waits for a locked database (on its thread: nothing else
+# waits). Short, because a short job's end waits for it, within its own ~1 s.
 START_TIMEOUT = 0.2
 
 
@@ -193,7 +193,7 @@ def after_run(o: Options, res: Result) -> None:
             warn("--no-local needs a server (--server/--key or CRONWATCH_URL/CRONWATCH_KEY); "
                  "recorded locally")  # fmt: skip
         db_path = o.db or default_db_path()
-        record_local(db_path, run, page=dashboard_path(o, db_path), config=o.config)
+        record_local(db_path, run, page=dashboard_path(o, db_path))
     if remote:
         from cronwatch.remote.hooks import on_finish
 
@@ -205,7 +205,6 @@ def record_local(
     run: Run,
     *,
     page: str | None,
-    config: str | None = None,
     warn: Callable[[str], None] = warn,
 ) -> None:
     """Record a finished run in the local database (closing its open record, if any),
