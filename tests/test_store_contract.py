@@ -192,6 +192,32 @@ def test_the_real_end_wins_over_a_run_closed_as_abandoned(store):
     assert not store.record_run(finished(plain, Status.FAILED), now=T0 + 101)
 
 
+@pytest.mark.sqlite_only
+def test_a_database_from_before_the_open_record_is_migrated(tmp_path):
+    import sqlite3
+
+    from cronwatch.store import open_store
+
+    path = tmp_path / "v7.db"
+    open_store(str(path)).close()
+    db = sqlite3.connect(path)  # as migration 7 left it
+    db.execute("DROP INDEX runs_pending")
+    db.execute("ALTER TABLE runs DROP COLUMN pending")
+    db.execute("ALTER TABLE runs DROP COLUMN owner")
+    db.execute("UPDATE meta SET value='7' WHERE key='schema_version'")
+    db.execute("INSERT INTO jobs(id, name, created_at) VALUES (1, 'old', ?)", (T0,))
+    db.execute("INSERT INTO runs(uid, job_id, status, started_at) VALUES ('r1', 1, 'running', ?)",
+               (T0,))  # fmt: skip
+    db.commit()
+    db.close()
+    with open_store(str(path)) as s:
+        assert s.owned_open_runs() == [] and s.pending_runs() == []  # an old open run: no owner
+        assert [r.id for r in s.open_runs()] == ["r1"]
+        run = open_run("old", T0 + 10)
+        assert s.record_run(run, now=T0 + 10, owner=OWNER)
+        assert [r.id for r, _ in s.owned_open_runs()] == [run.id]
+
+
 def _imports(tree: ast.AST) -> set[str]:
     names: set[str] = set()
     for node in ast.walk(tree):

@@ -303,7 +303,7 @@ SQLITE: list[str] = [
     """
     ALTER TABLE runs ADD COLUMN owner TEXT;
     ALTER TABLE runs ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;
-    CREATE INDEX runs_pending ON runs (started_at) WHERE pending = 1;
+    CREATE INDEX IF NOT EXISTS runs_pending ON runs (started_at) WHERE pending = 1;
     """,
 ]
 
