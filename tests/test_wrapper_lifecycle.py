@@ -312,3 +312,34 @@ def test_a_locked_database_costs_about_a_second_and_the_run_is_replayed(
     got = until("the run", lambda: [r for r in runs(cw, "locked") if r["exit_code"] == 3])
     assert got[0]["status"] == "failed"
     assert len(runs(cw, "locked")) == 2
+
+
+# --- the server on the same database -------------------------------------------------------
+
+
+def test_the_server_finishes_what_wrappers_left_on_its_database(cw, cw_env, db_path) -> None:
+    """A wrapper killed mid-job, and a run whose post-run step had no time left: the
+    server's scheduler, on the same database, closes the one and evaluates the other."""
+    from test_server_harness import LiveServer
+
+    db_path.parent.mkdir(exist_ok=True)
+    server = LiveServer(db_path).start()
+    try:
+        assert cw("job", "set", "left", "--alert-after", "1").rc == 0
+        no_time = {"CRONWATCH_POSTRUN": "before-exit", "CRONWATCH_POSTRUN_BUDGET": "0"}
+        assert cw("run", "left", "--", "false", env=no_time).rc == 1
+        proc = start(cw_env, "run", "gone", "--", "sleep", "30", start_new_session=True)
+        try:
+            until("the open run", lambda: runs(cw, "gone", yet=False))
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=DEADLINE)
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+        (closed,) = until("the server closed the run",
+                          lambda: [r for r in runs(cw, "gone") if r["status"] == "failed"])  # fmt: skip
+        assert "the wrapper was killed" in closed["message"]
+        until("the server evaluated the failure",
+              lambda: json.loads(cw("incidents", "left", "--json").out))  # fmt: skip
+    finally:
+        server.stop()
