@@ -158,6 +158,18 @@ def test_a_wrapped_run_is_opened_then_closed_in_place(store):
     assert store.get_run(run.id).status is Status.SUCCESS
 
 
+def test_pings_without_a_run_id_leave_a_wrapped_run_alone(store):
+    """`cronwatch ping JOB start|complete` beside a wrapped run of the same job: the ping
+    neither times the wrapped run out nor closes it (the wrapper closes its own)."""
+    run = open_run()
+    store.record_run(run, now=T0, owner=OWNER)
+    _started, timed_out = store.start_run("w", now=T0 + 1)
+    assert timed_out == []
+    store.finish_run("w", Status.FAILED, now=T0 + 2)
+    assert store.get_run(run.id).status is Status.RUNNING
+    assert [r.id for r, _ in store.owned_open_runs()] == [run.id]
+
+
 def test_a_pending_run_is_claimed_exactly_once(store_factory):
     first, second = store_factory(), store_factory()
     run = open_run()

@@ -343,9 +343,12 @@ class SQLiteStore(StoreBase):
         """Store a run as given (see the interface). A run its wrapper opened and never
         closed (its ``owner`` is still set) is overwritten: that is the wrapper's end, or
         its spooled end replayed after `check` had closed the run as abandoned."""
+        # An open wrapped run carries its id as a client run id too: a ping without one
+        # (`cronwatch ping JOB complete`) neither closes it nor times it out.
+        rid = run.id if owner is not None else None
         with self._write():
             jid = self._ensure_job_id(run.job, now)
-            if self._insert(jid, run, owner=owner, pending=pending) is None:
+            if self._insert(jid, run, rid, owner=owner, pending=pending) is None:
                 row = self.db.execute(
                     "SELECT id, started_at FROM runs WHERE uid=? AND job_id=? "
                     "AND owner IS NOT NULL",
