@@ -193,7 +193,7 @@ def after_run(o: Options, res: Result) -> None:
             warn("--no-local needs a server (--server/--key or CRONWATCH_URL/CRONWATCH_KEY); "
                  "recorded locally")  # fmt: skip
         db_path = o.db or default_db_path()
-        record_local(db_path, run, page=dashboard_path(o, db_path))
+        record_local(db_path, run, page=dashboard_path(o, db_path), leave_open=True)
     if remote:
         from cronwatch.remote.hooks import on_finish
 
@@ -206,12 +206,18 @@ def record_local(
     *,
     page: str | None,
     warn: Callable[[str], None] = warn,
+    leave_open: bool = False,
 ) -> None:
     """Record a finished run in the local database (closing its open record, if any),
     pending its evaluation, or spool it when that fails; then the post-run step. Every
     local path (the wrapper, the SDK without a server) records through here. Never
     raises: each failure is one ``warn`` line, and a run that could not be stored is in
-    the spool."""
+    the spool.
+
+    ``leave_open``: the process ends right after (the wrapper, which skips the
+    interpreter's teardown): the connection is left to the exit, without the WAL
+    checkpoint and its fsync that closing the last connection makes; the post-run step's
+    connection, or the next, checkpoints."""
     timeout = _db_timeout()
     t0 = time.monotonic()
     for done in _opening:  # the open record first (its wait for a lock counts in ours)
@@ -227,8 +233,13 @@ def record_local(
             store = open_store(db_path, timeout=left)
         else:
             store.set_timeout(left)
-        with store:
+        try:
             store.record_run(run, now=time.time(), pending=True)
+        finally:
+            if leave_open:
+                _kept.append(store)  # referenced until the exit: a dropped one is closed
+            else:
+                store.close()
     except Exception as e:
         stored = False
         try:
