@@ -246,12 +246,13 @@ def test_under_systemd_a_silent_channel_costs_at_most_the_budget(cw, channel) ->
 # --- the dashboard when the run's session is killed -----------------------------------------
 
 
-def test_under_systemd_the_page_is_written_before_exit(cw, cw_env, db_path) -> None:
+@pytest.mark.parametrize("marker", ["INVOCATION_ID", "SYSTEMD_EXEC_PID"])
+def test_under_systemd_the_page_is_written_before_exit(cw, cw_env, db_path, marker) -> None:
     """systemd ends a unit by killing every process of its control group; here, as close
     as a test gets: the wrapper in a session of its own, killed whole as soon as the
     wrapper has exited. The page and the evaluation are done by then."""
     page = db_path.parent / "site" / "page.html"  # its directory does not exist yet
-    env = {"CRONWATCH_POSTRUN": None, "CRONWATCH_POSTRUN_BUDGET": None, "INVOCATION_ID": "1",
+    env = {"CRONWATCH_POSTRUN": None, "CRONWATCH_POSTRUN_BUDGET": None, marker: "1",
            "CRONWATCH_DASHBOARD": str(page)}  # fmt: skip
     for job in ("unit-job", "unit-job-2"):
         proc = start(cw_env, "run", job, "--", "true", env=env, start_new_session=True)
