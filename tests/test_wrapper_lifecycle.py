@@ -344,3 +344,21 @@ def test_the_server_finishes_what_wrappers_left_on_its_database(cw, cw_env, db_p
               lambda: json.loads(cw("incidents", "left", "--json").out))  # fmt: skip
     finally:
         server.stop()
+
+
+def test_detached_the_alert_sees_the_status_its_assertions_give(cw) -> None:
+    """The wrapper records the exit (0: success) pending evaluation; the detached step
+    applies the assertion first, so the run is failed before the alert state machine
+    sees it, and the incident's cause is the assertion."""
+    rc = cw("job", "set", "asserted", "--assert", "output contains OK", "--alert-after", "1").rc
+    assert rc == 0
+    rc, out, _err = cw(
+        "run", "asserted", "--", "echo", "nope", env={"CRONWATCH_POSTRUN": "detached"}
+    )
+    assert (rc, out) == (0, b"nope\n")  # the exit code is the job's, whatever we decide
+    (incident,) = until(
+        "the incident", lambda: json.loads(cw("incidents", "asserted", "--json").out)
+    )
+    assert "assertion failed" in incident["cause"]
+    (run,) = runs(cw, "asserted")
+    assert run["status"] == "failed" and "assertion failed" in run["message"]
