@@ -62,6 +62,12 @@ def cw_env(tmp_path: Path, pycache: str) -> dict[str, str]:
     env["CRONWATCH_DB"] = str(tmp_path / "data" / "history.db")
     env["CRONWATCH_DASHBOARD"] = "off"  # the dashboard has its own tests
     env["CRONWATCH_DB_TIMEOUT"] = "20"
+    # The post-run step (evaluation, alerts, the page) runs before the wrapper exits, so a
+    # test reads its outcome as soon as `cronwatch run` returns; the detached step, the
+    # default outside systemd, and the 1 s budget have their own tests
+    # (test_wrapper_lifecycle.py).
+    env["CRONWATCH_POSTRUN"] = "before-exit"
+    env["CRONWATCH_POSTRUN_BUDGET"] = "60"
     return env
 
 

@@ -50,8 +50,8 @@ LAYER_EXCEPTIONS = {
         "can judge): the one settings schema asks it lazily, so that job set, the TOML file, "
         "the API and the SDK refuse the same URLs",
     ("cronwatch.app.evaluate:deliver_outbox", "cronwatch.notify"):
-        "delivering the outbox is a use case (the wrapper's after_run and `cronwatch check` "
-        "call it) and it sends through the channels; the import is lazy, so a job without "
+        "delivering the outbox is a use case (the wrapper's post-run step and `cronwatch "
+        "check` call it) and it sends through the channels; the import is lazy, so a job without "
         "channels does not pay for it",
 }  # fmt: skip
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 import ast
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from cronwatch.core.errors import NotFound, StoreBusy, StoreError
-from cronwatch.core.model import Job, Status
+from cronwatch.core.model import Job, Run, Status, new_run_id
 from test_store import run_at
 
 T0 = 1_700_000_000.0
@@ -121,6 +122,112 @@ def test_a_locked_database_is_store_busy_and_loses_nothing(store_factory):
         t.join()
     assert waiter.record_run(run_at(T0, job="j"), now=T0)
     assert waiter.job_stats("j")["runs"] == 1
+
+
+# --- a wrapped run: open from its start, closed in place, evaluated once -------------------
+
+OWNER = "host boot 123 456 -"
+
+
+def open_run(job: str = "w", at: float = T0) -> Run:
+    return Run(job=job, started_at=at, status=Status.RUNNING, id=new_run_id(at), source="wrapper")
+
+
+def finished(run: Run, status: Status = Status.SUCCESS, **kw: Any) -> Run:
+    return Run(job=run.job, started_at=run.started_at, status=status, id=run.id,
+               ended_at=run.started_at + 5, duration=5.0, exit_code=0, stdout=b"done",
+               source="wrapper", **kw)  # fmt: skip
+
+
+def test_a_wrapped_run_is_opened_then_closed_in_place(store):
+    run = open_run()
+    assert store.record_run(run, now=T0, owner=OWNER)
+    assert [(r.id, r.status, o) for r, o in store.owned_open_runs()] == [
+        (run.id, Status.RUNNING, OWNER)
+    ]
+    assert store.pending_runs() == []  # open: nothing to evaluate yet
+
+    assert store.record_run(finished(run), now=T0 + 5, pending=True)
+    (only,) = store.list_runs(job="w", output=True)
+    assert (only.id, only.status, only.duration, only.stdout) == (run.id, Status.SUCCESS, 5.0,
+                                                                 b"done")  # fmt: skip
+    assert store.owned_open_runs() == []
+    assert store.job_stats("w")["runs"] == 1
+    # the same end again (a replayed spool file) changes nothing
+    assert not store.record_run(finished(run, Status.FAILED), now=T0 + 9, pending=True)
+    assert store.get_run(run.id).status is Status.SUCCESS
+
+
+def test_pings_without_a_run_id_leave_a_wrapped_run_alone(store):
+    """`cronwatch ping JOB start|complete` beside a wrapped run of the same job: the ping
+    neither times the wrapped run out nor closes it (the wrapper closes its own)."""
+    run = open_run()
+    store.record_run(run, now=T0, owner=OWNER)
+    _started, timed_out = store.start_run("w", now=T0 + 1)
+    assert timed_out == []
+    store.finish_run("w", Status.FAILED, now=T0 + 2)
+    assert store.get_run(run.id).status is Status.RUNNING
+    assert [r.id for r, _ in store.owned_open_runs()] == [run.id]
+
+
+def test_a_pending_run_is_claimed_exactly_once(store_factory):
+    first, second = store_factory(), store_factory()
+    run = open_run()
+    first.record_run(finished(run), now=T0, pending=True)
+    (pending,) = second.pending_runs()
+    assert (pending.id, pending.stdout) == (run.id, b"done")  # with its output (assertions)
+    # a claimant that fails rolls its claim back: the run is still pending
+    with pytest.raises(RuntimeError), second.transaction():
+        assert second.claim_pending(run.id)
+        raise RuntimeError("evaluation failed")
+    assert [r.id for r in first.pending_runs()] == [run.id]
+    assert first.claim_pending(run.id)
+    assert not second.claim_pending(run.id)
+    assert first.pending_runs() == second.pending_runs() == []
+
+
+def test_the_real_end_wins_over_a_run_closed_as_abandoned(store):
+    """`check` closed the open run (its wrapper seemed gone); the wrapper's end, spooled
+    meanwhile, still closes it with the real outcome."""
+    run = open_run()
+    store.record_run(run, now=T0, owner=OWNER)
+    run.status, run.ended_at, run.message = Status.FAILED, T0 + 60, "the wrapper was killed"
+    store.update_run(run, now=T0 + 60)
+    assert store.owned_open_runs() == []
+    assert store.record_run(finished(run), now=T0 + 90, pending=True)
+    got = store.get_run(run.id)
+    assert (got.status, got.message) == (Status.SUCCESS, "")
+    assert [r.id for r in store.pending_runs()] == [run.id]
+    # a run recorded without an owner is never overwritten
+    plain = finished(open_run(at=T0 + 100))
+    assert store.record_run(plain, now=T0 + 100)
+    assert not store.record_run(finished(plain, Status.FAILED), now=T0 + 101)
+
+
+@pytest.mark.sqlite_only
+def test_a_database_from_before_the_open_record_is_migrated(tmp_path):
+    import sqlite3
+
+    from cronwatch.store import open_store
+
+    path = tmp_path / "v7.db"
+    open_store(str(path)).close()
+    db = sqlite3.connect(path)  # as migration 7 left it
+    db.execute("DROP INDEX runs_pending")
+    db.execute("ALTER TABLE runs DROP COLUMN pending")
+    db.execute("ALTER TABLE runs DROP COLUMN owner")
+    db.execute("UPDATE meta SET value='7' WHERE key='schema_version'")
+    db.execute("INSERT INTO jobs(id, name, created_at) VALUES (1, 'old', ?)", (T0,))
+    db.execute("INSERT INTO runs(uid, job_id, status, started_at) VALUES ('r1', 1, 'running', ?)",
+               (T0,))  # fmt: skip
+    db.commit()
+    db.close()
+    with open_store(str(path)) as s:
+        assert s.owned_open_runs() == [] and s.pending_runs() == []  # an old open run: no owner
+        assert [r.id for r in s.open_runs()] == ["r1"]
+        run = open_run("old", T0 + 10)
+        assert s.record_run(run, now=T0 + 10, owner=OWNER)
+        assert [r.id for r, _ in s.owned_open_runs()] == [run.id]
 
 
 def _imports(tree: ast.AST) -> set[str]:

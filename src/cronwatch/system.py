@@ -100,3 +100,117 @@ def warn(message: str) -> None:
         sys.stderr.flush()
     except Exception:
         pass
+
+
+# --- who holds an open run ------------------------------------------------------------
+# A wrapped run is on record from its start, as an open run naming its wrapper process.
+# A pid alone is not enough to tell later whether that process is gone: pids are reused,
+# and a machine that restarted has none of its old processes. So the token also holds
+# the boot id and the process's start time (clock ticks since boot, /proc/PID/stat), which
+# together name one process. Without /proc only the pid is kept, and a live process with
+# that pid counts as alive (a stale run then waits for max_runtime instead).
+
+
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id", "rb") as f:
+            return f.read().decode().strip() or "-"
+    except OSError:
+        return "-"
+
+
+def _stat(pid: int) -> list[str] | None:
+    """Fields 3.. of /proc/PID/stat (after the command name, which may hold spaces)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    return text[text.rfind(")") + 2 :].split()
+
+
+def process_token(timeout: float | None = None, pid: int | None = None) -> str:
+    """``HOST BOOT PID START TIMEOUT``: this process (or ``pid``), and the timeout it
+    enforces on its job ("-" when none or unknown)."""
+    pid = os.getpid() if pid is None else pid
+    fields = _stat(pid)
+    start = fields[19] if fields and len(fields) > 19 else "-"
+    limit = "-" if timeout is None else repr(float(timeout))
+    return f"{os.uname().nodename} {_boot_id()} {pid} {start} {limit}"
+
+
+def token_timeout(token: str) -> float | None:
+    parts = token.split()
+    try:
+        return float(parts[4]) if len(parts) > 4 and parts[4] != "-" else None
+    except ValueError:
+        return None
+
+
+def process_gone(token: str) -> str | None:
+    """Why the process a token names is gone ("the wrapper was killed ..."), or None
+    while it lives or when this machine cannot tell (the token is another host's)."""
+    parts = token.split()
+    if len(parts) < 4 or parts[0] != os.uname().nodename:
+        return None
+    host, boot, pid_text, start = parts[:4]
+    try:
+        pid = int(pid_text)
+    except ValueError:
+        return None
+    now_boot = _boot_id()
+    if "-" not in (boot, now_boot) and boot != now_boot:
+        return f"the machine ({host}) restarted while the wrapper (pid {pid}) ran"
+    killed = f"the wrapper was killed (pid {pid} on {host})"
+    if start != "-":
+        fields = _stat(pid)
+        if fields is None and os.path.isdir("/proc/self"):
+            return killed
+        if fields is not None:
+            # a zombie is gone too: only its exit status is left for its parent to collect
+            if len(fields) <= 19 or fields[19] != start or fields[0] in ("Z", "X"):
+                return killed
+            return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return killed
+    except OSError:
+        return None  # alive, another user's
+    return None
+
+
+def in_service_unit() -> bool:
+    """Whether this process runs in a systemd service, whose processes are all killed when
+    its main process exits (KillMode=control-group, the default): a detached process
+    would be killed with the rest. systemd sets INVOCATION_ID (and, since v248,
+    SYSTEMD_EXEC_PID) for a unit's processes; cron strips both from a job's environment,
+    so the cgroup is asked too, except when it is a cron daemon's own service, which
+    outlives its jobs. PID 1 (a container's entry point) takes every process with it too,
+    and so does a container's init shim (tini, dumb-init...) when its one child exits."""
+    env = os.environ
+    if env.get("INVOCATION_ID") or env.get("SYSTEMD_EXEC_PID") or os.getpid() == 1:
+        return True
+    if os.getppid() == 1:
+        try:
+            with open("/proc/1/comm", "rb") as f:
+                if f.read().strip().decode(errors="replace") in _CONTAINER_INITS:
+                    return True
+        except OSError:
+            pass
+    try:
+        with open("/proc/self/cgroup", "rb") as f:
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return False
+    for line in text.splitlines():
+        unit = line.rsplit("/", 1)[-1]
+        if unit.endswith(".service") and unit not in _CRON_SERVICES:
+            return True
+    return False
+
+
+_CONTAINER_INITS = {"tini", "docker-init", "dumb-init", "catatonit"}
+# Cron daemons stay up after their jobs end: a detached process in their cgroup survives.
+_CRON_SERVICES = {"cron.service", "crond.service", "cronie.service", "fcron.service",
+                  "dcron.service", "bcron.service", "busybox-cron.service"}  # fmt: skip

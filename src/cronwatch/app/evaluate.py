@@ -8,8 +8,9 @@ job.timeout, job.recovered, incident.opened, incident.closed; built by
 ``cronwatch.core.events``) for the server's event log.
 
 What happens after a run finished is decided here and only here (``after_finish``,
-``after_timeout``), for every ingest path: the wrapper (``after_run``), pings of every
-dialect and API check-ins (the server's writer, ``server.apply``), ``check``.
+``after_timeout``), for every ingest path: the wrapper's runs (``settle``, in their
+post-run step), pings of every dialect and API check-ins (the server's writer,
+``server.apply``), ``check``; and runs whose wrapper was killed (``close_abandoned``).
 """
 
 from __future__ import annotations
@@ -206,22 +207,70 @@ def _act(
     return events
 
 
-def after_run(
-    store: Any, run: Run, *, now: float, config: str | None = None
-) -> list[dict[str, Any]]:
-    """The wrapper's (and a finishing ping's) evaluation of its own job.
+def settle(store: Any, *, now: float, budget: float | None = None) -> list[dict[str, Any]]:
+    """Evaluate the finished runs whose evaluation is pending, oldest first: a wrapped
+    run is recorded by the wrapper and evaluated here, by its post-run step, the next
+    run's, `check` or the server, whichever comes first.
 
-    The state changes share one transaction; delivery happens after it, outside any lock.
+    Each run is claimed in the transaction that evaluates it (assertions first, so the
+    alert decision sees the final status), so it is evaluated exactly once, and one that
+    fails or is interrupted stays pending. ``budget``: seconds, checked between runs.
     """
-    with store.transaction():
+    import time
+
+    started = time.monotonic()
+    events: list[dict[str, Any]] = []
+    for run in store.pending_runs(limit=200):
+        if budget is not None and time.monotonic() - started >= budget:
+            break
+        with store.transaction():
+            if not store.claim_pending(run.id):
+                continue  # another process evaluates it
+            job = store.find_job(run.job)
+            if job is None:  # deleted meanwhile: nothing to evaluate against
+                continue
+            found = after_finish(store, job, run, now=now)
+            # in the claim's transaction: the events are logged exactly once, with it
+            log_events(store, found, now=now)
+            events += found
+            store.set_next_check(job.name, _deadline(store, job))
+    return events
+
+
+def close_abandoned(store: Any, *, now: float, gone: Any = None) -> list[dict[str, Any]]:
+    """Close the open runs whose wrapper is gone (killed, or the machine restarted): as
+    timed out when past the wrapper's timeout or the job's max runtime, else as failed,
+    with the cause. ``gone(owner)``: why the owner process is gone, or None (alive, or
+    another host's: only that host can tell); by default ``system.process_gone``.
+
+    Call it inside a transaction: the runs are read and closed under one write lock, so
+    two checks at once cannot both close (and alert on) the same run."""
+    if gone is None:
+        from cronwatch.system import process_gone as gone
+    from cronwatch.system import token_timeout
+
+    events: list[dict[str, Any]] = []
+    for run, owner in store.owned_open_runs():
+        cause = gone(owner)
+        if cause is None:
+            continue
         job = store.get_job(run.job)
-        events = after_finish(store, job, run, now=now)
-        log_events(store, events, now=now)
-        # The wrapper knows its job changed: remember the next deadline now, so that
-        # `cronwatch check` does not have to evaluate every job that ran since its last look.
+        limit = token_timeout(owner)
+        if limit is None:
+            limit = job.max_runtime
+        run.ended_at = now
+        run.duration = max(0.0, now - run.started_at)
+        if limit is not None and run.duration >= limit:
+            run.status = Status.TIMEOUT
+            run.message = f"{cause}; the job had run past its timeout of {limit:g}s"
+            store.update_run(run, now=now)
+            events += after_timeout(store, job, run, now=now)
+        else:
+            run.status = Status.FAILED
+            run.message = f"{cause} before the job ended: its outcome is unknown"
+            store.update_run(run, now=now)
+            events += after_finish(store, job, run, now=now)
         store.set_next_check(job.name, _deadline(store, job))
-    if job.notify:
-        deliver_outbox(store, now=now, budget=10.0)
     return events
 
 
@@ -320,16 +369,20 @@ def check_all(store: Any, *, now: float) -> list[dict[str, Any]]:
     Each job remembers when it next needs a look (its missed or max-runtime deadline, or
     a reminder); writes reset that. So a check touches only the due jobs, not all of them.
     """
+    # Runs recorded but not evaluated yet (their post-run step was cut short) come first:
+    # they happened before anything the clock decides now.
+    settled = settle(store, now=now)  # logs its events with each claim
     events: list[dict[str, Any]] = []
     deadlines: list[tuple[str, float | None]] = []
     with store.transaction():
+        events += close_abandoned(store, now=now)
         for name in store.due_jobs(now=now):
             job_events, deadline = _check_job(store, store.get_job(name), now)
             events += job_events
             deadlines.append((name, deadline))
         store.set_next_checks(deadlines)
         log_events(store, events, now=now)
-    return events
+    return settled + events
 
 
 def log_events(store: Any, events: list[dict[str, Any]], *, now: float) -> None:

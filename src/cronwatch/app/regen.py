@@ -1,38 +1,20 @@
 """Regenerate the static dashboard after a run, off the wrapper's critical path.
 
-The wrapper records the run, then starts ``python -m cronwatch.app.regen DB OUT`` detached
-(its own session, stdio on /dev/null, so cron does not wait for it) and exits with the
-job's code. Rendering imports the health/stats core and rewrites a page of a few MB: tens
-of milliseconds that no scheduler should wait for.
+The wrapper drops a ``pending`` marker beside the page and its post-run step
+(wrapper/postrun.py, detached unless that would be killed) calls ``regenerate``.
+Rendering imports the health/stats core and rewrites a page of a few MB: tens of
+milliseconds that no scheduler should wait for. ``python -m cronwatch.app.regen DB OUT``
+renders once in the foreground.
 
 Runs that finish together coalesce: a requester first drops a ``pending`` marker, then
 tries the lock; the holder renders until no marker is left, and after releasing looks
 once more, so no request is lost between its last render and the release.
-``CRONWATCH_DASHBOARD_SYNC=1`` renders inline instead (handy when debugging).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-
-
-def request(db_path: str, out: str) -> None:
-    """Ask for a regeneration of ``out`` from ``db_path``; returns at once."""
-    marker = out + ".pending"
-    # A page in a directory that does not exist yet (--dashboard /new/dir/page.html): the
-    # marker, the lock and the page itself all go there.
-    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-    fd = os.open(marker, os.O_WRONLY | os.O_CREAT, 0o600)
-    os.close(fd)
-    devnull = os.devnull
-    actions = [
-        (os.POSIX_SPAWN_OPEN, 0, devnull, os.O_RDONLY, 0),
-        (os.POSIX_SPAWN_OPEN, 1, devnull, os.O_WRONLY, 0),
-        (os.POSIX_SPAWN_OPEN, 2, devnull, os.O_WRONLY, 0),
-    ]
-    argv = [sys.executable, "-m", "cronwatch.app.regen", db_path, out]
-    os.posix_spawn(sys.executable, argv, os.environ, file_actions=actions, setsid=True)
 
 
 def _render(db_path: str, out: str) -> None:

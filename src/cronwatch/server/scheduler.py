@@ -3,7 +3,8 @@
 Deadlines live in a min-heap; the loop sleeps until the earliest one (or until a ping
 moves a job's deadline), so each event costs O(log n) and nothing scans every job per
 tick. Deadline maths and the alert state machine are ``cronwatch.app.evaluate`` (core):
-``job_deadline``, ``check_job`` and ``deliver_outbox``. Checks run in the writer thread,
+``job_deadline``, ``check_job`` and ``deliver_outbox``; and the wrapped runs recorded on
+the same database (``settle``, ``close_abandoned``) beside the outbox. Checks run in the writer thread,
 inside the group transaction, like pings; deadlines, which only read, are computed on a
 connection of their own in a worker thread (a write transaction every 50 ms under a ping
 storm made the ping writer wait for the lock).
@@ -117,6 +118,11 @@ class Scheduler:
         store = await asyncio.to_thread(open_store, self.server.config.db)
         try:
             while True:
+                try:  # wrapped runs on the same database: their evaluation if still due
+                    for name in await asyncio.to_thread(_tidy, store, time.time()):
+                        self.touch(name)
+                except Exception:
+                    log.exception("evaluation of wrapped runs failed")
                 try:
                     await asyncio.to_thread(deliver, store, now=time.time())
                 except Exception:
@@ -139,6 +145,17 @@ def _deadlines(store: Store, names: set[str], deadline_of: Any) -> dict[str, flo
         except Exception:  # a deleted job, a bad schedule: no deadline
             out[name] = None
     return out
+
+
+def _tidy(store: Store, now: float) -> set[str]:
+    """Runs that wrappers recorded on this database and whose post-run step did not
+    evaluate them, and open runs whose wrapper was killed; returns the jobs touched."""
+    settled = checks.settle(store, now=now)  # logs its events with each claim
+    with store.transaction():
+        events = checks.close_abandoned(store, now=now)
+        for ev in events:
+            store.add_event(str(ev.get("type", "job.event")), ev, now=now)
+    return {str(ev["job"]) for ev in settled + events if ev.get("job")}
 
 
 def _check(store: Store, names: list[str], check_job: Any, now: float) -> list[dict[str, Any]]:

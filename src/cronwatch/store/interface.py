@@ -2,7 +2,11 @@
 
 Semantics shared by all backends (see ../shared/design.md, "Run semantics"):
 
-* ``record_run`` stores a run as given (the wrapper, import, the spool); idempotent by run id.
+* ``record_run`` stores a run as given (the wrapper, import, the spool); idempotent by run id,
+  except that a run its wrapper opened and never closed (``owner`` set) is overwritten by
+  the run's end. The wrapper records a run twice: open, with its ``owner`` (the process,
+  see ``system.process_token``), right after the child started; then finished, ``pending``
+  the post-run evaluation (``pending_runs``, ``claim_pending``: app.evaluate.settle).
 * ``start_run`` opens a run. A start without a client run id marks the job's open runs
   that have no client run id as timed out first; a start with a run id never touches
   other runs (they are concurrent).
@@ -84,8 +88,27 @@ class JobStore(Protocol):
 
 
 class RunStore(Protocol):
-    def record_run(self, run: Run, *, now: float) -> bool:
-        """Store a run as given; False if a run with that id already exists."""
+    def record_run(
+        self, run: Run, *, now: float, owner: str | None = None, pending: bool = False
+    ) -> bool:
+        """Store a run as given; False if a run with that id already exists, unless that
+        run still has an ``owner`` (its wrapper opened it and never closed it): then it is
+        overwritten with this one. ``owner``: the wrapper process holding an open run (None
+        once it is closed). ``pending``: the run's evaluation (assertions, alerts) is still
+        to do (``pending_runs``)."""
+        ...
+
+    def owned_open_runs(self) -> list[tuple[Run, str]]:
+        """Open runs that a wrapper holds, with its owner token (is it still alive?)."""
+        ...
+
+    def pending_runs(self, *, limit: int = 100) -> list[Run]:
+        """Finished runs whose evaluation is still to do, oldest first, with output."""
+        ...
+
+    def claim_pending(self, run_id: str) -> bool:
+        """Take a pending run's evaluation: True for exactly one caller. In the caller's
+        transaction, so that an evaluation that fails or is killed leaves it pending."""
         ...
 
     def record_runs(self, runs: Iterable[Run], *, now: float) -> tuple[int, int]:
@@ -370,6 +393,12 @@ class Store(
     url: str
 
     def close(self) -> None: ...
+    def set_timeout(self, seconds: float) -> None:
+        """How long this connection's next writes wait for another writer before StoreBusy
+        (the wrapper keeps one connection from a run's start to its end, and waits less
+        at the start)."""
+        ...
+
     def transaction(self) -> Any:
         """Context manager: store writes inside it share one transaction (group commit)."""
         ...

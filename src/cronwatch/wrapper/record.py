@@ -1,8 +1,13 @@
-"""After the child exits: record the run, replay the spool, refresh the dashboard.
+"""The wrapper's record of a run: opened right after the spawn, closed after the exit.
 
-Everything here may fail (locked, corrupt or read-only database, full disk, bad config);
-whatever fails, the run is spooled and one warning line goes to stderr. The job's exit
-code has already been decided by then and is never changed here.
+The run is written twice: open (``running``, naming this process so that `check` can tell
+later if it was killed) as soon as the child has started, and finished once it has
+exited, marked pending its evaluation. Everything else (merging the spool, assertions,
+alerts, notifications, the dashboard) is the post-run step (wrapper/postrun.py): a
+detached process, so that cron never waits for it, or, where a detached process would be
+killed with the rest of the run (a systemd service), the same step before exit within a
+small time budget. Whatever fails here, the run is spooled and one warning line goes to
+stderr; the job's exit code has been decided already and is never changed here.
 """
 
 from __future__ import annotations
@@ -13,29 +18,38 @@ import time
 
 from cronwatch.core.model import Run, Status
 from cronwatch.system import data_dir, default_db_path, user, warn
-from cronwatch.wrapper import spool
 
 TYPE_CHECKING = False  # no runtime `typing` import: the wrapper pays for every module
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from cronwatch.store.interface import Store
     from cronwatch.wrapper.options import Options, Result
+
+# Seconds the open record waits for a locked database (on its thread: nothing else
+# waits). Short, because a short job's end waits for it, within its own ~1 s.
+START_TIMEOUT = 0.2
 
 
 def _db_timeout() -> float:
-    """Seconds to wait for a locked database ($CRONWATCH_DB_TIMEOUT, default 30).
+    """Seconds the final record waits for a locked database before the run is spooled
+    ($CRONWATCH_DB_TIMEOUT, default 1: cron waits for our exit, and the spool loses
+    nothing). A bad value must not lose the run: it falls back to the default (with a
+    warning)."""
+    return _seconds("CRONWATCH_DB_TIMEOUT", 1.0, "1")
 
-    A bad value must not lose the run: it falls back to the default (with a warning)."""
-    text = os.environ.get("CRONWATCH_DB_TIMEOUT", "")
+
+def _seconds(name: str, default: float, example: str) -> float:
+    text = os.environ.get(name, "")
     if not text:
-        return 30.0
+        return default
     try:
         value = float(text)
     except ValueError:
         value = -1.0
     if not 0 <= value < 86400:  # also rejects nan and inf
-        warn(f"ignoring CRONWATCH_DB_TIMEOUT={text!r}: expected seconds, such as 30")
-        return 30.0
+        warn(f"ignoring {name}={text!r}: expected seconds, such as {example}")
+        return default
     return value
 
 
@@ -47,6 +61,11 @@ def _join(argv: list[str]) -> str:
         a if a and all(c in safe for c in a) else "'" + a.replace("'", "'\"'\"'") + "'"
         for a in argv
     )
+
+
+def _command(o: Options) -> str:
+    # argv may hold bytes that are not UTF-8 (surrogate-escaped): store them visibly
+    return _join(o.command).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def build_run(o: Options, res: Result) -> Run:
@@ -78,9 +97,7 @@ def build_run(o: Options, res: Result) -> Run:
         host=os.uname().nodename,
         user=user(),
         # argv may hold bytes that are not UTF-8 (surrogate-escaped): store them visibly
-        command=_join(o.command)
-        .encode("utf-8", "surrogateescape")
-        .decode("utf-8", "backslashreplace"),
+        command=_command(o),
         env=o.env,
         message=message,
         source="wrapper",
@@ -101,6 +118,71 @@ def dashboard_path(o: Options | None, db_path: str) -> str | None:
     return os.path.join(os.path.dirname(os.path.abspath(db_path)), "dashboard.html")
 
 
+# The open record's thread, as a lock it holds until done; and the connection it opened,
+# kept for the end (one open and one close a run: the last close checkpoints the WAL).
+_opening: list[object] = []
+_kept: list[Store] = []
+
+
+def on_start(o: Options, res: Result) -> None:
+    """Right after the spawn: give the run its id, put it on record as open (on a thread,
+    so that the wrapper is back relaying output and sees the child's exit at once, and
+    a short job's duration is not ours), send the start ping. Never raises."""
+    from cronwatch.core.model import new_run_id
+    from cronwatch.wrapper.options import remote_wanted
+
+    res.run_id = new_run_id(res.started_at)
+    remote = remote_wanted(o)
+    if o.local or not remote:
+        _load_sqlite()  # not on the thread: it swaps functools in sys.modules for a moment
+        import _thread  # the C module: `threading` costs imports that this does not need
+
+        done = _thread.allocate_lock()
+        done.acquire()
+
+        # The thread holds the GIL while it imports; the wrapper's loop, woken by the
+        # child's exit or output, should get it back at once rather than after 5 ms.
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(0.0002)
+
+        def work() -> None:
+            try:
+                _open_local(o, res)
+            finally:
+                sys.setswitchinterval(interval)
+                done.release()
+
+        try:
+            _thread.start_new_thread(work, ())
+            _opening.append(done)
+        except RuntimeError:  # no thread to be had: write it here
+            done.release()
+            _open_local(o, res)
+    if remote:
+        from cronwatch.remote.hooks import on_start as remote_start
+
+        remote_start(o, res.run_id, res.started_at)
+
+
+def _open_local(o: Options, res: Result) -> None:
+    run = Run(id=res.run_id, job=o.name, started_at=res.started_at, status=Status.RUNNING,
+              host=os.uname().nodename, user=user(), command=_command(o), env=o.env,
+              source="wrapper")  # fmt: skip
+    try:
+        _load_sqlite()
+        from cronwatch.store import open_store
+        from cronwatch.system import process_token
+
+        store = open_store(o.db or default_db_path(), timeout=START_TIMEOUT)
+    except Exception:
+        return  # unusable: the end records the whole run, or spools it and says why
+    try:
+        store.record_run(run, now=time.time(), owner=process_token(o.timeout))
+    except Exception:
+        pass  # locked: the same
+    _kept.append(store)
+
+
 def after_run(o: Options, res: Result) -> None:
     """Record locally and/or report to the server; never raises, never changes the exit."""
     from cronwatch.wrapper.options import remote_wanted
@@ -112,7 +194,7 @@ def after_run(o: Options, res: Result) -> None:
             warn("--no-local needs a server (--server/--key or CRONWATCH_URL/CRONWATCH_KEY); "
                  "recorded locally")  # fmt: skip
         db_path = o.db or default_db_path()
-        record_local(db_path, run, page=dashboard_path(o, db_path), config=o.config)
+        record_local(db_path, run, page=dashboard_path(o, db_path), leave_open=True)
     if remote:
         from cronwatch.remote.hooks import on_finish
 
@@ -124,45 +206,114 @@ def record_local(
     run: Run,
     *,
     page: str | None,
-    config: str | None = None,
     warn: Callable[[str], None] = warn,
+    leave_open: bool = False,
 ) -> None:
-    """Record a finished run in the local database, or spool it when that fails; then merge
-    earlier spooled runs, evaluate the job's alerts and refresh the page. Every local path
-    (the wrapper, the SDK without a server) records through here. Never raises: each
-    failure is one ``warn`` line, and a run that could not be stored is in the spool."""
-    now = time.time()
-    try:
-        _load_sqlite()
-        from cronwatch.store import open_store
+    """Record a finished run in the local database (closing its open record, if any),
+    pending its evaluation, or spool it when that fails; then the post-run step. Every
+    local path (the wrapper, the SDK without a server) records through here. Never
+    raises: each failure is one ``warn`` line, and a run that could not be stored is in
+    the spool.
 
-        store = open_store(db_path, timeout=_db_timeout())
+    ``leave_open``: the process ends right after (the wrapper, which skips the
+    interpreter's teardown): the connection is left to the exit, without the WAL
+    checkpoint and its fsync that closing the last connection makes; the post-run step's
+    connection, or the next, checkpoints."""
+    timeout = _db_timeout()
+    t0 = time.monotonic()
+    for done in _opening:  # the open record first (its wait for a lock counts in ours)
+        done.acquire(timeout=timeout)  # type: ignore[attr-defined]
+    store = _kept.pop() if _kept else None
+    stored = True
+    try:
+        left = max(0.0, timeout - (time.monotonic() - t0))
+        if store is None:
+            _load_sqlite()
+            from cronwatch.store import open_store
+
+            store = open_store(db_path, timeout=left)
+        else:
+            store.set_timeout(left)
         try:
-            store.record_run(run, now=now)
-        except BaseException:
-            store.close()
-            raise
+            store.record_run(run, now=time.time(), pending=True)
+        finally:
+            if leave_open:
+                _kept.append(store)  # referenced until the exit: a dropped one is closed
+            else:
+                store.close()
     except Exception as e:
+        stored = False
         try:
+            from cronwatch.wrapper import spool
+
             where = spool.spool_run(db_path, run)
             warn(f"{e}; run {run.id} spooled to {where}")
         except OSError as e2:
             warn(f"{e}; and the run could not be spooled either: {e2}")
-        return
-    inline = page is not None and os.environ.get("CRONWATCH_DASHBOARD_SYNC") == "1"
-    try:
+    post_run(db_path, page, stored=stored, warn=warn)
+
+
+def postrun_mode() -> str:
+    """``detached`` or ``before-exit`` ($CRONWATCH_POSTRUN; by default before exit only
+    where a detached process would be killed with the run: see system.in_service_unit)."""
+    value = os.environ.get("CRONWATCH_POSTRUN", "")
+    if value in ("detached", "before-exit"):
+        return value
+    if value:
+        warn(f"ignoring CRONWATCH_POSTRUN={value!r}: expected detached or before-exit")
+    from cronwatch.system import in_service_unit
+
+    return "before-exit" if in_service_unit() else "detached"
+
+
+def post_run(
+    db_path: str, page: str | None, *, stored: bool, warn: Callable[[str], None] = warn
+) -> None:
+    """Start the post-run step: detached, or here within $CRONWATCH_POSTRUN_BUDGET seconds
+    (default 1). What it leaves undone stays recorded (a pending run, a pending
+    notification, the page's ``.pending`` marker) for the next run, `check` or the server."""
+    if page is not None:
+        page = _request_page(page, warn)
+    if postrun_mode() == "detached":
         try:
-            if spool.has_spooled(db_path):
-                spool.replay(store, db_path, now)
-        except Exception as e:  # they stay in the spool for the next run
-            warn(f"spooled runs not merged yet: {e}")
-        _evaluate(store, run, now, config, warn)
-        if page is not None and inline:
-            _dashboard(db_path, page, now, warn, store)
-    finally:
-        store.close()
-    if page is not None and not inline:  # after the close: the renderer never competes
-        _dashboard(db_path, page, now, warn)  # with our last writes
+            _spawn_detached(db_path, page)
+            return
+        except OSError as e:
+            warn(f"could not start the post-run step ({e}); running it now")
+    elif not stored:
+        return  # the database is unusable right now: the next run or `check` merges the spool
+    from cronwatch.wrapper.postrun import run_steps
+
+    run_steps(db_path, page, budget=_seconds("CRONWATCH_POSTRUN_BUDGET", 1.0, "1"), warn=warn)
+
+
+def _request_page(page: str, warn: Callable[[str], None]) -> str | None:
+    """Drop the page's ``.pending`` marker (regen.py coalesces requests with it), making
+    its directory if missing; None (with a warning) if that cannot be done."""
+    page = os.path.abspath(page)
+    try:
+        os.makedirs(os.path.dirname(page), exist_ok=True)
+        os.close(os.open(page + ".pending", os.O_WRONLY | os.O_CREAT, 0o600))
+    except OSError as e:
+        warn(f"dashboard not written: {e}")
+        return None
+    return page
+
+
+def _spawn_detached(db_path: str, page: str | None) -> None:
+    """``python -m cronwatch.wrapper.postrun DB [PAGE]`` in a session of its own (a
+    process group kill of the run does not reach it), stdio on /dev/null (cron mails what
+    the job's stdout gets and waits for that pipe to close): the wrapper does not wait."""
+    devnull = os.devnull
+    actions = [
+        (os.POSIX_SPAWN_OPEN, 0, devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 1, devnull, os.O_WRONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 2, devnull, os.O_WRONLY, 0),
+    ]
+    argv = [sys.executable, "-m", "cronwatch.wrapper.postrun", os.path.abspath(db_path)]
+    if page is not None:
+        argv.append(page)
+    os.posix_spawn(sys.executable, argv, os.environ, file_actions=actions, setsid=True)
 
 
 def _load_sqlite() -> None:
@@ -195,34 +346,3 @@ def _no_statement_cache(maxsize: int = 128) -> object:
     # _sqlite3 calls lru_cache(maxsize)(connection) and then cache(sql) for a statement;
     # the connection itself, called with sql, prepares one.
     return lambda connection: connection
-
-
-def _evaluate(
-    store: object, run: Run, now: float, config: str | None, warn: Callable[[str], None]
-) -> None:
-    """Alert evaluation of the run's job; a failure is one warning."""
-    try:
-        from cronwatch.app import evaluate as checks
-
-        checks.after_run(store, run, now=now, config=config)
-    except Exception as e:
-        warn(f"alert evaluation failed: {e}")
-
-
-def _dashboard(
-    db_path: str, page: str, now: float, warn: Callable[[str], None], store: object | None = None
-) -> None:
-    """Regenerate the page: with ``store``, inline (CRONWATCH_DASHBOARD_SYNC=1, handy when
-    debugging); else by a detached process, so that the job's scheduler does not wait for
-    it. A failure is one warning."""
-    try:
-        if store is not None:
-            from cronwatch.app.dashboard import write_dashboard
-
-            write_dashboard(store, page, now=now)  # type: ignore[arg-type]
-        else:
-            from cronwatch.app.regen import request
-
-            request(os.path.abspath(db_path), os.path.abspath(page))
-    except Exception as e:
-        warn(f"dashboard not written: {e}")

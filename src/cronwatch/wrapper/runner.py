@@ -1,7 +1,9 @@
 """The wrapper: spawn the child first, tee its output, keep a capped capture, pass its exit on.
 
 Only ``os`` and ``sys`` are imported before the child starts, so the job never waits for
-our imports, the database or the dashboard. Everything slow happens after it exits.
+our imports, the database or the dashboard. Everything slow happens after the spawn: the
+run's open record on a thread while the child runs (record.on_start), the rest after it
+exits.
 
 Streams that go to one place (``2>&1``) reach the child as one pipe, so they stay in the
 order written; output still written after the job exited (by something it left running)
@@ -20,7 +22,6 @@ from cronwatch.wrapper.options import (
     Result,
     Usage,
     parse_run_args,
-    remote_wanted,
     settle_name,
 )
 
@@ -249,15 +250,12 @@ def execute(o: Options) -> Result:
     forward.pid = pid
     for w in child_ends:
         os.close(w)
-    if remote_wanted(o):  # after the spawn: the child never waits for this
-        try:
-            from cronwatch.core.model import new_run_id
-            from cronwatch.remote.hooks import on_start
+    try:  # after the spawn: the child never waits for this
+        from cronwatch.wrapper.record import on_start
 
-            res.run_id = new_run_id(res.started_at)
-            on_start(o, res.run_id, res.started_at)
-        except Exception:
-            pass
+        on_start(o, res)  # the run on record as open; the start ping
+    except Exception:
+        pass
     open_fds = set(fds)
     try:
         status = _supervise(o, res, pid, fds, open_fds, forward, t0)

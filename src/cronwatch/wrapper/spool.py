@@ -146,7 +146,12 @@ def has_spooled(db_path: str) -> bool:
 
 
 def replay(store: object, db_path: str, now: float) -> int:
-    """Merge spooled runs into ``store``; delete each file once its run is committed."""
+    """Merge spooled runs into ``store``; delete each file once its run is committed.
+
+    A spooled run closes its open record if the wrapper made one (even one that `check`
+    has meanwhile closed as abandoned: the real outcome wins), and is left pending its
+    evaluation: it was spooled because the database could not be used, so nothing has
+    evaluated it yet."""
     merged = 0
     for path, run in spooled(db_path):
         if run is None:
@@ -156,7 +161,7 @@ def replay(store: object, db_path: str, now: float) -> int:
             except OSError:
                 pass
             continue
-        store.record_runs([run], now=now)  # type: ignore[attr-defined]
+        store.record_run(run, now=now, pending=True)  # type: ignore[attr-defined]
         try:
             os.unlink(path)
         except OSError:

@@ -73,6 +73,31 @@ def _settings(text: str | None) -> dict[str, Any]:
     return settings
 
 
+_KEEP = {"keep_days": 365.0, "keep_output": 1000.0, "keep_failed_output": 5000.0}
+
+
+def _keep(text: str | None) -> tuple[float, int, int]:
+    """keep_days, keep_output and keep_failed_output of a job's stored settings.
+
+    Retention runs on every wrapped run and needs only these three numbers: they are
+    read out of the text ``json.dumps`` wrote (``"key": number``; a quote inside a string
+    value is escaped, so the pattern cannot match there), so that a configured job does
+    not cost the wrapper a `json` (and `re`) import. Anything unexpected: json."""
+    found = dict(_KEEP)
+    if text and "keep_" in text:
+        try:
+            for key in found:
+                i = text.find(f'"{key}": ')
+                if i >= 0:
+                    start = i + len(key) + 4
+                    ends = [e for e in (text.find(",", start), text.find("}", start)) if e >= 0]
+                    found[key] = float(text[start : min(ends)])
+        except ValueError:
+            s = _settings(text)
+            found = {k: float(s.get(k, v)) for k, v in _KEEP.items()}
+    return found["keep_days"], int(found["keep_output"]), int(found["keep_failed_output"])
+
+
 def _job_from_row(row: tuple[Any, ...]) -> Job:
     settings = _settings(row[4])
     job = Job(name=row[1], created_at=row[2], ping_key=row[3] or "")
@@ -158,6 +183,9 @@ class SQLiteStore(StoreBase):
 
     def close(self) -> None:
         self.db.close()
+
+    def set_timeout(self, seconds: float) -> None:
+        self.db.execute(f"PRAGMA busy_timeout={max(0, int(seconds * 1000))}")
 
     # --- helpers -------------------------------------------------------------------
     def _write(self) -> _Tx:
@@ -257,10 +285,7 @@ class SQLiteStore(StoreBase):
             return
         self._swept[jid] = now
         row = self.db.execute("SELECT settings FROM jobs WHERE id=?", (jid,)).fetchone()
-        s = _settings(row[0] if row else None)
-        keep_days = float(s.get("keep_days", 365.0))
-        keep_output = int(s.get("keep_output", 1000))
-        keep_failed = int(s.get("keep_failed_output", 5000))
+        keep_days, keep_output, keep_failed = _keep(row[0] if row else None)
         db = self.db
         if keep_days > 0:
             cutoff = now - keep_days * 86400
@@ -292,15 +317,18 @@ class SQLiteStore(StoreBase):
                 (jid, min(cutoff, row[0])),
             )
 
-    def _insert(self, jid: int, run: Run, rid: str | None = None) -> int | None:
+    def _insert(
+        self, jid: int, run: Run, rid: str | None = None, owner: str | None = None,
+        pending: bool = False,
+    ) -> int | None:  # fmt: skip
         cur = self.db.execute(
             "INSERT OR IGNORE INTO runs(uid, job_id, env, status, started_at, ended_at, duration, "
-            "exit_code, signal, client_rid, rid, host, user, command, message, source) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "exit_code, signal, client_rid, rid, host, user, command, message, source, owner, "
+            "pending) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 run.id, jid, run.env, run.status.value, run.started_at, run.ended_at,
                 run.duration, run.exit_code, run.signal, int(rid is not None), rid, run.host,
-                run.user, run.command, run.message, run.source,
+                run.user, run.command, run.message, run.source, owner, int(pending),
             ),
         )  # fmt: skip
         if cur.rowcount == 0:
@@ -318,6 +346,65 @@ class SQLiteStore(StoreBase):
                  compress(run.stdout), compress(run.stderr), int(run.merged)),
             )  # fmt: skip
         return rowid
+
+    def record_run(
+        self, run: Run, *, now: float, owner: str | None = None, pending: bool = False
+    ) -> bool:
+        """Store a run as given (see the interface). A run its wrapper opened and never
+        closed (its ``owner`` is still set) is overwritten: that is the wrapper's end, or
+        its spooled end replayed after `check` had closed the run as abandoned."""
+        # An open wrapped run carries its id as a client run id too: a ping without one
+        # (`cronwatch ping JOB complete`) neither closes it nor times it out.
+        rid = run.id if owner is not None else None
+        with self._write():
+            jid = self._ensure_job_id(run.job, now)
+            if self._insert(jid, run, rid, owner=owner, pending=pending) is None:
+                row = self.db.execute(
+                    "SELECT id, started_at FROM runs WHERE uid=? AND job_id=? "
+                    "AND owner IS NOT NULL",
+                    (run.id, jid),
+                ).fetchone()
+                if row is None:
+                    return False
+                self.db.execute(
+                    "UPDATE runs SET status=?, started_at=?, ended_at=?, duration=?, "
+                    "exit_code=?, signal=?, message=?, owner=?, pending=? WHERE id=?",
+                    (run.status.value, run.started_at, run.ended_at, run.duration,
+                     run.exit_code, run.signal, run.message, owner, int(pending), row[0]),
+                )  # fmt: skip
+                self._fold_late([(jid, row[1]), (jid, run.started_at)])
+                self.db.execute("UPDATE jobs SET next_check=NULL WHERE id=?", (jid,))
+                if run.stdout is not None or run.stderr is not None:
+                    self.db.execute(
+                        "INSERT OR REPLACE INTO outputs(run_id, job_id, started_at, failed, "
+                        "stdout, stderr) VALUES (?,?,?,?,?,?)",
+                        (row[0], jid, run.started_at, int(run.status.is_failure),
+                         compress(run.stdout), compress(run.stderr)),
+                    )  # fmt: skip
+            if run.status is not Status.RUNNING:  # the start leaves the sweep to the end
+                self._retention(jid, now)
+        return True
+
+    def owned_open_runs(self) -> list[tuple[Run, str]]:
+        rows = self.db.execute(
+            f"SELECT {_RUN_COLS}, r.owner FROM runs r JOIN jobs j ON j.id=r.job_id "
+            "WHERE r.status='running' AND r.owner IS NOT NULL"
+        ).fetchall()
+        return [(_run_from_row(r), r[15]) for r in rows]
+
+    def pending_runs(self, *, limit: int = 100) -> list[Run]:
+        rows = self.db.execute(
+            f"SELECT {_RUN_COLS} FROM runs r INDEXED BY runs_pending "
+            "JOIN jobs j ON j.id=r.job_id WHERE r.pending=1 ORDER BY r.started_at LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [self._with_output(r, True) for r in rows]
+
+    def claim_pending(self, run_id: str) -> bool:
+        """Take a pending run's evaluation (conditional update: exactly one claimant wins)."""
+        with self._write():
+            cur = self.db.execute("UPDATE runs SET pending=0 WHERE uid=? AND pending=1", (run_id,))
+        return cur.rowcount == 1
 
     def record_runs(self, runs: Iterable[Run], *, now: float) -> tuple[int, int]:
         """Bulk insert (import, spool replay): the path of import_rows for many runs, a

@@ -304,6 +304,17 @@ SQLITE: list[str] = [
     """
     ALTER TABLE jobs ADD COLUMN resumed_at REAL;
     """,
+    # 10: a wrapped run is on record from its start.
+    # ``owner`` names the wrapper process holding an open run (host, boot id, pid, process
+    # start time: see system.process_token), so that `check` can tell it was killed; it
+    # stays set on a run its wrapper never closed. ``pending`` marks a finished run whose
+    # evaluation (assertions, alerts) the post-run step has not done yet; the partial index
+    # keeps finding them cheap, and every other insert leaves it 0.
+    """
+    ALTER TABLE runs ADD COLUMN owner TEXT;
+    ALTER TABLE runs ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX IF NOT EXISTS runs_pending ON runs (started_at) WHERE pending = 1;
+    """,
 ]
 
 POSTGRES: list[str] = []
