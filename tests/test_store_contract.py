@@ -279,10 +279,16 @@ def test_output_captured_as_one_stream_says_so_on_every_path(store):
     store.record_run(run_at(T0 + 6, job="m", id="upd"), now=T0)
     upd.id, upd.started_at = "upd", T0 + 6
     store.update_run(upd, now=T0 + 7)
+    # a wrapped run: on record (open, owned) from its start, closed in place at the end
+    wrapped = run_at(T0 + 8, job="m", id="wrapped", status=Status.RUNNING)
+    store.record_run(wrapped, now=T0 + 8, owner=OWNER)
+    store.record_run(run_at(T0 + 8, job="m", id="wrapped", stdout=both, merged=True),
+                     now=T0 + 9, owner=None)  # fmt: skip
 
-    want = {"rec": True, "apart": False, "imp": True, "upd": True, synthetic.id: True}
+    want = {"rec": True, "apart": False, "imp": True, "upd": True, synthetic.id: True,
+            "wrapped": True}  # fmt: skip
     got = {r.id: (r.merged, r.stdout, r.stderr) for r in store.list_runs(job="m", output=True)}
-    assert len(got) == 6
+    assert len(got) == 7
     for run_id, merged in want.items():
         assert got[run_id] == ((True, both, None) if merged else (False, b"out 1700000001", b"e"))
     (closed,) = [v for k, v in got.items() if k not in want]

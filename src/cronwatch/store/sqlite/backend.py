@@ -377,9 +377,9 @@ class SQLiteStore(StoreBase):
                 if run.stdout is not None or run.stderr is not None:
                     self.db.execute(
                         "INSERT OR REPLACE INTO outputs(run_id, job_id, started_at, failed, "
-                        "stdout, stderr) VALUES (?,?,?,?,?,?)",
+                        "stdout, stderr, merged) VALUES (?,?,?,?,?,?,?)",
                         (row[0], jid, run.started_at, int(run.status.is_failure),
-                         compress(run.stdout), compress(run.stderr)),
+                         compress(run.stdout), compress(run.stderr), int(run.merged)),
                     )  # fmt: skip
             if run.status is not Status.RUNNING:  # the start leaves the sweep to the end
                 self._retention(jid, now)
