@@ -438,3 +438,47 @@ def test_fast_front_hands_slow_requests_to_the_guard(tmp_path: Path) -> None:
         assert {"f-1", "f-2"} <= srv.stored("f")
     finally:
         srv.stop()
+
+
+# --- answers: a head and its body in one send, nothing held past the loop's turn ----------
+
+
+def test_a_ping_answer_arrives_in_one_piece(server: Server) -> None:
+    """uvicorn writes a head and its body apart; the guard sends them together (one send
+    each answer, the cost that counts when a commit answers a burst of pings). A single
+    send of a short answer is one segment on the loopback, so each first read holds the
+    whole answer (with two sends a read often gets the head alone)."""
+    key = server.job_key("whole")
+    with server.connect() as sock:
+        for i in range(30):
+            sock.sendall(f"GET /ping/{key}?rid=w{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            first = sock.recv(65536)
+            assert first.startswith(b"HTTP/1.1 200 ") and first.endswith(b"\r\n\r\nOK"), (i, first)
+    assert {f"w{i}" for i in range(30)} <= server.stored("whole")
+
+
+def test_a_head_without_a_body_is_not_held(server: Server) -> None:
+    """A HEAD answer and a 100 Continue are writes with nothing after them in the same
+    turn: they must go out at once, not wait for a next write."""
+    key = server.job_key("heads")
+    with server.connect() as sock:
+        sock.sendall(f"HEAD /ping/{key}?rid=h1 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            data = sock.recv(65536)
+            assert data, head
+            head += data
+        assert head.startswith(b"HTTP/1.1 200 ") and head.endswith(b"\r\n\r\n"), head
+        body = b"some output\n"
+        sock.sendall(f"POST /ping/{key}?rid=h2 HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                     f"Content-Length: {len(body)}\r\n\r\n".encode())  # fmt: skip
+        got = sock.recv(65536)  # the client waits for it before sending the body
+        assert got.startswith(b"HTTP/1.1 100 "), got
+        sock.sendall(body)
+        got = got.split(b"\r\n\r\n", 1)[1]
+        while not got.endswith(b"\r\n\r\nOK"):
+            data = sock.recv(65536)
+            assert data, got
+            got += data
+        assert got.startswith(b"HTTP/1.1 200 "), got
+    assert {"h1", "h2"} <= server.stored("heads")

@@ -106,6 +106,60 @@ class _Sweeper:
             self.start(loop)
 
 
+class _OneSend:
+    """The transport as uvicorn's response cycle sees it: a response's head and body go
+    out in one send.
+
+    uvicorn writes a head and its body apart, two sends on a socket with no delay, and
+    when the ping writer's commit answers a burst of pings at once, a send is most of what
+    answering one costs. So a write is held until the next write on the connection (which
+    takes it along), and at the latest until the end of the loop's turn; it also goes out
+    before anything else the connection reads or writes (``flush``) and before a close, so
+    bytes are never reordered nor delayed past the turn."""
+
+    __slots__ = ("transport", "held", "holding", "loop")
+
+    def __init__(self, transport: Any, loop: Any, holding: list[_OneSend]) -> None:
+        self.transport = transport
+        self.loop = loop
+        self.holding = holding  # the connections holding bytes, flushed at the turn's end
+        self.held = b""
+
+    def write(self, data: bytes) -> None:
+        if self.held:
+            data, self.held = self.held + data, b""
+            self.transport.write(data)
+            return
+        if not data:
+            return
+        self.held = data
+        if not self.holding:
+            self.loop.call_soon(_flush_all, self.holding)
+        self.holding.append(self)
+
+    def flush(self) -> None:
+        if self.held:
+            data, self.held = self.held, b""
+            if not self.transport.is_closing():
+                self.transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def is_closing(self) -> bool:
+        return bool(self.transport.is_closing())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
+def _flush_all(holding: list[_OneSend]) -> None:
+    for conn in holding:
+        conn.flush()
+    holding.clear()
+
+
 class RateLimitFilter(logging.Filter):
     """For uvicorn's own log: its line for each malformed request, at most once every
     ``every`` seconds (a client sending garbage in a loop must not fill the disk)."""
@@ -132,6 +186,7 @@ def guarded_protocol(limits: Limits) -> type[asyncio.Protocol]:
     per_address: Counter[str] = Counter()
     warnings = _Warnings()
     watched: set[Any] = set()  # the open connections, for the deadline sweep
+    holding: list[_OneSend] = []  # connections with a write held until the turn's end
     # one sweep over the open connections a fraction of a deadline apart, instead of a
     # timer set and cancelled for every request
     sweeper = _Sweeper(watched, max(0.05, min(1.0, limits.head_timeout / 4,
@@ -151,10 +206,12 @@ def guarded_protocol(limits: Limits) -> type[asyncio.Protocol]:
             self.in_head = True  # between a request's first byte and the end of its head
             self.head_size = 0
             self.deadline = 0.0  # loop time by which the head or body must be in; 0: none
+            self.out: _OneSend | None = None
 
         # --- connections -------------------------------------------------------------------
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
+            self.out = _OneSend(transport, self.loop, holding)
             self.address = self.client[0] if self.client else ""
             total = len(self.connections)
             if total > limits.max_connections:
@@ -192,6 +249,8 @@ def guarded_protocol(limits: Limits) -> type[asyncio.Protocol]:
         def data_received(self, data: bytes) -> None:
             if self.rejected or self.last_read:
                 return  # answered, or nothing more to read: never buffered
+            if self.out is not None and self.out.held:
+                self.out.flush()  # what uvicorn answers from here follows it
             if self.in_head:
                 self.head_size += len(data)
                 if not self.deadline:
@@ -229,6 +288,8 @@ def guarded_protocol(limits: Limits) -> type[asyncio.Protocol]:
         def _reject(self, status: str, text: bytes) -> None:
             self.rejected = True
             self.deadline = 0.0
+            if self.out is not None:
+                self.out.flush()
             cycle = self.cycle  # answer unless a response of the app's is on the wire
             if cycle is None or cycle.response_complete or not cycle.response_started:
                 self.transport.write(_answer(status, text))
@@ -263,6 +324,9 @@ def guarded_protocol(limits: Limits) -> type[asyncio.Protocol]:
             self.deadline = self.loop.time() + limits.body_timeout if body else 0.0
             self.closing = not self.parser.should_keep_alive()
             super().on_headers_complete()
+            if self.cycle is not None and self.out is not None:
+                # the cycle only writes, closes and asks is_closing(): _OneSend does those
+                self.cycle.transport = self.out  # type: ignore[assignment]
 
         def on_message_complete(self) -> None:
             self.deadline = 0.0
