@@ -197,13 +197,15 @@ def notifications(cw, job: str) -> list[dict[str, Any]]:
 def test_an_alert_on_a_slow_channel_does_not_hold_the_wrapper(cw, channel) -> None:
     """Detached (the default outside systemd): the wrapper exits at once; its post-run step
     waits for the channel and delivers the alert, once."""
-    hook = channel("hold", hold=4.0)  # the old wrapper waited for it before exiting
+    # the old wrapper waited for it before exiting (held for less than a send's 5 s timeout,
+    # so that the detached step's one attempt delivers it)
+    hook = channel("hold", hold=4.5)
     assert cw("job", "set", "slow", "--notify", hook.url, "--alert-after", "1").rc == 0
     t0 = time.monotonic()
     rc, _out, err = cw("run", "slow", "--", "false", env={"CRONWATCH_POSTRUN": "detached"})
     elapsed = time.monotonic() - t0
     assert rc == 1 and warnings(err) == []
-    assert elapsed < 2.5, f"the wrapper took {elapsed:.1f}s: it waited for the channel"
+    assert elapsed < 3.5, f"the wrapper took {elapsed:.1f}s: it waited for the channel"
     until("the alert delivered", lambda: [n for n in notifications(cw, "slow")
                                           if n["status"] == "sent"])  # fmt: skip
     assert hook.delivered == 1
@@ -228,7 +230,7 @@ def test_under_systemd_a_silent_channel_costs_at_most_the_budget(cw, channel) ->
     elapsed = time.monotonic() - t0
     assert rc == 1 and warnings(err) == []
     # a send's own timeout is 5 s: the budget cut it short
-    assert elapsed < 3.5, f"the wrapper took {elapsed:.1f}s: it waited for the channel"
+    assert elapsed < 4.5, f"the wrapper took {elapsed:.1f}s: it waited for the channel"
     (run,) = runs(cw, "unit")
     assert run["status"] == "failed"
     (pending,) = notifications(cw, "unit")  # decided before exit, not delivered
@@ -301,7 +303,7 @@ def test_a_locked_database_costs_about_a_second_and_the_run_is_replayed(
         elapsed = time.monotonic() - t0
         assert proc.returncode == 3 and marker.exists()
         # the default wait was 30 s; now ~1 s (plus start-up on a loaded machine)
-        assert elapsed < 4, f"the wrapper took {elapsed:.1f}s on a locked database"
+        assert elapsed < 10, f"the wrapper took {elapsed:.1f}s on a locked database"
         assert len(warnings(err)) == 1 and b"spooled" in err, err
         spooled = list(Path(str(db_path) + ".spool").glob("*.json"))
         assert len(spooled) == 1
