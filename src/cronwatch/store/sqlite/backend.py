@@ -334,18 +334,24 @@ class SQLiteStore(StoreBase):
         if cur.rowcount == 0:
             return None
         rowid = cur.lastrowid
+        assert rowid is not None  # a row was inserted
         self._fold_late([(jid, run.started_at)])
         self.db.execute(
             "UPDATE jobs SET next_check=NULL WHERE id=? AND next_check IS NOT NULL", (jid,)
         )
+        self._put_output(rowid, jid, run)
+        return rowid
+
+    def _put_output(self, rowid: int, jid: int, run: Run) -> None:
+        """Store (or replace) a run's captured output, if any: every path that writes a
+        run's output goes through here, so none forgets a column (``merged`` once did)."""
         if run.stdout is not None or run.stderr is not None:
             self.db.execute(
-                "INSERT INTO outputs(run_id, job_id, started_at, failed, stdout, stderr, "
-                "merged) VALUES (?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO outputs(run_id, job_id, started_at, failed, stdout, "
+                "stderr, merged) VALUES (?,?,?,?,?,?,?)",
                 (rowid, jid, run.started_at, int(run.status.is_failure),
                  compress(run.stdout), compress(run.stderr), int(run.merged)),
             )  # fmt: skip
-        return rowid
 
     def record_run(
         self, run: Run, *, now: float, owner: str | None = None, pending: bool = False
@@ -374,13 +380,7 @@ class SQLiteStore(StoreBase):
                 )  # fmt: skip
                 self._fold_late([(jid, row[1]), (jid, run.started_at)])
                 self.db.execute("UPDATE jobs SET next_check=NULL WHERE id=?", (jid,))
-                if run.stdout is not None or run.stderr is not None:
-                    self.db.execute(
-                        "INSERT OR REPLACE INTO outputs(run_id, job_id, started_at, failed, "
-                        "stdout, stderr, merged) VALUES (?,?,?,?,?,?,?)",
-                        (row[0], jid, run.started_at, int(run.status.is_failure),
-                         compress(run.stdout), compress(run.stderr), int(run.merged)),
-                    )  # fmt: skip
+                self._put_output(row[0], jid, run)
             if run.status is not Status.RUNNING:  # the start leaves the sweep to the end
                 self._retention(jid, now)
         return True
@@ -649,13 +649,7 @@ class SQLiteStore(StoreBase):
                  run.signal, run.message, row[0]),
             )  # fmt: skip
             self._fold_late([(row[2], row[1]), (row[2], run.started_at)])
-            if run.stdout is not None or run.stderr is not None:
-                self.db.execute(
-                    "INSERT OR REPLACE INTO outputs(run_id, job_id, started_at, failed, stdout, "
-                    "stderr, merged) VALUES (?,?,?,?,?,?,?)",
-                    (row[0], jid, run.started_at, int(run.status.is_failure),
-                     compress(run.stdout), compress(run.stderr), int(run.merged)),
-                )  # fmt: skip
+            self._put_output(row[0], jid, run)
 
     # --- reading runs -------------------------------------------------------------------
     def _run_by_rowid(self, rowid: int, output: bool = False) -> Run:
