@@ -482,3 +482,15 @@ def test_a_head_without_a_body_is_not_held(server: Server) -> None:
             got += data
         assert got.startswith(b"HTTP/1.1 200 "), got
     assert {"h1", "h2"} <= server.stored("heads")
+
+
+def test_the_per_address_cap_counts_an_ipv6_client_by_its_64() -> None:
+    """An IPv6 host holds a whole /64 and may take a new address per connection."""
+    from cronwatch.server.limits import client_network
+
+    a = client_network("2001:db8:1:2:aaaa:bbbb:cccc:dddd")
+    assert a == client_network("2001:db8:1:2::7") == "2001:db8:1:2::/64"
+    assert client_network("2001:db8:1:3::7") != a
+    assert client_network("::ffff:192.0.2.1") == "192.0.2.1"  # dual-stack: the IPv4 client
+    assert client_network("192.0.2.1") == "192.0.2.1"
+    assert client_network("::1") == "::1"

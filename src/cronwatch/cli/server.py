@@ -64,7 +64,8 @@ def register(sub: Any, command: Any) -> None:
                    help="open connections in all (default 4096, lowered to fit the "
                         "descriptor limit)")  # fmt: skip
     g.add_argument("--max-connections-per-address", type=positive_int, default=256, metavar="N",
-                   help="open connections from one client address (default 256)")  # fmt: skip
+                   help="open connections from one client address, or one IPv6 /64 "
+                        "(default 256)")  # fmt: skip
     g.add_argument("--max-body", type=positive_int, default=1 << 20, metavar="BYTES",
                    help="largest request body accepted, 413 beyond (default 1048576)")  # fmt: skip
     p.add_argument("--log-level", default="warning", help="uvicorn log level (default warning)")

@@ -25,6 +25,7 @@ refuse: uvicorn answers 400 and closes.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import re
 import time
@@ -53,6 +54,24 @@ class Limits:
     max_head: int = 32768  # bytes of the header lines: 431
     max_ping_body: int = 1 << 20  # a ping body over this is 413 (under it, cut to body_limit)
     max_api_body: int = 1 << 20  # any other request body over this is 413
+
+
+def client_network(address: str) -> str:
+    """What the per-address cap counts: an IPv4 address, or an IPv6 client's /64.
+
+    One IPv6 host commonly holds a whole /64 (SLAAC, privacy addresses) and can pick a
+    new address per connection: counting addresses would not cap it."""
+    if ":" not in address:
+        return address
+    try:
+        ip = ipaddress.IPv6Address(address.partition("%")[0])
+    except ValueError:
+        return address
+    if ip.ipv4_mapped is not None:  # ::ffff:192.0.2.1 on a dual-stack socket
+        return str(ip.ipv4_mapped)
+    if ip.is_loopback:
+        return "::1"
+    return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
 
 
 class _Rejected(Exception):
@@ -274,7 +293,7 @@ def guarded_protocol(limits: Limits) -> type[asyncio.Protocol]:
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
             self.out = _OneSend(transport, self.loop, holding)
-            self.address = self.client[0] if self.client else ""
+            self.address = client_network(self.client[0]) if self.client else ""
             total = len(self.connections)
             if total > limits.max_connections:
                 warnings.warn("total", f"connection limit reached ({limits.max_connections} "
