@@ -124,6 +124,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                             scheduler=not args.no_scheduler,
                             ping_process=args.ping_writer == "process",
                             public_metrics=args.public_metrics))  # fmt: skip
+    from cronwatch.server.events import AbandonedStreamFilter
     from cronwatch.server.limits import BodyLimit, Limits, RateLimitFilter, guarded_protocol
 
     limits = Limits(head_timeout=args.head_timeout, body_timeout=args.body_timeout,
@@ -149,6 +150,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     handler.setFormatter(logging.Formatter("cronwatch: %(message)s"))
     logging.getLogger("cronwatch.server").addHandler(handler)
     logging.getLogger("uvicorn.error").addFilter(RateLimitFilter())
+    logging.getLogger("uvicorn.error").addFilter(AbandonedStreamFilter())
     # bind first so that --port 0 can print the port it got: tests and scripts read this line
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
