@@ -250,6 +250,23 @@ def test_one_leader_at_a_time_and_it_moves_on_a_clean_shutdown(
     assert wait_for(lambda: leads(second), 10), "the lease did not move on shutdown"
 
 
+def test_a_leader_that_lost_its_lease_stops_leading(
+    replicas: Callable[..., LiveServer], database: str
+) -> None:
+    """Another holder in the lease (as when a paused leader's lease ran out and another
+    replica took it): the replica that led sees its renewal refused and steps down; once
+    the lease is free again, a replica takes it."""
+    a = replicas("a")
+    assert wait_for(lambda: leads(a), 20)
+    with open_store(database) as s:
+        s.release_lead("scheduler", s.lead_holder("scheduler", now=time.time()) or "")
+        assert s.acquire_lead("scheduler", "elsewhere#1", now=time.time(), ttl=3600)
+    assert wait_for(lambda: not leads(a), 10), "it still claims to lead"
+    with open_store(database) as s:
+        s.release_lead("scheduler", "elsewhere#1")
+    assert wait_for(lambda: leads(a), 10), "it did not take the free lease again"
+
+
 def test_events_reach_every_replica_and_resume_across_replicas(
     replicas: Callable[..., LiveServer],
 ) -> None:
