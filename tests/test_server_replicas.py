@@ -210,6 +210,47 @@ def test_a_missed_job_alerts_exactly_once_while_two_replicas_and_check_run(
         assert incident["notifications"][0]["status"] == "sent"
 
 
+def test_failures_pinged_at_both_replicas_at_once_alert_once_and_recover_once(
+    replicas: Callable[..., LiveServer], database: str, hook: Hook
+) -> None:
+    """The same jobs fail at both replicas at the same moment (a retrying client, two
+    hosts of one job): one incident and one alert each; then they succeed at both at
+    once: one recovery each."""
+    jobs = [f"flaky-{i}" for i in range(4)]
+    now = time.time()
+    with open_store(database) as s:
+        for name in jobs:
+            s.save_job(Job(name=name, created_at=now, alert_after=1, notify=[hook.url]), now=now)
+        keys = {name: s.ensure_ping_key(name, now=now) for name in jobs}
+    a, b = replicas("a"), replicas("b")
+
+    def storm(action: str) -> None:
+        def pings(server: LiveServer) -> None:
+            with httpx.Client(base_url=server.url, timeout=10) as c:
+                for _ in range(5):
+                    for name in jobs:
+                        assert c.get(f"/ping/{keys[name]}{action}").text == "OK"
+
+        threads = [threading.Thread(target=pings, args=(x,)) for x in (a, b, a, b)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+
+    def kinds(name: str) -> list[str]:
+        return [m["event"] for m in hook.got if m.get("job") == name]
+
+    storm("/fail")
+    assert wait_for(lambda: all(kinds(j) for j in jobs), 30), hook.got
+    storm("")
+    assert wait_for(lambda: all(len(kinds(j)) >= 2 for j in jobs), 30), hook.got
+    time.sleep(7)  # an outbox round on each replica (5 s): nothing more arrives
+    for name in jobs:
+        assert kinds(name) == ["alert", "recovery"], hook.got
+        (incident,) = incidents(database, name)
+        assert incident["closed_at"] is not None
+
+
 def test_leader_killed_before_a_deadline_the_survivor_takes_over_and_alerts_once(
     replicas: Callable[..., LiveServer], database: str, hook: Hook
 ) -> None:

@@ -301,12 +301,6 @@ def close_abandoned(store: Any, *, now: float, gone: Any = None) -> list[dict[st
     return events
 
 
-def check_job(store: Any, name: str, *, now: float) -> list[dict[str, Any]]:
-    """Evaluate one job as of ``now``: record timed-out and missed runs, advance alerts."""
-    with store.transaction():
-        return _check_job(store, store.get_job(name), now)[0]
-
-
 def _check_job(store: Any, job: Job, now: float) -> tuple[list[dict[str, Any]], float | None]:
     """(events, the job's next deadline). Reads each thing once: `check` runs it per job."""
     from cronwatch.core.alerting import AlertState, Policy, on_tick

@@ -83,7 +83,13 @@ class JobStore(Protocol):
         ...
 
     # the check schedule: which jobs can have changed health by now
-    def due_jobs(self, *, now: float) -> list[str]: ...
+    def due_jobs(self, *, now: float) -> list[str]:
+        """Jobs whose next look (``set_next_check``) is due by ``now``, or unknown: every
+        write that can move a job's deadline (a run recorded, started or finished, its
+        settings saved) resets it, so that the scheduler's leader, on whichever replica,
+        finds the jobs that changed through another process."""
+        ...
+
     def set_next_checks(self, items: list[tuple[str, float | None]]) -> None: ...
     def set_next_check(self, job: str, at: float | None) -> None: ...
 
@@ -444,7 +450,11 @@ class BatchWriter(Protocol):
     def rollback_to_savepoint(self) -> None: ...
     def release_savepoint(self) -> None: ...
     def data_version(self) -> int:
-        """Changes when ANOTHER connection committed: caches may be stale."""
+        """Changes when ANOTHER connection committed: caches may be stale. Read inside
+        the writer's transaction; with several replicas it is what keeps a replica's
+        caches (jobs, alert states: the quick path of a steady ping) from missing what
+        another replica changed, so a backend without SQLite's PRAGMA needs an
+        equivalent (a counter every write bumps, or one raised by a notification)."""
         ...
 
     def writer_maintenance(self) -> Maintenance:
