@@ -9,7 +9,8 @@ targets see the same machine load: wrk -t2 -c64 against the single replica; then
 at once, -t1 with half the connections each, one against each of the two replicas (the
 load balancer's share, without a balancer's own cost in the figures). Prints the medians:
 req/s (summed over the two), p50, p99 (the worse of the two), errors; then checks that
-every acknowledged ping is stored.
+every acknowledged ping is stored. Last, ``--takeovers`` times: two fresh replicas, the
+leader killed with SIGKILL, the seconds until the other one leads (its /healthz).
 
 The two replicas share one SQLite writer lock: their group commits take turns, so the
 pair cannot commit more than one writer does; what it buys is a second process to
@@ -20,6 +21,7 @@ replicas can add throughput.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import statistics
@@ -86,11 +88,44 @@ def side_by_side(urls: list[str], duration: int, connections: int) -> dict[str, 
             "errors": sum(r["errors"] for r in rs)}  # fmt: skip
 
 
+def leads(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url + "/healthz", timeout=2) as r:
+            return bool(json.loads(r.read())["leader"])
+    except OSError:
+        return False
+
+
+def takeover(tmp: str, n: int) -> list[float]:
+    """Seconds from the leader's SIGKILL to the other replica leading, ``n`` times."""
+    out = []
+    for i in range(n):
+        db = os.path.join(tmp, f"takeover-{i}.db")
+        a, a_url = serve(db, "a")
+        deadline = time.monotonic() + 30
+        while not leads(a_url) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        b, b_url = serve(db, "b")
+        time.sleep(1.0 + i * 0.4)  # different moments of the renewal cycle
+        a.kill()
+        killed = time.monotonic()
+        while not leads(b_url) and time.monotonic() - killed < 60:
+            time.sleep(0.05)
+        out.append(time.monotonic() - killed)
+        for p in (a, b):
+            p.kill()
+            p.wait()
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=8)
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--takeovers", type=int, default=5)
     args = ap.parse_args()
     from cronwatch.store import open_store
 
@@ -138,6 +173,9 @@ def main() -> None:
         print(f"| {label} | {med('rps'):,.0f} | {med('p50'):.2f} | {med('p99'):.2f} "
               f"| {int(sum(r['errors'] for r in rs))} | {med('rps') / base:.2f} |")  # fmt: skip
     print()
+    taken = takeover(tmp, args.takeovers)
+    print(f"scheduler takeover after kill -9 of the leader (--leader-ttl 5): "
+          f"{', '.join(f'{t:.1f}' for t in taken)} s (median {statistics.median(taken):.1f})\n")  # fmt: skip
     for label, db in (("one replica", one_db), ("two replicas", two_db)):
         acked = int(sum(r["ok"] for r in results[label]))
         with open_store(db) as s:
