@@ -16,7 +16,13 @@ post-run step), pings of every dialect and API check-ins (the server's writer,
 from __future__ import annotations
 
 from cronwatch.core import events as ev
-from cronwatch.core.errors import CronwatchError, DeliveryError, StoreError, ValidationError
+from cronwatch.core.errors import (
+    CronwatchError,
+    DeliveryError,
+    LostClaim,
+    StoreError,
+    ValidationError,
+)
 from cronwatch.core.model import Job, Run, Status
 from cronwatch.core.values import format_time, iso
 
@@ -25,6 +31,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 MAX_ATTEMPTS = 8
+_ATTEMPTS = 5  # evaluations of a job that lost its claim to another process, at most
 OUTPUT_TAIL = 2048
 
 
@@ -148,25 +155,38 @@ def _record_outcomes(
     # state machine, and the wrapper pays for every import.
     from cronwatch.core.alerting import AlertState, Policy, cause_of, on_outcome
 
-    events: list[dict[str, Any]] = []
-    raw = store.get_alert_state(job.name, env)
+    raw, version = store.read_alert_state(job.name, env)
     state = AlertState.from_dict(raw) if raw else AlertState()
     policy = Policy.from_job(job)
+    decided: list[tuple[Run, list[Any], bool]] = []
     for run in runs:
-        if head is not None:
-            events.append(head(run))
         was_down = state.down
         state, actions = on_outcome(
             state, policy, failed=run.status.is_failure, paused=job.paused, cause=cause_of(run),
             at=now,
         )  # fmt: skip
-        events += _act(store, job, env, actions, run, now)
-        if was_down and not state.down:
-            events.append(ev.job_recovered(job.name, env, run.id))
+        decided.append((run, actions, was_down and not state.down))
     new = state.to_dict()
-    if new != raw:  # a steady healthy job costs no write
-        store.set_alert_state(job.name, env, new)
+    # The transition is claimed before it is acted on: of several processes (replicas,
+    # `check`, a post-run step) that evaluated this job from the same stored state, one
+    # stores it and queues its notifications; the others roll back and decide again.
+    # A steady healthy job costs no write.
+    if new != raw or any(actions for _run, actions, _up in decided):
+        _claim(store, job.name, env, new, version)
+    events: list[dict[str, Any]] = []
+    for run, actions, recovered in decided:
+        if head is not None:
+            events.append(head(run))
+        events += _act(store, job, env, actions, run, now)
+        if recovered:
+            events.append(ev.job_recovered(job.name, env, run.id))
     return events
+
+
+def _claim(store: Any, name: str, env: str, state: dict[str, Any], version: int) -> None:
+    if not store.claim_alert_state(name, env, state, version=version):
+        raise LostClaim(f"job {name}: its alert state changed meanwhile (another process "
+                        "evaluated it); evaluating it again")  # fmt: skip
 
 
 def _act(
@@ -223,17 +243,20 @@ def settle(store: Any, *, now: float, budget: float | None = None) -> list[dict[
     for run in store.pending_runs(limit=200):
         if budget is not None and time.monotonic() - started >= budget:
             break
-        with store.transaction():
-            if not store.claim_pending(run.id):
-                continue  # another process evaluates it
-            job = store.find_job(run.job)
-            if job is None:  # deleted meanwhile: nothing to evaluate against
-                continue
-            found = after_finish(store, job, run, now=now)
-            # in the claim's transaction: the events are logged exactly once, with it
-            log_events(store, found, now=now)
-            events += found
-            store.set_next_check(job.name, _deadline(store, job))
+        try:
+            with store.transaction():
+                if not store.claim_pending(run.id):
+                    continue  # another process evaluates it
+                job = store.find_job(run.job)
+                if job is None:  # deleted meanwhile: nothing to evaluate against
+                    continue
+                found = after_finish(store, job, run, now=now)
+                # in the claim's transaction: the events are logged exactly once, with it
+                log_events(store, found, now=now)
+                store.set_next_check(job.name, _deadline(store, job))
+        except LostClaim:
+            continue  # rolled back, still pending: the next settle evaluates it again
+        events += found
     return events
 
 
@@ -260,24 +283,22 @@ def close_abandoned(store: Any, *, now: float, gone: Any = None) -> list[dict[st
             limit = job.max_runtime
         run.ended_at = now
         run.duration = max(0.0, now - run.started_at)
+        # closed only if still open: its wrapper's own end, a ping or another checker may
+        # have closed it since it was read, and then it is theirs to evaluate
         if limit is not None and run.duration >= limit:
             run.status = Status.TIMEOUT
             run.message = f"{cause}; the job had run past its timeout of {limit:g}s"
-            store.update_run(run, now=now)
+            if not store.close_open_run(run, now=now):
+                continue
             events += after_timeout(store, job, run, now=now)
         else:
             run.status = Status.FAILED
             run.message = f"{cause} before the job ended: its outcome is unknown"
-            store.update_run(run, now=now)
+            if not store.close_open_run(run, now=now):
+                continue
             events += after_finish(store, job, run, now=now)
         store.set_next_check(job.name, _deadline(store, job))
     return events
-
-
-def check_job(store: Any, name: str, *, now: float) -> list[dict[str, Any]]:
-    """Evaluate one job as of ``now``: record timed-out and missed runs, advance alerts."""
-    with store.transaction():
-        return _check_job(store, store.get_job(name), now)[0]
 
 
 def _check_job(store: Any, job: Job, now: float) -> tuple[list[dict[str, Any]], float | None]:
@@ -295,8 +316,9 @@ def _check_job(store: Any, job: Job, now: float) -> tuple[list[dict[str, Any]], 
         run.ended_at = now
         run.duration = now - run.started_at
         run.message = f"still running after the max runtime of {job.max_runtime:g}s"
-        store.update_run(run, now=now)
         open_runs = [r for r in open_runs if r.id != run.id]
+        if not store.close_open_run(run, now=now):
+            continue  # finished (or timed out by another checker) since it was read
         events += after_timeout(store, job, run, now=now)
     anchor = _anchor(store, job)
     if job.schedule:
@@ -318,15 +340,15 @@ def _check_job(store: Any, job: Job, now: float) -> tuple[list[dict[str, Any]], 
                 return ev.job_missed(run, iso(run.started_at))
 
             events += _record_outcomes(store, job, "", missed, now, head)
-    raw = store.get_alert_state(name, "")
+    raw, version = store.read_alert_state(name, "")
     state = None
     if raw:
         old = AlertState.from_dict(raw)
         state, actions = on_tick(old, Policy.from_job(job), paused=job.paused, at=now)
+        if state != old or actions:  # claimed first, as in _record_outcomes
+            _claim(store, name, "", state.to_dict(), version)
         if actions:
             events += _act(store, job, "", actions, store.last_run(name), now)
-        if state != old:
-            store.set_alert_state(name, "", state.to_dict())
     return events, _next_look(job, anchor, open_runs, state)
 
 
@@ -372,17 +394,61 @@ def check_all(store: Any, *, now: float) -> list[dict[str, Any]]:
     # Runs recorded but not evaluated yet (their post-run step was cut short) come first:
     # they happened before anything the clock decides now.
     settled = settle(store, now=now)  # logs its events with each claim
+    for attempt in range(_ATTEMPTS):
+        try:
+            with store.transaction():
+                events = close_abandoned(store, now=now)
+                events += check_jobs(store, store.due_jobs(now=now), now=now)
+                log_events(store, events, now=now)
+            return settled + events
+        except LostClaim:  # another process decided meanwhile: decide on what it stored
+            if attempt == _ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def check_jobs(store: Any, names: list[str], *, now: float) -> list[dict[str, Any]]:
+    """Evaluate ``names`` as of ``now`` and store when each next needs a look; inside the
+    caller's transaction (the events are the caller's to log). Each job in a savepoint:
+    one that cannot be evaluated (a schedule stored by an older version) is logged and
+    looked at again in a minute, and the others go on. A lost claim (``LostClaim``)
+    rolls back that job alone and evaluates it again on what is stored now."""
     events: list[dict[str, Any]] = []
     deadlines: list[tuple[str, float | None]] = []
-    with store.transaction():
-        events += close_abandoned(store, now=now)
-        for name in store.due_jobs(now=now):
-            job_events, deadline = _check_job(store, store.get_job(name), now)
-            events += job_events
+    for name in names:
+        for attempt in range(_ATTEMPTS):
+            store.savepoint()
+            try:
+                job = store.find_job(name)
+                if job is None:  # deleted since it was found due
+                    store.release_savepoint()
+                    break
+                found, deadline = _check_job(store, job, now)
+            except LostClaim:
+                store.rollback_to_savepoint()
+                if attempt == _ATTEMPTS - 1:
+                    raise
+                continue
+            except StoreError:
+                store.rollback_to_savepoint()
+                raise  # the database's trouble: the caller retries the whole write
+            except (CronwatchError, TypeError, ValueError, KeyError, AttributeError) as e:
+                store.rollback_to_savepoint()
+                import logging
+
+                logging.getLogger("cronwatch").error(
+                    "job %s: cannot check it (%s: %s); fix its settings with `cronwatch job "
+                    "set`", name, type(e).__name__, e,
+                )  # fmt: skip
+                deadlines.append((name, now + 60.0))
+                break
+            store.release_savepoint()
+            events += found
             deadlines.append((name, deadline))
+            break
+    if deadlines:
         store.set_next_checks(deadlines)
-        log_events(store, events, now=now)
-    return settled + events
+    return events
 
 
 def log_events(store: Any, events: list[dict[str, Any]], *, now: float) -> None:

@@ -69,6 +69,13 @@ def register(sub: Any, command: Any) -> None:
     g.add_argument("--max-body", type=positive_int, default=1 << 20, metavar="BYTES",
                    help="largest request body accepted, 413 beyond (default 1048576)")  # fmt: skip
     p.add_argument("--log-level", default="warning", help="uvicorn log level (default warning)")
+    g = p.add_argument_group("several replicas on one database (docs/deployment.md)")
+    g.add_argument("--replica-id", metavar="NAME", default="",
+                   help="this replica's name in /healthz and /metrics (default host:pid)")  # fmt: skip
+    g.add_argument("--leader-ttl", type=positive_float, default=5.0, metavar="SECONDS",
+                   help="how long the scheduler's leader lease outlives its last renewal: "
+                        "when the leader dies, another replica takes over within about "
+                        "this long (default 5)")  # fmt: skip
     p.add_argument("--public-metrics", action="store_true",
                    help="serve /metrics without a token (it lists every job's name and state; "
                         "by default any API token, read-only included, is needed)")  # fmt: skip
@@ -123,7 +130,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                             stream_backlog=args.stream_backlog,
                             scheduler=not args.no_scheduler,
                             ping_process=args.ping_writer == "process",
-                            public_metrics=args.public_metrics))  # fmt: skip
+                            public_metrics=args.public_metrics,
+                            replica_id=args.replica_id, leader_ttl=args.leader_ttl))  # fmt: skip
     from cronwatch.server.events import AbandonedStreamFilter
     from cronwatch.server.limits import BodyLimit, Limits, RateLimitFilter, guarded_protocol
 

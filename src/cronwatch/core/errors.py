@@ -7,6 +7,7 @@ CronwatchError              anything cronwatch reports to a user (CLI exit 1, HT
 │                           a finish before its run's start) (exit 1, 409)
 ├── StoreError              the database cannot be opened, read or written
 │   └── StoreBusy           another writer holds it (retry later; HTTP 503)
+│       └── LostClaim       another process changed what this transaction read (retry it)
 └── DeliveryError           a notification channel failed (transport error, bad answer)
 """
 
@@ -47,3 +48,9 @@ class StoreBusy(StoreError):
 class DeliveryError(CronwatchError):
     exit_code = 1
     http_status = 502
+
+
+class LostClaim(StoreBusy):
+    """A conditional update matched nothing: another process (a replica, ``check``, a
+    wrapper's post-run step) changed what this transaction decided on. Roll back and run
+    the whole transaction again; it will decide on what is stored now."""

@@ -11,6 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import secrets
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -54,6 +57,12 @@ class Config:
     ping_process: bool = True
     # /metrics lists every job's name and state: a read token unless made public
     public_metrics: bool = False
+    # this replica's name in /healthz, /metrics and the scheduler's lease (default:
+    # host:pid); several replicas may share one database
+    replica_id: str = ""
+    # seconds the scheduler's leader lease lasts without a renewal: when the leader
+    # dies, another replica takes over within about this long
+    leader_ttl: float = 5.0
 
 
 class Server:
@@ -70,6 +79,10 @@ class Server:
         self.project_key = ""
         self.counters: Counter[str] = Counter()
         self.started = time.time()
+        self.replica = config.replica_id or f"{socket.gethostname()}:{os.getpid()}"
+        # the lease names this process, not just the replica: two processes given the
+        # same --replica-id by mistake must never both lead
+        self.holder = f"{self.replica}#{secrets.token_hex(4)}"
         self.api: Any = None
         self.hub: Any = None
         self.scheduler: Any = None
@@ -230,16 +243,30 @@ class Server:
                       [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")])  # fmt: skip
 
     async def healthz(self, send: Any) -> None:
+        """For a load balancer, without a token: 200 when this replica can read the
+        database and its ping writer runs, else 503 (take it out of the pool). Cheap: one
+        indexed read on a connection of its own."""
+        problem = ""
         try:
             self.reader.get_meta("schema_version")  # type: ignore[union-attr]
-        except CronwatchError as e:
-            await respond(send, 503, json.dumps({"status": "error", "error": str(e)}).encode(),
-                          [(b"content-type", b"application/json")])  # fmt: skip
+        except Exception as e:  # whatever the driver raises: the database is not usable
+            problem = f"database unreachable: {e}"
+        if not problem and self.pings is not None and not self.pings.alive():
+            problem = "the ping writer process is not running"
+        body: dict[str, Any] = {"replica": self.replica, "leader": self.leads()}
+        if problem:
+            body.update(status="error", error=problem)
+            await respond(send, 503, json.dumps(body).encode(),
+                          [(b"content-type", b"application/json"),
+                           (b"cache-control", b"no-store")])  # fmt: skip
             return
-        body = {"status": "ok", "uptime": round(time.time() - self.started, 3)}
-        await respond(
-            send, 200, json.dumps(body).encode(), [(b"content-type", b"application/json")]
-        )
+        body.update(status="ok", uptime=round(time.time() - self.started, 3))
+        await respond(send, 200, json.dumps(body).encode(),
+                      [(b"content-type", b"application/json"), (b"cache-control", b"no-store")])  # fmt: skip
+
+    def leads(self) -> bool:
+        """Whether this replica runs the scheduler now (holds its lease)."""
+        return self.scheduler is not None and bool(self.scheduler.holds_lease())
 
     # --- pings ------------------------------------------------------------------------------
     async def ping(self, scope: Scope, receive: Any, send: Any) -> None:

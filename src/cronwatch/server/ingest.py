@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
-from cronwatch.core.errors import StoreError
+from cronwatch.core.errors import LostClaim, StoreError
 from cronwatch.store.interface import Store
 
 T = TypeVar("T")
@@ -38,6 +38,7 @@ log = logging.getLogger("cronwatch.server")
 Op = tuple[Callable[[Store], Any], bool]
 _Queued = tuple[Callable[[Store], Any], asyncio.Future[Any], bool]
 _STOP = object()
+_CLAIM_ATTEMPTS = 5  # an op that lost a conditional update to another process, at most
 
 
 class Cache(Protocol):
@@ -198,20 +199,24 @@ class Committer:
 
     def _one_savepoint(self, op: Callable[[Store], Any]) -> tuple[bool, Any]:
         store = self.store
-        store.savepoint()
-        try:
-            result = op(self.store)
-            self.cache.flush(self.store)  # its buffered rows too: a bad one fails with it
-        except Exception as e:  # this op fails alone; its partial writes are undone
-            if not store.in_transaction():  # the database rolled back the whole transaction
-                raise StoreError(f"database write failed: {e}") from e
-            store.rollback_to_savepoint()
-            self.store.forget_job_ids()
-            self.cache.discard()  # only this op's rows can be buffered: see the line above
-            self.cache.invalidate()
-            return False, _failed(e)
-        store.release_savepoint()
-        return True, result
+        for attempt in range(_CLAIM_ATTEMPTS):
+            store.savepoint()
+            try:
+                result = op(self.store)
+                self.cache.flush(self.store)  # its buffered rows too: a bad one fails with it
+            except Exception as e:  # this op fails alone; its partial writes are undone
+                if not store.in_transaction():  # the database rolled back the whole transaction
+                    raise StoreError(f"database write failed: {e}") from e
+                store.rollback_to_savepoint()
+                self.store.forget_job_ids()
+                self.cache.discard()  # only this op's rows can be buffered: see the line above
+                self.cache.invalidate()
+                if isinstance(e, LostClaim) and attempt < _CLAIM_ATTEMPTS - 1:
+                    continue  # another replica decided first: decide again on what it stored
+                return False, _failed(e)
+            store.release_savepoint()
+            return True, result
+        raise AssertionError("unreachable")
 
 
 def _bind(fn: Callable[[Store, T], Any], item: T) -> Callable[[Store], Any]:

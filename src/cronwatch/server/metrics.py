@@ -67,6 +67,19 @@ def render(server: Any) -> str:
                   "their client fell behind.",
                   "# TYPE cronwatch_event_streams_dropped_total counter",
                   f"cronwatch_event_streams_dropped_total {hub.dropped}"]  # fmt: skip
+    replica = _label(str(getattr(server, "replica", "")))
+    scheduler = server.scheduler
+    lines += ["# HELP cronwatch_replica_info This replica (several may share one database).",
+              "# TYPE cronwatch_replica_info gauge", f'cronwatch_replica_info{{replica="{replica}"}} 1',
+              "# HELP cronwatch_scheduler_leader 1 if this replica runs the scheduler (missed "
+              "and timed-out runs) now, else 0.",
+              "# TYPE cronwatch_scheduler_leader gauge",
+              f'cronwatch_scheduler_leader{{replica="{replica}"}} {int(server.leads())}',
+              "# HELP cronwatch_scheduler_leaderships_total Times this replica became the "
+              "scheduler's leader.",
+              "# TYPE cronwatch_scheduler_leaderships_total counter",
+              f"cronwatch_scheduler_leaderships_total "
+              f"{0 if scheduler is None else scheduler.leaderships}"]  # fmt: skip
     w = server.writer
     if w is not None:
         lines += ["# HELP cronwatch_commits_total Group commits by the writer.",

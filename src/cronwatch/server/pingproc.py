@@ -378,6 +378,10 @@ class PingProcess:
             raise StoreError("the ping writer is restarting; try again")
         self.link.submit(path, query, body, done)
 
+    def alive(self) -> bool:
+        """The child runs and its link is up (else pings are answered 503 meanwhile)."""
+        return self.link is not None and self.proc is not None and self.proc.poll() is None
+
     def _replied(self, n: int) -> None:
         self.delay = 0.2  # it works
         self.on_replies(n)

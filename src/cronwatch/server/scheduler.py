@@ -1,13 +1,24 @@
 """The scheduler: missed and timed-out runs, and the notification outbox.
 
-Deadlines live in a min-heap; the loop sleeps until the earliest one (or until a ping
-moves a job's deadline), so each event costs O(log n) and nothing scans every job per
-tick. Deadline maths and the alert state machine are ``cronwatch.app.evaluate`` (core):
-``job_deadline``, ``check_job`` and ``deliver_outbox``; and the wrapped runs recorded on
-the same database (``settle``, ``close_abandoned``) beside the outbox. Checks run in the writer thread,
-inside the group transaction, like pings; deadlines, which only read, are computed on a
-connection of their own in a worker thread (a write transaction every 50 ms under a ping
-storm made the ping writer wait for the lock).
+Several replicas may serve one database. Missed and timed-out runs are the leader's
+work: one replica at a time holds the ``scheduler`` lease (``LeaderStore``), renews it a
+few times per ``leader_ttl`` and acts only while its lease is surely valid; when it dies,
+another takes the lease once it expires (at once after a clean shutdown) and starts from
+what the database says is due, so nothing due in between is skipped. Every replica
+delivers the outbox and evaluates wrapped runs: those take their work by claims
+(conditional updates), so two replicas never send the same notification.
+
+On the leader, deadlines live in a min-heap; the loop sleeps until the earliest one (or
+until a ping moves a job's deadline), so each event costs O(log n) and nothing scans every
+job per tick. It also asks the database once a second which jobs are due or changed
+(``due_jobs``: a ping, an API call or a wrapper on another replica reset a job's next
+look), so the leader never depends on what it alone saw. Deadline maths and the alert
+state machine are ``cronwatch.app.evaluate`` (core): ``job_deadline``, ``check_jobs`` and
+``deliver_outbox``; and the wrapped runs recorded on the same database (``settle``,
+``close_abandoned``) beside the outbox. Checks run in the writer thread, inside the group
+transaction, like pings; deadlines, which only read, are computed on a connection of
+their own in a worker thread (a write transaction every 50 ms under a ping storm made
+the ping writer wait for the lock).
 """
 
 from __future__ import annotations
@@ -25,6 +36,9 @@ from cronwatch.store.interface import Store
 
 log = logging.getLogger("cronwatch.server")
 
+ROLE = "scheduler"  # the lease's name (LeaderStore)
+POLL = 1.0  # seconds between the leader's looks at the database's due jobs
+
 
 class Scheduler:
     def __init__(self, server: Any) -> None:
@@ -38,9 +52,16 @@ class Scheduler:
         # Deadlines are only read: they are computed on a connection of their own, in a
         # worker thread, not in a write transaction (which the ping writer would wait for).
         self.readonly: Store | None = None
+        config = server.config
+        self.holder: str = server.holder  # this process, in the lease
+        self.ttl: float = config.leader_ttl
+        self.leading = False
+        self.lease_until = 0.0  # monotonic: acts as the leader only before this
+        self.leaderships = 0  # times this process became the leader (a metric)
+        self.main: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self.tasks = [asyncio.ensure_future(self._main()), asyncio.ensure_future(self._outbox())]
+        self.tasks = [asyncio.ensure_future(self._lead()), asyncio.ensure_future(self._outbox())]
 
     async def stop(self) -> None:
         for t in self.tasks:
@@ -51,6 +72,63 @@ class Scheduler:
         if self.readonly is not None:
             self.readonly.close()
             self.readonly = None
+
+    def holds_lease(self) -> bool:
+        return self.leading and time.monotonic() < self.lease_until
+
+    # --- the lease -------------------------------------------------------------------------
+    async def _lead(self) -> None:
+        """Take the lease when it is free, renew it while held (four times per ttl), and
+        run the deadline loop (``_main``) only meanwhile."""
+        # a store of its own: a backend may tie the lease to its connection (LeaderStore)
+        leases: Store = await asyncio.to_thread(open_store, self.server.config.db)
+        every = self.ttl / 4
+        try:
+            while True:
+                asked = time.monotonic()
+                try:
+                    if self.leading:
+                        held = await asyncio.to_thread(
+                            leases.renew_lead, ROLE, self.holder, now=time.time(), ttl=self.ttl
+                        )
+                    else:
+                        held = await asyncio.to_thread(
+                            leases.acquire_lead, ROLE, self.holder, now=time.time(), ttl=self.ttl
+                        )
+                except Exception as e:  # a busy or lost database: the lease runs out
+                    log.warning("scheduler lease: %s", e)
+                    if self.leading and time.monotonic() >= self.lease_until:
+                        self._step_down("its lease ran out (the database did not answer)")
+                else:
+                    if held:
+                        # counted from before the request, with a margin for clock skew
+                        self.lease_until = lease_deadline(asked, self.ttl)
+                        if not self.leading:
+                            self._take_over()
+                    elif self.leading:
+                        self._step_down("another replica holds the lease")
+                await asyncio.sleep(every)
+        finally:
+            if self.leading:
+                self._step_down("shutting down")
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(leases.release_lead, ROLE, self.holder)
+            await asyncio.to_thread(leases.close)
+
+    def _take_over(self) -> None:
+        log.warning("replica %s leads the scheduler", self.holder)
+        self.leading = True
+        self.leaderships += 1
+        # Nothing from an earlier term: what is due comes from the database.
+        self.heap, self.deadline, self.dirty = [], {}, set()
+        self.main = asyncio.ensure_future(self._main())
+
+    def _step_down(self, why: str) -> None:
+        log.warning("replica %s no longer leads the scheduler: %s", self.holder, why)
+        self.leading = False
+        if self.main is not None:
+            self.main.cancel()
+            self.main = None
 
     def _deadlines(self, names: set[str], deadline_of: Any) -> dict[str, float | None]:
         if self.readonly is None:
@@ -64,9 +142,9 @@ class Scheduler:
 
     async def _main(self) -> None:
         deadline_of = checks.job_deadline
-        check_job = checks.check_job
         self.dirty.update(j.name for j in self.server.reader.list_jobs())  # once, at start
         writer = self.server.writer
+        polled = 0.0
         while True:
             try:
                 if self.dirty:
@@ -75,21 +153,30 @@ class Scheduler:
                     for name, when in found.items():
                         self._set(name, when)
                 now = time.time()
-                due: list[str] = []
+                due: set[str] = set()
+                if time.monotonic() - polled >= POLL:
+                    # what the database says is due or changed: another replica's pings
+                    # and API calls, a wrapper's run, an earlier leader's unfinished work
+                    polled = time.monotonic()
+                    due.update(await asyncio.to_thread(self._due, now))
                 while self.heap and self.heap[0][0] <= now:
                     when, name = heapq.heappop(self.heap)
                     if self.deadline.get(name) == when:
                         del self.deadline[name]
-                        due.append(name)
-                if due:
-                    events = await writer.run(
-                        lambda s, due=due, now=now: _check(s, due, check_job, now)
-                    )
-                    self.dirty.update(due)
+                        due.add(name)
+                if due and self.holds_lease():
+                    names_ = sorted(due)
+                    try:
+                        events = await writer.run(
+                            lambda s, names=names_, now=now: _check(s, names, now)
+                        )
+                    finally:
+                        self.dirty.update(due)  # their next deadlines, whatever happened
                     if events:
                         self.deliver_now.set()
                     continue
                 timeout = min(self.heap[0][0] - time.time(), 3600.0) if self.heap else 3600.0
+                timeout = min(timeout, POLL)
                 self.wakeup.clear()
                 if not self.dirty:
                     with contextlib.suppress(TimeoutError):
@@ -103,6 +190,11 @@ class Scheduler:
             except Exception:
                 log.exception("scheduler step failed; retrying in 1s")
                 await asyncio.sleep(1)
+
+    def _due(self, now: float) -> list[str]:
+        if self.readonly is None:
+            self.readonly = open_store(self.server.config.db)
+        return self.readonly.due_jobs(now=now)
 
     def _set(self, name: str, when: float | None) -> None:
         if when is None:
@@ -158,15 +250,16 @@ def _tidy(store: Store, now: float) -> set[str]:
     return {str(ev["job"]) for ev in settled + events if ev.get("job")}
 
 
-def _check(store: Store, names: list[str], check_job: Any, now: float) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    for name in names:
-        try:
-            found = list(check_job(store, name, now=now) or [])
-        except Exception:
-            log.exception("check of %s failed", name)
-            continue
-        for ev in found:
-            store.add_event(str(ev.get("type", "job.event")), ev, now=now)
-        events.extend(found)
+def _check(store: Store, names: list[str], now: float) -> list[dict[str, Any]]:
+    """Check the due jobs in the writer's transaction: their missed and timed-out runs,
+    alerts, next looks (in the database, for whichever replica leads next), events."""
+    events = checks.check_jobs(store, names, now=now)
+    checks.log_events(store, events, now=now)
     return events
+
+
+def lease_deadline(asked: float, ttl: float) -> float:
+    """Until when (monotonic) a lease granted for ``ttl`` from a request sent at ``asked``
+    may be relied on: a fifth of it is left as a margin for the clocks of other hosts and
+    for a step that is already under way when it runs out."""
+    return asked + ttl * 0.8

@@ -41,6 +41,7 @@ __all__ = [
     "EventStore",
     "IncidentStore",
     "JobStore",
+    "LeaderStore",
     "Maintenance",
     "MetaStore",
     "RunStore",
@@ -82,7 +83,13 @@ class JobStore(Protocol):
         ...
 
     # the check schedule: which jobs can have changed health by now
-    def due_jobs(self, *, now: float) -> list[str]: ...
+    def due_jobs(self, *, now: float) -> list[str]:
+        """Jobs whose next look (``set_next_check``) is due by ``now``, or unknown: every
+        write that can move a job's deadline (a run recorded, started or finished, its
+        settings saved) resets it, so that the scheduler's leader, on whichever replica,
+        finds the jobs that changed through another process."""
+        ...
+
     def set_next_checks(self, items: list[tuple[str, float | None]]) -> None: ...
     def set_next_check(self, job: str, at: float | None) -> None: ...
 
@@ -196,6 +203,15 @@ class RunStore(Protocol):
         """Overwrite a stored run's fields (status, times, output...)."""
         ...
 
+    def close_open_run(self, run: Run, *, now: float) -> bool:
+        """Store the end of a run that is still open (its status, ``ended_at``,
+        ``duration``, ``exit_code``, ``signal``, ``message``): a conditional update, True
+        for exactly one caller; False, and nothing written, when the run is no longer
+        open (a ping on another replica finished it, another checker timed it out).
+        PostgreSQL: ``UPDATE runs SET ... WHERE uid=%s AND status='running' RETURNING id``.
+        """
+        ...
+
     def get_run(self, run_id: str, *, output: bool = True) -> Run: ...
     def list_runs(
         self,
@@ -272,7 +288,27 @@ class AlertStore(Protocol):
         """The job's alert state (``alerting.AlertState.to_dict``), None before its first."""
         ...
 
-    def set_alert_state(self, job: str, env: str, state: dict[str, Any]) -> None: ...
+    def set_alert_state(self, job: str, env: str, state: dict[str, Any]) -> None:
+        """Store a state unconditionally (tests, repairs); evaluation uses the claim."""
+        ...
+
+    def read_alert_state(self, job: str, env: str = "") -> tuple[dict[str, Any] | None, int]:
+        """The alert state and its version: 0 before the first state is stored; every
+        stored state has a higher one (``claim_alert_state``)."""
+        ...
+
+    def claim_alert_state(self, job: str, env: str, state: dict[str, Any], *, version: int) -> bool:
+        """Store ``state`` only if the stored version is still ``version`` (0: none is
+        stored yet), bumping it: of several processes that read the same version, exactly
+        one succeeds; the others get False, write nothing, and retry their transaction
+        (``core.errors.LostClaim``). So a transition, with the incident and notifications
+        it causes, happens once however many replicas evaluate the job at the same time.
+        PostgreSQL: ``UPDATE alert_state SET state=%s, version=version+1 WHERE job_id=%s
+        AND env=%s AND version=%s RETURNING version``, and for version 0 ``INSERT ... ON
+        CONFLICT DO NOTHING RETURNING version``; the UPDATE waits for a concurrent
+        writer of the row and then matches nothing, under READ COMMITTED as well."""
+        ...
+
     def alert_summary(self, job: str, env: str = "") -> dict[str, Any] | None:
         """At least ``down``, ``fail_streak``, ``ok_streak`` and ``incident_open`` of the
         alert state (what ``checks.steady`` reads); a backend may read just those."""
@@ -302,7 +338,11 @@ class AlertStore(Protocol):
 class IncidentStore(Protocol):
     def open_incident(
         self, job: str, env: str, *, at: float, cause: str, run_id: str | None
-    ) -> int: ...
+    ) -> int:
+        """A new open incident. At most one is open per (job, env): the database refuses a
+        second one (a unique index over the open ones), as a StoreError."""
+        ...
+
     def close_incident(
         self, job: str, env: str, *, at: float, run_id: str | None
     ) -> int | None: ...
@@ -326,9 +366,18 @@ class EventStore(Protocol):
         """``add_events`` for the ping writer's batches."""
         ...
 
-    def events_since(
-        self, last_id: int, *, limit: int = 500
-    ) -> list[tuple[int, float, str, str]]: ...
+    def events_since(self, last_id: int, *, limit: int = 500) -> list[tuple[int, float, str, str]]:
+        """(id, at, type, data JSON) of the events after ``last_id``, oldest first.
+
+        Ids are global to the database (every replica, the wrapper and the CLI write the
+        same log), so a stream resumes on any replica with ``Last-Event-ID``. They must
+        become visible in id order: once an id is returned, no event with a smaller id
+        may appear later (a reader would skip it). SQLite has one writer at a time, so
+        its rowids are committed in order. PostgreSQL sequences are not: its backend
+        takes a transaction-level advisory lock before inserting events (or returns only
+        ids below the oldest transaction still writing them)."""
+        ...
+
     def last_event_id(self) -> int: ...
 
 
@@ -346,6 +395,40 @@ class TokenStore(Protocol):
 class MetaStore(Protocol):
     def get_meta(self, key: str) -> str | None: ...
     def set_meta(self, key: str, value: str) -> None: ...
+
+
+class LeaderStore(Protocol):
+    """A lease that one process at a time holds per ``role`` (the server's scheduler:
+    missed and timed-out runs). ``holder``: the replica's id, unique per process.
+
+    Call these on a store of their own (one connection, not shared with the writer or
+    a pool): a backend may tie the lease to its connection. SQLite keeps a row per role
+    with an expiry (``now + ttl``, wall clock), taken by a conditional update; when the
+    holder dies, another process takes the lease once it has expired. PostgreSQL uses
+    ``pg_try_advisory_lock`` on that dedicated connection instead: the lock lasts as
+    long as the session (the server drops it when the holder's connection dies, so
+    ``ttl`` is unused), ``renew_lead`` checks that the session still holds it, and
+    ``lead_holder`` reads ``pg_locks`` joined with ``pg_stat_activity`` (the holder id
+    as ``application_name``). Either way: at most one holder at a time for ``ttl``
+    after its last successful acquire or renew, as its own clock counts."""
+
+    def acquire_lead(self, role: str, holder: str, *, now: float, ttl: float) -> bool:
+        """Take the lease if it is free or expired (or already ``holder``'s): True if
+        ``holder`` holds it now, until ``now + ttl``."""
+        ...
+
+    def renew_lead(self, role: str, holder: str, *, now: float, ttl: float) -> bool:
+        """Extend ``holder``'s lease to ``now + ttl``; False if it holds it no longer
+        (another process took it over): then it must stop acting as the leader."""
+        ...
+
+    def release_lead(self, role: str, holder: str) -> None:
+        """Give the lease up (a clean shutdown): another process takes it at once."""
+        ...
+
+    def lead_holder(self, role: str, *, now: float) -> str | None:
+        """Who holds the lease now (None: nobody, or it expired)."""
+        ...
 
 
 class Maintenance(Protocol):
@@ -367,7 +450,11 @@ class BatchWriter(Protocol):
     def rollback_to_savepoint(self) -> None: ...
     def release_savepoint(self) -> None: ...
     def data_version(self) -> int:
-        """Changes when ANOTHER connection committed: caches may be stale."""
+        """Changes when ANOTHER connection committed: caches may be stale. Read inside
+        the writer's transaction; with several replicas it is what keeps a replica's
+        caches (jobs, alert states: the quick path of a steady ping) from missing what
+        another replica changed, so a backend without SQLite's PRAGMA needs an
+        equivalent (a counter every write bumps, or one raised by a notification)."""
         ...
 
     def writer_maintenance(self) -> Maintenance:
@@ -386,6 +473,7 @@ class Store(
     TokenStore,
     MetaStore,
     BatchWriter,
+    LeaderStore,
     Protocol,
 ):
     """A whole store: every concern, plus its lifecycle and transactions."""

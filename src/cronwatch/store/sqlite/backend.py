@@ -651,6 +651,30 @@ class SQLiteStore(StoreBase):
             self._fold_late([(row[2], row[1]), (row[2], run.started_at)])
             self._put_output(row[0], jid, run)
 
+    def close_open_run(self, run: Run, *, now: float) -> bool:
+        """Store the end of a run that is still open (see the interface): one conditional
+        UPDATE, so a run that something else closed meanwhile is left as it is."""
+        with self._write():
+            row = self.db.execute(
+                "SELECT id, started_at, job_id FROM runs WHERE uid=? AND status='running'",
+                (run.id,),
+            ).fetchone()
+            if row is None:
+                return False
+            cur = self.db.execute(
+                "UPDATE runs SET status=?, ended_at=?, duration=?, exit_code=?, signal=?, "
+                "message=? WHERE id=? AND status='running'",
+                (run.status.value, run.ended_at, run.duration, run.exit_code, run.signal,
+                 run.message, row[0]),
+            )  # fmt: skip
+            if cur.rowcount != 1:
+                return False
+            self._fold_late([(row[2], row[1])])
+            self.db.execute(
+                "UPDATE outputs SET failed=? WHERE run_id=?", (int(run.status.is_failure), row[0])
+            )
+        return True
+
     # --- reading runs -------------------------------------------------------------------
     def _run_by_rowid(self, rowid: int, output: bool = False) -> Run:
         row = self.db.execute(
@@ -858,9 +882,39 @@ class SQLiteStore(StoreBase):
 
         with self._write():
             self.db.execute(
-                "INSERT OR REPLACE INTO alert_state(job_id, env, state) VALUES (?,?,?)",
+                "INSERT INTO alert_state(job_id, env, state) VALUES (?,?,?) "
+                "ON CONFLICT(job_id, env) DO UPDATE SET state=excluded.state, "
+                "version=version+1",
                 (self._job_id(job), env, json.dumps(state)),
             )
+
+    def read_alert_state(self, job: str, env: str = "") -> tuple[dict[str, Any] | None, int]:
+        import json
+
+        row = self.db.execute(
+            "SELECT state, version FROM alert_state WHERE job_id=? AND env=?",
+            (self._job_id(job), env),
+        ).fetchone()
+        return (None, 0) if row is None else (json.loads(row[0]), int(row[1]))
+
+    def claim_alert_state(self, job: str, env: str, state: dict[str, Any], *, version: int) -> bool:
+        """Store ``state`` if the stored version is still ``version`` (see the interface)."""
+        import json
+
+        with self._write():
+            if version == 0:
+                cur = self.db.execute(
+                    "INSERT INTO alert_state(job_id, env, state, version) VALUES (?,?,?,1) "
+                    "ON CONFLICT(job_id, env) DO NOTHING",
+                    (self._job_id(job), env, json.dumps(state)),
+                )
+            else:
+                cur = self.db.execute(
+                    "UPDATE alert_state SET state=?, version=version+1 "
+                    "WHERE job_id=? AND env=? AND version=?",
+                    (json.dumps(state), self._job_id(job), env, version),
+                )
+        return cur.rowcount == 1
 
     def open_incident(
         self, job: str, env: str, *, at: float, cause: str, run_id: str | None
@@ -998,6 +1052,37 @@ class SQLiteStore(StoreBase):
                     "UPDATE notifications SET status='failed', last_error=? WHERE id=?",
                     (error, nid),
                 )
+
+    # --- the leader lease (LeaderStore): a row per role, taken by a conditional upsert ---------
+    def acquire_lead(self, role: str, holder: str, *, now: float, ttl: float) -> bool:
+        with self._write():
+            cur = self.db.execute(
+                "INSERT INTO leases(role, holder, expires_at, since) VALUES (?,?,?,?) "
+                "ON CONFLICT(role) DO UPDATE SET holder=excluded.holder, "
+                "expires_at=excluded.expires_at, since=CASE WHEN leases.holder=excluded.holder "
+                "THEN leases.since ELSE excluded.since END "
+                "WHERE leases.holder=excluded.holder OR leases.expires_at<=?",
+                (role, holder, now + ttl, now, now),
+            )
+        return cur.rowcount == 1
+
+    def renew_lead(self, role: str, holder: str, *, now: float, ttl: float) -> bool:
+        with self._write():
+            cur = self.db.execute(
+                "UPDATE leases SET expires_at=? WHERE role=? AND holder=?",
+                (now + ttl, role, holder),
+            )
+        return cur.rowcount == 1
+
+    def release_lead(self, role: str, holder: str) -> None:
+        with self._write():
+            self.db.execute("DELETE FROM leases WHERE role=? AND holder=?", (role, holder))
+
+    def lead_holder(self, role: str, *, now: float) -> str | None:
+        row = self.db.execute(
+            "SELECT holder FROM leases WHERE role=? AND expires_at>?", (role, now)
+        ).fetchone()
+        return None if row is None else str(row[0])
 
     # --- key/value ---------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:

@@ -315,6 +315,28 @@ SQLITE: list[str] = [
     ALTER TABLE runs ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX IF NOT EXISTS runs_pending ON runs (started_at) WHERE pending = 1;
     """,
+    # 14 (the number assigned to the replicas branch; the lead renumbers at merge):
+    # several server replicas on one database.
+    # ``alert_state.version`` is bumped by every write of a state, which is conditional on
+    # the version read (``claim_alert_state``): of two processes that evaluated the same
+    # job at once, one stores its transition and the other retries, so an alert is queued
+    # once. One open incident per job and environment, enforced by the database (older
+    # duplicates, which no version made on purpose, are closed first). ``leases``: the
+    # scheduler's leader lease (``try_lead``), one row per role.
+    """
+    ALTER TABLE alert_state ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+    UPDATE incidents SET closed_at = opened_at
+     WHERE closed_at IS NULL AND id NOT IN
+           (SELECT max(id) FROM incidents WHERE closed_at IS NULL GROUP BY job_id, env);
+    CREATE UNIQUE INDEX IF NOT EXISTS incidents_one_open ON incidents (job_id, env)
+     WHERE closed_at IS NULL;
+    CREATE TABLE IF NOT EXISTS leases (
+        role TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        expires_at REAL NOT NULL,
+        since REAL NOT NULL
+    );
+    """,
 ]
 
 POSTGRES: list[str] = []

@@ -1,0 +1,164 @@
+"""The store's claims for several processes on one database (the contract every backend
+keeps, through ``store_factory``: two connections are two replicas), and the evaluation
+that rolls back and decides again when it loses one."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cronwatch.app import evaluate as checks
+from cronwatch.core.errors import LostClaim, StoreError
+from cronwatch.core.model import Job, Run, Status
+
+NOW = 1_800_000_000.0
+
+
+def test_one_of_two_claims_on_the_same_alert_state_wins(store_factory: Callable[..., Any]) -> None:
+    a, b = store_factory(), store_factory()
+    a.ensure_job("j", now=NOW)
+    assert a.read_alert_state("j") == (None, 0) == b.read_alert_state("j")
+    assert a.claim_alert_state("j", "", {"down": True}, version=0)
+    assert not b.claim_alert_state("j", "", {"down": False}, version=0)  # read the same
+    state, version = b.read_alert_state("j")
+    assert state == {"down": True} and version > 0
+    assert not a.claim_alert_state("j", "", {"x": 1}, version=version - 1)
+    assert b.claim_alert_state("j", "", {"down": False}, version=version)
+    assert not a.claim_alert_state("j", "", {"down": True}, version=version)
+    a.set_alert_state("j", "", {"fixed": True})  # a repair moves the version on too
+    after, newer = b.read_alert_state("j")
+    assert after == {"fixed": True} and newer > version + 1
+    assert a.read_alert_state("j", "other-env") == (None, 0)  # per environment
+
+
+def test_an_open_run_is_closed_once(store_factory: Callable[..., Any]) -> None:
+    a, b = store_factory(), store_factory()
+    run, _ = a.start_run("j", now=NOW)
+    b.finish_run("j", Status.SUCCESS, now=NOW + 5)  # a ping at another replica
+    late = a.get_run(run.id)
+    late.status, late.ended_at, late.duration = Status.TIMEOUT, NOW + 9, 9.0
+    assert not a.close_open_run(late, now=NOW + 9)
+    kept = b.get_run(run.id)
+    assert kept.status is Status.SUCCESS and kept.ended_at == NOW + 5
+
+    other, _ = a.start_run("j", now=NOW + 10)
+    other.status, other.ended_at, other.duration = Status.TIMEOUT, NOW + 20, 10.0
+    other.message = "still running"
+    assert b.close_open_run(other, now=NOW + 20)
+    assert not a.close_open_run(other, now=NOW + 21)
+    closed = a.get_run(other.id)
+    assert (closed.status, closed.ended_at, closed.message) == (
+        Status.TIMEOUT, NOW + 20, "still running"
+    )  # fmt: skip
+    stats = a.job_stats("j")
+    assert (stats["timeout"], stats["success"], stats["running"]) == (1, 1, 0)
+
+
+def test_one_open_incident_per_job_and_environment(store_factory: Callable[..., Any]) -> None:
+    a, b = store_factory(), store_factory()
+    a.ensure_job("j", now=NOW)
+    first = a.open_incident("j", "", at=NOW, cause="missed", run_id=None)
+    with pytest.raises(StoreError):
+        b.open_incident("j", "", at=NOW + 1, cause="missed", run_id=None)
+    b.open_incident("j", "staging", at=NOW + 1, cause="failed", run_id=None)  # another env
+    assert a.close_incident("j", "", at=NOW + 2, run_id=None) == first
+    assert b.open_incident("j", "", at=NOW + 3, cause="failed", run_id=None) != first
+    assert [i["cause"] for i in a.list_incidents(job="j", open_only=True)] == ["failed"] * 2
+
+
+def test_the_leader_lease(store_factory: Callable[..., Any]) -> None:
+    a, b = store_factory(), store_factory()
+    assert a.lead_holder("scheduler", now=NOW) is None
+    assert a.acquire_lead("scheduler", "a#1", now=NOW, ttl=5)
+    assert a.acquire_lead("scheduler", "a#1", now=NOW + 1, ttl=5)  # its own: kept
+    assert not b.acquire_lead("scheduler", "b#2", now=NOW + 4, ttl=5)  # held till NOW+6
+    assert b.acquire_lead("other-role", "b#2", now=NOW + 4, ttl=5)  # roles are apart
+    assert a.renew_lead("scheduler", "a#1", now=NOW + 4, ttl=5)  # now till NOW+9
+    assert not b.acquire_lead("scheduler", "b#2", now=NOW + 8, ttl=5)
+    assert b.lead_holder("scheduler", now=NOW + 8) == "a#1"
+    # a stops renewing (killed): once the lease ran out, b takes it and a cannot renew
+    assert b.lead_holder("scheduler", now=NOW + 9.5) is None
+    assert b.acquire_lead("scheduler", "b#2", now=NOW + 9.5, ttl=5)
+    assert not a.renew_lead("scheduler", "a#1", now=NOW + 10, ttl=5)
+    assert not a.acquire_lead("scheduler", "a#1", now=NOW + 10, ttl=5)
+    a.release_lead("scheduler", "a#1")  # not a's: nothing happens
+    assert a.lead_holder("scheduler", now=NOW + 10) == "b#2"
+    b.release_lead("scheduler", "b#2")  # a clean shutdown: free at once
+    assert a.acquire_lead("scheduler", "a#1", now=NOW + 11, ttl=5)
+
+
+class Interleaved:
+    """A store whose alert state changes, by another process, right after it is read:
+    the worst moment, made deterministic."""
+
+    def __init__(self, store: Any, meanwhile: Callable[[], None]) -> None:
+        self.store = store
+        self.meanwhile: Callable[[], None] | None = meanwhile
+
+    def read_alert_state(self, job: str, env: str = "") -> Any:
+        found = self.store.read_alert_state(job, env)
+        if self.meanwhile is not None:
+            then, self.meanwhile = self.meanwhile, None
+            then()
+        return found
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+def test_an_evaluation_that_loses_its_claim_queues_nothing_and_decides_again(
+    store_factory: Callable[..., Any],
+) -> None:
+    """Two processes record a failure of the same job at once (alert_after 1): the one
+    whose claim loses raises LostClaim before acting; evaluated again, it sees the job
+    down already. One incident, one alert."""
+    a, b = store_factory(), store_factory()
+    job = Job(name="j", created_at=NOW, alert_after=1, notify=["https://example.invalid/h"])
+    a.save_job(job, now=NOW)
+    run_a = Run(job="j", started_at=NOW, status=Status.FAILED, ended_at=NOW + 1, duration=1.0)
+    run_b = Run(job="j", started_at=NOW, status=Status.FAILED, ended_at=NOW + 2, duration=2.0)
+    a.record_run(run_a, now=NOW + 1)
+    b.record_run(run_b, now=NOW + 2)
+
+    def other_process() -> None:
+        with b.transaction():
+            events = checks.after_finish(b, job, run_b, now=NOW + 2)
+        assert "incident.opened" in [e["type"] for e in events]
+
+    with pytest.raises(LostClaim):
+        checks.after_finish(Interleaved(a, other_process), job, run_a, now=NOW + 1)
+    assert len(a.due_notifications(now=NOW + 10)) == 1  # b's alert only
+    again = checks.after_finish(a, job, run_a, now=NOW + 1)
+    assert [e["type"] for e in again] == ["run.error"]  # down already: nothing to open
+    assert len(a.due_notifications(now=NOW + 10)) == 1
+    assert len(a.list_incidents(job="j")) == 1
+    state, _ = a.read_alert_state("j")
+    assert state is not None and state["fail_streak"] == 2
+
+
+@pytest.mark.sqlite_only
+def test_migration_closes_duplicate_open_incidents(store_factory: Callable[..., Any]) -> None:
+    """A database from before one-open-incident: older duplicates are closed so that the
+    unique index can be made; the newest open one stays open."""
+    s = store_factory()
+    s.ensure_job("j", now=NOW)
+    path = Path(s.path)
+    s.close()
+    db = sqlite3.connect(path)
+    db.execute("DROP INDEX incidents_one_open")
+    db.executemany(
+        "INSERT INTO incidents(job_id, env, opened_at, cause) VALUES (1, '', ?, 'missed')",
+        [(NOW,), (NOW + 1,)],
+    )
+    db.execute("UPDATE meta SET value='10' WHERE key='schema_version'")
+    db.commit()
+    db.close()
+    again = store_factory()
+    incidents = again.list_incidents(job="j")
+    assert [i["closed_at"] is None for i in incidents] == [True, False]  # newest first
+    with pytest.raises(StoreError):
+        again.open_incident("j", "", at=NOW + 2, cause="x", run_id=None)
