@@ -85,7 +85,7 @@ def steady(raw: dict[str, Any] | None, job: Job, run: Run) -> bool:
 
 def record_outcome(store: Any, job: Job, run: Run, *, now: float) -> list[dict[str, Any]]:
     """Advance the job's alert state with a finished run; queue notifications."""
-    if run.status is Status.RUNNING:
+    if run.status is Status.RUNNING or job.disabled:
         return []
     if steady(store.alert_summary(job.name, run.env), job, run):
         return []  # (the summary is read without decoding the state: no json import)
@@ -120,7 +120,7 @@ def _outcome(store: Any, job: Job, run: Run, now: float, alert: Any) -> list[dic
     try:
         if alert is _UNREAD:
             return record_outcome(store, job, run, now=now)
-        if run.status is Status.RUNNING or steady(alert, job, run):
+        if run.status is Status.RUNNING or job.disabled or steady(alert, job, run):
             return []
         return _record_outcomes(store, job, run.env, [run], now)
     except StoreError:
@@ -185,6 +185,8 @@ def _act(
             if iid is not None:
                 events.append(ev.incident_closed(job.name, env, iid))
         elif isinstance(action, Notify):
+            if muted(job, env):  # the incident is on record; no one is told
+                continue
             incident = store.current_incident(job.name, env)
             if incident is None and action.kind == "recovery":
                 last = store.list_incidents(job=job.name, limit=1)
@@ -287,7 +289,7 @@ def _check_job(store: Any, job: Job, now: float) -> tuple[list[dict[str, Any]], 
 
     name = job.name
     events: list[dict[str, Any]] = []
-    if job.paused:
+    if job.paused or job.disabled:
         return events, None
     open_runs = store.open_runs_of(name)
     for run in overdue(job, open_runs, now):
@@ -298,42 +300,69 @@ def _check_job(store: Any, job: Job, now: float) -> tuple[list[dict[str, Any]], 
         store.update_run(run, now=now)
         open_runs = [r for r in open_runs if r.id != run.id]
         events += after_timeout(store, job, run, now=now)
-    anchor = _anchor(store, job)
-    if job.schedule:
-        from cronwatch.core.health import effective_grace
+    looks: list[float] = []
+    for env in watched_envs(job):
+        anchor = _anchor(store, job, env)
+        where = env or ""
+        if job.schedule:
+            from cronwatch.core.health import effective_grace
 
-        grace = effective_grace(job)
-        missed = [
-            Run(job=name, started_at=expected, status=Status.MISSED, ended_at=expected,
-                message=f"missed: expected at {format_time(expected)} UTC "
-                        f"(+{grace:g}s grace), no run started",
-                source="scheduler")
-            for expected in _missed(job, grace, anchor, now)
-        ]  # fmt: skip
-        if missed:
-            store.record_runs(missed, now=now)  # one insert for a whole outage's runs
-            anchor = max(anchor, max(r.started_at for r in missed))
+            grace = effective_grace(job)
+            missed = [
+                Run(job=name, started_at=expected, status=Status.MISSED, ended_at=expected,
+                    env=where, source="scheduler",
+                    message=f"missed: expected at {format_time(expected)} UTC "
+                            f"(+{grace:g}s grace), no run started")
+                for expected in _missed(job, grace, anchor, now)
+            ]  # fmt: skip
+            if missed:
+                store.record_runs(missed, now=now)  # one insert for a whole outage's runs
+                anchor = max(anchor, max(r.started_at for r in missed))
 
-            def head(run: Run) -> dict[str, Any]:
-                return ev.job_missed(run, iso(run.started_at))
+                def head(run: Run) -> dict[str, Any]:
+                    return ev.job_missed(run, iso(run.started_at))
 
-            events += _record_outcomes(store, job, "", missed, now, head)
-    raw = store.get_alert_state(name, "")
-    state = None
-    if raw:
-        old = AlertState.from_dict(raw)
-        state, actions = on_tick(old, Policy.from_job(job), paused=job.paused, at=now)
-        if actions:
-            events += _act(store, job, "", actions, store.last_run(name), now)
-        if state != old:
-            store.set_alert_state(name, "", state.to_dict())
-    return events, _next_look(job, anchor, open_runs, state)
+                events += _record_outcomes(store, job, where, missed, now, head)
+        raw = store.get_alert_state(name, where)
+        state = None
+        if raw:
+            old = AlertState.from_dict(raw)
+            state, actions = on_tick(old, Policy.from_job(job), paused=job.paused, at=now)
+            if actions:
+                events += _act(store, job, where, actions, store.last_run(name, env=env), now)
+            if state != old:
+                store.set_alert_state(name, where, state.to_dict())
+        env_runs = open_runs if env is None else [r for r in open_runs if r.env == env]
+        look = _next_look(job, anchor, env_runs, state)
+        if look is not None:
+            looks.append(look)
+    return events, min(looks, default=None)
 
 
-def _anchor(store: Any, job: Job) -> float:
-    """What the schedule counts from: the newest run's start, or the job's creation; and
-    never before the job was last resumed, so that paused windows are never missed."""
-    newest = store.newest_start(job.name)
+def watched_envs(job: Job) -> list[str | None]:
+    """The environments checked for missed runs, as stored names; [None] when the job
+    lists none: then the default environment is checked, counting from the newest run of
+    any environment (as before environments were listed: a job whose runs all name one
+    is not missed in the default one)."""
+    from cronwatch.core.model import env_key
+
+    if not job.environments:
+        return [None]
+    return sorted({env_key(e) for e in job.environments})
+
+
+def muted(job: Job, env: str) -> bool:
+    """Whether ``env``'s alerts are switched off (its incidents are recorded all the same)."""
+    from cronwatch.core.model import env_key
+
+    return any(env_key(e) == env for e in job.mute_envs)
+
+
+def _anchor(store: Any, job: Job, env: str | None = None) -> float:
+    """What the schedule counts from: the newest run's start (of ``env`` if given), or the
+    job's creation; and never before the job was last resumed, so that paused windows are
+    never missed."""
+    newest = store.newest_start(job.name, env)
     anchor = newest if newest is not None else job.created_at
     return anchor if job.resumed_at is None else max(anchor, job.resumed_at)
 
@@ -398,18 +427,24 @@ def job_deadline(store: Any, name: str, *, now: float) -> float | None:
 
 
 def _deadline(store: Any, job: Job) -> float | None:
-    if job.paused:
+    if job.paused or job.disabled:
         return None
     timed = bool(job.schedule) or job.max_runtime is not None
-    anchor = _anchor(store, job) if timed else job.created_at
-    open_runs = store.open_runs_of(job.name) if timed else []
-    state = None
-    summary = store.alert_summary(job.name, "")
-    if summary and summary.get("down"):  # imported only then: the wrapper pays for every import
-        from cronwatch.core.alerting import AlertState
+    all_open = store.open_runs_of(job.name) if timed else []
+    looks: list[float] = []
+    for env in watched_envs(job):
+        anchor = _anchor(store, job, env) if timed else job.created_at
+        open_runs = all_open if env is None else [r for r in all_open if r.env == env]
+        state = None
+        summary = store.alert_summary(job.name, env or "")
+        if summary and summary.get("down"):  # imported only then: the wrapper pays for imports
+            from cronwatch.core.alerting import AlertState
 
-        state = AlertState.from_dict(store.get_alert_state(job.name, ""))
-    return _next_look(job, anchor, open_runs, state)
+            state = AlertState.from_dict(store.get_alert_state(job.name, env or ""))
+        look = _next_look(job, anchor, open_runs, state)
+        if look is not None:
+            looks.append(look)
+    return min(looks, default=None)
 
 
 def deliver_outbox(store: Any, *, now: float, budget: float = 30.0, timeout: float = 5.0) -> int:
@@ -449,21 +484,23 @@ def deliver_outbox(store: Any, *, now: float, budget: float = 30.0, timeout: flo
     return sent
 
 
-def describe(store: Any, name: str, *, now: float) -> dict[str, Any]:
-    """Health and slow-down findings for stats/jobs/dashboard."""
+def describe(store: Any, name: str, *, now: float, env: str | None = None) -> dict[str, Any]:
+    """Health and slow-down findings for stats/jobs/dashboard; of one environment's runs
+    when ``env`` is given (the stored name: "" for the default one)."""
     from cronwatch.core.health import evaluate
     from cronwatch.core.stats import slowdown
 
     job = store.get_job(name)
-    last_finished = store.last_run(name, statuses=[s for s in Status if s is not Status.RUNNING])
-    report = evaluate(job, last_finished=last_finished, open_runs=store.open_runs_of(name),
-                      anchor=_anchor(store, job), now=now)  # fmt: skip
+    finished = [s for s in Status if s is not Status.RUNNING]
+    last_finished = store.last_run(name, statuses=finished, env=env)
+    report = evaluate(job, last_finished=last_finished, open_runs=store.open_runs_of(name, env),
+                      anchor=_anchor(store, job, env), now=now)  # fmt: skip
     out: dict[str, Any] = {
         "health": str(report.health),
         "health_reason": report.reason,
         "next_expected": report.next_expected,
     }
-    durations = [d for d, st in store.recent_durations(name, 110) if st == "success"]
+    durations = [d for d, st in store.recent_durations(name, 110, env) if st == "success"]
     finding = slowdown(durations)
     out["slowdown"] = finding.text() if finding else None
     return out

@@ -44,7 +44,9 @@ T = TypeVar("T")
 # A run's status as a query parameter: the OpenAPI schema lists the values (core.model's).
 StatusName = Literal["running", "success", "failed", "timeout", "missed"]
 # A job's health as a filter: core.health's words (an unknown word is a 422, not [])
-HealthName = Literal["unknown", "healthy", "failing", "late", "missed", "timeout", "paused"]
+HealthName = Literal[
+    "unknown", "healthy", "failing", "late", "missed", "timeout", "paused", "disabled"
+]
 Secrets = Annotated[
     bool, Query(description="show channel URLs unredacted (a token that may write only)")
 ]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
 from cronwatch.core.errors import CronwatchError, ValidationError
-from cronwatch.core.model import validate_name, validate_run_id
+from cronwatch.core.model import env_key, validate_name, validate_run_id
 
 START, SUCCESS, FAIL, LOG, HEARTBEAT = "start", "success", "fail", "log", "heartbeat"
 _SIMOB_STATES = {"run": START, "complete": SUCCESS, "fail": FAIL}
@@ -105,7 +105,7 @@ def parse_ping(path: str, query: str) -> Ping | None:
         if p.action == SUCCESS and p.exit_code != 0:
             p.action = FAIL
     if "env" in q:
-        p.env = _cut(q["env"])
+        p.env = env_key(_cut(q["env"]))
     if p.slug:
         try:
             validate_name(p.slug)

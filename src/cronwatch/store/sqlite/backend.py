@@ -13,7 +13,7 @@ from cronwatch.core.errors import NotFound, StoreBusy, StoreError
 from cronwatch.core.model import Job, Run, Status, new_run_id
 from cronwatch.core.runs import CLOSE, REUSE, on_finish, on_start
 from cronwatch.core.values import compress, decompress
-from cronwatch.store.base import StoreBase, run_row
+from cronwatch.store.base import StoreBase, run_row, stats_of_runs
 from cronwatch.store.rollup import FAILED as _FAILED
 from cronwatch.store.rollup import Rollup
 from cronwatch.store.sqlite import migrations
@@ -741,18 +741,24 @@ class SQLiteStore(StoreBase):
         ).fetchall()
         return [_run_from_row(r) for r in rows]
 
-    def open_runs_of(self, job: str) -> list[Run]:
+    def open_runs_of(self, job: str, env: str | None = None) -> list[Run]:
         rows = self.db.execute(
             f"SELECT {_RUN_COLS} FROM runs r JOIN jobs j ON j.id=r.job_id "
             "WHERE r.job_id=? AND r.status='running'",  # the partial index; sorted below
             (self._job_id(job),),
         ).fetchall()
-        return sorted((_run_from_row(r) for r in rows), key=lambda r: r.started_at)
+        runs = (_run_from_row(r) for r in rows)
+        return sorted((r for r in runs if env is None or r.env == env), key=lambda r: r.started_at)
 
-    def last_run(self, job: str, *, statuses: Iterable[Status] | None = None) -> Run | None:
+    def last_run(
+        self, job: str, *, statuses: Iterable[Status] | None = None, env: str | None = None
+    ) -> Run | None:
         jid = self._job_id(job)
         sql = f"SELECT {_RUN_COLS} FROM runs r JOIN jobs j ON j.id=r.job_id WHERE r.job_id=?"
         params: list[Any] = [jid]
+        if env is not None:
+            sql += " AND r.env=?"
+            params.append(env)
         if statuses is not None:
             sts = [s.value for s in statuses]
             sql += f" AND r.status IN ({','.join('?' * len(sts))})"
@@ -777,20 +783,37 @@ class SQLiteStore(StoreBase):
     def _refold(self, pairs: Iterable[tuple[int, int]], sealed: float) -> None:
         self.rollup.refold(pairs, sealed)
 
-    def job_stats(self, job: str, *, since: float | None = None) -> dict[str, Any]:
-        return self.rollup.job_stats(self._job_id(job), job, since)
+    def job_stats(
+        self, job: str, *, since: float | None = None, env: str | None = None
+    ) -> dict[str, Any]:
+        if env is None:
+            return self.rollup.job_stats(self._job_id(job), job, since)
+        # One environment: the rollup counts days of every environment together, so its
+        # runs are read themselves (the stats of a period, a few thousand rows at most).
+        rows = self.db.execute(
+            "SELECT status, started_at, duration FROM runs WHERE job_id=? AND env=? "
+            "AND started_at>=? ORDER BY started_at",
+            (self._job_id(job), env, -1e18 if since is None else since),
+        ).fetchall()
+        return stats_of_runs(job, since, rows)
 
-    def run_counts(self) -> dict[str, dict[str, int]]:
-        """Stored runs of every job by status (for /metrics), from the rollup."""
-        return self.rollup.run_counts()
-
-    def recent_durations(self, job: str, n: int) -> list[tuple[float, str]]:
+    def recent_durations(self, job: str, n: int, env: str | None = None) -> list[tuple[float, str]]:
         jid = self._job_id(job)
+        if env is not None:
+            return self.db.execute(
+                "SELECT duration, status FROM runs WHERE job_id=? AND env=? "
+                "AND duration IS NOT NULL ORDER BY started_at DESC LIMIT ?",
+                (jid, env, n),
+            ).fetchall()
         return self.db.execute(
             "SELECT duration, status FROM runs WHERE job_id=? AND duration IS NOT NULL "
             "ORDER BY started_at DESC LIMIT ?",
             (jid, n),
         ).fetchall()
+
+    def run_counts(self) -> dict[str, dict[str, int]]:
+        """Stored runs of every job by status (for /metrics), from the rollup."""
+        return self.rollup.run_counts()
 
     # --- the check schedule: which jobs can have changed health by now ---------------------------
     def due_jobs(self, *, now: float) -> list[str]:
@@ -810,11 +833,17 @@ class SQLiteStore(StoreBase):
                 [(1e18 if at is None else at, name) for name, at in items],
             )
 
-    def newest_start(self, job: str) -> float | None:
-        """Start time of the job's newest run (any status), or None."""
-        row = self.db.execute(
-            "SELECT max(started_at) FROM runs WHERE job_id=?", (self._job_id(job),)
-        ).fetchone()
+    def newest_start(self, job: str, env: str | None = None) -> float | None:
+        """Start time of the job's newest run (any status; of ``env`` if given), or None."""
+        if env is None:
+            row = self.db.execute(
+                "SELECT max(started_at) FROM runs WHERE job_id=?", (self._job_id(job),)
+            ).fetchone()
+        else:
+            row = self.db.execute(
+                "SELECT max(started_at) FROM runs WHERE job_id=? AND env=?",
+                (self._job_id(job), env),
+            ).fetchone()
         newest: float | None = row[0]  # sqlite3 rows are Any; NULL when it has no runs
         return newest
 
