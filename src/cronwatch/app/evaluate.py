@@ -155,12 +155,14 @@ def _record_outcomes(
     for run in runs:
         if head is not None:
             events.append(head(run))
-        was_down = state.down
+        was_down, was_failing = state.down, state.fail_streak > 0
         state, actions = on_outcome(
             state, policy, failed=run.status.is_failure, paused=job.paused, cause=cause_of(run),
             at=now,
         )  # fmt: skip
         events += _act(store, job, env, actions, run, now)
+        if was_failing and not run.status.is_failure:
+            events.append(ev.job_healthy(run))
         if was_down and not state.down:
             events.append(ev.job_recovered(job.name, env, run.id))
     new = state.to_dict()
@@ -348,7 +350,7 @@ def watched_envs(job: Job) -> list[str | None]:
 
     if not job.environments:
         return [None]
-    return sorted({env_key(e) for e in job.environments})
+    return [*sorted({env_key(e) for e in job.environments})]
 
 
 def muted(job: Job, env: str) -> bool:

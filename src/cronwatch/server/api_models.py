@@ -21,7 +21,7 @@ Timestamp = Annotated[float, Field(ge=0, le=1e11)]
 RunIdStr = Annotated[str, Field(pattern=RUN_ID_PATTERN)]
 
 
-def _integral(value: Any) -> Any:
+def integral(value: Any) -> Any:
     """2.0 is an integer to JSON Schema (and to the OpenAPI document clients are built
     from), not to pydantic's strict mode: take it as 2. 1.5, "2" and true stay refused."""
     if type(value) is float and value.is_integer():
@@ -32,10 +32,10 @@ def _integral(value: Any) -> Any:
 def whole(lo: float | None, hi: float | None) -> Any:
     """A whole number between ``lo`` and ``hi`` as JSON Schema means it. (The bounds go
     before the validator: after it, pydantic would publish them as unknown keywords.)"""
-    return Annotated[int, Field(ge=lo, le=hi), BeforeValidator(_integral)]
+    return Annotated[int, Field(ge=lo, le=hi), BeforeValidator(integral)]
 
 
-ExitCode = Annotated[int, Field(ge=-1000, le=1000), BeforeValidator(_integral)]
+ExitCode = Annotated[int, Field(ge=-1000, le=1000), BeforeValidator(integral)]
 
 
 def _field(s: Setting) -> tuple[Any, Any]:

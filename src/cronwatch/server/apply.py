@@ -172,6 +172,8 @@ class Applier:
             if rid is not None:
                 if p.want_execution:
                     return 200, b'{"execution": "%s"}' % rid.encode(), True, job, p.dialect, False
+                if p.want_checkin:
+                    return 200, b'{"checkin_id": "%s"}' % rid.encode(), True, job, p.dialect, False
                 return 200, b"OK", False, job, p.dialect, False
         return self._full(store, job, p, body, now)
 

@@ -232,6 +232,14 @@ class RunStore(Protocol):
         """(duration, status) of the newest ``n`` finished runs (of ``env``), newest first."""
         ...
 
+    def set_crash_event(self, run_id: str, crash_event_id: str) -> None:
+        """Link a run to a crash report (Loom's ``crash_event_id``); NotFound if no such run."""
+        ...
+
+    def crash_events(self, run_ids: list[str]) -> dict[str, str]:
+        """The crash report ids linked to these runs (those that have one)."""
+        ...
+
     # the server's ping writer: a whole batch of pings in a few statements (server/apply.py)
     def ping_job_id(self, name: str, *, now: float) -> int:
         """The job's row id (created if missing), from this connection's cache."""

@@ -261,7 +261,7 @@ class SQLiteStore(StoreBase):
         with self._write():
             jid = self._job_id(name)
             # Everything keyed by the id goes: SQLite may give the next new job the same id.
-            for table in ("run_days", "outputs", "runs", "alert_state", "incidents"):
+            for table in ("run_days", "outputs", "runs", "alert_state", "incidents", "run_links"):
                 self.db.execute(f"DELETE FROM {table} WHERE job_id=?", (jid,))
             self.db.execute("DELETE FROM jobs WHERE id=?", (jid,))
         self._job_ids.pop(name, None)
@@ -810,6 +810,27 @@ class SQLiteStore(StoreBase):
             "ORDER BY started_at DESC LIMIT ?",
             (jid, n),
         ).fetchall()
+
+    def set_crash_event(self, run_id: str, crash_event_id: str) -> None:
+        with self._write():
+            row = self.db.execute("SELECT job_id FROM runs WHERE uid=?", (run_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"unknown run {run_id!r}")
+            self.db.execute(
+                "INSERT OR REPLACE INTO run_links(uid, job_id, crash_event_id) VALUES (?,?,?)",
+                (run_id, row[0], crash_event_id),
+            )
+
+    def crash_events(self, run_ids: list[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for i in range(0, len(run_ids), 500):  # SQLite's bound on parameters
+            part = run_ids[i : i + 500]
+            rows = self.db.execute(
+                f"SELECT uid, crash_event_id FROM run_links WHERE uid IN ({','.join('?' * len(part))})",
+                part,
+            )
+            out.update(dict(rows))
+        return out
 
     def run_counts(self) -> dict[str, dict[str, int]]:
         """Stored runs of every job by status (for /metrics), from the rollup."""
