@@ -55,7 +55,9 @@ if TYPE_CHECKING:
     from cronwatch.server.ingest import Writer
 
 T = TypeVar("T")
-OUTPUT_LIMIT = 10 * 1024  # Loom keeps at most 10 KB of a check-in's output
+# Loom keeps at most 10 KB of a check-in's output: its head and tail, and the line that
+# says how much was cut in between (values.cap_bytes) within the 10 KB
+OUTPUT_LIMIT = 10 * 1024 - 64
 MINUTES_MAX = 525_600  # a year
 _STRICT = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 BEARER = HTTPBearer(auto_error=False, description="a token from: cronwatch token create NAME")
@@ -386,8 +388,8 @@ def monitor_view(
         "health": monitor_health(store, job, stored_env),
         "schedule": schedule_view(job.schedule),
         "timezone": job.tz,
-        "checkin_margin_minutes": job.grace / 60.0,
-        "max_runtime_minutes": None if job.max_runtime is None else job.max_runtime / 60.0,
+        "checkin_margin_minutes": _minutes(job.grace),
+        "max_runtime_minutes": None if job.max_runtime is None else _minutes(job.max_runtime),
         "environments": [env_label(env_key(e)) for e in job.environments] or [DEFAULT_ENV],
         "ping_key": key or None,
         "ping_url": f"{base}/ping/{key}" if key else None,
@@ -395,6 +397,12 @@ def monitor_view(
         "last_checkin_at": None if last is None else iso(last.started_at),
         "next_expected_at": iso(info["next_expected"]),
     }
+
+
+def _minutes(seconds: float) -> float | int:
+    """Seconds as Loom's minutes: a whole number when it is one (Loom's are u32)."""
+    m = seconds / 60.0
+    return int(m) if m.is_integer() else m
 
 
 def checkin_view(run: Run, crash_event_id: str | None = None) -> dict[str, Any]:
