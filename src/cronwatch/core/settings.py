@@ -50,6 +50,8 @@ class Kind(Enum):
     ENVS = "envs"  # a list of environment names
 
 
+# A TEXT setting's rule (one line, no control characters), as a regex for the API's schema
+LINE_PATTERN = "^[^\\x00-\\x1f\\x7f]*$"
 DAY = 86400.0
 YEAR = 366 * DAY
 LIST_KINDS = (Kind.CHANNELS, Kind.RULES, Kind.TAGS, Kind.ENVS)

@@ -13,7 +13,7 @@ from cronwatch.core.model import (
     RUN_ID_PATTERN,
     TAG_PATTERN,
 )
-from cronwatch.core.settings import LIST_KINDS, SETTINGS, Kind, Setting
+from cronwatch.core.settings import LINE_PATTERN, LIST_KINDS, SETTINGS, Kind, Setting
 
 _STRICT = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 Short = Annotated[str, Field(max_length=200)]
@@ -58,6 +58,8 @@ def _field(s: Setting) -> tuple[Any, Any]:
     elif kind in LIST_KINDS:
         t = Annotated[list[Annotated[str, Field(max_length=s.max_len)]],
                       Field(max_length=s.max_items)]  # fmt: skip
+    elif kind is Kind.TEXT:
+        t = Annotated[str, Field(max_length=s.max_len, pattern=LINE_PATTERN)]
     elif kind is Kind.PING_KEY:
         t = Annotated[str, Field(pattern=PING_KEY_PATTERN)] | None
     else:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 from fastapi import Depends, FastAPI, Path, Query, Request
@@ -44,7 +45,8 @@ from cronwatch.core.model import (
     env_label,
 )
 from cronwatch.core.schedule import parse_schedule
-from cronwatch.core.values import iso, parse_timestamp
+from cronwatch.core.settings import LINE_PATTERN
+from cronwatch.core.values import iso
 from cronwatch.server.api import ERRORS, PERIODS, check_settings, install_error_handlers
 from cronwatch.server.api_models import RunCreate, RunPatch, integral
 from cronwatch.server.auth import authorize
@@ -79,7 +81,10 @@ Minutes = Annotated[int, Field(ge=1, le=MINUTES_MAX), BeforeValidator(integral)]
 Margin = Annotated[int, Field(ge=0, le=MINUTES_MAX), BeforeValidator(integral)]
 Millis = Annotated[int, Field(ge=0, le=10**12), BeforeValidator(integral)]
 ExitCode = Annotated[int, Field(ge=-1000, le=1000), BeforeValidator(integral)]
-IsoTime = Annotated[str, Field(max_length=40, description="ISO 8601, such as 2026-01-18T12:00:00Z")]
+# A time as RFC 3339 says (JSON Schema's date-time); one without an offset is UTC
+IsoTime = Annotated[
+    datetime, Field(strict=False, description="ISO 8601, such as 2026-01-18T12:00:00Z")
+]
 
 
 class CronSchedule(BaseModel):
@@ -101,7 +106,7 @@ class MonitorPatch(BaseModel):
     """A monitor's fields; only those sent change."""
 
     model_config = _STRICT
-    name: Annotated[str, Field(max_length=200)] | None = None
+    name: Annotated[str, Field(max_length=200, pattern=LINE_PATTERN)] | None = None
     schedule: Schedule | None = None
     timezone: Annotated[str, Field(max_length=64)] | None = None
     checkin_margin_minutes: Margin | None = None
@@ -445,16 +450,19 @@ def loom_stats(s: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _time(field: str, text: str | None, now: float) -> float | None:
-    """An ISO 8601 time of a check-in: not before 1970, not more than a day ahead."""
-    if text is None:
+def _time(field: str, value: datetime | None, now: float) -> float | None:
+    """A check-in's time in seconds. A well-formed time this server's clock cannot take
+    (before 1970, more than a day ahead) conflicts with it: 409."""
+    if value is None:
         return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
     try:
-        at = parse_timestamp(text)
-    except ValidationError as e:
-        raise ValidationError(f"invalid {field}: {e}") from None
+        at = value.timestamp()
+    except (OverflowError, OSError, ValueError):
+        at = -1.0
     if not 0 <= at <= now + 86400:
-        raise ValidationError(f"invalid {field}: {text!r} is out of range")
+        raise Conflict(f"{field} {value.isoformat()} is out of range: from 1970 to a day ahead")
     return at
 
 
