@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from cronwatch.core.model import (
+    ENV_PATTERN,
     NAME_PATTERN,
     NAME_RULE,
     PING_KEY_PATTERN,
@@ -54,6 +55,9 @@ def _field(s: Setting) -> tuple[Any, Any]:
         t = bool
     elif kind is Kind.TAGS:  # the tag rule is a pattern OpenAPI can state
         t = Annotated[list[Annotated[str, Field(pattern=TAG_PATTERN)]],
+                      Field(max_length=s.max_items)]  # fmt: skip
+    elif kind is Kind.ENVS:  # so is the environment rule
+        t = Annotated[list[Annotated[str, Field(pattern=ENV_PATTERN)]],
                       Field(max_length=s.max_items)]  # fmt: skip
     elif kind in LIST_KINDS:
         t = Annotated[list[Annotated[str, Field(max_length=s.max_len)]],
