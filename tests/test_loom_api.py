@@ -479,6 +479,10 @@ def test_event_source_reads_looms_named_events(live: LiveServer, tmp_path: Path)
             alerts and any(n == "monitor.timeout" for n, _ in seen)
         ):
             time.sleep(0.1)
+        # back from missed and timed out: healthy again with the next good check-in
+        c.get(f"/ping/{key}")
+        while time.monotonic() < deadline and [n for n, _ in seen].count("monitor.healthy") < 2:
+            time.sleep(0.1)
     finally:
         event_source.close()
     assert event_source.error is None, event_source.error
@@ -486,6 +490,7 @@ def test_event_source_reads_looms_named_events(live: LiveServer, tmp_path: Path)
     assert names[:6] == ["checkin.started", "checkin.ok", "checkin.error", "checkin.ok",
                          "monitor.healthy", "checkin.started"], names  # fmt: skip
     assert "monitor.timeout" in names and "monitor.missed" in names
+    assert names[-2:] == ["checkin.ok", "monitor.healthy"], names
     assert "Monitor Streamed Job missed check-in!" in alerts
     # (other monitors of this server missed too; a paused or disabled one never does)
     assert not any("f-paused" in a or "f-off" in a for a in alerts), alerts

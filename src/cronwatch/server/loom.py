@@ -362,12 +362,11 @@ def schedule_view(text: str) -> dict[str, Any] | None:
     return {"type": "cron", "expression": text}
 
 
-def monitor_health(store: Store, job: Job, env: str | None) -> str:
-    """Loom's health: cronwatch's without its words for status (paused, disabled) and for
-    "late" (within grace): those say what the last check-in said."""
-    health = describe(store, job.name, now=time.time(), env=env)["health"]
+def monitor_health(store: Store, job: Job, env: str | None, health: str) -> str:
+    """Loom's health: cronwatch's ``health`` without its words for a status (paused,
+    disabled) and for "late" (within grace): those say what the last check-in said."""
     if health in ("healthy", "failing", "missed", "timeout", "unknown"):
-        return str(health)
+        return health
     finished = [s for s in Status if s is not Status.RUNNING]
     last = store.last_run(job.name, statuses=finished, env=env)
     if last is None:
@@ -390,7 +389,7 @@ def monitor_view(
         "slug": job.name,
         "name": job.title or job.name,
         "status": status,
-        "health": monitor_health(store, job, stored_env),
+        "health": monitor_health(store, job, stored_env, str(info["health"])),
         "schedule": schedule_view(job.schedule),
         "timezone": job.tz,
         "checkin_margin_minutes": _minutes(job.grace),
