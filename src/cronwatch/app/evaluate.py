@@ -233,6 +233,9 @@ def settle(store: Any, *, now: float, budget: float | None = None) -> list[dict[
             job = store.find_job(run.job)
             if job is None:  # deleted meanwhile: nothing to evaluate against
                 continue
+            if job.disabled:  # records nothing: the wrapper kept it before it could know
+                store.forget_run(run.id)
+                continue
             found = after_finish(store, job, run, now=now)
             # in the claim's transaction: the events are logged exactly once, with it
             log_events(store, found, now=now)

@@ -417,7 +417,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
             status=status,
             limit=args.limit,
             output=not args.json,
-            env=args.env,
+            env=getattr(args, "env", None),  # `cronwatch --since 24h`: the top-level form
         )
     if args.json:
         emit_json([run_json(r) for r in runs])

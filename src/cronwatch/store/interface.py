@@ -232,6 +232,11 @@ class RunStore(Protocol):
         """(duration, status) of the newest ``n`` finished runs (of ``env``), newest first."""
         ...
 
+    def forget_run(self, run_id: str) -> None:
+        """Delete a run (a disabled job's, which records nothing): its output and links
+        too, its day's rollup recomputed. Nothing happens for an unknown id."""
+        ...
+
     def set_crash_event(self, run_id: str, crash_event_id: str) -> None:
         """Link a run to a crash report (Loom's ``crash_event_id``); NotFound if no such run."""
         ...

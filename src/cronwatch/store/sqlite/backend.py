@@ -406,6 +406,20 @@ class SQLiteStore(StoreBase):
             cur = self.db.execute("UPDATE runs SET pending=0 WHERE uid=? AND pending=1", (run_id,))
         return cur.rowcount == 1
 
+    def forget_run(self, run_id: str) -> None:
+        """Delete a run, its output and its links; its day's rollup is recomputed."""
+        with self._write():
+            row = self.db.execute(
+                "SELECT id, job_id, started_at FROM runs WHERE uid=?", (run_id,)
+            ).fetchone()
+            if row is None:
+                return
+            rowid, jid, started = row
+            self.db.execute("DELETE FROM runs WHERE id=?", (rowid,))
+            self.db.execute("DELETE FROM outputs WHERE run_id=?", (rowid,))
+            self.db.execute("DELETE FROM run_links WHERE uid=?", (run_id,))
+            self.rollup.fold([(jid, started)])
+
     def record_runs(self, runs: Iterable[Run], *, now: float) -> tuple[int, int]:
         """Bulk insert (import, spool replay): the path of import_rows for many runs, a
         plain insert for one."""
