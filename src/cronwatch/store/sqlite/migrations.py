@@ -319,12 +319,12 @@ SQLITE: list[str] = [
     # have one, so it lives apart from ``runs`` (no column every insert pays for). Keyed by
     # the run's uid; job_id lets a job's deletion take its links along.
     """
-    CREATE TABLE run_links (
+    CREATE TABLE IF NOT EXISTS run_links (
         uid TEXT PRIMARY KEY,
         job_id INTEGER NOT NULL,
         crash_event_id TEXT NOT NULL
     );
-    CREATE INDEX run_links_job ON run_links (job_id);
+    CREATE INDEX IF NOT EXISTS run_links_job ON run_links (job_id);
     """,
 ]
 
