@@ -518,3 +518,18 @@ def test_openapi_document_covers_the_routes(live: LiveServer) -> None:
     assert {"/monitors", "/monitors/{slug}", "/monitors/{slug}/pause", "/monitors/{slug}/resume",
             "/monitors/{slug}/checkins", "/checkins/{checkin_id}",
             "/monitors/{slug}/stats"} <= set(doc["paths"])  # fmt: skip
+
+
+def test_start_ping_json_through_the_fast_front(tmp_path: Path) -> None:
+    """`serve --front fast` answers plain pings itself: one that asks for JSON is handed
+    to the application, which answers it."""
+    server = LiveServer(tmp_path / "front.db", "--front", "fast").start()
+    try:
+        key = server.job_key("fronted")
+        assert httpx.get(f"{server.url}/ping/{key}/start").text == "OK"
+        r = httpx.get(f"{server.url}/ping/{key}/start", headers={"Accept": "application/json"})
+        assert r.status_code == 200 and r.json()["checkin_id"]
+        with server.store() as s:
+            assert r.json()["checkin_id"] in {run.id for run in s.list_runs(job="fronted")}
+    finally:
+        server.stop()
