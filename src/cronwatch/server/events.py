@@ -270,8 +270,8 @@ def _encode(rows: list[Row], frames: list[str]) -> _Batch:
     ids: list[int] = []
     offsets: list[int] = []
     at = 0
-    for (eid, *_), frame in zip(rows, frames, strict=True):
-        ids.append(eid)
+    for row, frame in zip(rows, frames, strict=True):
+        ids.append(row[0])
         offsets.append(at)
         at += len(frame)
     data = "".join(frames).encode()
@@ -409,6 +409,9 @@ async def _pump(
                 continue
             if encode is not None:
                 item = item.in_dialect(sub.dialect, encode)
+                if not item.data:  # none of these events has a name in that dialect
+                    last = max(last, item.ids[-1]) if item.ids else last
+                    continue
             if item.ids and item.ids[-1] > last:
                 if item.ids[0] > last:  # the usual case: the whole batch, as encoded once
                     parts.append(item.data if gz is None else gz.packed(item.packed()))
