@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (fixtures imported from another test module, used as arguments)
 """A disabled job records nothing and alerts nothing (Loom's "disabled" status), from the
 TOML file and the CLI, for wrapped runs, with time travel and a real webhook receiver.
 (Pings and check-ins of a disabled monitor: tests/test_loom_api.py.)"""
@@ -16,7 +17,7 @@ from test_checks_e2e import Receiver, at, ok, receiver  # noqa: F401
 def test_disabled_job_records_and_alerts_nothing(
     cw: Callable[..., Result],
     receiver: Receiver,
-    tmp_path: Path,  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     config = tmp_path / "jobs.toml"
     config.write_text(f"""
