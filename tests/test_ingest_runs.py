@@ -200,5 +200,6 @@ def test_a_repeated_start_or_finish_counts_once(live: LiveServer, client: httpx.
         assert client.get(f"/ping/{key}/0?rid={rid}x").text == "OK"  # a success between
     with live.store() as s:
         types = [t for _i, _at, t, d in s.events_since(last) if f'"{name}"' in d]
-    assert types == ["run.started", "run.error", "run.ok"] * 2
+    # (job.healthy: the success right after a failure, the health back; see core/events.py)
+    assert types == ["run.started", "run.error", "run.ok", "job.healthy"] * 2
     assert [r.status for r in runs(live, name)] == [Status.FAILED, Status.SUCCESS] * 2

@@ -130,14 +130,31 @@ HAND: list[Row] = [
     Row("tags", [a for t in TAGS_50 for a in ("--tag", t)], json.dumps(TAGS_50), TAGS_50, TAGS_50),
     Row("tags", [a for t in TAGS_51 for a in ("--tag", t)], json.dumps(TAGS_51), TAGS_51, REJECT),
     Row("tags", SKIP, "[1]", [1], REJECT),
-    # --- ping key: 16-128 of [A-Za-z0-9_-], not starting with '-' ----------------------------
+    # --- ping key: 12-128 of [A-Za-z0-9_-], not starting with '-' ----------------------------
     Row("ping_key", ["--key", KEY_A], f'"{KEY_A}"', KEY_A, KEY_A),
     Row("ping_key", ["--key", KEY_B], f'"{KEY_B}"', KEY_B, KEY_B),
-    Row("ping_key", ["--key", "a" * 15], f'"{"a" * 15}"', "a" * 15, REJECT),
+    Row("ping_key", ["--key", "Vp4s8S0SsnMo"], '"Vp4s8S0SsnMo"', "Vp4s8S0SsnMo", "Vp4s8S0SsnMo"),
+    Row("ping_key", ["--key", "a" * 11], f'"{"a" * 11}"', "a" * 11, REJECT),
     Row("ping_key", ["--key", "a" * 129], f'"{"a" * 129}"', "a" * 129, REJECT),
     Row("ping_key", ["--key=-" + "a" * 16], f'"-{"a" * 16}"', "-" + "a" * 16, REJECT),
     Row("ping_key", ["--key", "a" * 15 + "!"], f'"{"a" * 15}!"', "a" * 15 + "!", REJECT),
     Row("ping_key", ["--key", "é" * 16], f'"{"é" * 16}"', "é" * 16, REJECT),
+    # --- disabled, title, environments (Loom's and Cronitor's monitors) ----------------------
+    Row("disabled", ["--disable"], "true", True, True),
+    Row("disabled", ["--enable"], "false", False, False),
+    Row("disabled", SKIP, '"yes please"', "yes please", REJECT),
+    Row("title", ["--title", "Daily Cleanup Job"], '"Daily Cleanup Job"', "Daily Cleanup Job",
+        "Daily Cleanup Job"),
+    Row("title", ["--title", "two\nlines"], '"two\\nlines"', "two\nlines", REJECT),
+    Row("title", ["--title", "x" * 201], f'"{"x" * 201}"', "x" * 201, REJECT),
+    Row("environments", ["--environment", "production", "--environment", "staging"],
+        '["production", "staging"]', ["production", "staging"], ["production", "staging"]),
+    Row("environments", ["--no-environment"], "[]", [], []),
+    Row("environments", ["--environment", "pro duction"], '["pro duction"]', ["pro duction"],
+        REJECT),
+    Row("environments", SKIP, "[1]", [1], REJECT),
+    Row("mute_envs", ["--mute-env", "staging"], '["staging"]', ["staging"], ["staging"]),
+    Row("mute_envs", ["--mute-env", "x" * 65], f'["{"x" * 65}"]', ["x" * 65], REJECT),
 ]  # fmt: skip
 
 
@@ -293,7 +310,9 @@ def test_the_real_script_sets_every_setting(cw: Callable[..., Result]) -> None:
            "--grace", "5m", "--max-runtime", "1h", "--alert-after", "3", "--recover-after", "2",
            "--realert", "2h", "--notify", HOOK, "--assert", "duration < 30m", "--pause",
            "--tag", "db", "--keep-days", "30", "--keep-output", "20",
-           "--keep-failed-output", "40", "--slowdown-alert", "on", "--key", KEY_A, "--json")  # fmt: skip
+           "--keep-failed-output", "40", "--slowdown-alert", "on", "--key", KEY_A,
+           "--disable", "--title", "All of them", "--environment", "production",
+           "--environment", "staging", "--mute-env", "staging", "--json")  # fmt: skip
     assert r.rc == 0, r.err
     got = json.loads(cw("job", "show", "all", "--json").out)
     assert {k: got[k] for k in BY_NAME} == {
@@ -301,6 +320,8 @@ def test_the_real_script_sets_every_setting(cw: Callable[..., Result]) -> None:
         "alert_after": 3, "recover_after": 2, "realert": 7200.0, "notify": [HOOK],
         "asserts": ["duration < 30m"], "paused": True, "tags": ["db"], "keep_days": 30.0,
         "keep_output": 20, "keep_failed_output": 40, "slowdown_alert": True, "ping_key": KEY_A,
+        "disabled": True, "title": "All of them", "environments": ["production", "staging"],
+        "mute_envs": ["staging"],
     }  # fmt: skip
 
 

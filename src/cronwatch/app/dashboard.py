@@ -47,10 +47,11 @@ _CLASS = {"success": "s", "failed": "f", "timeout": "t", "missed": "m", "running
 _PILL = {
     "healthy": "ok", "success": "ok", "failing": "bad", "failed": "bad", "missed": "bad",
     "timeout": "warn", "late": "warn", "running": "run", "paused": "muted", "unknown": "muted",
+    "disabled": "muted",
 }  # fmt: skip
 # problems first; timeout is orange like its bars but counts as failing (Status.is_failure)
 _RANK = {"failing": 0, "failed": 0, "missed": 0, "timeout": 0, "late": 1, "running": 2,
-         "unknown": 3, "paused": 3, "healthy": 4, "success": 4}  # fmt: skip
+         "unknown": 3, "paused": 3, "disabled": 3, "healthy": 4, "success": 4}  # fmt: skip
 _MARK = re.compile(r"([0-9a-f]{16}:(?:row|sec|hl))(?::(\d*:[a-z]+))?")
 
 

@@ -92,7 +92,7 @@ def steady(raw: dict[str, Any] | None, job: Job, run: Run) -> bool:
 
 def record_outcome(store: Any, job: Job, run: Run, *, now: float) -> list[dict[str, Any]]:
     """Advance the job's alert state with a finished run; queue notifications."""
-    if run.status is Status.RUNNING:
+    if run.status is Status.RUNNING or job.disabled:
         return []
     if steady(store.alert_summary(job.name, run.env), job, run):
         return []  # (the summary is read without decoding the state: no json import)
@@ -127,7 +127,7 @@ def _outcome(store: Any, job: Job, run: Run, now: float, alert: Any) -> list[dic
     try:
         if alert is _UNREAD:
             return record_outcome(store, job, run, now=now)
-        if run.status is Status.RUNNING or steady(alert, job, run):
+        if run.status is Status.RUNNING or job.disabled or steady(alert, job, run):
             return []
         return _record_outcomes(store, job, run.env, [run], now)
     except StoreError:
@@ -158,26 +158,30 @@ def _record_outcomes(
     raw, version = store.read_alert_state(job.name, env)
     state = AlertState.from_dict(raw) if raw else AlertState()
     policy = Policy.from_job(job)
-    decided: list[tuple[Run, list[Any], bool]] = []
+    decided: list[tuple[Run, list[Any], bool, bool]] = []
     for run in runs:
-        was_down = state.down
+        was_down, was_failing = state.down, state.fail_streak > 0
         state, actions = on_outcome(
             state, policy, failed=run.status.is_failure, paused=job.paused, cause=cause_of(run),
             at=now,
         )  # fmt: skip
-        decided.append((run, actions, was_down and not state.down))
+        decided.append(
+            (run, actions, was_down and not state.down, was_failing and not run.status.is_failure)
+        )
     new = state.to_dict()
     # The transition is claimed before it is acted on: of several processes (replicas,
     # `check`, a post-run step) that evaluated this job from the same stored state, one
     # stores it and queues its notifications; the others roll back and decide again.
     # A steady healthy job costs no write.
-    if new != raw or any(actions for _run, actions, _up in decided):
+    if new != raw or any(d[1] for d in decided):
         _claim(store, job.name, env, new, version)
     events: list[dict[str, Any]] = []
-    for run, actions, recovered in decided:
+    for run, actions, recovered, healthy in decided:
         if head is not None:
             events.append(head(run))
         events += _act(store, job, env, actions, run, now)
+        if healthy:
+            events.append(ev.job_healthy(run))
         if recovered:
             events.append(ev.job_recovered(job.name, env, run.id))
     return events
@@ -205,6 +209,8 @@ def _act(
             if iid is not None:
                 events.append(ev.incident_closed(job.name, env, iid))
         elif isinstance(action, Notify):
+            if muted(job, env):  # the incident is on record; no one is told
+                continue
             incident = store.current_incident(job.name, env)
             if incident is None and action.kind == "recovery":
                 last = store.list_incidents(job=job.name, limit=1)
@@ -249,6 +255,9 @@ def settle(store: Any, *, now: float, budget: float | None = None) -> list[dict[
                     continue  # another process evaluates it
                 job = store.find_job(run.job)
                 if job is None:  # deleted meanwhile: nothing to evaluate against
+                    continue
+                if job.disabled:  # records nothing: the wrapper kept it before it could know
+                    store.forget_run(run.id)
                     continue
                 found = after_finish(store, job, run, now=now)
                 # in the claim's transaction: the events are logged exactly once, with it
@@ -308,7 +317,7 @@ def _check_job(store: Any, job: Job, now: float) -> tuple[list[dict[str, Any]], 
 
     name = job.name
     events: list[dict[str, Any]] = []
-    if job.paused:
+    if job.paused or job.disabled:
         return events, None
     open_runs = store.open_runs_of(name)
     for run in overdue(job, open_runs, now):
@@ -320,42 +329,69 @@ def _check_job(store: Any, job: Job, now: float) -> tuple[list[dict[str, Any]], 
         if not store.close_open_run(run, now=now):
             continue  # finished (or timed out by another checker) since it was read
         events += after_timeout(store, job, run, now=now)
-    anchor = _anchor(store, job)
-    if job.schedule:
-        from cronwatch.core.health import effective_grace
+    looks: list[float] = []
+    for env in watched_envs(job):
+        anchor = _anchor(store, job, env)
+        where = env or ""
+        if job.schedule:
+            from cronwatch.core.health import effective_grace
 
-        grace = effective_grace(job)
-        missed = [
-            Run(job=name, started_at=expected, status=Status.MISSED, ended_at=expected,
-                message=f"missed: expected at {format_time(expected)} UTC "
-                        f"(+{grace:g}s grace), no run started",
-                source="scheduler")
-            for expected in _missed(job, grace, anchor, now)
-        ]  # fmt: skip
-        if missed:
-            store.record_runs(missed, now=now)  # one insert for a whole outage's runs
-            anchor = max(anchor, max(r.started_at for r in missed))
+            grace = effective_grace(job)
+            missed = [
+                Run(job=name, started_at=expected, status=Status.MISSED, ended_at=expected,
+                    env=where, source="scheduler",
+                    message=f"missed: expected at {format_time(expected)} UTC "
+                            f"(+{grace:g}s grace), no run started")
+                for expected in _missed(job, grace, anchor, now)
+            ]  # fmt: skip
+            if missed:
+                store.record_runs(missed, now=now)  # one insert for a whole outage's runs
+                anchor = max(anchor, max(r.started_at for r in missed))
 
-            def head(run: Run) -> dict[str, Any]:
-                return ev.job_missed(run, iso(run.started_at))
+                def head(run: Run) -> dict[str, Any]:
+                    return ev.job_missed(run, iso(run.started_at))
 
-            events += _record_outcomes(store, job, "", missed, now, head)
-    raw, version = store.read_alert_state(name, "")
-    state = None
-    if raw:
-        old = AlertState.from_dict(raw)
-        state, actions = on_tick(old, Policy.from_job(job), paused=job.paused, at=now)
-        if state != old or actions:  # claimed first, as in _record_outcomes
-            _claim(store, name, "", state.to_dict(), version)
-        if actions:
-            events += _act(store, job, "", actions, store.last_run(name), now)
-    return events, _next_look(job, anchor, open_runs, state)
+                events += _record_outcomes(store, job, where, missed, now, head)
+        raw, version = store.read_alert_state(name, where)
+        state = None
+        if raw:
+            old = AlertState.from_dict(raw)
+            state, actions = on_tick(old, Policy.from_job(job), paused=job.paused, at=now)
+            if state != old or actions:  # claimed first, as in _record_outcomes
+                _claim(store, name, where, state.to_dict(), version)
+            if actions:
+                events += _act(store, job, where, actions, store.last_run(name, env=env), now)
+        env_runs = open_runs if env is None else [r for r in open_runs if r.env == env]
+        look = _next_look(job, anchor, env_runs, state)
+        if look is not None:
+            looks.append(look)
+    return events, min(looks, default=None)
 
 
-def _anchor(store: Any, job: Job) -> float:
-    """What the schedule counts from: the newest run's start, or the job's creation; and
-    never before the job was last resumed, so that paused windows are never missed."""
-    newest = store.newest_start(job.name)
+def watched_envs(job: Job) -> list[str | None]:
+    """The environments checked for missed runs, as stored names; [None] when the job
+    lists none: then the default environment is checked, counting from the newest run of
+    any environment (as before environments were listed: a job whose runs all name one
+    is not missed in the default one)."""
+    from cronwatch.core.model import env_key
+
+    if not job.environments:
+        return [None]
+    return [*sorted({env_key(e) for e in job.environments})]
+
+
+def muted(job: Job, env: str) -> bool:
+    """Whether ``env``'s alerts are switched off (its incidents are recorded all the same)."""
+    from cronwatch.core.model import env_key
+
+    return any(env_key(e) == env for e in job.mute_envs)
+
+
+def _anchor(store: Any, job: Job, env: str | None = None) -> float:
+    """What the schedule counts from: the newest run's start (of ``env`` if given), or the
+    job's creation; and never before the job was last resumed, so that paused windows are
+    never missed."""
+    newest = store.newest_start(job.name, env)
     anchor = newest if newest is not None else job.created_at
     return anchor if job.resumed_at is None else max(anchor, job.resumed_at)
 
@@ -464,18 +500,24 @@ def job_deadline(store: Any, name: str, *, now: float) -> float | None:
 
 
 def _deadline(store: Any, job: Job) -> float | None:
-    if job.paused:
+    if job.paused or job.disabled:
         return None
     timed = bool(job.schedule) or job.max_runtime is not None
-    anchor = _anchor(store, job) if timed else job.created_at
-    open_runs = store.open_runs_of(job.name) if timed else []
-    state = None
-    summary = store.alert_summary(job.name, "")
-    if summary and summary.get("down"):  # imported only then: the wrapper pays for every import
-        from cronwatch.core.alerting import AlertState
+    all_open = store.open_runs_of(job.name) if timed else []
+    looks: list[float] = []
+    for env in watched_envs(job):
+        anchor = _anchor(store, job, env) if timed else job.created_at
+        open_runs = all_open if env is None else [r for r in all_open if r.env == env]
+        state = None
+        summary = store.alert_summary(job.name, env or "")
+        if summary and summary.get("down"):  # imported only then: the wrapper pays for imports
+            from cronwatch.core.alerting import AlertState
 
-        state = AlertState.from_dict(store.get_alert_state(job.name, ""))
-    return _next_look(job, anchor, open_runs, state)
+            state = AlertState.from_dict(store.get_alert_state(job.name, env or ""))
+        look = _next_look(job, anchor, open_runs, state)
+        if look is not None:
+            looks.append(look)
+    return min(looks, default=None)
 
 
 def deliver_outbox(store: Any, *, now: float, budget: float = 30.0, timeout: float = 5.0) -> int:
@@ -515,21 +557,23 @@ def deliver_outbox(store: Any, *, now: float, budget: float = 30.0, timeout: flo
     return sent
 
 
-def describe(store: Any, name: str, *, now: float) -> dict[str, Any]:
-    """Health and slow-down findings for stats/jobs/dashboard."""
+def describe(store: Any, name: str, *, now: float, env: str | None = None) -> dict[str, Any]:
+    """Health and slow-down findings for stats/jobs/dashboard; of one environment's runs
+    when ``env`` is given (the stored name: "" for the default one)."""
     from cronwatch.core.health import evaluate
     from cronwatch.core.stats import slowdown
 
     job = store.get_job(name)
-    last_finished = store.last_run(name, statuses=[s for s in Status if s is not Status.RUNNING])
-    report = evaluate(job, last_finished=last_finished, open_runs=store.open_runs_of(name),
-                      anchor=_anchor(store, job), now=now)  # fmt: skip
+    finished = [s for s in Status if s is not Status.RUNNING]
+    last_finished = store.last_run(name, statuses=finished, env=env)
+    report = evaluate(job, last_finished=last_finished, open_runs=store.open_runs_of(name, env),
+                      anchor=_anchor(store, job, env), now=now)  # fmt: skip
     out: dict[str, Any] = {
         "health": str(report.health),
         "health_reason": report.reason,
         "next_expected": report.next_expected,
     }
-    durations = [d for d, st in store.recent_durations(name, 110) if st == "success"]
+    durations = [d for d, st in store.recent_durations(name, 110, env) if st == "success"]
     finding = slowdown(durations)
     out["slowdown"] = finding.text() if finding else None
     return out

@@ -19,7 +19,16 @@ from cronwatch import __version__
 from cronwatch.app.evaluate import describe
 from cronwatch.cli.report import STATUS_WORD, ago, run_detail, runs_table, stats_block, table
 from cronwatch.core.errors import CronwatchError, NotFound, StoreError
-from cronwatch.core.model import FAILURES, Run, parse_status, validate_name
+from cronwatch.core.model import (
+    DEFAULT_ENV,
+    FAILURES,
+    Run,
+    env_key,
+    env_label,
+    parse_status,
+    validate_env,
+    validate_name,
+)
 from cronwatch.core.text import percent
 from cronwatch.core.values import DURATION_HELP, format_duration, format_time, iso, parse_duration
 from cronwatch.store import open_store
@@ -84,6 +93,19 @@ def name_arg(text: str) -> str:
         return validate_name(text)
     except CronwatchError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def env_arg(text: str) -> str:
+    """An environment to query, as stored: "production" (or "") is the default one."""
+    if text == "":
+        return ""
+    try:
+        return env_key(validate_env(text))
+    except CronwatchError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+ENV_HELP = f"only this environment's runs ('{DEFAULT_ENV}': runs that name none)"
 
 
 def positive_int(text: str) -> int:
@@ -177,6 +199,7 @@ def build_parser(command_name: str | None = None) -> ArgumentParser:
     p.add_argument(
         "-n", "--limit", type=positive_int, default=20, help="number of runs (default 20)"
     )
+    p.add_argument("--env", type=env_arg, metavar="ENV", help=ENV_HELP)
     add_common(p)
 
     p = command(sub, "stats", cmd_stats,
@@ -184,12 +207,14 @@ def build_parser(command_name: str | None = None) -> ArgumentParser:
                 "cronwatch stats backup --since 7d")  # fmt: skip
     p.add_argument("name", type=name_arg, metavar="NAME")
     p.add_argument("--since", type=duration_arg, metavar="DUR", help=f"only runs in this window ({DURATION_HELP}); default all history")  # fmt: skip
+    p.add_argument("--env", type=env_arg, metavar="ENV", help=ENV_HELP)
     add_common(p)
 
     p = command(sub, "last-failure", cmd_last_failure,
                 "the full stdout and stderr of the most recent failed run",
                 "cronwatch last-failure backup")  # fmt: skip
     p.add_argument("name", type=name_arg, metavar="NAME")
+    p.add_argument("--env", type=env_arg, metavar="ENV", help=ENV_HELP)
     add_common(p)
 
     p = command(sub, "show", cmd_show, "one run in full, by run id",
@@ -203,11 +228,13 @@ def build_parser(command_name: str | None = None) -> ArgumentParser:
     p.add_argument("--job", type=name_arg, metavar="NAME", help="only this job")
     p.add_argument("--status", metavar="STATUS", help="success, failed, timeout, missed or running")  # fmt: skip
     p.add_argument("-n", "--limit", type=positive_int, help="at most this many runs")
+    p.add_argument("--env", type=env_arg, metavar="ENV", help=ENV_HELP)
     add_common(p)
 
     p = command(sub, "jobs", cmd_jobs, "every job with its last run, status, success rate and p95",
                 "cronwatch jobs --since 30d")  # fmt: skip
     p.add_argument("--since", type=duration_arg, default=7 * 86400.0, metavar="DUR", help="window for success rate and p95 (default 7d)")  # fmt: skip
+    p.add_argument("--env", type=env_arg, metavar="ENV", help="health, runs and rates of this environment only ('production': runs that name none)")  # fmt: skip
     add_common(p)
 
     p = command(sub, "export", cmd_export, "write runs as JSON Lines (one run per line)",
@@ -315,7 +342,8 @@ def cmd_run_help(args: argparse.Namespace) -> int:  # reached only via `run --he
 def cmd_history(args: argparse.Namespace) -> int:
     with open_db(args) as store:
         store.get_job(args.name)
-        runs = store.list_runs(job=args.name, limit=args.limit, output=not args.json)
+        runs = store.list_runs(job=args.name, limit=args.limit, output=not args.json,
+                               env=args.env)  # fmt: skip
     if args.json:
         emit_json([run_json(r) for r in runs])
     elif runs:
@@ -330,8 +358,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
     since = None if args.since is None else now - args.since
     with open_db(args) as store:
         store.get_job(args.name)
-        s = store.job_stats(args.name, since=since)
-        _enrich_stats(store, args.name, s, now)
+        s = store.job_stats(args.name, since=since, env=args.env)
+        _enrich_stats(store, args.name, s, now, args.env)
+        if args.env is not None:
+            s["env"] = env_label(args.env)
     if args.json:
         emit_json(s)
     else:
@@ -339,15 +369,17 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def _enrich_stats(store: Any, name: str, s: dict[str, Any], now: float) -> None:
+def _enrich_stats(
+    store: Any, name: str, s: dict[str, Any], now: float, env: str | None = None
+) -> None:
     """Add the health and slow-down findings (the same as `job show` and the dashboard)."""
-    s.update(describe(store, name, now=now))
+    s.update(describe(store, name, now=now, env=env))
 
 
 def cmd_last_failure(args: argparse.Namespace) -> int:
     with open_db(args) as store:
         store.get_job(args.name)
-        last = store.last_run(args.name, statuses=sorted(FAILURES))
+        last = store.last_run(args.name, statuses=sorted(FAILURES), env=args.env)
         if last is None:
             if args.json:
                 emit_json(None)
@@ -380,7 +412,12 @@ def cmd_runs(args: argparse.Namespace) -> int:
         if args.job:
             store.get_job(args.job)
         runs = store.list_runs(
-            job=args.job, since=since, status=status, limit=args.limit, output=not args.json
+            job=args.job,
+            since=since,
+            status=status,
+            limit=args.limit,
+            output=not args.json,
+            env=getattr(args, "env", None),  # `cronwatch --since 24h`: the top-level form
         )
     if args.json:
         emit_json([run_json(r) for r in runs])
@@ -397,9 +434,9 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     items = []
     with open_db(args) as store:
         for job in store.list_jobs():
-            s = store.job_stats(job.name, since=since)
-            _enrich_stats(store, job.name, s, now)
-            last = store.last_run(job.name)
+            s = store.job_stats(job.name, since=since, env=args.env)
+            _enrich_stats(store, job.name, s, now, args.env)
+            last = store.last_run(job.name, env=args.env)
             items.append(
                 {
                     "name": job.name,

@@ -150,6 +150,10 @@ def _print_job(store: Any, job: Any, args: argparse.Namespace, now: float) -> No
         ("assertions", "; ".join(job.asserts) or "-"),
         ("tags", ", ".join(job.tags) or "-"),
         ("paused", "yes" if job.paused else "no"),
+        ("disabled", "yes (records nothing, alerts nothing)" if job.disabled else "no"),
+        ("title", job.title or "-"),
+        ("environments", ", ".join(job.environments) or "-"),
+        ("muted envs", ", ".join(job.mute_envs) or "-"),
         ("ping key", info.get("ping_key") or "-"),
         ("retention", f"{job.keep_days:g} days of runs, output of the last {job.keep_output} runs"
                       f" and {job.keep_failed_output} failed runs"),

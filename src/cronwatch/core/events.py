@@ -45,6 +45,13 @@ def job_missed(run: Run, expected: str | None) -> dict[str, Any]:
     return ev
 
 
+def job_healthy(run: Run) -> dict[str, Any]:
+    """A success right after a failure (failed, missed or timed out) of the same job and
+    environment: its health is back, whatever the alert thresholds said (``job.recovered``
+    is the alert state's, after ``recover_after`` successes while an incident was open)."""
+    return _run("job.healthy", run)
+
+
 def run_log(job: str, env: str, run_id: str | None, size: int) -> dict[str, Any]:
     """Output appended to a run (a log ping); ``run_id`` None: no run was open."""
     return {"type": "run.log", "job": job, "env": env, "run": run_id, "bytes": size}

@@ -4,6 +4,7 @@ The pure part takes plain values and ``now``; the store-facing adapter lives at 
 
 Precedence, most urgent first, and why:
 
+    disabled the job is switched off: it records nothing and alerts nothing
     paused   the user said "don't bother me"; nothing else is reported or alerted
     timeout  an open run is past max_runtime: something is stuck right now
     missed   an expected run's deadline passed with no run started (or the newest
@@ -41,6 +42,7 @@ class Health(StrEnum):
     MISSED = "missed"
     TIMEOUT = "timeout"
     PAUSED = "paused"
+    DISABLED = "disabled"
 
     @property
     def is_bad(self) -> bool:
@@ -117,7 +119,9 @@ def evaluate(
     stuck = overdue(job, open_runs, now)
     report = HealthReport(Health.UNKNOWN, "", expected, deadline, stuck)
 
-    if job.paused:
+    if job.disabled:
+        report.health, report.reason = Health.DISABLED, "disabled"
+    elif job.paused:
         report.health, report.reason = Health.PAUSED, "paused"
     elif stuck and job.max_runtime is not None:
         run = stuck[0]
@@ -171,7 +175,7 @@ def next_deadline(job: Job, anchor: float | None, open_runs: Sequence[Run]) -> f
     moves the anchor; closes the timed-out run, which leaves ``open_runs``), after which
     the next call returns a later instant. ``late`` is not a deadline: nothing acts on it.
     """
-    if job.paused:
+    if job.paused or job.disabled:
         return None
     _, deadline = expected_after(job, anchor)
     candidates = [] if deadline is None else [deadline]

@@ -59,9 +59,11 @@ RUN_ID_RULE = f"1-{RUN_ID_MAX} characters of letters, digits, '.', '_', ':' and 
 RUN_ID_PATTERN = f"^[{_RUN_ID_CLASS}]{{1,{RUN_ID_MAX}}}$"
 _RUN_ID_CHARS = _chars(_RUN_ID_CLASS)
 
-# At least 16 characters: a ping key is the only secret a ping URL carries. Not starting
-# with '-', so that it can never be taken for an option on a command line.
-PING_KEY_MIN, PING_KEY_MAX = 16, 128
+# A ping key is the only secret a ping URL carries. The keys we make are 128 random bits
+# (store: secrets.token_urlsafe(16)); a key carried over from another system may be
+# shorter (simob's are 12 characters, ~71 bits), so that its pings keep their URLs. Not
+# starting with '-', so that it can never be taken for an option on a command line.
+PING_KEY_MIN, PING_KEY_MAX = 12, 128
 _KEY_FIRST_CLASS = "A-Za-z0-9_"
 _KEY_CLASS = "A-Za-z0-9_-"
 PING_KEY_RULE = (
@@ -195,6 +197,36 @@ def validate_ping_key(key: str) -> str:
     if not _fits(key, PING_KEY_MIN, PING_KEY_MAX, _KEY_FIRST, _KEY_CHARS):
         raise ValidationError(f"invalid ping key {key!r}: {PING_KEY_RULE}")
     return key
+
+
+# The default environment: a run that names none belongs to it. It is stored as "" and
+# called "production" in the APIs of the systems that name it (Loom, Cronitor), so that
+# word names it everywhere (pings, check-ins, --env, ?env=) rather than a second one.
+DEFAULT_ENV = "production"
+ENV_MAX = 64
+
+
+_ENV_CLASS = "A-Za-z0-9._-"
+ENV_RULE = f"an environment is 1-{ENV_MAX} characters of letters, digits, '.', '_' and '-'"
+ENV_PATTERN = f"^[{_ENV_CLASS}]{{1,{ENV_MAX}}}$"
+_ENV_CHARS = _chars(_ENV_CLASS)
+
+
+def validate_env(env: str) -> str:
+    """An environment's name as a setting lists it (``environments``, ``mute_envs``)."""
+    if not _fits(env, 1, ENV_MAX, _ENV_CHARS, _ENV_CHARS):
+        raise ValidationError(f"invalid environment {env!r}: {ENV_RULE}")
+    return env
+
+
+def env_key(env: str) -> str:
+    """The stored name of an environment: "" for the default one, however it is spelled."""
+    return "" if env == "" or env.lower() == DEFAULT_ENV else env
+
+
+def env_label(env: str) -> str:
+    """An environment as the APIs name it: the default one is "production"."""
+    return env or DEFAULT_ENV
 
 
 def parse_status(value: str) -> Status:
@@ -440,7 +472,7 @@ class Job(_Record):
     __slots__ = ("name", "created_at", "schedule", "tz", "grace", "max_runtime", "alert_after",
                  "recover_after", "realert", "notify", "asserts", "paused", "tags", "ping_key",
                  "keep_days", "keep_output", "keep_failed_output", "slowdown_alert",
-                 "resumed_at")  # fmt: skip
+                 "resumed_at", "disabled", "title", "environments", "mute_envs")  # fmt: skip
 
     name: str
     created_at: float
@@ -461,6 +493,10 @@ class Job(_Record):
     keep_failed_output: int
     slowdown_alert: bool
     resumed_at: float | None  # when it was last unpaused (the store keeps it), not a setting
+    disabled: bool
+    title: str
+    environments: list[str]
+    mute_envs: list[str]
 
     def __init__(
         self,
@@ -483,6 +519,10 @@ class Job(_Record):
         keep_failed_output: int = 5000,
         slowdown_alert: bool = False,
         resumed_at: float | None = None,
+        disabled: bool = False,
+        title: str = "",
+        environments: list[str] | None = None,
+        mute_envs: list[str] | None = None,
     ) -> None:
         self.name = name
         self.created_at = created_at
@@ -503,6 +543,15 @@ class Job(_Record):
         self.keep_failed_output = keep_failed_output
         self.slowdown_alert = slowdown_alert
         self.resumed_at = resumed_at
+        self.disabled = disabled
+        self.title = title
+        self.environments = [] if environments is None else environments
+        self.mute_envs = [] if mute_envs is None else mute_envs
+
+    def envs(self) -> list[str]:
+        """The environments checked for missed runs (stored names; the default one first
+        when listed, and when none is)."""
+        return sorted({env_key(e) for e in self.environments}) or [""]
 
     def settings(self) -> dict[str, Any]:
         """Every configurable field (everything but name, created_at, ping_key, resumed_at)."""

@@ -21,10 +21,14 @@ from typing import Any
 
 from cronwatch.core.errors import ValidationError
 from cronwatch.core.model import (
+    DEFAULT_ENV,
+    ENV_RULE,
     PING_KEY_MAX,
     PING_KEY_RULE,
     TAG_RULE,
     Job,
+    env_key,
+    validate_env,
     validate_ping_key,
     validate_tag,
 )
@@ -42,11 +46,15 @@ class Kind(Enum):
     RULES = "rules"  # a list of assertion rules
     TAGS = "tags"
     PING_KEY = "ping_key"
+    TEXT = "text"  # free text on one line
+    ENVS = "envs"  # a list of environment names
 
 
+# A TEXT setting's rule (one line, no control characters), as a regex for the API's schema
+LINE_PATTERN = "^[^\\x00-\\x1f\\x7f]*$"
 DAY = 86400.0
 YEAR = 366 * DAY
-LIST_KINDS = (Kind.CHANNELS, Kind.RULES, Kind.TAGS)
+LIST_KINDS = (Kind.CHANNELS, Kind.RULES, Kind.TAGS, Kind.ENVS)
 NUMBER_KINDS = (Kind.DURATION, Kind.COUNT, Kind.NUMBER)
 _OFF = ("none", "off", "")  # the text for None (JSON null) of an optional setting
 
@@ -150,6 +158,22 @@ SETTINGS: tuple[Setting, ...] = (
             aliases=("slowdown-alert",)),
     Setting("ping_key", Kind.PING_KEY, None, f"the job's ping key: {PING_KEY_RULE}",
             "--key", "KEY", max_len=PING_KEY_MAX, aliases=("ping-key", "key"), stored=False),
+    # Loom's "disabled" status: apart from paused (checks and alerts off, runs still
+    # recorded), a disabled job records nothing and alerts nothing.
+    Setting("disabled", Kind.BOOL, False,
+            "record nothing and alert nothing ('--enable' undoes it)", "--disable",
+            off_flag="--enable"),
+    Setting("title", Kind.TEXT, "", "a display name (Loom's and Cronitor's monitor name)",
+            "--title", "TEXT", max_len=200, aliases=("display-name",)),
+    Setting("environments", Kind.ENVS, [],
+            f"an environment checked for missed runs ({ENV_RULE}; '{DEFAULT_ENV}' is the "
+            "default one, used by runs that name none); repeat (replaces the list; none: "
+            "the default one only)", "--environment", "ENV", max_len=64, max_items=20,
+            no_flag="--no-environment", aliases=("envs",)),
+    Setting("mute_envs", Kind.ENVS, [],
+            "an environment whose runs alert no one (recorded and shown all the same); "
+            "repeat (replaces the list)", "--mute-env", "ENV", max_len=64, max_items=20,
+            no_flag="--no-mute-env", aliases=("mute-envs",)),
 )  # fmt: skip
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 ALIASES: dict[str, str] = {a: s.name for s in SETTINGS for a in s.aliases}
@@ -228,6 +252,10 @@ def _normalize(s: Setting, value: Any) -> Any:
         return validate_tz(text)
     if kind is Kind.PING_KEY:
         return validate_ping_key(text)
+    if kind is Kind.TEXT:
+        if any(c < " " or c == "\x7f" for c in text):
+            raise ValidationError("control characters (a line break, a tab) are not accepted")
+        return text.strip()
     raise AssertionError(kind)
 
 
@@ -290,6 +318,9 @@ def _item(s: Setting, value: Any) -> str:
 
         parse_rule(text)
         return text
+    if s.kind is Kind.ENVS:  # stored as runs are: the default one as ""... but a list
+        validate_env(text)  # item is never "": the default one keeps its API name
+        return DEFAULT_ENV if env_key(text) == "" else text
     return validate_tag(text)
 
 

@@ -11,15 +11,30 @@ from cronwatch.remote import outbox
 from cronwatch.remote.ping import BODY_LIMIT, Ping
 from cronwatch.remote.transport import DEFAULT_TIMEOUT, Settings
 from cronwatch.system import warn
+from cronwatch.wrapper.options import key_ok
 
 if TYPE_CHECKING:
     from cronwatch.core.model import Run
 
 
 def settings_for(o: Any) -> Settings | None:
-    """The wrapper's remote settings (--server/--key, environment, config), None if local."""
+    """The wrapper's remote settings (--server/--key, environment, config), None if local.
+
+    ``run KEY -- CMD`` as simob's runner takes it: the word is the job's ping key when it
+    cannot be a name (``o.job_key``, see wrapper.options.settle_name), or when a server is
+    configured without a project key (nothing else could name the job there)."""
     s = Settings.resolve(server=o.server, key=o.key, config=o.config)
-    return s if s.server and s.key else None
+    if not s.server:
+        return None
+    if not o.job_key and not s.key and key_ok(o.name):
+        o.job_key = o.name
+    if o.job_key:
+        s.key = o.job_key
+    return s if s.key else None
+
+
+def _kind(o: Any) -> str:
+    return "job" if o.job_key else "auto"
 
 
 class _Start:
@@ -53,7 +68,7 @@ def on_start(o: Any, run_id: str, started_at: float) -> None:
         if s is None:
             return
         p = Ping(server=s.server, key=s.key, state="run", rid=run_id, slug=o.name,
-                 dialect=s.dialect, env=o.env or "", at=started_at)  # fmt: skip
+                 kind=_kind(o), dialect=s.dialect, env=o.env or "", at=started_at)  # fmt: skip
         start = _starts[run_id] = _Start(p, s)
         start.thread.start()
     except Exception:  # on_finish reports what is wrong with the settings
@@ -92,7 +107,7 @@ def _finish(o: Any, run: Run) -> None:
     if getattr(o, "send_output", False):
         body = _output(run.stdout, run.stderr)
     finish = Ping(server=s.server, key=s.key, state="complete" if run.status == "success" else "fail",
-                  rid=run.id, slug=o.name, dialect=s.dialect, exit_code=run.exit_code,
+                  rid=run.id, slug=o.name, kind=_kind(o), dialect=s.dialect, exit_code=run.exit_code,
                   duration=run.duration, message=run.message, env=o.env or "", body=body,
                   at=run.ended_at or time.time())  # fmt: skip
     outcome, detail = outbox.submit(finish, transport=s.transport, timeout=s.timeout,

@@ -21,6 +21,8 @@ from starlette.routing import Match
 from cronwatch.app.evaluate import describe
 from cronwatch.core.errors import Conflict, CronwatchError, NotFound, ValidationError
 from cronwatch.core.model import (
+    DEFAULT_ENV,
+    ENV_PATTERN,
     NAME_PATTERN,
     NAME_RULE,
     RUN_ID_PATTERN,
@@ -29,6 +31,7 @@ from cronwatch.core.model import (
     TAG_RULE,
     Job,
     Status,
+    env_key,
 )
 from cronwatch.core.settings import normalize_all
 from cronwatch.notify import redact
@@ -44,12 +47,19 @@ T = TypeVar("T")
 # A run's status as a query parameter: the OpenAPI schema lists the values (core.model's).
 StatusName = Literal["running", "success", "failed", "timeout", "missed"]
 # A job's health as a filter: core.health's words (an unknown word is a 422, not [])
-HealthName = Literal["unknown", "healthy", "failing", "late", "missed", "timeout", "paused"]
+HealthName = Literal[
+    "unknown", "healthy", "failing", "late", "missed", "timeout", "paused", "disabled"
+]
 Secrets = Annotated[
     bool, Query(description="show channel URLs unredacted (a token that may write only)")
 ]
 
 JobName = Annotated[str, Path(pattern=NAME_PATTERN, description=NAME_RULE)]
+Env = Annotated[
+    str | None,
+    Query(pattern=ENV_PATTERN, max_length=64,
+          description=f"only this environment's runs ('{DEFAULT_ENV}': runs that name none)"),
+]  # fmt: skip
 RunId = Annotated[str, Path(pattern=RUN_ID_PATTERN, description=RUN_ID_RULE)]
 # module level: endpoint annotations are strings (PEP 563), resolved in this namespace
 BEARER = HTTPBearer(auto_error=False, description="a token from: cronwatch token create NAME")
@@ -89,35 +99,7 @@ def build_api(server: Any) -> FastAPI:
         docs_url=None, redoc_url=None, dependencies=[Depends(auth)], responses=ERRORS,
     )  # fmt: skip
 
-    @api.exception_handler(CronwatchError)
-    async def cronwatch_error(request: Request, exc: CronwatchError) -> JSONResponse:
-        server.counters["api_errors"] += 1
-        return JSONResponse({"error": str(exc)}, status_code=exc.http_status)
-
-    @api.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        server.counters["api_errors"] += 1
-        return JSONResponse(invalid_body(exc.errors()), status_code=422)
-
-    @api.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        # FastAPI's own answers (an unknown route, a wrong method, a body it cannot read)
-        # in the documented shape, not {"detail": ...}
-        server.counters["api_errors"] += 1
-        headers = dict(exc.headers or {})
-        if exc.status_code == 405:
-            # Starlette names the methods of the first route that matched the path only
-            headers["Allow"] = ", ".join(_methods(api, request))
-        if exc.status_code == 400:
-            # FastAPI's answer to a body json.loads raised on with something else than a
-            # JSONDecodeError (bytes that are not UTF-8, an integer past Python's digit
-            # limit): the same 422 as any other body that is not JSON
-            cause = exc.__cause__
-            why = ("it is not UTF-8 text" if isinstance(cause, UnicodeDecodeError)
-                   else _excerpt(str(cause), 200) if cause else "it cannot be read")  # fmt: skip
-            return JSONResponse({"error": f"invalid JSON body: {why}"}, status_code=422)
-        return JSONResponse({"error": _excerpt(str(exc.detail), 300)},
-                            status_code=exc.status_code, headers=headers)  # fmt: skip
+    install_error_handlers(api, server)
 
     reader: Store = server.reader
 
@@ -128,7 +110,9 @@ def build_api(server: Any) -> FastAPI:
             server.scheduler.touch(touch)  # its settings changed: so may its deadline
         return result
 
-    def view(request: Request, job: Job, secrets: bool = False) -> dict[str, Any]:
+    def view(
+        request: Request, job: Job, secrets: bool = False, env: str | None = None
+    ) -> dict[str, Any]:
         """A job as this token may see it. A ping key can forge pings and a channel URL
         often carries a password or a bot token: a read-only token sees neither; a write
         token sees the key, and the channels in the clear only when it asks (?secrets=true).
@@ -137,7 +121,7 @@ def build_api(server: Any) -> FastAPI:
         read_only = getattr(request.state, "read_only", True)
         if secrets and read_only:
             raise Forbidden("a read-only token cannot see channel secrets (secrets=true)")
-        d = job_view(reader, job)
+        d = job_view(reader, job, None if env is None else env_key(env))
         if read_only:
             d["ping_key"] = None
         d["ping_key"] = d["ping_key"] or None
@@ -153,10 +137,11 @@ def build_api(server: Any) -> FastAPI:
         status: StatusName | None = None,
         tag: Annotated[str | None, Query(pattern=TAG_PATTERN, description=TAG_RULE)] = None,
         secrets: Secrets = False,
+        env: Env = None,
     ) -> list[dict[str, Any]]:
         out = []
         for job in reader.list_jobs():
-            d = view(request, job, secrets)
+            d = view(request, job, secrets, env)
             if health and d["health"] != health:
                 continue
             if status and d["status"] != status:
@@ -179,8 +164,10 @@ def build_api(server: Any) -> FastAPI:
         return view(request, await write(op, body.name))
 
     @api.get("/jobs/{name}")
-    async def get_job(request: Request, name: JobName, secrets: Secrets = False) -> dict[str, Any]:
-        return view(request, reader.get_job(name), secrets)
+    async def get_job(
+        request: Request, name: JobName, secrets: Secrets = False, env: Env = None
+    ) -> dict[str, Any]:
+        return view(request, reader.get_job(name), secrets, env)
 
     @api.put("/jobs/{name}")
     async def put_job(request: Request, name: JobName, body: JobSettings) -> dict[str, Any]:
@@ -224,10 +211,12 @@ def build_api(server: Any) -> FastAPI:
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
         status: Annotated[StatusName | None, Query()] = None,
         since: Annotated[float | None, Query(ge=0, le=1e11)] = None,
+        env: Env = None,
     ) -> list[dict[str, Any]]:
         reader.get_job(name)
         wanted = None if status is None else Status(status)
-        runs = reader.list_runs(job=name, limit=limit, status=wanted, since=since)
+        runs = reader.list_runs(job=name, limit=limit, status=wanted, since=since,
+                                env=None if env is None else env_key(env))  # fmt: skip
         return [r.to_dict(output=False) for r in runs]
 
     @api.post("/jobs/{name}/runs", status_code=201)
@@ -252,10 +241,11 @@ def build_api(server: Any) -> FastAPI:
     # --- stats and incidents ---------------------------------------------------------------
     @api.get("/jobs/{name}/stats")
     async def stats(
-        name: JobName, period: Literal["day", "week", "month"] = "day"
+        name: JobName, period: Literal["day", "week", "month"] = "day", env: Env = None
     ) -> dict[str, Any]:
         reader.get_job(name)
-        s = reader.job_stats(name, since=time.time() - PERIODS[period])
+        s = reader.job_stats(name, since=time.time() - PERIODS[period],
+                             env=None if env is None else env_key(env))  # fmt: skip
         finished = s["finished"]
         return {
             "job": name, "period": period, "total": s["runs"], "successful": s["success"],
@@ -281,6 +271,42 @@ def build_api(server: Any) -> FastAPI:
         return _redact_incident(reader.get_incident(incident_id))
 
     return api
+
+
+def install_error_handlers(api: FastAPI, server: Any) -> None:
+    """Every error as ``{"error": message}`` with its status: CronwatchError, a request
+    pydantic refused (422 naming the field), FastAPI's own answers. Shared by every
+    FastAPI app of the server (/api/v1, Loom's /api/crons)."""
+
+    @api.exception_handler(CronwatchError)
+    async def cronwatch_error(request: Request, exc: CronwatchError) -> JSONResponse:
+        server.counters["api_errors"] += 1
+        return JSONResponse({"error": str(exc)}, status_code=exc.http_status)
+
+    @api.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        server.counters["api_errors"] += 1
+        return JSONResponse(invalid_body(exc.errors()), status_code=422)
+
+    @api.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # FastAPI's own answers (an unknown route, a wrong method, a body it cannot read)
+        # in the documented shape, not {"detail": ...}
+        server.counters["api_errors"] += 1
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route that matched the path only
+            headers["Allow"] = ", ".join(_methods(api, request))
+        if exc.status_code == 400:
+            # FastAPI's answer to a body json.loads raised on with something else than a
+            # JSONDecodeError (bytes that are not UTF-8, an integer past Python's digit
+            # limit): the same 422 as any other body that is not JSON
+            cause = exc.__cause__
+            why = ("it is not UTF-8 text" if isinstance(cause, UnicodeDecodeError)
+                   else _excerpt(str(cause), 200) if cause else "it cannot be read")  # fmt: skip
+            return JSONResponse({"error": f"invalid JSON body: {why}"}, status_code=422)
+        return JSONResponse({"error": _excerpt(str(exc.detail), 300)},
+                            status_code=exc.status_code, headers=headers)  # fmt: skip
 
 
 def check_settings(settings: dict[str, Any]) -> dict[str, Any]:
@@ -374,13 +400,14 @@ def _save(store: Store, job: Job, settings: dict[str, Any]) -> Job:
     return store.get_job(saved.name)
 
 
-def job_view(store: Store, job: Job) -> dict[str, Any]:
+def job_view(store: Store, job: Job, env: str | None = None) -> dict[str, Any]:
+    """A job with its last run and health (of one environment's runs, ``env`` given)."""
     d = job.to_dict()
-    last = store.last_run(job.name)
+    last = store.last_run(job.name, env=env)
     d["last_run"] = None if last is None else last.to_dict(output=False)
     d["status"] = None if last is None else last.status.value
     # The same health the CLI and the dashboard show: schedule, grace, max runtime included.
-    info = describe(store, job.name, now=time.time())
+    info = describe(store, job.name, now=time.time(), env=env)
     d["health"] = info["health"]
     d["health_reason"] = info["health_reason"]
     d["next_expected"] = info["next_expected"]

@@ -7,13 +7,14 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from cronwatch.core.model import (
+    ENV_PATTERN,
     NAME_PATTERN,
     NAME_RULE,
     PING_KEY_PATTERN,
     RUN_ID_PATTERN,
     TAG_PATTERN,
 )
-from cronwatch.core.settings import LIST_KINDS, SETTINGS, Kind, Setting
+from cronwatch.core.settings import LINE_PATTERN, LIST_KINDS, SETTINGS, Kind, Setting
 
 _STRICT = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 Short = Annotated[str, Field(max_length=200)]
@@ -21,7 +22,7 @@ Timestamp = Annotated[float, Field(ge=0, le=1e11)]
 RunIdStr = Annotated[str, Field(pattern=RUN_ID_PATTERN)]
 
 
-def _integral(value: Any) -> Any:
+def integral(value: Any) -> Any:
     """2.0 is an integer to JSON Schema (and to the OpenAPI document clients are built
     from), not to pydantic's strict mode: take it as 2. 1.5, "2" and true stay refused."""
     if type(value) is float and value.is_integer():
@@ -32,10 +33,10 @@ def _integral(value: Any) -> Any:
 def whole(lo: float | None, hi: float | None) -> Any:
     """A whole number between ``lo`` and ``hi`` as JSON Schema means it. (The bounds go
     before the validator: after it, pydantic would publish them as unknown keywords.)"""
-    return Annotated[int, Field(ge=lo, le=hi), BeforeValidator(_integral)]
+    return Annotated[int, Field(ge=lo, le=hi), BeforeValidator(integral)]
 
 
-ExitCode = Annotated[int, Field(ge=-1000, le=1000), BeforeValidator(_integral)]
+ExitCode = Annotated[int, Field(ge=-1000, le=1000), BeforeValidator(integral)]
 
 
 def _field(s: Setting) -> tuple[Any, Any]:
@@ -55,9 +56,14 @@ def _field(s: Setting) -> tuple[Any, Any]:
     elif kind is Kind.TAGS:  # the tag rule is a pattern OpenAPI can state
         t = Annotated[list[Annotated[str, Field(pattern=TAG_PATTERN)]],
                       Field(max_length=s.max_items)]  # fmt: skip
+    elif kind is Kind.ENVS:  # so is the environment rule
+        t = Annotated[list[Annotated[str, Field(pattern=ENV_PATTERN)]],
+                      Field(max_length=s.max_items)]  # fmt: skip
     elif kind in LIST_KINDS:
         t = Annotated[list[Annotated[str, Field(max_length=s.max_len)]],
                       Field(max_length=s.max_items)]  # fmt: skip
+    elif kind is Kind.TEXT:
+        t = Annotated[str, Field(max_length=s.max_len, pattern=LINE_PATTERN)]
     elif kind is Kind.PING_KEY:
         t = Annotated[str, Field(pattern=PING_KEY_PATTERN)] | None
     else:

@@ -28,6 +28,7 @@ from cronwatch.server.apply import Applier
 from cronwatch.server.auth import authorize
 from cronwatch.server.events import Broadcaster, StreamLimits, stream
 from cronwatch.server.ingest import Writer
+from cronwatch.server.loom_events import dialect as loom_dialect
 from cronwatch.server.metrics import render
 from cronwatch.server.ping import BadPing, parse_ping
 from cronwatch.server.pingproc import PingProcess, Reply, reply_for
@@ -84,6 +85,7 @@ class Server:
         # same --replica-id by mistake must never both lead
         self.holder = f"{self.replica}#{secrets.token_hex(4)}"
         self.api: Any = None
+        self.loom: Any = None  # Loom's /api/crons, built on first use like /api/v1
         self.hub: Any = None
         self.scheduler: Any = None
         limit = (b"ping-body-limit", str(config.body_limit).encode())
@@ -102,6 +104,7 @@ class Server:
         limits = StreamLimits(per_token=self.config.max_streams_per_token,
                               total=self.config.max_streams, backlog=self.config.stream_backlog)  # fmt: skip
         self.hub = Broadcaster(self.reader, limits, keepalive=self.config.keepalive)
+        self.hub.dialects["loom"] = loom_dialect(self.reader)
         self.hub.start()
         if self.config.ping_process:
             self.pings = PingProcess(self.writer_store.url, self._committed)
@@ -156,6 +159,12 @@ class Server:
                     # mounted: routes see the path below /api/v1 (Starlette strips root_path)
                     scope = dict(scope, root_path=scope.get("root_path", "") + "/api/v1")
                     await self.api_app()(scope, receive, send)
+            elif path.startswith("/api/crons/") or path == "/api/crons":
+                if path == "/api/crons/stream":  # Loom's event names and fields
+                    await stream(self, scope, receive, send, dialect="loom")
+                else:
+                    scope = dict(scope, root_path=scope.get("root_path", "") + "/api/crons")
+                    await self.loom_app()(scope, receive, send)
             elif path == "/healthz":
                 await self.healthz(send)
             elif path in ("/", "/dashboard"):
@@ -174,6 +183,13 @@ class Server:
 
             self.api = build_api(self)
         return self.api
+
+    def loom_app(self) -> Any:
+        if self.loom is None:
+            from cronwatch.server.loom import build_loom
+
+            self.loom = build_loom(self)
+        return self.loom
 
     async def lifespan(self, receive: Any, send: Any) -> None:
         while True:
@@ -288,12 +304,15 @@ class Server:
             body = await read_body(receive, self.config.body_limit)
             if body is None:  # the client left (or was cut off) mid-body: it gets no
                 return  # answer, so nothing is recorded
+        query: bytes = scope["query_string"]
+        if _accepts_json(scope):  # Loom's SDKs: the check-in id as JSON (server/ping.py)
+            query += b"&format=json" if query else b"format=json"
         if self.pings is not None:  # the usual case: the ping writer process
             fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-            self.submit_ping(scope["path"], scope["query_string"], body, fut.set_result)
+            self.submit_ping(scope["path"], query, body, fut.set_result)
             reply = await fut
         else:
-            reply = await self._ping_here(scope, body)
+            reply = await self._ping_here(dict(scope, query_string=query), body)
         status, out, headers = self.ping_answer(method == "HEAD", reply)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": out})
@@ -373,6 +392,18 @@ class Server:
             ok, value = False, e
         status, out, is_json, job, deliver = reply_for(p, ok, value)
         return 0, status, out, is_json, job, p.dialect, deliver
+
+
+def _accepts_json(scope: Scope) -> bool:
+    """An ``Accept`` that names JSON before (or without) plain text: such a client reads
+    the ping's answer as JSON. Browsers and curl (``*/*``) get "OK"."""
+    for name, value in scope.get("headers", ()):
+        if name == b"accept":
+            v = value.lower()
+            json_at = v.find(b"application/json")
+            text_at = v.find(b"text/plain")
+            return bool(json_at >= 0 and (text_at < 0 or json_at < text_at))
+    return False
 
 
 def _encoded_slash(scope: Scope) -> bool:

@@ -137,6 +137,11 @@ class Applier:
             raise NotFound("not found")
         return p.slug
 
+    def _disabled(self, store: Store, name: str) -> bool:
+        """A disabled job records nothing: its pings are answered and dropped."""
+        job = self._named(store, name)
+        return job is not None and job.disabled
+
     # --- applying --------------------------------------------------------------------------
     def apply(
         self, store: Store, p: Ping, body: bytes | None, now: float | None = None
@@ -144,6 +149,8 @@ class Applier:
         """Record the ping; returns {"job", "run", "events"} (events also go to the log)."""
         now = time.time() if now is None else now
         job = self.resolve(store, p)
+        if self._disabled(store, job):
+            return {"job": job, "run": None, "events": []}
         if p.action == SUCCESS and p.rid is None and not body:
             rid = self._quick(store, job, p, now)
             if rid is not None:
@@ -158,11 +165,15 @@ class Applier:
         p, body = item
         now = time.time()
         job = self.resolve(store, p)
+        if self._disabled(store, job):
+            return {"job": job, "run": None, "events": []}
         if p.action == SUCCESS and p.rid is None and not body:
             rid = self._quick(store, job, p, now)
             if rid is not None:
                 if p.want_execution:
                     return 200, b'{"execution": "%s"}' % rid.encode(), True, job, p.dialect, False
+                if p.want_checkin:
+                    return 200, b'{"checkin_id": "%s"}' % rid.encode(), True, job, p.dialect, False
                 return 200, b"OK", False, job, p.dialect, False
         return self._full(store, job, p, body, now)
 

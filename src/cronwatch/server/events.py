@@ -21,6 +21,7 @@ import json
 import logging
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -75,17 +76,35 @@ class StreamLimits:
     backlog: int = 1 << 20
 
 
+Row = tuple[int, float, str, str]  # (id, at, type, data): an event as the store gives it
+# Another API's event stream (Loom's /api/crons/stream): its frame for each row, "" for an
+# event it has no word for. Called once per batch, whatever the number of its streams.
+Dialect = Callable[[list[Row]], list[str]]
+
+
 class _Batch:
     """Frames of consecutive events, encoded once (and gzipped once, when a stream asks)
-    and shared by every stream."""
+    and shared by every stream; in another dialect, encoded once more on its first use."""
 
-    __slots__ = ("data", "ids", "offsets", "_packed")
+    __slots__ = ("data", "ids", "offsets", "_packed", "rows", "alt")
 
-    def __init__(self, ids: list[int], offsets: list[int], data: bytes) -> None:
+    def __init__(
+        self, ids: list[int], offsets: list[int], data: bytes, rows: list[Row] | None = None
+    ) -> None:
         self.ids = ids  # ascending
         self.offsets = offsets  # where each id's frame starts in data
         self.data = data
         self._packed: Packed | None = None
+        self.rows = rows or []
+        self.alt: dict[str, _Batch] = {}
+
+    def in_dialect(self, name: str, dialect: Dialect) -> _Batch:
+        """The same events in ``dialect``'s frames (the same ids: a skipped event's frame
+        is empty), encoded by the first stream that asks and shared with the others."""
+        batch = self.alt.get(name)
+        if batch is None:
+            batch = self.alt[name] = _encode(self.rows, dialect(self.rows))
+        return batch
 
     def packed(self) -> Packed:
         if self._packed is None:
@@ -106,10 +125,12 @@ class _Batch:
 class Subscriber:
     """One open stream: its queue of batches and whether it must stop."""
 
-    __slots__ = ("ready", "queue", "pending", "token", "last_push", "stopped", "on_stop")
+    __slots__ = ("ready", "queue", "pending", "token", "last_push", "stopped", "on_stop",
+                 "dialect")  # fmt: skip
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, dialect: str = "") -> None:
         self.token = token
+        self.dialect = dialect  # "" for our own event names and fields
         self.queue: deque[_Batch | bytes] = deque()  # bytes: a comment line
         self.pending = 0  # bytes queued
         self.ready = asyncio.Event()
@@ -149,6 +170,7 @@ class Broadcaster:
         self.per_token: Counter[str] = Counter()
         self.dropped = 0
         self.closed = False
+        self.dialects: dict[str, Dialect] = {}  # other APIs' streams, by name
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -171,7 +193,7 @@ class Broadcaster:
             self._task = None
 
     # --- streams ---------------------------------------------------------------------------
-    def subscribe(self, token: str) -> Subscriber:
+    def subscribe(self, token: str, dialect: str = "") -> Subscriber:
         """A new stream for ``token``; events after ``self.last`` reach its queue."""
         limits = self.limits
         if self.closed:
@@ -185,7 +207,7 @@ class Broadcaster:
         if not self.subscribers:
             # Nothing is read while nobody listens: start from the newest event.
             self.last = self.store.last_event_id()
-        sub = Subscriber(token)
+        sub = Subscriber(token, dialect)
         self.subscribers.add(sub)
         self.per_token[token] += 1
         return sub
@@ -242,21 +264,11 @@ class Broadcaster:
         rows = self.store.events_since(self.last, limit=self.page)
         if not rows:
             return 0
-        ids: list[int] = []
-        offsets: list[int] = []
-        parts: list[str] = []
-        at = 0
-        for eid, _at, type_, data in rows:
-            frame = _frame(eid, type_, data)
-            ids.append(eid)
-            offsets.append(at)
-            parts.append(frame)
-            at += len(frame)
-        self.last = ids[-1]
-        data_ = "".join(parts).encode()
-        if len(data_) != at:  # not all ASCII: the offsets must count bytes
-            offsets = _byte_offsets(parts)
-        self._push(_Batch(ids, offsets, data_), len(data_), time.monotonic())
+        batch = _encode(rows, [_frame(eid, type_, data) for eid, _at, type_, data in rows])
+        self.last = batch.ids[-1]
+        if self.dialects:
+            batch.rows = rows  # kept for the other dialects' streams (in_dialect)
+        self._push(batch, len(batch.data), time.monotonic())
         return len(rows)
 
     def _keep_alive(self) -> None:
@@ -268,6 +280,20 @@ class Broadcaster:
                 sub.pending += len(_KEEPALIVE)
                 sub.last_push = now
                 sub.ready.set()
+
+
+def _encode(rows: list[Row], frames: list[str]) -> _Batch:
+    ids: list[int] = []
+    offsets: list[int] = []
+    at = 0
+    for row, frame in zip(rows, frames, strict=True):
+        ids.append(row[0])
+        offsets.append(at)
+        at += len(frame)
+    data = "".join(frames).encode()
+    if len(data) != at:  # not all ASCII: the offsets must count bytes
+        offsets = _byte_offsets(frames)
+    return _Batch(ids, offsets, data)
 
 
 def _frame(eid: int, type_: str, data: str) -> str:
@@ -302,7 +328,11 @@ def resume_point(value: str | None, newest: int) -> int | None:
     return n if n <= newest else None
 
 
-async def stream(server: Any, scope: dict[str, Any], receive: Any, send: Any) -> None:
+async def stream(
+    server: Any, scope: dict[str, Any], receive: Any, send: Any, *, dialect: str = ""
+) -> None:
+    """An event stream (``dialect``: another API's names and fields, as registered in
+    ``Broadcaster.dialects``)."""
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
     hub: Broadcaster = server.hub
     query = dict(parse_qsl(scope["query_string"].decode("latin-1")))
@@ -311,7 +341,7 @@ async def stream(server: Any, scope: dict[str, Any], receive: Any, send: Any) ->
         token = authorize(server, headers.get("authorization"), write=False)
         # read before subscribing: an id the client had from us is never newer than this
         newest = server.reader.last_event_id() if raw is not None else 0
-        sub = hub.subscribe(str(token["name"]))
+        sub = hub.subscribe(str(token["name"]), dialect)
     except CronwatchError as e:
         body = json.dumps({"error": str(e)}).encode()
         extra = [(b"retry-after", b"5")] if e.http_status in (429, 503) else []
@@ -328,7 +358,8 @@ async def stream(server: Any, scope: dict[str, Any], receive: Any, send: Any) ->
             (b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
             (b"x-accel-buffering", b"no"), (b"vary", b"accept-encoding"),
             *([(b"content-encoding", b"gzip")] if gz else [])]})  # fmt: skip
-        pump = asyncio.ensure_future(_pump(server.reader, sub, send, after, live_from, gz))
+        encode = hub.dialects.get(dialect) if dialect else None
+        pump = asyncio.ensure_future(_pump(server.reader, sub, send, after, live_from, gz, encode))
         sub.on_stop = pump.cancel
         if sub.stopped:  # closed or dropped before the pump could be told
             pump.cancel()
@@ -364,6 +395,7 @@ async def _pump(
     after: int | None,
     live_from: int,
     gz: Member | None,
+    encode: Dialect | None = None,
 ) -> None:
     """Send what the stream missed (from the database), then what the broadcaster hands
     it, until it is stopped."""
@@ -379,7 +411,9 @@ async def _pump(
         if not rows:
             break
         last = rows[-1][0]
-        body = "".join(_frame(eid, t, d) for eid, _at, t, d in rows).encode()
+        frames = (encode(rows) if encode is not None
+                  else [_frame(eid, t, d) for eid, _at, t, d in rows])  # fmt: skip
+        body = "".join(frames).encode()
         await out(body if gz is None else gz.piece(body))
     queue = sub.queue
     while not sub.stopped:
@@ -392,7 +426,13 @@ async def _pump(
             item = queue.popleft()
             if isinstance(item, bytes):  # a keep-alive comment
                 parts.append(item if gz is None else gz.packed(_KEEPALIVE_GZ))
-            elif item.ids[-1] > last:
+                continue
+            if encode is not None:
+                item = item.in_dialect(sub.dialect, encode)
+                if not item.data:  # none of these events has a name in that dialect
+                    last = max(last, item.ids[-1]) if item.ids else last
+                    continue
+            if item.ids and item.ids[-1] > last:
                 if item.ids[0] > last:  # the usual case: the whole batch, as encoded once
                     parts.append(item.data if gz is None else gz.packed(item.packed()))
                 else:  # resumed past part of it

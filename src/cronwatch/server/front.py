@@ -140,6 +140,7 @@ class PingFront(asyncio.Protocol):
                 or headers.count(b"\r\nhost:") != 1  # RFC 9112: else 400, uvicorn's to say
                 or b"\r\nexpect:" in headers
                 or b"\r\nupgrade:" in headers
+                or b"application/json" in headers  # may ask for a JSON answer (app.ping)
             ):
                 self.leaving = True
                 break

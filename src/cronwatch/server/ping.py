@@ -8,7 +8,8 @@ group transaction.
                  /ping/{project-key}/{slug}[/start|/fail|/log|/{0-255}][?create=1]
     Cronitor     /p/{project-key}/{job}, /ping/{project-key}/{job}
                  ?state=run|complete|fail|ok&message=&metric=duration:1.5&series=&env=&host=
-    Loom         /ping/{key}/start, /ping/{key}/fail, ?exit_code=N
+    Loom         /ping/{key}/start, /ping/{key}/fail, ?exit_code=N; JSON answers
+                 ({"checkin_id": ...}) with Accept: application/json or ?format=json
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
 from cronwatch.core.errors import CronwatchError, ValidationError
-from cronwatch.core.model import validate_name, validate_run_id
+from cronwatch.core.model import env_key, validate_name, validate_run_id
 
 START, SUCCESS, FAIL, LOG, HEARTBEAT = "start", "success", "fail", "log", "heartbeat"
 _SIMOB_STATES = {"run": START, "complete": SUCCESS, "fail": FAIL}
@@ -52,7 +53,8 @@ class Ping:
     host: str = ""
     message: str = ""
     duration: float | None = None
-    want_execution: bool = False
+    want_execution: bool = False  # simob's v=1: {"execution": run id}
+    want_checkin: bool = False  # Loom's start ping asked for JSON: {"checkin_id": run id}
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -91,6 +93,9 @@ def parse_ping(path: str, query: str) -> Ping | None:
         p = Ping("cronitor", project_key=parts[1], slug=parts[2], create=True)
     elif head == "ping" and 2 <= len(parts) <= 4:
         p = _parse_ping_path(parts[1:], q)
+        # app.ping adds it when the request's Accept names JSON (Loom's SDKs); plain
+        # clients get "OK", which Healthchecks' clients compare
+        p.want_checkin = q.get("format") == "json"
     else:
         return None
     if p.dialect == "cronitor":
@@ -105,7 +110,7 @@ def parse_ping(path: str, query: str) -> Ping | None:
         if p.action == SUCCESS and p.exit_code != 0:
             p.action = FAIL
     if "env" in q:
-        p.env = _cut(q["env"])
+        p.env = env_key(_cut(q["env"]))
     if p.slug:
         try:
             validate_name(p.slug)

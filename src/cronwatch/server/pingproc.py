@@ -70,6 +70,9 @@ def reply_for(p: Ping, ok: bool, value: Any) -> tuple[int, bytes, bool, str, boo
     if p.want_execution:
         body = json.dumps({"execution": value["run"]}).encode()
         return 200, body, True, value["job"], deliver
+    if p.want_checkin:
+        body = json.dumps({"checkin_id": value["run"]}).encode()
+        return 200, body, True, value["job"], deliver
     return 200, b"OK", False, value["job"], deliver
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from cronwatch.core.errors import Conflict
-from cronwatch.core.model import Run, Status, validate_name
+from cronwatch.core.model import Run, Status, env_key, validate_name
 from cronwatch.core.values import cap_bytes
 from cronwatch.server.api_models import RunCreate, RunPatch
 from cronwatch.server.apply import Applier
@@ -23,17 +23,20 @@ def _log(store: Store, events: list[dict[str, Any]], now: float) -> None:
 
 def create_run_op(store: Store, job: str, body: RunCreate, now: float, limit: int) -> Run:
     validate_name(job)
+    found = store.find_job(job)
+    if found is not None and found.disabled:
+        raise Conflict(f"job {job!r} is disabled: it records nothing (enable it first)")
     ingest = Applier("")  # the pings' run semantics and evaluation, without their caches
     if body.status == "in_progress":
         output = None if not body.output else body.output.encode("utf-8", "surrogateescape")
-        run, events = ingest.start(store, job, now, rid=body.run_id, env=body.env,
+        run, events = ingest.start(store, job, now, rid=body.run_id, env=env_key(body.env),
                                    host=body.host, source="api", output=output,
                                    limit=limit)  # fmt: skip
         _log(store, events, now)
         return store.get_run(run.id)
     status = Status.SUCCESS if body.status == "ok" else Status.FAILED
     duration = None if body.duration_ms is None else body.duration_ms / 1000
-    run, events = ingest.finish(store, job, status, now, rid=body.run_id, env=body.env,
+    run, events = ingest.finish(store, job, status, now, rid=body.run_id, env=env_key(body.env),
                                 exit_code=body.exit_code, duration=duration,
                                 stdout=_output(body.output, limit), message=body.message,
                                 host=body.host, source="api")  # fmt: skip

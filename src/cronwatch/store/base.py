@@ -28,6 +28,43 @@ def run_row(run: Run) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
+def stats_of_runs(job: str, since: float | None, rows: Any) -> dict[str, Any]:
+    """``job_stats``'s answer from (status, started_at, duration) rows, oldest first: the
+    stats of one environment, which the per-day rollup (all environments) cannot give."""
+    from cronwatch.core.stats import percentile
+
+    counts = {"running": 0, "success": 0, "failed": 0, "timeout": 0, "missed": 0}
+    durations: list[float] = []
+    last_success = last_failure = None
+    streak: dict[str, Any] = {"status": None, "count": 0}
+    for status, started, duration in rows:
+        counts[status] = counts.get(status, 0) + 1
+        if duration is not None:
+            durations.append(duration)
+        if status == "running":
+            continue
+        kind = "success" if status == "success" else "failure"
+        if kind == "success":
+            last_success = started
+        else:
+            last_failure = started
+        streak = ({"status": kind, "count": streak["count"] + 1} if streak["status"] == kind
+                  else {"status": kind, "count": 1})  # fmt: skip
+    durations.sort()
+    total = sum(counts.values())
+    finished = total - counts["running"]
+    return {
+        "job": job, "since": since, "runs": total, "finished": finished,
+        "running": counts["running"], "success": counts["success"], "failed": counts["failed"],
+        "timeout": counts["timeout"], "missed": counts["missed"],
+        "success_rate": counts["success"] / finished if finished else None,
+        "duration_avg": sum(durations) / len(durations) if durations else None,
+        "duration_p50": percentile(durations, 0.50), "duration_p95": percentile(durations, 0.95),
+        "duration_max": durations[-1] if durations else None,
+        "last_success": last_success, "last_failure": last_failure, "streak": streak,
+    }  # fmt: skip
+
+
 class StoreBase:
     """Methods a backend may take as they are (each written in terms of the others)."""
 

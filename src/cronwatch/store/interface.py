@@ -233,17 +233,32 @@ class RunStore(Protocol):
         ...
 
     def open_runs(self) -> list[Run]: ...
-    def open_runs_of(self, job: str) -> list[Run]:
-        """The job's open runs, oldest first."""
+    def open_runs_of(self, job: str, env: str | None = None) -> list[Run]:
+        """The job's open runs (of ``env`` if given), oldest first."""
         ...
 
-    def last_run(self, job: str, *, statuses: Iterable[Status] | None = None) -> Run | None: ...
-    def newest_start(self, job: str) -> float | None:
-        """Start time of the job's newest run (any status), or None."""
+    def last_run(
+        self, job: str, *, statuses: Iterable[Status] | None = None, env: str | None = None
+    ) -> Run | None: ...
+    def newest_start(self, job: str, env: str | None = None) -> float | None:
+        """Start time of the job's newest run (any status; of ``env`` if given), or None."""
         ...
 
-    def recent_durations(self, job: str, n: int) -> list[tuple[float, str]]:
-        """(duration, status) of the newest ``n`` finished runs, newest first."""
+    def recent_durations(self, job: str, n: int, env: str | None = None) -> list[tuple[float, str]]:
+        """(duration, status) of the newest ``n`` finished runs (of ``env``), newest first."""
+        ...
+
+    def forget_run(self, run_id: str) -> None:
+        """Delete a run (a disabled job's, which records nothing): its output and links
+        too, its day's rollup recomputed. Nothing happens for an unknown id."""
+        ...
+
+    def set_crash_event(self, run_id: str, crash_event_id: str) -> None:
+        """Link a run to a crash report (Loom's ``crash_event_id``); NotFound if no such run."""
+        ...
+
+    def crash_events(self, run_ids: list[str]) -> dict[str, str]:
+        """The crash report ids linked to these runs (those that have one)."""
         ...
 
     # the server's ping writer: a whole batch of pings in a few statements (server/apply.py)
@@ -268,9 +283,12 @@ class StatsStore(Protocol):
     # tests read and move its seal through it.
     rollup: Rollup
 
-    def job_stats(self, job: str, *, since: float | None = None) -> dict[str, Any]:
+    def job_stats(
+        self, job: str, *, since: float | None = None, env: str | None = None
+    ) -> dict[str, Any]:
         """Counts by status, success rate, p50/p95/max/avg duration, last success/failure,
-        current streak. Computed in the database: fast over a year of minutely runs."""
+        current streak. Computed in the database: fast over a year of minutely runs. With
+        ``env``: that environment's runs only (read from the runs themselves)."""
         ...
 
     def run_counts(self) -> dict[str, dict[str, int]]:

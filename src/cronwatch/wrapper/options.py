@@ -8,6 +8,9 @@ from __future__ import annotations
 import os
 
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
+# core.model's ping-key rule (12-128 of these, not starting with '-'), restated without
+# importing it before the spawn; tests/test_simob_run.py holds the two to each other
+_KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT")
 DEFAULT_MAX_OUTPUT = 1 << 20  # per stream
 KILL_GRACE = 5.0
@@ -24,6 +27,11 @@ class Usage(Exception):
 
 def name_ok(name: str) -> bool:
     return 1 <= len(name) <= 64 and name[0] not in "-_." and all(c in _NAME_CHARS for c in name)
+
+
+def key_ok(word: str) -> bool:
+    """Whether ``word`` could be a job's ping key (core.model.validate_ping_key's rule)."""
+    return 12 <= len(word) <= 128 and word[0] != "-" and all(c in _KEY_CHARS for c in word)
 
 
 def parse_size(text: str) -> int:
@@ -93,6 +101,7 @@ class Options:
         self.server: str | None = None
         self.key: str | None = None
         self.local = True
+        self.job_key = ""  # `run KEY -- CMD` (simob's form): the job's ping key, not a name
         self.send_output = False
         self.config: str | None = None
         self.help = False  # -h/--help among our own options
@@ -253,6 +262,12 @@ def settle_name(o: Options) -> str:
     is usable, derived from the command) and the warning says what the run is recorded
     under."""
     if name_ok(o.name):
+        return ""
+    if key_ok(o.name) and remote_wanted(o):
+        # simob's `run Vp4s8S0SsnMo -- CMD`: not a name (capitals) but a ping key, and a
+        # server to send it to. The server keeps the record (the outbox keeps its pings
+        # while it cannot be reached); no local job is made of the key.
+        o.job_key, o.local = o.name, False
         return ""
     from cronwatch.core.model import NAME_RULE, normalize_name  # only for a bad name
 

@@ -16,7 +16,7 @@ import os
 import sys
 import time
 
-from cronwatch.core.model import Run, Status
+from cronwatch.core.model import Run, Status, env_key
 from cronwatch.system import data_dir, default_db_path, user, warn
 
 TYPE_CHECKING = False  # no runtime `typing` import: the wrapper pays for every module
@@ -98,7 +98,7 @@ def build_run(o: Options, res: Result) -> Run:
         user=user(),
         # argv may hold bytes that are not UTF-8 (surrogate-escaped): store them visibly
         command=_command(o),
-        env=o.env,
+        env=env_key(o.env),
         message=message,
         source="wrapper",
     )
@@ -166,7 +166,7 @@ def on_start(o: Options, res: Result) -> None:
 
 def _open_local(o: Options, res: Result) -> None:
     run = Run(id=res.run_id, job=o.name, started_at=res.started_at, status=Status.RUNNING,
-              host=os.uname().nodename, user=user(), command=_command(o), env=o.env,
+              host=os.uname().nodename, user=user(), command=_command(o), env=env_key(o.env),
               source="wrapper")  # fmt: skip
     try:
         _load_sqlite()

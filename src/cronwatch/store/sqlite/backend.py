@@ -13,7 +13,7 @@ from cronwatch.core.errors import NotFound, StoreBusy, StoreError
 from cronwatch.core.model import Job, Run, Status, new_run_id
 from cronwatch.core.runs import CLOSE, REUSE, on_finish, on_start
 from cronwatch.core.values import compress, decompress
-from cronwatch.store.base import StoreBase, run_row
+from cronwatch.store.base import StoreBase, run_row, stats_of_runs
 from cronwatch.store.rollup import FAILED as _FAILED
 from cronwatch.store.rollup import Rollup
 from cronwatch.store.sqlite import migrations
@@ -261,7 +261,7 @@ class SQLiteStore(StoreBase):
         with self._write():
             jid = self._job_id(name)
             # Everything keyed by the id goes: SQLite may give the next new job the same id.
-            for table in ("run_days", "outputs", "runs", "alert_state", "incidents"):
+            for table in ("run_days", "outputs", "runs", "alert_state", "incidents", "run_links"):
                 self.db.execute(f"DELETE FROM {table} WHERE job_id=?", (jid,))
             self.db.execute("DELETE FROM jobs WHERE id=?", (jid,))
         self._job_ids.pop(name, None)
@@ -405,6 +405,20 @@ class SQLiteStore(StoreBase):
         with self._write():
             cur = self.db.execute("UPDATE runs SET pending=0 WHERE uid=? AND pending=1", (run_id,))
         return cur.rowcount == 1
+
+    def forget_run(self, run_id: str) -> None:
+        """Delete a run, its output and its links; its day's rollup is recomputed."""
+        with self._write():
+            row = self.db.execute(
+                "SELECT id, job_id, started_at FROM runs WHERE uid=?", (run_id,)
+            ).fetchone()
+            if row is None:
+                return
+            rowid, jid, started = row
+            self.db.execute("DELETE FROM runs WHERE id=?", (rowid,))
+            self.db.execute("DELETE FROM outputs WHERE run_id=?", (rowid,))
+            self.db.execute("DELETE FROM run_links WHERE uid=?", (run_id,))
+            self.rollup.fold([(jid, started)])
 
     def record_runs(self, runs: Iterable[Run], *, now: float) -> tuple[int, int]:
         """Bulk insert (import, spool replay): the path of import_rows for many runs, a
@@ -765,18 +779,24 @@ class SQLiteStore(StoreBase):
         ).fetchall()
         return [_run_from_row(r) for r in rows]
 
-    def open_runs_of(self, job: str) -> list[Run]:
+    def open_runs_of(self, job: str, env: str | None = None) -> list[Run]:
         rows = self.db.execute(
             f"SELECT {_RUN_COLS} FROM runs r JOIN jobs j ON j.id=r.job_id "
             "WHERE r.job_id=? AND r.status='running'",  # the partial index; sorted below
             (self._job_id(job),),
         ).fetchall()
-        return sorted((_run_from_row(r) for r in rows), key=lambda r: r.started_at)
+        runs = (_run_from_row(r) for r in rows)
+        return sorted((r for r in runs if env is None or r.env == env), key=lambda r: r.started_at)
 
-    def last_run(self, job: str, *, statuses: Iterable[Status] | None = None) -> Run | None:
+    def last_run(
+        self, job: str, *, statuses: Iterable[Status] | None = None, env: str | None = None
+    ) -> Run | None:
         jid = self._job_id(job)
         sql = f"SELECT {_RUN_COLS} FROM runs r JOIN jobs j ON j.id=r.job_id WHERE r.job_id=?"
         params: list[Any] = [jid]
+        if env is not None:
+            sql += " AND r.env=?"
+            params.append(env)
         if statuses is not None:
             sts = [s.value for s in statuses]
             sql += f" AND r.status IN ({','.join('?' * len(sts))})"
@@ -801,20 +821,58 @@ class SQLiteStore(StoreBase):
     def _refold(self, pairs: Iterable[tuple[int, int]], sealed: float) -> None:
         self.rollup.refold(pairs, sealed)
 
-    def job_stats(self, job: str, *, since: float | None = None) -> dict[str, Any]:
-        return self.rollup.job_stats(self._job_id(job), job, since)
+    def job_stats(
+        self, job: str, *, since: float | None = None, env: str | None = None
+    ) -> dict[str, Any]:
+        if env is None:
+            return self.rollup.job_stats(self._job_id(job), job, since)
+        # One environment: the rollup counts days of every environment together, so its
+        # runs are read themselves (the stats of a period, a few thousand rows at most).
+        rows = self.db.execute(
+            "SELECT status, started_at, duration FROM runs WHERE job_id=? AND env=? "
+            "AND started_at>=? ORDER BY started_at",
+            (self._job_id(job), env, -1e18 if since is None else since),
+        ).fetchall()
+        return stats_of_runs(job, since, rows)
 
-    def run_counts(self) -> dict[str, dict[str, int]]:
-        """Stored runs of every job by status (for /metrics), from the rollup."""
-        return self.rollup.run_counts()
-
-    def recent_durations(self, job: str, n: int) -> list[tuple[float, str]]:
+    def recent_durations(self, job: str, n: int, env: str | None = None) -> list[tuple[float, str]]:
         jid = self._job_id(job)
+        if env is not None:
+            return self.db.execute(
+                "SELECT duration, status FROM runs WHERE job_id=? AND env=? "
+                "AND duration IS NOT NULL ORDER BY started_at DESC LIMIT ?",
+                (jid, env, n),
+            ).fetchall()
         return self.db.execute(
             "SELECT duration, status FROM runs WHERE job_id=? AND duration IS NOT NULL "
             "ORDER BY started_at DESC LIMIT ?",
             (jid, n),
         ).fetchall()
+
+    def set_crash_event(self, run_id: str, crash_event_id: str) -> None:
+        with self._write():
+            row = self.db.execute("SELECT job_id FROM runs WHERE uid=?", (run_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"unknown run {run_id!r}")
+            self.db.execute(
+                "INSERT OR REPLACE INTO run_links(uid, job_id, crash_event_id) VALUES (?,?,?)",
+                (run_id, row[0], crash_event_id),
+            )
+
+    def crash_events(self, run_ids: list[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for i in range(0, len(run_ids), 500):  # SQLite's bound on parameters
+            part = run_ids[i : i + 500]
+            rows = self.db.execute(
+                f"SELECT uid, crash_event_id FROM run_links WHERE uid IN ({','.join('?' * len(part))})",
+                part,
+            )
+            out.update(dict(rows))
+        return out
+
+    def run_counts(self) -> dict[str, dict[str, int]]:
+        """Stored runs of every job by status (for /metrics), from the rollup."""
+        return self.rollup.run_counts()
 
     # --- the check schedule: which jobs can have changed health by now ---------------------------
     def due_jobs(self, *, now: float) -> list[str]:
@@ -834,11 +892,17 @@ class SQLiteStore(StoreBase):
                 [(1e18 if at is None else at, name) for name, at in items],
             )
 
-    def newest_start(self, job: str) -> float | None:
-        """Start time of the job's newest run (any status), or None."""
-        row = self.db.execute(
-            "SELECT max(started_at) FROM runs WHERE job_id=?", (self._job_id(job),)
-        ).fetchone()
+    def newest_start(self, job: str, env: str | None = None) -> float | None:
+        """Start time of the job's newest run (any status; of ``env`` if given), or None."""
+        if env is None:
+            row = self.db.execute(
+                "SELECT max(started_at) FROM runs WHERE job_id=?", (self._job_id(job),)
+            ).fetchone()
+        else:
+            row = self.db.execute(
+                "SELECT max(started_at) FROM runs WHERE job_id=? AND env=?",
+                (self._job_id(job), env),
+            ).fetchone()
         newest: float | None = row[0]  # sqlite3 rows are Any; NULL when it has no runs
         return newest
 

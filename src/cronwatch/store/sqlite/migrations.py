@@ -315,6 +315,17 @@ SQLITE: list[str] = [
     ALTER TABLE runs ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX IF NOT EXISTS runs_pending ON runs (started_at) WHERE pending = 1;
     """,
+    # 11: a run's link to a crash report (Loom's check-in ``crash_event_id``): few runs
+    # have one, so it lives apart from ``runs`` (no column every insert pays for). Keyed by
+    # the run's uid; job_id lets a job's deletion take its links along.
+    """
+    CREATE TABLE IF NOT EXISTS run_links (
+        uid TEXT PRIMARY KEY,
+        job_id INTEGER NOT NULL,
+        crash_event_id TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS run_links_job ON run_links (job_id);
+    """,
     # 14 (the number assigned to the replicas branch; the lead renumbers at merge):
     # several server replicas on one database.
     # ``alert_state.version`` is bumped by every write of a state, which is conditional on
