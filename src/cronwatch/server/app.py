@@ -30,7 +30,7 @@ from cronwatch.server.events import Broadcaster, StreamLimits, stream
 from cronwatch.server.ingest import Writer
 from cronwatch.server.loom_events import dialect as loom_dialect
 from cronwatch.server.metrics import render
-from cronwatch.server.ping import BadPing, parse_ping
+from cronwatch.server.ping import BadPing, accepts_json, parse_ping
 from cronwatch.server.pingproc import PingProcess, Reply, reply_for
 from cronwatch.server.scheduler import Scheduler
 from cronwatch.store import open_store
@@ -395,14 +395,9 @@ class Server:
 
 
 def _accepts_json(scope: Scope) -> bool:
-    """An ``Accept`` that names JSON before (or without) plain text: such a client reads
-    the ping's answer as JSON. Browsers and curl (``*/*``) get "OK"."""
     for name, value in scope.get("headers", ()):
         if name == b"accept":
-            v = value.lower()
-            json_at = v.find(b"application/json")
-            text_at = v.find(b"text/plain")
-            return bool(json_at >= 0 and (text_at < 0 or json_at < text_at))
+            return accepts_json(value)
     return False
 
 

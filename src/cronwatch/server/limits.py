@@ -35,6 +35,8 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from cronwatch.server.ping import accepts_json
+
 log = logging.getLogger("cronwatch.server")
 
 _PING_PREFIXES = ("/ping/", "/p/", "/jobs/p/")
@@ -203,11 +205,15 @@ class _FastPing:
     uvicorn's own ``on_response_complete`` resumes reading, starts the next pipelined
     request or arms the keep-alive timer, as after any response."""
 
-    __slots__ = ("proto", "head", "post", "limit", "body", "keep_alive", "response_started",
-                 "response_complete", "disconnected", "more_body", "message_event")  # fmt: skip
+    __slots__ = ("proto", "head", "post", "limit", "json", "body", "keep_alive",
+                 "response_started", "response_complete", "disconnected", "more_body",
+                 "message_event")  # fmt: skip
 
-    def __init__(self, proto: Any, head: bool, post: bool, keep_alive: bool, limit: int) -> None:
+    def __init__(
+        self, proto: Any, head: bool, post: bool, keep_alive: bool, limit: int, json: bool
+    ) -> None:
         self.proto = proto
+        self.json = json  # the client asks for a JSON answer (app.Server.ping)
         self.head = head
         self.post = post
         self.limit = limit  # bytes of a body kept (the rest is read and dropped)
@@ -396,7 +402,7 @@ def guarded_protocol(limits: Limits) -> type[asyncio.Protocol]:
                 self._reject("431 Request Header Fields Too Large", b"request head too large\n")
                 raise _Rejected
             self.in_head = False
-            body = chunked = False
+            body = chunked = json = False
             length = b"0"
             for name, value in headers:
                 if name == b"content-length":
@@ -404,16 +410,18 @@ def guarded_protocol(limits: Limits) -> type[asyncio.Protocol]:
                     body = length != b"0"
                 elif name == b"transfer-encoding":
                     body = chunked = True
+                elif name == b"accept":
+                    json = accepts_json(value)
             self.deadline = self.loop.time() + limits.body_timeout if body else 0.0
             self.closing = not self.parser.should_keep_alive()
-            if not chunked and self._fast_ping(length):
+            if not chunked and self._fast_ping(length, json):
                 return
             super().on_headers_complete()
             if self.cycle is not None and self.out is not None:
                 # the cycle only writes, closes and asks is_closing(): _OneSend does those
                 self.cycle.transport = self.out  # type: ignore[assignment]
 
-        def _fast_ping(self, length: bytes) -> bool:
+        def _fast_ping(self, length: bytes, json: bool) -> bool:
             """Take a plain ping (GET, POST or HEAD on a ping route, a body within the
             limit and not chunked, an ASCII path without percent-escapes, nothing in
             front of it on the connection) away from the ASGI cycle: True if taken."""
@@ -439,7 +447,7 @@ def guarded_protocol(limits: Limits) -> type[asyncio.Protocol]:
                 return False
             keep_alive = parser.get_http_version() != "1.0" and parser.should_keep_alive()
             self.cycle = _FastPing(self, method == b"HEAD", method == b"POST", keep_alive,  # type: ignore[assignment]
-                                   app.config.body_limit)  # fmt: skip
+                                   app.config.body_limit, json)  # fmt: skip
             return True
 
         def on_body(self, body: bytes) -> None:
@@ -462,6 +470,8 @@ def guarded_protocol(limits: Limits) -> type[asyncio.Protocol]:
                 url = self.url
                 q = url.find(b"?")
                 path, query = (url, b"") if q < 0 else (url[:q], url[q + 1 :])
+                if cycle.json:
+                    query += b"&format=json" if query else b"format=json"
                 app = self.ping_app
                 app.counters["pings_received"] += 1
                 body = cycle.body if cycle.post else None

@@ -201,3 +201,13 @@ def _metrics(p: Ping, metrics: list[str]) -> None:
             if not 0 <= number < MAX_COUNT:
                 raise BadPing(f"invalid {name} metric {m[:60]!r}: expected 0 to {MAX_COUNT:g}")
             p.extra[name] = value
+
+
+def accepts_json(accept: bytes) -> bool:
+    """An ``Accept`` value that names JSON before (or without) plain text: such a client
+    reads a ping's answer as JSON (Loom's SDKs: the check-in id). Browsers and curl
+    (``*/*``) get "OK"."""
+    v = accept.lower()
+    json_at = v.find(b"application/json")
+    text_at = v.find(b"text/plain")
+    return json_at >= 0 and (text_at < 0 or json_at < text_at)
