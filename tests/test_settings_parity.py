@@ -138,6 +138,29 @@ HAND: list[Row] = [
     Row("ping_key", ["--key=-" + "a" * 16], f'"-{"a" * 16}"', "-" + "a" * 16, REJECT),
     Row("ping_key", ["--key", "a" * 15 + "!"], f'"{"a" * 15}!"', "a" * 15 + "!", REJECT),
     Row("ping_key", ["--key", "é" * 16], f'"{"é" * 16}"', "é" * 16, REJECT),
+    # --- schedule tolerance, surge threshold, timed pause ------------------------------------
+    Row("schedule_tolerance", ["--schedule-tolerance", "2"], "2", 2, 2),
+    Row("schedule_tolerance", ["--schedule-tolerance", "none"], '"none"', None, None),
+    Row("schedule_tolerance", ["--schedule-tolerance", "two"], '"two"', "two", REJECT),
+    Row("surge_threshold", ["--surge-threshold", "10"], "10", 10, 10),
+    Row("surge_threshold", ["--surge-threshold", "none"], '"none"', None, None),
+    Row("surge_threshold", ["--surge-threshold", "1.5"], "1.5", 1.5, REJECT),
+    Row("paused_until", ["--paused-until", "2026-12-03T08:00:00Z"], '"2026-12-03T08:00:00Z"',
+        1796284800, 1796284800.0),
+    Row("paused_until", SKIP, "2026-12-03T08:00:00Z", 1796284800, 1796284800.0),  # TOML date-time
+    Row("paused_until", ["--paused-until", "tomorrow"], '"tomorrow"', "tomorrow", REJECT),
+    # --- notify: Cronitor's shorthands and notification lists ----------------------------------
+    Row("notify", ["--notify", "email:team@company.com", "--notify", "slack:#alerts"],
+        '["email:team@company.com", "slack:#alerts"]', ["email:team@company.com", "slack:#alerts"],
+        ["email:team@company.com", "slack:#alerts"]),
+    Row("notify", ["--notify", "on-call-team"], '["on-call-team"]', ["on-call-team"],
+        ["on-call-team"]),
+    Row("notify", ["--notify", "sms:+15551234567"], '["sms:+15551234567"]', ["sms:+15551234567"],
+        ["sms:+15551234567"]),
+    Row("notify", ["--notify", "email:not-an-address"], '["email:not-an-address"]',
+        ["email:not-an-address"], REJECT),
+    Row("notify", ["--notify", "slack:"], '["slack:"]', ["slack:"], REJECT),
+    Row("notify", ["--notify", "On Call"], '["On Call"]', ["On Call"], REJECT),
 ]  # fmt: skip
 
 
@@ -293,7 +316,9 @@ def test_the_real_script_sets_every_setting(cw: Callable[..., Result]) -> None:
            "--grace", "5m", "--max-runtime", "1h", "--alert-after", "3", "--recover-after", "2",
            "--realert", "2h", "--notify", HOOK, "--assert", "duration < 30m", "--pause",
            "--tag", "db", "--keep-days", "30", "--keep-output", "20",
-           "--keep-failed-output", "40", "--slowdown-alert", "on", "--key", KEY_A, "--json")  # fmt: skip
+           "--keep-failed-output", "40", "--slowdown-alert", "on", "--key", KEY_A,
+           "--schedule-tolerance", "1", "--surge-threshold", "3",
+           "--paused-until", "2030-01-01T00:00:00Z", "--json")  # fmt: skip
     assert r.rc == 0, r.err
     got = json.loads(cw("job", "show", "all", "--json").out)
     assert {k: got[k] for k in BY_NAME} == {
@@ -301,6 +326,7 @@ def test_the_real_script_sets_every_setting(cw: Callable[..., Result]) -> None:
         "alert_after": 3, "recover_after": 2, "realert": 7200.0, "notify": [HOOK],
         "asserts": ["duration < 30m"], "paused": True, "tags": ["db"], "keep_days": 30.0,
         "keep_output": 20, "keep_failed_output": 40, "slowdown_alert": True, "ping_key": KEY_A,
+        "schedule_tolerance": 1, "surge_threshold": 3, "paused_until": 1893456000.0,
     }  # fmt: skip
 
 

@@ -92,7 +92,9 @@ def register(sub: Any, command: Any) -> None:
 
     p = command(sub, "ping-key", cmd_ping_key,
                 "print the project ping key used by slug URLs (/ping/KEY/JOB)",
-                "curl -fsS http://127.0.0.1:8000/ping/$(cronwatch ping-key)/backup")  # fmt: skip
+                "curl -fsS http://127.0.0.1:8000/ping/$(cronwatch ping-key)/backup\n"
+                "cronwatch ping-key --set YOUR_CRONITOR_API_KEY   (keep Cronitor's telemetry URLs)")  # fmt: skip
+    p.add_argument("--set", metavar="KEY", help="use KEY (carried over from another system) as the project ping key")  # fmt: skip
     add_common(p, json_flag=False)
 
 
@@ -228,5 +230,7 @@ def cmd_token_delete(args: argparse.Namespace) -> int:
 
 def cmd_ping_key(args: argparse.Namespace) -> int:
     with _open(args) as store:
+        if args.set is not None:
+            store.set_project_ping_key(args.set)
         print(store.project_ping_key())
     return 0

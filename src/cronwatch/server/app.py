@@ -70,6 +70,7 @@ class Server:
         self.counters: Counter[str] = Counter()
         self.started = time.time()
         self.api: Any = None
+        self.cronitor: Any = None
         self.hub: Any = None
         self.scheduler: Any = None
         limit = (b"ping-body-limit", str(config.body_limit).encode())
@@ -140,6 +141,10 @@ class Server:
                     # mounted: routes see the path below /api/v1 (Starlette strips root_path)
                     scope = dict(scope, root_path=scope.get("root_path", "") + "/api/v1")
                     await self.api_app()(scope, receive, send)
+            elif path.startswith(("/api/monitors", "/api/cronitor/")):
+                # Cronitor's Monitor API (server/cronitor_api.py), its document included
+                scope = dict(scope, root_path=scope.get("root_path", "") + "/api")
+                await self.cronitor_app()(scope, receive, send)
             elif path == "/healthz":
                 await self.healthz(send)
             elif path in ("/", "/dashboard"):
@@ -158,6 +163,13 @@ class Server:
 
             self.api = build_api(self)
         return self.api
+
+    def cronitor_app(self) -> Any:
+        if self.cronitor is None:
+            from cronwatch.server.cronitor_api import build_cronitor_api
+
+            self.cronitor = build_cronitor_api(self)
+        return self.cronitor
 
     async def lifespan(self, receive: Any, send: Any) -> None:
         while True:

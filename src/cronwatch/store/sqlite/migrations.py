@@ -315,6 +315,22 @@ SQLITE: list[str] = [
     ALTER TABLE runs ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX IF NOT EXISTS runs_pending ON runs (started_at) WHERE pending = 1;
     """,
+    # 11: another branch's (a placeholder here, so that this branch's step is number 12)
+    """
+    SELECT 1;
+    """,
+    # 12: alerting configured once (Cronitor's notification lists and integrations), and
+    # the key a job has in another system's spelling (a Cronitor monitor key: mixed case,
+    # longer than a job name) with that system's attributes (display name, note, type).
+    """
+    CREATE TABLE IF NOT EXISTS notify_lists (name TEXT PRIMARY KEY, channels TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS integrations (name TEXT PRIMARY KEY, config TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS job_keys (
+        job_id INTEGER PRIMARY KEY,
+        ext_key TEXT NOT NULL UNIQUE,
+        attrs TEXT NOT NULL DEFAULT '{}'
+    );
+    """,
 ]
 
 POSTGRES: list[str] = []

@@ -1,0 +1,607 @@
+"""Cronitor's Monitor API (``/api/monitors``), a thin adapter over the job settings.
+
+A Cronitor user points the base URL here and keeps their calls: HTTP Basic auth with the
+API key as the user name and an empty password, the key being a cronwatch token (a
+read-only token reads, never writes, and never sees secrets). A monitor is a job: its
+fields map onto the one settings schema (core/settings.py), so the same values are
+accepted and refused as from the CLI, the TOML file and /api/v1.
+
+    key                          the job (a key that is not a job name maps to one without
+                                 loss or collision: core.model.name_for_key; kept beside it)
+    type                         job, or heartbeat (a job that sends no start pings)
+    schedule / schedules         schedule (one), timezone -> tz, grace_seconds -> grace
+    failure_tolerance N          alert_after N+1 (Cronitor's default 0: the first failure)
+    schedule_tolerance N         schedule_tolerance (missed runs counted apart)
+    consecutive_alert_threshold  surge_threshold
+    realert_interval             realert ("every 8 hours", "never")
+    assertions, notify, tags     asserts (Cronitor's syntax), notify (lists, shorthands), tags
+    name, note                   kept beside the job
+    paused                       paused (GET /api/monitors/KEY/pause/HOURS: a timed pause)
+
+``PUT /api/monitors`` writes every monitor of a request in one transaction: an invalid one
+is a 400 naming the monitor and the field, and nothing of that request is saved;
+``"rollback": true`` validates without saving.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from cronwatch.app.evaluate import describe
+from cronwatch.core.errors import CronwatchError, NotFound, ValidationError
+from cronwatch.core.model import EXT_KEY_PATTERN, EXT_KEY_RULE, Job, Run, Status, name_for_key
+from cronwatch.core.settings import normalize_all, timed_pause
+from cronwatch.core.values import iso, parse_duration
+from cronwatch.notify import redact
+from cronwatch.server.auth import Unauthorized
+from cronwatch.store.interface import Store
+
+PAGE_SIZE = 50
+MAX_MONITORS = 1000  # in one PUT
+YAML_LIMIT = 1 << 20  # bytes of a cronitor.yaml
+TYPES = ("job", "heartbeat")
+# Cronitor's fields this adapter maps; others (group, platform, metadata, ...) are taken
+# and ignored, as the SDKs send some of them with every monitor.
+_EVENT = {
+    Status.RUNNING: "run",
+    Status.SUCCESS: "complete",
+    Status.FAILED: "fail",
+    Status.TIMEOUT: "fail",
+    Status.MISSED: "missed",
+}
+
+_ERR = {
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {"error": {"type": "string"}},
+                "required": ["error"],
+            }
+        }
+    }
+}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "an invalid monitor; the message names it and the field", **_ERR},
+    401: {"description": "missing or unknown API key (HTTP Basic, the key as user name)", **_ERR},
+    403: {"description": "a read-only key on a write", **_ERR},
+    404: {"description": "no such monitor", **_ERR},
+    413: {"description": "the body is too large", **_ERR},
+}
+_STR_LIST = {"type": "array", "items": {"type": "string"}}
+MONITOR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["key"],
+    "properties": {
+        "key": {"type": "string", "pattern": EXT_KEY_PATTERN, "description": EXT_KEY_RULE},
+        "type": {"type": "string", "enum": list(TYPES)},
+        "name": {"type": "string", "maxLength": 200},
+        "note": {"type": "string", "maxLength": 2000},
+        "schedule": {"type": "string", "maxLength": 500},
+        "schedules": {**_STR_LIST, "maxItems": 1},
+        "timezone": {"type": "string", "maxLength": 64},
+        "grace_seconds": {"type": "integer", "minimum": 0, "maximum": 31622400},
+        "failure_tolerance": {"type": ["integer", "null"], "minimum": 0, "maximum": 999},
+        "schedule_tolerance": {"type": ["integer", "null"], "minimum": 0, "maximum": 1000},
+        "consecutive_alert_threshold": {
+            "type": ["integer", "null"],
+            "minimum": 1,
+            "maximum": 1000,
+        },  # fmt: skip
+        "realert_interval": {"type": ["string", "null"], "maxLength": 100},
+        "assertions": {**_STR_LIST, "maxItems": 50},
+        "notify": {**_STR_LIST, "maxItems": 50},
+        "tags": {**_STR_LIST, "maxItems": 50},
+        "paused": {"type": "boolean"},
+    },
+}
+PUT_SCHEMA: dict[str, Any] = {
+    "oneOf": [
+        {
+            "type": "object",
+            "required": ["monitors"],
+            "properties": {
+                "monitors": {"type": "array", "items": MONITOR_SCHEMA, "maxItems": MAX_MONITORS},
+                "rollback": {"type": "boolean"},
+            },
+        },
+        {"type": "array", "items": MONITOR_SCHEMA, "maxItems": MAX_MONITORS},
+    ]
+}
+_VIEW_SCHEMA: dict[str, Any] = {"type": "object", "properties": {"key": {"type": "string"}}}
+
+
+class BadRequest(CronwatchError):
+    http_status = 400
+
+
+def basic_token(authorization: str | None) -> str:
+    """The API key of ``Authorization: Basic base64(KEY:)`` (a bearer token is taken too)."""
+    if authorization and authorization[:7].lower() == "bearer ":
+        return authorization[7:].strip()
+    if not authorization or authorization[:6].lower() != "basic ":
+        raise Unauthorized("missing API key: use HTTP Basic auth with the key as user name")
+    try:
+        user = base64.b64decode(authorization[6:].strip(), validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise Unauthorized("invalid Basic credentials") from None
+    return user.partition(":")[0]
+
+
+def build_cronitor_api(server: Any) -> FastAPI:
+    reader: Store = server.reader
+
+    def auth(request: Request, *, write: bool) -> bool:
+        """Authorise the request; True if the key is read-only."""
+        from cronwatch.server.auth import authorize
+
+        token = authorize(server, "Bearer " + basic_token(request.headers.get("authorization")),
+                          write=write)  # fmt: skip
+        return bool(token["read_only"])
+
+    api = FastAPI(
+        title="cronwatch: Cronitor's Monitor API", version="1", servers=[{"url": "/api"}],
+        openapi_url="/cronitor/openapi.json", docs_url=None, redoc_url=None, responses=ERRORS,
+    )  # fmt: skip
+
+    @api.exception_handler(CronwatchError)
+    async def cronwatch_error(request: Request, exc: CronwatchError) -> JSONResponse:
+        server.counters["api_errors"] += 1
+        status = 400 if exc.http_status == 422 else exc.http_status
+        headers = {"WWW-Authenticate": 'Basic realm="cronwatch"'} if status == 401 else None
+        return JSONResponse({"error": str(exc)}, status_code=status, headers=headers)
+
+    @api.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        from cronwatch.server.api import invalid_body
+
+        return JSONResponse(invalid_body(exc.errors()), status_code=400)
+
+    @api.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail)[:300]}, status_code=exc.status_code,
+                            headers=dict(exc.headers or {}))  # fmt: skip
+
+    async def write_op(op: Any) -> Any:
+        return await server.writer.run(op)
+
+    def touch(names: list[str]) -> None:
+        if server.scheduler is not None:
+            for n in names:
+                server.scheduler.touch(n)
+
+    @api.get("/monitors", responses={200: {"description": "one page of monitors"}})
+    async def list_monitors(
+        request: Request, page: Annotated[int, Query(ge=1, le=1_000_000)] = 1
+    ) -> dict[str, Any]:
+        read_only = auth(request, write=False)
+        keys = reader.job_keys()
+        jobs = sorted(reader.list_jobs(), key=lambda j: keys.get(j.name, (j.name,))[0])
+        chunk = jobs[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+        return {
+            "page": page,
+            "page_size": PAGE_SIZE,
+            "total_monitor_count": len(jobs),
+            "monitors": [monitor_view(reader, j, keys, read_only) for j in chunk],
+        }
+
+    @api.put(
+        "/monitors",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": PUT_SCHEMA}},
+            }
+        },  # fmt: skip
+        responses={200: {"description": "the monitors as saved (or validated, with rollback)"}},
+    )
+    async def put_monitors(request: Request) -> Any:
+        read_only = auth(request, write=True)
+        data = parse_json(await request.body())
+        bare = isinstance(data, list)
+        if bare:
+            monitors, rollback = data, False
+        elif isinstance(data, dict) and isinstance(data.get("monitors"), list):
+            monitors, rollback = data["monitors"], data.get("rollback", False)
+            if not isinstance(rollback, bool):
+                raise BadRequest("rollback: expected true or false")
+        elif isinstance(data, dict) and "key" in data:  # one monitor, as in Cronitor's docs
+            monitors, rollback, bare = [data], False, False
+        else:
+            raise BadRequest('expected {"monitors": [...]} or an array of monitors')
+        views = await put_all(monitors, rollback, read_only)
+        return views if bare else {"monitors": views}
+
+    async def put_all(monitors: list[Any], rollback: bool, read_only: bool) -> list[dict[str, Any]]:
+        """Every monitor checked, then all saved in one transaction (or none, with
+        ``rollback``); their views as saved (or as they would be)."""
+        if len(monitors) > MAX_MONITORS:
+            raise BadRequest(f"monitors: at most {MAX_MONITORS} in one request")
+        # every monitor checked before anything is written: one bad monitor, nothing saved
+        have = {j.name: j for j in reader.list_jobs()}
+        plans = [plan(m, i, have) for i, m in enumerate(monitors)]
+        names = [p[0].name for p in plans]
+        if len(set(names)) != len(names):
+            raise BadRequest("monitors: a key is given twice")
+        if rollback:
+            return [planned_view(job, key, attrs, read_only) for job, key, attrs in plans]
+
+        def op(store: Store) -> list[Job]:
+            now = time.time()
+            out = []
+            for job, key, attrs in plans:
+                old = store.find_job(job.name)
+                job.created_at = old.created_at if old else now
+                job.ping_key = old.ping_key if old else ""
+                saved = store.save_job(job, now=now)
+                store.set_job_key(saved.name, key, attrs)
+                out.append(saved)
+            return out
+
+        await write_op(op)
+        touch(names)
+        keys = reader.job_keys()
+        return [monitor_view(reader, reader.get_job(n), keys, read_only) for n in names]
+
+    def plan(m: Any, i: int, have: dict[str, Job]) -> tuple[Job, str, dict[str, Any]]:
+        where = f"monitors[{i}]"
+        if not isinstance(m, dict):
+            raise BadRequest(f"{where}: expected a monitor object")
+        key = m.get("key")
+        try:
+            name = name_for_key(key)  # type: ignore[arg-type]
+        except ValidationError as e:
+            raise BadRequest(f"{where}.key: {e}") from None
+        where = f"monitor {key!r}"
+        kind = m.get("type", "job")
+        if kind not in TYPES:
+            raise BadRequest(
+                f"{where}: type: {str(kind)[:40]!r} is not supported: cronwatch monitors jobs "
+                "(type job) and heartbeats (type heartbeat), not checks or sites"
+            )
+        old = have.get(name)
+        job = Job(name=name, **(old.settings() if old else {}))
+        job.resumed_at = old.resumed_at if old else None
+        keys = reader.job_keys()
+        attrs = dict(keys[name][1]) if name in keys else {}
+        if old is None:  # Cronitor's defaults: the first failure and the first miss alert
+            job.alert_after, job.schedule_tolerance = 1, 0
+        attrs["type"] = kind
+        for field in ("name", "note"):
+            if field in m:
+                if m[field] is not None and not isinstance(m[field], str):
+                    raise BadRequest(f"{where}: {field}: expected a string")
+                attrs[field] = (m[field] or "")[: 2000 if field == "note" else 200]
+        settings = to_settings(m, where)
+        try:
+            normalized = normalize_all(settings, where=f"{where}:")
+        except ValidationError as e:
+            raise BadRequest(str(e)) from None
+        for k, v in normalized.items():
+            setattr(job, k, v)
+        timed_pause(job, normalized)
+        return job, key, attrs  # type: ignore[return-value]
+
+    @api.get("/monitors/{key}", responses={200: {"description": "the monitor"}})
+    async def get_monitor(
+        request: Request, key: str = Path(pattern=EXT_KEY_PATTERN)
+    ) -> dict[str, Any]:
+        read_only = auth(request, write=False)
+        return monitor_view(reader, find(reader, key), reader.job_keys(), read_only)
+
+    @api.delete("/monitors/{key}", status_code=204,
+                responses={204: {"description": "deleted"}})  # fmt: skip
+    async def delete_monitor(
+        request: Request, key: str = Path(pattern=EXT_KEY_PATTERN)
+    ) -> Response:
+        auth(request, write=True)
+        name = find(reader, key).name
+        await write_op(lambda s: s.delete_job(name))
+        reader.forget_job_ids()
+        return Response(status_code=204)
+
+    @api.get("/monitors/{key}/pause/{hours}",
+             responses={200: {"description": "the monitor, paused (0 hours: resumed)"}})  # fmt: skip
+    async def pause_monitor(
+        request: Request,
+        key: str = Path(pattern=EXT_KEY_PATTERN),
+        hours: int = Path(ge=0, le=8784),
+    ) -> dict[str, Any]:
+        read_only = auth(request, write=True)
+        name = find(reader, key).name
+        until = time.time() + hours * 3600.0
+
+        def op(store: Store) -> Job:
+            job = store.get_job(name)
+            job.paused, job.paused_until = (True, until) if hours else (False, None)
+            return store.save_job(job, now=time.time())
+
+        job = await write_op(op)
+        touch([name])
+        return monitor_view(reader, job, reader.job_keys(), read_only)
+
+    @api.get("/monitors.yaml", responses={200: {"description": "cronitor.yaml",
+             "content": {"application/yaml": {"schema": {"type": "string"}}}}})  # fmt: skip
+    async def get_yaml(request: Request) -> Response:
+        read_only = auth(request, write=False)
+        import yaml
+
+        keys = reader.job_keys()
+        jobs: dict[str, Any] = {}
+        for j in reader.list_jobs():
+            v = monitor_view(reader, j, keys, read_only)
+            jobs[v.pop("key")] = {k: v[k] for k in _CONFIG_FIELDS if v.get(k) not in (None, [], "")}
+        return Response(yaml.safe_dump({"jobs": jobs}, sort_keys=False),
+                        media_type="application/yaml")  # fmt: skip
+
+    @api.put(
+        "/monitors.yaml",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/yaml": {"schema": {"type": "string"}}},
+            }
+        },  # fmt: skip
+        responses={
+            200: {
+                "description": "the monitors as saved, as cronitor.yaml",
+                "content": {"application/yaml": {"schema": {"type": "string"}}},
+            }
+        },
+    )
+    async def put_yaml(request: Request) -> Response:
+        read_only = auth(request, write=True)
+        import yaml
+
+        body = await request.body()
+        if len(body) > YAML_LIMIT:
+            raise BadRequest(f"cronitor.yaml: larger than {YAML_LIMIT} bytes")
+        try:
+            data = yaml.safe_load(body.decode("utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise BadRequest(f"invalid YAML: {str(e)[:300]}") from None
+        if not isinstance(data, dict):
+            raise BadRequest("cronitor.yaml: expected a mapping such as jobs: {KEY: {...}}")
+        rollback = data.pop("rollback", False)
+        monitors: list[Any] = []
+        for section, kind in (("jobs", "job"), ("heartbeats", "heartbeat")):
+            found = data.pop(section, None) or {}
+            if isinstance(found, dict):
+                items = [({"key": k, **v} if isinstance(v, dict) else v) for k, v in found.items()]
+            elif isinstance(found, list):
+                items = found
+            else:
+                raise BadRequest(f"{section}: expected a mapping of KEY: monitor")
+            for item in items:
+                if isinstance(item, dict):
+                    item.setdefault("type", kind)
+                monitors.append(item)
+        for other in data:
+            raise BadRequest(
+                f"{str(other)[:40]}: not supported: cronwatch monitors jobs and heartbeats"
+            )
+        if not isinstance(rollback, bool):
+            raise BadRequest("rollback: expected true or false")
+        out: dict[str, Any] = {"jobs": {}}
+        for v in await put_all(monitors, rollback, read_only):
+            out["jobs"][v.pop("key")] = v
+        return Response(yaml.safe_dump(out, sort_keys=False), media_type="application/yaml")
+
+    return api
+
+
+_CONFIG_FIELDS = ("type", "name", "schedule", "timezone", "grace_seconds", "failure_tolerance",
+                  "schedule_tolerance", "consecutive_alert_threshold", "realert_interval",
+                  "assertions", "notify", "tags", "note", "paused")  # fmt: skip
+
+
+def parse_json(body: bytes) -> Any:
+    """The JSON body; ``#`` comments to the end of a line (outside strings) are dropped,
+    as Cronitor's own documentation writes one inside a request body."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("invalid JSON body: it is not UTF-8 text") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as first:
+        try:
+            return json.loads(_without_comments(text))
+        except json.JSONDecodeError:
+            raise BadRequest(f"invalid JSON body: {first}") from None
+    except RecursionError:
+        raise BadRequest("invalid JSON body: nested too deeply") from None
+
+
+def _without_comments(text: str) -> str:
+    out, in_string, escaped, comment = [], False, False, False
+    for c in text:
+        if comment:
+            if c == "\n":
+                comment = False
+                out.append(c)
+            continue
+        if in_string:
+            out.append(c)
+            if escaped:
+                escaped = False
+            elif c == "\\":
+                escaped = True
+            elif c == '"':
+                in_string = False
+        elif c == "#":
+            comment = True
+        else:
+            out.append(c)
+            in_string = c == '"'
+    return "".join(out)
+
+
+def _count(m: dict[str, Any], field: str, where: str) -> int | None:
+    v = m[field]
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int | float) or not float(v).is_integer():
+        raise BadRequest(f"{where}: {field}: expected a whole number, not {str(v)[:40]!r}")
+    return int(v)
+
+
+def realert_seconds(text: Any, where: str) -> float | None:
+    """Cronitor's realert_interval ("every 8 hours", "every 30 minutes", "never")."""
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        raise BadRequest(f"{where}: realert_interval: expected text such as 'every 8 hours'")
+    words = text.strip().lower()
+    if words in ("never", "", "none"):
+        return None
+    words = words.removeprefix("every").strip()
+    number, _, unit = words.partition(" ")
+    if not unit:
+        number, unit = "1", number
+    short = {"minute": "m", "minutes": "m", "hour": "h", "hours": "h", "day": "d", "days": "d",
+             "week": "w", "weeks": "w", "second": "s", "seconds": "s"}.get(unit.strip())  # fmt: skip
+    try:
+        if short is None:
+            raise ValidationError("unknown unit")
+        return parse_duration(f"{number}{short}")
+    except ValidationError:
+        raise BadRequest(
+            f"{where}: realert_interval: {text[:60]!r}: expected such as 'every 8 hours', "
+            "'every 30 minutes' or 'never'"
+        ) from None
+
+
+def to_settings(m: dict[str, Any], where: str) -> dict[str, Any]:
+    """A monitor's fields as job settings (normalised by the schema afterwards)."""
+    s: dict[str, Any] = {}
+    if "schedules" in m:
+        found = m["schedules"]
+        if not isinstance(found, list) or len(found) > 1:
+            raise BadRequest(f"{where}: schedules: cronwatch takes one schedule a monitor")
+        s["schedule"] = found[0] if found else ""
+    if "schedule" in m:
+        s["schedule"] = m["schedule"] or ""
+    if "timezone" in m and m["timezone"] is not None:
+        s["tz"] = m["timezone"]
+    if "grace_seconds" in m:
+        s["grace"] = m["grace_seconds"] or 0
+    if "failure_tolerance" in m:
+        n = _count(m, "failure_tolerance", where)
+        s["alert_after"] = 1 if n is None else n + 1
+    if "schedule_tolerance" in m:
+        s["schedule_tolerance"] = _count(m, "schedule_tolerance", where)
+    if "consecutive_alert_threshold" in m:
+        s["surge_threshold"] = _count(m, "consecutive_alert_threshold", where)
+    if "realert_interval" in m:
+        s["realert"] = realert_seconds(m["realert_interval"], where)
+    if "assertions" in m:
+        s["asserts"] = m["assertions"] or []
+    if "notify" in m:
+        found = m["notify"]
+        if isinstance(found, dict):  # the shape Cronitor reads back: {"alerts": [...], ...}
+            found = found.get("alerts") or []
+        s["notify"] = found or []
+    if "tags" in m:
+        s["tags"] = m["tags"] or []
+    if "paused" in m:
+        s["paused"] = m["paused"]
+    return s
+
+
+def find(store: Store, key: str) -> Job:
+    """The job a monitor key names (by its kept key, or as a job name)."""
+    for name, (ext, _) in store.job_keys().items():
+        if ext == key:
+            return store.get_job(name)
+    try:
+        job = store.find_job(name_for_key(key))
+    except ValidationError:
+        job = None
+    if job is None:
+        raise NotFound(f"monitor {key[:80]!r} not found")
+    return job
+
+
+def realert_text(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            n = int(seconds // size)
+            return f"every {n} {unit}{'s' if n != 1 else ''}"
+    return f"every {int(seconds)} seconds"
+
+
+def planned_view(job: Job, key: str, attrs: dict[str, Any], read_only: bool) -> dict[str, Any]:
+    """A monitor as a request would save it (``rollback``): its history is not read."""
+    from cronwatch.core.health import evaluate
+
+    now = time.time()
+    old = job.created_at or now
+    report = evaluate(job, last_finished=None, open_runs=[], anchor=old, now=now)
+    info = {"health": str(report.health), "next_expected": report.next_expected}
+    return _view(job, key, attrs, None, info, read_only)
+
+
+def monitor_view(
+    store: Store, job: Job, keys: dict[str, tuple[str, dict[str, Any]]], read_only: bool
+) -> dict[str, Any]:
+    """A job as Cronitor shows a monitor."""
+    key, attrs = keys.get(job.name, (job.name, {}))
+    return _view(job, key, attrs, store.last_run(job.name),
+                 describe(store, job.name, now=time.time()), read_only)  # fmt: skip
+
+
+def _view(
+    job: Job,
+    key: str,
+    attrs: dict[str, Any],
+    last: Run | None,
+    info: dict[str, Any],
+    read_only: bool,
+) -> dict[str, Any]:
+    latest = None
+    if last is not None:
+        metrics = {} if last.duration is None else {"duration": last.duration}
+        latest = {
+            "stamp": last.ended_at if last.ended_at is not None else last.started_at,
+            "msg": last.message,
+            "event": _EVENT.get(last.status, last.status.value),
+            "metrics": metrics,
+            "host": last.host or None,
+        }
+    notify = job.notify if not read_only else [redact(c) for c in job.notify]
+    return {
+        "key": key,
+        "type": attrs.get("type", "job"),
+        "name": attrs.get("name") or key,
+        "note": attrs.get("note") or None,
+        "schedule": job.schedule or None,
+        "schedules": [job.schedule] if job.schedule else [],
+        "timezone": job.tz,
+        "grace_seconds": int(job.grace),
+        "failure_tolerance": job.alert_after - 1,
+        "schedule_tolerance": job.schedule_tolerance,
+        "consecutive_alert_threshold": job.surge_threshold,
+        "realert_interval": realert_text(job.realert),
+        "assertions": list(job.asserts),
+        "notify": notify,
+        "tags": list(job.tags),
+        "paused": job.paused,
+        "paused_until": None if job.paused_until is None else iso(job.paused_until),
+        "passing": info["health"] not in ("failing", "missed", "timeout"),
+        "disabled": False,
+        "initialized": last is not None,
+        "latest_event": latest,
+        "next_expected_at": None if info["next_expected"] is None else int(info["next_expected"]),
+        "created": iso(job.created_at),
+    }
