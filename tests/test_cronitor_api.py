@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from conftest import Result
 from test_checks_e2e import Receiver, at, ok, receiver  # noqa: F401
@@ -262,9 +263,14 @@ def test_cronitor_yaml_round_trip(client: httpx.Client, rw: dict[str, str]) -> N
     r = client.put("/api/monitors.yaml", content=body,
                    headers={**rw, "Content-Type": "application/yaml"})  # fmt: skip
     assert r.status_code == 200, r.text
-    assert "yaml-job:" in r.text
+    saved = yaml.safe_load(r.text)["jobs"]["yaml-job"]
+    assert (saved["schedule"], saved["failure_tolerance"], saved["type"]) == ("0 3 * * *", 1, "job")
     r = client.get("/api/monitors.yaml", headers=rw)
-    assert r.status_code == 200 and "yaml-job:" in r.text and "0 3 * * *" in r.text
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/yaml")
+    assert yaml.safe_load(r.text)["jobs"]["yaml-job"]["schedule"] == "0 3 * * *"
+    # a name a YAML reader could take for a number stays text
+    client.put("/api/monitors", json=[{"key": "0e5", "name": "1_000"}], headers=rw)
+    assert "'0e5':" in client.get("/api/monitors.yaml", headers=rw).text
     bad = client.put("/api/monitors.yaml", content="jobs: [unclosed", headers=rw)
     assert bad.status_code == 400 and "YAML" in bad.json()["error"]
     objects = client.put("/api/monitors.yaml", content="!!python/object:os.system {}", headers=rw)

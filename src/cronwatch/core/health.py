@@ -117,7 +117,7 @@ def evaluate(
     stuck = overdue(job, open_runs, now)
     report = HealthReport(Health.UNKNOWN, "", expected, deadline, stuck)
 
-    if job.paused:
+    if job.paused_at(now):  # a timed pause past its end is over, resumed or not yet
         report.health, report.reason = Health.PAUSED, "paused"
     elif stuck and job.max_runtime is not None:
         run = stuck[0]

@@ -36,7 +36,17 @@ SECRETS = {"email": ("password",), "pagerduty": ("routing_key",), "sms": ("url",
 
 
 def validate_integration(name: str, config: Any) -> dict[str, str]:
-    """One integration's settings, checked; ValidationError names the bad one."""
+    """One integration's settings, checked; ValidationError names the integration and the
+    bad setting ("integration email: port must be 1-65535")."""
+    try:
+        return _validate(name, config)
+    except ValidationError as e:
+        if str(e).startswith(("integration ", "unknown integration ")):
+            raise
+        raise ValidationError(f"integration {name}: {e}") from None
+
+
+def _validate(name: str, config: Any) -> dict[str, str]:
     if name not in FIELDS:
         raise ValidationError(f"unknown integration {name!r}: expected one of {', '.join(FIELDS)}")
     if not isinstance(config, dict):

@@ -447,10 +447,10 @@ def _redact_incident(incident: dict[str, Any]) -> dict[str, Any]:
 
 def check_list(name: str, channels: list[str]) -> list[str]:
     """A notification list's channels, normalised; a list inside a list is refused."""
-    found: list[str] = normalize_all({"notify": channels}, where=f"list {name}:")["notify"]
+    found: list[str] = normalize_all({"notify": channels})["notify"]
     if any(":" not in c for c in found):
         raise ValidationError(
-            f"list {name}: notify: a list's channels are channel URLs or shorthands "
+            f"notify: the channels of list {name} are channel URLs or shorthands "
             "(email:ADDRESS, ...), not other lists"
         )
     return found

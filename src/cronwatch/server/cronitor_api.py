@@ -27,17 +27,28 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Path, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPBasic
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from cronwatch.app.evaluate import describe
 from cronwatch.core.errors import CronwatchError, NotFound, ValidationError
-from cronwatch.core.model import EXT_KEY_PATTERN, EXT_KEY_RULE, Job, Run, Status, name_for_key
+from cronwatch.core.model import (
+    EXT_KEY_PATTERN,
+    EXT_KEY_RULE,
+    TAG_PATTERN,
+    Job,
+    Run,
+    Status,
+    name_for_key,
+)
 from cronwatch.core.settings import normalize_all, timed_pause
 from cronwatch.core.values import iso, parse_duration
 from cronwatch.notify import redact
@@ -76,35 +87,44 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"description": "no such monitor", **_ERR},
     413: {"description": "the body is too large", **_ERR},
 }
-_STR_LIST = {"type": "array", "items": {"type": "string"}}
+_TEXTS = {"type": "array", "items": {"type": "string", "maxLength": 2000}, "maxItems": 50}
+_COUNT: dict[str, Any] = {"type": ["integer", "null"], "minimum": 0, "maximum": 1000}
+# The document's schema of a monitor, and the check every monitor of a request passes first
+# (check_schema below): what the document states is what is refused (a 400 naming the
+# field); the rest (a cron expression, a zone, a channel, an assertion) is the settings
+# schema's to judge, as for every other entry point.
 MONITOR_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["key"],
     "properties": {
         "key": {"type": "string", "pattern": EXT_KEY_PATTERN, "description": EXT_KEY_RULE},
         "type": {"type": "string", "enum": list(TYPES)},
-        "name": {"type": "string", "maxLength": 200},
-        "note": {"type": "string", "maxLength": 2000},
-        "schedule": {"type": "string", "maxLength": 500},
-        "schedules": {**_STR_LIST, "maxItems": 1},
-        "timezone": {"type": "string", "maxLength": 64},
-        "grace_seconds": {"type": "integer", "minimum": 0, "maximum": 31622400},
-        "failure_tolerance": {"type": ["integer", "null"], "minimum": 0, "maximum": 999},
-        "schedule_tolerance": {"type": ["integer", "null"], "minimum": 0, "maximum": 1000},
-        "consecutive_alert_threshold": {
-            "type": ["integer", "null"],
-            "minimum": 1,
-            "maximum": 1000,
+        "name": {"type": ["string", "null"], "maxLength": 200},
+        "note": {"type": ["string", "null"], "maxLength": 2000},
+        "schedule": {"type": ["string", "null"], "maxLength": 500},
+        "schedules": {
+            "type": "array",
+            "items": {"type": "string", "maxLength": 500},
+            "maxItems": 1,
         },  # fmt: skip
+        "timezone": {"type": ["string", "null"], "maxLength": 64},
+        "grace_seconds": {"type": ["integer", "null"], "minimum": 0, "maximum": 31622400},
+        "failure_tolerance": {**_COUNT, "maximum": 999},
+        "schedule_tolerance": _COUNT,
+        "consecutive_alert_threshold": {**_COUNT, "minimum": 1},
         "realert_interval": {"type": ["string", "null"], "maxLength": 100},
-        "assertions": {**_STR_LIST, "maxItems": 50},
-        "notify": {**_STR_LIST, "maxItems": 50},
-        "tags": {**_STR_LIST, "maxItems": 50},
+        "assertions": _TEXTS,
+        "notify": {"anyOf": [_TEXTS, {"type": "object", "properties": {"alerts": _TEXTS}}]},
+        "tags": {
+            "type": "array",
+            "items": {"type": "string", "pattern": TAG_PATTERN},
+            "maxItems": 50,
+        },  # fmt: skip
         "paused": {"type": "boolean"},
     },
 }
 PUT_SCHEMA: dict[str, Any] = {
-    "oneOf": [
+    "anyOf": [
         {
             "type": "object",
             "required": ["monitors"],
@@ -114,9 +134,83 @@ PUT_SCHEMA: dict[str, Any] = {
             },
         },
         {"type": "array", "items": MONITOR_SCHEMA, "maxItems": MAX_MONITORS},
+        MONITOR_SCHEMA,  # one monitor, as Cronitor's documentation sends it
     ]
 }
-_VIEW_SCHEMA: dict[str, Any] = {"type": "object", "properties": {"key": {"type": "string"}}}
+_YAML_MONITOR = {k: v for k, v in MONITOR_SCHEMA.items() if k != "required"}
+_YAML_SECTION = {"type": ["object", "null"], "additionalProperties": {
+    "anyOf": [_YAML_MONITOR, {"type": "null"}]}}  # fmt: skip
+# cronitor.yaml: jobs and heartbeats by key (checks and sites are Cronitor's, not ours)
+YAML_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "jobs": _YAML_SECTION,
+        "heartbeats": _YAML_SECTION,
+        "rollback": {"type": "boolean"},
+    },  # fmt: skip
+    "additionalProperties": False,
+}
+_JSON_TYPES: dict[str, Any] = {
+    "object": dict, "array": list, "string": str, "boolean": bool, "null": type(None),
+    "integer": int, "number": (int, float),
+}  # fmt: skip
+
+
+def check_schema(value: Any, schema: dict[str, Any], where: str) -> str | None:
+    """Why ``value`` breaks ``schema`` (the subset of JSON Schema used above), or None."""
+    if "anyOf" in schema:
+        found = [check_schema(value, s, where) for s in schema["anyOf"]]
+        return None if None in found else found[0]
+    types = schema.get("type")
+    if types is not None:
+        names = types if isinstance(types, list) else [types]
+        if not any(_is(value, t) for t in names):
+            return f"{where}: expected {' or '.join(names)}"
+    if "enum" in schema and value not in schema["enum"]:
+        return f"{where}: expected one of {', '.join(map(str, schema['enum']))}"
+    if isinstance(value, str):
+        if len(value) > schema.get("maxLength", len(value)):
+            return f"{where}: longer than {schema['maxLength']} characters"
+        if "pattern" in schema and not re.search(schema["pattern"], value):
+            return f"{where}: does not match {schema['pattern']}"
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if number and not schema.get("minimum", value) <= value <= schema.get("maximum", value):
+        return f"{where}: out of range ({schema.get('minimum')} to {schema.get('maximum')})"
+    if isinstance(value, list):
+        if len(value) > schema.get("maxItems", len(value)):
+            return f"{where}: at most {schema['maxItems']} items"
+        for i, item in enumerate(value):
+            if "items" in schema and (why := check_schema(item, schema["items"], f"{where}[{i}]")):
+                return why
+    if isinstance(value, dict):
+        for field in schema.get("required", ()):
+            if field not in value:
+                return f"{where}.{field}: required"
+        known = schema.get("properties", {})
+        for field, sub in known.items():
+            if field in value and (why := check_schema(value[field], sub, f"{where}.{field}")):
+                return why
+        extra = schema.get("additionalProperties", True)
+        for field in (f for f in value if f not in known):
+            if extra is False:
+                return f"{where}.{str(field)[:40]}: not supported"
+            if extra is not True and (why := check_schema(value[field], extra, f"{where}.{field}")):
+                return why
+    return None
+
+
+def _is(value: Any, name: str) -> bool:
+    if isinstance(value, bool) and name not in ("boolean",):
+        return False
+    if name == "integer" and isinstance(value, float):
+        return value.is_integer()  # 3.0 is an integer to JSON Schema
+    return isinstance(value, _JSON_TYPES[name])
+
+
+# documents the scheme; the key is checked by each route (one route that reads, GET
+# .../pause/N, writes)
+BASIC = HTTPBasic(auto_error=False, description="the API key (a cronwatch token) as user name, "
+                  "an empty password")  # fmt: skip
 
 
 class BadRequest(CronwatchError):
@@ -150,6 +244,7 @@ def build_cronitor_api(server: Any) -> FastAPI:
     api = FastAPI(
         title="cronwatch: Cronitor's Monitor API", version="1", servers=[{"url": "/api"}],
         openapi_url="/cronitor/openapi.json", docs_url=None, redoc_url=None, responses=ERRORS,
+        dependencies=[Depends(BASIC)],
     )  # fmt: skip
 
     @api.exception_handler(CronwatchError)
@@ -167,8 +262,15 @@ def build_cronitor_api(server: Any) -> FastAPI:
 
     @api.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # every method of every route at this path
+            found: set[str] = set()
+            for route in api.router.routes:
+                if route.matches(request.scope)[0] is not Match.NONE:
+                    found |= getattr(route, "methods", None) or set()
+            headers["Allow"] = ", ".join(sorted(found))
         return JSONResponse({"error": str(exc.detail)[:300]}, status_code=exc.status_code,
-                            headers=dict(exc.headers or {}))  # fmt: skip
+                            headers=headers)  # fmt: skip
 
     async def write_op(op: Any) -> Any:
         return await server.writer.run(op)
@@ -209,14 +311,14 @@ def build_cronitor_api(server: Any) -> FastAPI:
         bare = isinstance(data, list)
         if bare:
             monitors, rollback = data, False
-        elif isinstance(data, dict) and isinstance(data.get("monitors"), list):
+        elif isinstance(data, dict) and "monitors" in data:
+            if why := check_schema(data, PUT_SCHEMA["anyOf"][0], "body"):
+                raise BadRequest(why)
             monitors, rollback = data["monitors"], data.get("rollback", False)
-            if not isinstance(rollback, bool):
-                raise BadRequest("rollback: expected true or false")
-        elif isinstance(data, dict) and "key" in data:  # one monitor, as in Cronitor's docs
-            monitors, rollback, bare = [data], False, False
+        elif isinstance(data, dict):  # one monitor, as Cronitor's documentation sends it
+            monitors, rollback = [data], False
         else:
-            raise BadRequest('expected {"monitors": [...]} or an array of monitors')
+            raise BadRequest('expected {"monitors": [...]}, an array of monitors or a monitor')
         views = await put_all(monitors, rollback, read_only)
         return views if bare else {"monitors": views}
 
@@ -226,11 +328,16 @@ def build_cronitor_api(server: Any) -> FastAPI:
         if len(monitors) > MAX_MONITORS:
             raise BadRequest(f"monitors: at most {MAX_MONITORS} in one request")
         # every monitor checked before anything is written: one bad monitor, nothing saved
+        by_key: dict[str, dict[str, Any]] = {}
+        for i, m in enumerate(monitors):
+            if why := check_schema(m, MONITOR_SCHEMA, f"monitors[{i}]"):
+                key = m.get("key") if isinstance(m, dict) else None
+                raise BadRequest(why + (f" (monitor {key!r})" if isinstance(key, str) else ""))
+            # a key given twice: its fields in order, as two requests would leave them
+            by_key[m["key"]] = {**by_key.get(m["key"], {}), **m}
         have = {j.name: j for j in reader.list_jobs()}
-        plans = [plan(m, i, have) for i, m in enumerate(monitors)]
+        plans = [plan(m, i, have) for i, m in enumerate(by_key.values())]
         names = [p[0].name for p in plans]
-        if len(set(names)) != len(names):
-            raise BadRequest("monitors: a key is given twice")
         if rollback:
             return [planned_view(job, key, attrs, read_only) for job, key, attrs in plans]
 
@@ -329,33 +436,31 @@ def build_cronitor_api(server: Any) -> FastAPI:
         return monitor_view(reader, job, reader.job_keys(), read_only)
 
     @api.get("/monitors.yaml", responses={200: {"description": "cronitor.yaml",
-             "content": {"application/yaml": {"schema": {"type": "string"}}}}})  # fmt: skip
+             "content": {"application/yaml": {"schema": YAML_SCHEMA}}}})  # fmt: skip
     async def get_yaml(request: Request) -> Response:
         read_only = auth(request, write=False)
-        import yaml
 
         keys = reader.job_keys()
         jobs: dict[str, Any] = {}
         for j in reader.list_jobs():
             v = monitor_view(reader, j, keys, read_only)
             jobs[v.pop("key")] = {k: v[k] for k in _CONFIG_FIELDS if v.get(k) not in (None, [], "")}
-        return Response(yaml.safe_dump({"jobs": jobs}, sort_keys=False),
-                        media_type="application/yaml")  # fmt: skip
+        return Response(dump_yaml({"jobs": jobs}), media_type="application/yaml")
 
     @api.put(
         "/monitors.yaml",
         openapi_extra={
             "requestBody": {
                 "required": True,
-                "content": {"application/yaml": {"schema": {"type": "string"}}},
+                "content": {"application/yaml": {"schema": YAML_SCHEMA}},
             }
         },  # fmt: skip
         responses={
             200: {
-                "description": "the monitors as saved, as cronitor.yaml",
-                "content": {"application/yaml": {"schema": {"type": "string"}}},
+                "description": "the monitors as saved (or validated), as cronitor.yaml",
+                "content": {"application/yaml": {"schema": YAML_SCHEMA}},
             }
-        },
+        },  # fmt: skip
     )
     async def put_yaml(request: Request) -> Response:
         read_only = auth(request, write=True)
@@ -364,36 +469,23 @@ def build_cronitor_api(server: Any) -> FastAPI:
         body = await request.body()
         if len(body) > YAML_LIMIT:
             raise BadRequest(f"cronitor.yaml: larger than {YAML_LIMIT} bytes")
-        try:
+        try:  # safe_load only: a document cannot name Python objects
             data = yaml.safe_load(body.decode("utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
+        except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as e:
             raise BadRequest(f"invalid YAML: {str(e)[:300]}") from None
-        if not isinstance(data, dict):
-            raise BadRequest("cronitor.yaml: expected a mapping such as jobs: {KEY: {...}}")
-        rollback = data.pop("rollback", False)
+        if isinstance(data, dict):  # YAML keys may be numbers: keys are text here
+            data = {str(k): ({str(kk): vv for kk, vv in v.items()} if isinstance(v, dict) else v)
+                    for k, v in data.items()}  # fmt: skip
+        if why := check_schema(data, YAML_SCHEMA, "cronitor.yaml"):
+            raise BadRequest(why)
         monitors: list[Any] = []
         for section, kind in (("jobs", "job"), ("heartbeats", "heartbeat")):
-            found = data.pop(section, None) or {}
-            if isinstance(found, dict):
-                items = [({"key": k, **v} if isinstance(v, dict) else v) for k, v in found.items()]
-            elif isinstance(found, list):
-                items = found
-            else:
-                raise BadRequest(f"{section}: expected a mapping of KEY: monitor")
-            for item in items:
-                if isinstance(item, dict):
-                    item.setdefault("type", kind)
-                monitors.append(item)
-        for other in data:
-            raise BadRequest(
-                f"{str(other)[:40]}: not supported: cronwatch monitors jobs and heartbeats"
-            )
-        if not isinstance(rollback, bool):
-            raise BadRequest("rollback: expected true or false")
+            for key, fields in (data.get(section) or {}).items():
+                monitors.append({"type": kind, **(fields or {}), "key": key})
         out: dict[str, Any] = {"jobs": {}}
-        for v in await put_all(monitors, rollback, read_only):
-            out["jobs"][v.pop("key")] = v
-        return Response(yaml.safe_dump(out, sort_keys=False), media_type="application/yaml")
+        for v in await put_all(monitors, data.get("rollback", False), read_only):
+            out["jobs"][v.pop("key")] = {k: v[k] for k in _CONFIG_FIELDS if k in v}
+        return Response(dump_yaml(out), media_type="application/yaml")
 
     return api
 
@@ -401,6 +493,20 @@ def build_cronitor_api(server: Any) -> FastAPI:
 _CONFIG_FIELDS = ("type", "name", "schedule", "timezone", "grace_seconds", "failure_tolerance",
                   "schedule_tolerance", "consecutive_alert_threshold", "realert_interval",
                   "assertions", "notify", "tags", "note", "paused")  # fmt: skip
+
+
+def dump_yaml(data: Any) -> str:
+    """YAML with every string quoted: a key or a name such as ``0e5``, ``no`` or ``1_000``
+    stays text to every YAML reader (1.1 and 1.2 disagree on which plain words are numbers
+    or booleans)."""
+    import yaml
+
+    def text(dumper: Any, value: str) -> Any:
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="'")
+
+    dumper: Any = type("QuotedDumper", (yaml.SafeDumper,), {})  # SafeDumper stays as it is
+    dumper.add_representer(str, text)
+    return str(yaml.dump(data, Dumper=dumper, sort_keys=False, allow_unicode=True))
 
 
 def parse_json(body: bytes) -> Any:
