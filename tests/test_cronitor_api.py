@@ -281,18 +281,30 @@ def test_cronitor_yaml_round_trip(client: httpx.Client, rw: dict[str, str]) -> N
 
 
 def test_the_cronitor_package_puts_and_applies_config(
-    live: LiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rw: dict[str, str]
+    live: LiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cw: Callable[..., Result]
 ) -> None:
+    """One Cronitor API key for everything, as in Cronitor: imported as a token and set as
+    the project ping key; the package's base URLs pointed at the server."""
     cronitor = pytest.importorskip("cronitor")
     from cronitor.monitor import Monitor
 
+    key = "f" * 8 + CRONITOR_KEY[8:]  # this test's own key
+    ok(cw("token", "create", "cronitor-sdk", "--secret-from-stdin", "--db", live.db,
+          input=key.encode() + b"\n"))  # fmt: skip
+    ok(cw("ping-key", "--set", key, "--db", live.db))
     # The package hardcodes https://cronitor.io/api/monitors in Monitor._monitor_api_url
-    # (and https://cronitor.link in _ping_api_url): the base URL is that method's result.
-    def api_url(cls: Any, key: str | None = None) -> str:
-        return f"{live.url}/api/monitors" + (f"/{key}" if key else "")
+    # and https://cronitor.link/p/KEY/MONITOR in Monitor._ping_api_url: they are its base
+    # URL settings, so they are what is patched (docs/switching-cronitor.md says how).
+    base = live.url
+
+    def api_url(cls: Any, monitor: str | None = None) -> str:
+        return f"{base}/api/monitors" + (f"/{monitor}" if monitor else "")
 
     monkeypatch.setattr(Monitor, "_monitor_api_url", classmethod(api_url))
-    monkeypatch.setattr(cronitor, "api_key", _v1(rw))
+    monkeypatch.setattr(
+        Monitor, "_ping_api_url", lambda self: f"{base}/p/{self.api_key}/{self.key}"
+    )
+    monkeypatch.setattr(cronitor, "api_key", key)
     m = Monitor.put(key="sdk-backup", type="job", schedule="7 0 * * *", failure_tolerance=2)
     assert m.data.key == "sdk-backup" and m.data.failure_tolerance == 2
     assert Monitor("sdk-backup").data.schedule == "7 0 * * *"
@@ -310,9 +322,23 @@ def test_the_cronitor_package_puts_and_applies_config(
     assert cronitor.apply_config() is True
     assert Monitor("sdk-yaml-job").data.assertions == ["metric.duration < 30 minutes"]
     Monitor("sdk-yaml-job").pause(3)
-    m = Monitor("sdk-yaml-job")
-    assert m.data.paused is True
+    assert Monitor("sdk-yaml-job").data.paused is True
+    Monitor("sdk-yaml-job").unpause()
+    assert Monitor("sdk-yaml-job").data.paused is False
     assert Monitor("sdk-b").delete() is True
+
+    # telemetry: the package's job decorator sends run and complete with the same series
+    @cronitor.job("SdkDecorated")
+    def nightly() -> str:
+        return "42 rows"
+
+    assert nightly() == "42 rows"
+    latest = Monitor("SdkDecorated").data.latest_event
+    assert (
+        latest.event == "complete"
+        and latest.msg == "42 rows"
+        and "duration" in latest.metrics.__dict__
+    )
 
 
 # --- alerting end to end: time travel with `cronwatch check --at` -----------------------------

@@ -567,3 +567,22 @@ def name_for_key(key: str) -> str:
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
     base = normalize_name(key)[: NAME_MAX - 11].rstrip("-_.")
     return f"{base}-{digest}" if base else f"k{digest}"
+
+
+# A token carried over from another system (a Cronitor API key, so that its clients keep
+# their key): long enough to be a secret, in a URL- and header-safe alphabet.
+IMPORTED_TOKEN_MIN, IMPORTED_TOKEN_MAX = 24, 200
+_TOKEN_CHARS = _chars("A-Za-z0-9._~-")
+
+
+def validate_imported_token(secret: str) -> str:
+    if not (
+        isinstance(secret, str)
+        and IMPORTED_TOKEN_MIN <= len(secret) <= IMPORTED_TOKEN_MAX
+        and all(c in _TOKEN_CHARS for c in secret)
+    ):
+        raise ValidationError(
+            f"invalid token secret: {IMPORTED_TOKEN_MIN}-{IMPORTED_TOKEN_MAX} characters of "
+            "letters, digits, '.', '_', '~' and '-'"
+        )
+    return secret

@@ -333,8 +333,11 @@ class EventStore(Protocol):
 
 
 class TokenStore(Protocol):
-    def create_token(self, name: str, *, read_only: bool, now: float) -> str:
-        """A new API token; only its sha256 is stored. Returned once."""
+    def create_token(
+        self, name: str, *, read_only: bool, now: float, secret: str | None = None
+    ) -> str:
+        """A new API token (``secret``: one carried over from another system); only its
+        sha256 is stored. Returned once."""
         ...
 
     def check_token(self, token: str) -> dict[str, Any] | None: ...

@@ -1111,18 +1111,27 @@ class SQLiteStore(StoreBase):
         )
         return {name: (key, json.loads(attrs)) for name, key, attrs in rows}
 
-    def create_token(self, name: str, *, read_only: bool, now: float) -> str:
-        """Store a new API token's sha256 and return the token itself (shown once)."""
+    def create_token(
+        self, name: str, *, read_only: bool, now: float, secret: str | None = None
+    ) -> str:
+        """Store a new API token's sha256 and return the token itself (shown once).
+        ``secret``: a key carried over from another system (a Cronitor API key) instead
+        of a new random one."""
         import hashlib
         import secrets
 
         from cronwatch.core.errors import ValidationError
+        from cronwatch.core.model import validate_imported_token
 
-        token = "cw_" + secrets.token_urlsafe(32)
+        token = "cw_" + secrets.token_urlsafe(32) if secret is None else secret
+        if secret is not None:
+            validate_imported_token(secret)
         digest = hashlib.sha256(token.encode()).hexdigest()
         with self._write():
             if self.db.execute("SELECT 1 FROM tokens WHERE name=?", (name,)).fetchone():
                 raise ValidationError(f"a token named {name!r} already exists")
+            if self.db.execute("SELECT 1 FROM tokens WHERE hash=?", (digest,)).fetchone():
+                raise ValidationError("another token has that secret already")
             self.db.execute(
                 "INSERT INTO tokens(name, hash, read_only, created_at) VALUES (?,?,?,?)",
                 (name, digest, int(read_only), now),
