@@ -473,3 +473,55 @@ def test_every_shorthand_delivers_through_its_integration(
     ok(cw("integration", "rm", "sms"))
     r = cw("notify", "test", "sms:+15551234567")
     assert r.rc != 0 and b"sms integration" in r.err and r.err.count(b"\n") == 1
+
+
+def test_the_v1_api_for_timed_pause_lists_integrations_and_the_project_key(
+    live: LiveServer, client: httpx.Client, live_token: dict[str, str]
+) -> None:
+    ro = live.token("v1-ro", read_only=True)
+    w = live_token
+    assert client.put("/api/v1/jobs/v1-paused", json={}, headers=w).status_code == 200
+    before = time.time()
+    job = client.post("/api/v1/jobs/v1-paused/pause", json={"seconds": 7200}, headers=w).json()
+    assert job["paused"] is True and before + 7200 <= job["paused_until"] <= time.time() + 7200
+    job = client.post("/api/v1/jobs/v1-paused/resume", headers=w).json()
+    assert job["paused"] is False and job["paused_until"] is None
+    job = client.post("/api/v1/jobs/v1-paused/pause", headers=w).json()  # until resumed
+    assert job["paused"] is True and job["paused_until"] is None
+    # notification lists
+    hook = "webhook:https://u:pw@hooks.example.com/x"
+    r = client.put("/api/v1/notification-lists/ops", json={"channels": [hook, "pagerduty:K1"]},
+                   headers=w)  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert client.get("/api/v1/notification-lists", headers=ro).json()["ops"] == [
+        "webhook:https://u:***@hooks.example.com/x", "pagerduty:***"]  # fmt: skip
+    assert client.get("/api/v1/notification-lists?secrets=true", headers=ro).status_code == 403
+    assert (
+        client.get("/api/v1/notification-lists?secrets=true", headers=w).json()["ops"][1]
+        == "pagerduty:K1"
+    )
+    nested = client.put("/api/v1/notification-lists/all", json={"channels": ["ops"]}, headers=w)
+    assert nested.status_code == 422 and "not other lists" in nested.json()["error"]
+    assert (
+        client.put("/api/v1/notification-lists/x", json={"channels": ["a"]}, headers=ro).status_code
+        == 403
+    )
+    assert client.delete("/api/v1/notification-lists/ops", headers=w).status_code == 204
+    assert client.delete("/api/v1/notification-lists/ops", headers=w).status_code == 404
+    # integrations
+    r = client.put("/api/v1/integrations/email", headers=w,
+                   json={"host": "smtp.example.com", "password": "hunter2", "sender": "c@example.com"})  # fmt: skip
+    assert r.status_code == 200 and r.json()["password"] == "***"
+    assert client.get("/api/v1/integrations", headers=ro).json()["email"]["password"] == "***"
+    assert (
+        client.get("/api/v1/integrations?secrets=true", headers=w).json()["email"]["password"]
+        == "hunter2"
+    )
+    bad = client.put("/api/v1/integrations/email", json={"port": "0"}, headers=w)
+    assert bad.status_code == 422 and bad.json()["error"].startswith("integration email:")
+    assert client.put("/api/v1/integrations/teams", json={}, headers=w).status_code == 422
+    # the project key: a secret, written by a write token only
+    assert client.get("/api/v1/project-key", headers=ro).status_code == 403
+    assert client.put("/api/v1/project-key", json={"key": "short"}, headers=w).status_code == 422
+    key = client.get("/api/v1/project-key", headers=w).json()["key"]
+    assert client.get(f"/p/{key}/v1-ping?state=complete").status_code == 200
