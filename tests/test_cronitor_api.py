@@ -95,6 +95,11 @@ def test_the_seed_monitor_api_requests_verbatim(client: httpx.Client, rw: dict[s
     assert m["schedule"] == "7 0 * * *"
     m = put_seed(client, rw, SEED_ASSERTIONS)
     assert m["assertions"] == ["metric.duration < 30 minutes", "metric.duration > 5 seconds"]
+    # the document's three schedule formats
+    for schedule in ("0 2 * * *", "every 2 hours", "at 13:37"):
+        one = client.put("/api/monitors", json={"key": "formats", "schedule": schedule},
+                         headers=rw)  # fmt: skip
+        assert one.status_code == 200 and one.json()["monitors"][0]["schedule"] == schedule
     m = put_seed(client, rw, SEED_NOTIFY)
     assert m["notify"] == ["on-call-team", "dev-alerts"]
     assert m["failure_tolerance"] == 3  # still
@@ -416,6 +421,8 @@ def test_timed_pause_ends_by_itself(
     shown = _json(cw("job", "pause", "hourly", "--for", "2h", "--json"))
     assert abs(shown["paused_until"] - (time.time() + 7200)) < 60
     assert _json(cw("job", "resume", "hourly", "--json"))["paused_until"] is None
+    bad = cw("job", "pause", "hourly", "--for", "400d")
+    assert bad.rc == 2 and b"--for" in bad.err and bad.err.count(b"\n") == 1
 
 
 def test_notification_lists_and_integrations_cli(cw: Callable[..., Result], tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from cronwatch.core.settings import (
     LIST_KINDS,
     NUMBER_KINDS,
     SETTINGS,
+    YEAR,
     Kind,
     Setting,
     apply_settings,
@@ -325,7 +326,10 @@ def cmd_job_pause(args: argparse.Namespace) -> int:
     now = time.time()
     until = None
     if args.for_ is not None:
-        until = now + float(normalize("grace", parse_duration(args.for_)))
+        seconds = parse_duration(args.for_)
+        if not 0 < seconds <= YEAR:
+            raise ValidationError(f"--for {args.for_}: expected a duration from 1s to 366d")
+        until = now + seconds
     elif args.until is not None:
         until = normalize("paused_until", args.until)
     with _store(args) as store:

@@ -29,6 +29,7 @@ import base64
 import json
 import re
 import time
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Path, Query, Request
@@ -330,72 +331,37 @@ def build_cronitor_api(server: Any) -> FastAPI:
         # every monitor checked before anything is written: one bad monitor, nothing saved
         by_key: dict[str, dict[str, Any]] = {}
         for i, m in enumerate(monitors):
+            if isinstance(m, dict) and m.get("type", "job") not in TYPES:
+                raise BadRequest(
+                    f"monitors[{i}].type: {str(m['type'])[:40]!r} is not supported: cronwatch "
+                    "monitors jobs (type job) and heartbeats (type heartbeat, a job that sends "
+                    "no start pings), not checks or sites"
+                )
             if why := check_schema(m, MONITOR_SCHEMA, f"monitors[{i}]"):
                 key = m.get("key") if isinstance(m, dict) else None
                 raise BadRequest(why + (f" (monitor {key!r})" if isinstance(key, str) else ""))
             # a key given twice: its fields in order, as two requests would leave them
             by_key[m["key"]] = {**by_key.get(m["key"], {}), **m}
-        have = {j.name: j for j in reader.list_jobs()}
-        plans = [plan(m, i, have) for i, m in enumerate(by_key.values())]
-        names = [p[0].name for p in plans]
+        plans = [plan(m) for m in by_key.values()]
+        names = [p.name for p in plans]
         if rollback:
-            return [planned_view(job, key, attrs, read_only) for job, key, attrs in plans]
+            keys = reader.job_keys()
+            return [planned_view(*merge(reader, p, keys), read_only) for p in plans]
 
-        def op(store: Store) -> list[Job]:
+        def op(store: Store) -> None:
+            # merged with what is stored inside the write: two requests at once each
+            # keep the other's fields
             now = time.time()
-            out = []
-            for job, key, attrs in plans:
-                old = store.find_job(job.name)
-                job.created_at = old.created_at if old else now
-                job.ping_key = old.ping_key if old else ""
-                saved = store.save_job(job, now=now)
-                store.set_job_key(saved.name, key, attrs)
-                out.append(saved)
-            return out
+            keys = store.job_keys()
+            for p in plans:
+                job, key, attrs = merge(store, p, keys)
+                store.save_job(job, now=now)
+                store.set_job_key(job.name, key, attrs)
 
         await write_op(op)
         touch(names)
         keys = reader.job_keys()
         return [monitor_view(reader, reader.get_job(n), keys, read_only) for n in names]
-
-    def plan(m: Any, i: int, have: dict[str, Job]) -> tuple[Job, str, dict[str, Any]]:
-        where = f"monitors[{i}]"
-        if not isinstance(m, dict):
-            raise BadRequest(f"{where}: expected a monitor object")
-        key = m.get("key")
-        try:
-            name = name_for_key(key)  # type: ignore[arg-type]
-        except ValidationError as e:
-            raise BadRequest(f"{where}.key: {e}") from None
-        where = f"monitor {key!r}"
-        kind = m.get("type", "job")
-        if kind not in TYPES:
-            raise BadRequest(
-                f"{where}: type: {str(kind)[:40]!r} is not supported: cronwatch monitors jobs "
-                "(type job) and heartbeats (type heartbeat), not checks or sites"
-            )
-        old = have.get(name)
-        job = Job(name=name, **(old.settings() if old else {}))
-        job.resumed_at = old.resumed_at if old else None
-        keys = reader.job_keys()
-        attrs = dict(keys[name][1]) if name in keys else {}
-        if old is None:  # Cronitor's defaults: the first failure and the first miss alert
-            job.alert_after, job.schedule_tolerance = 1, 0
-        attrs["type"] = kind
-        for field in ("name", "note"):
-            if field in m:
-                if m[field] is not None and not isinstance(m[field], str):
-                    raise BadRequest(f"{where}: {field}: expected a string")
-                attrs[field] = (m[field] or "")[: 2000 if field == "note" else 200]
-        settings = to_settings(m, where)
-        try:
-            normalized = normalize_all(settings, where=f"{where}:")
-        except ValidationError as e:
-            raise BadRequest(str(e)) from None
-        for k, v in normalized.items():
-            setattr(job, k, v)
-        timed_pause(job, normalized)
-        return job, key, attrs  # type: ignore[return-value]
 
     @api.get("/monitors/{key}", responses={200: {"description": "the monitor"}})
     async def get_monitor(
@@ -621,6 +587,44 @@ def to_settings(m: dict[str, Any], where: str) -> dict[str, Any]:
     if "paused" in m:
         s["paused"] = m["paused"]
     return s
+
+
+@dataclass(slots=True)
+class Plan:
+    """One monitor of a request, checked: what it changes of its job."""
+
+    name: str
+    key: str
+    kind: str  # "" when not given
+    attrs: dict[str, Any]  # name, note: as given
+    settings: dict[str, Any]  # normalised by the settings schema
+
+
+def plan(m: dict[str, Any]) -> Plan:
+    """Check one monitor (its JSON types checked already) against the settings schema."""
+    key = m["key"]
+    name = name_for_key(key)
+    where = f"monitor {key!r}"
+    attrs: dict[str, Any] = {f: (m[f] or "") for f in ("name", "note") if f in m}
+    try:
+        settings = normalize_all(to_settings(m, where), where=f"{where}:")
+    except ValidationError as e:
+        raise BadRequest(str(e)) from None
+    return Plan(name, key, m.get("type", ""), attrs, settings)
+
+
+def merge(
+    store: Store, p: Plan, keys: dict[str, tuple[str, dict[str, Any]]]
+) -> tuple[Job, str, dict[str, Any]]:
+    """The job a plan makes of the stored one (a field not given keeps its value); a new
+    one starts from Cronitor's defaults: the first failure and the first miss alert."""
+    job = store.find_job(p.name) or Job(name=p.name, alert_after=1, schedule_tolerance=0)
+    for k, v in p.settings.items():
+        setattr(job, k, v)
+    timed_pause(job, p.settings)
+    before = keys[p.name][1] if p.name in keys else {}
+    attrs = {**before, **p.attrs, "type": p.kind or before.get("type", "job")}
+    return job, p.key, attrs
 
 
 def find(store: Store, key: str) -> Job:
