@@ -331,6 +331,10 @@ def test_the_cronitor_package_puts_and_applies_config(
     Monitor("sdk-yaml-job").unpause()
     assert Monitor("sdk-yaml-job").data.paused is False
     assert Monitor("sdk-b").delete() is True
+    # every page, as the package walks them
+    everything = Monitor.list(auto_paginate=True, pageSize=7)
+    total = httpx.get(f"{base}/api/monitors", auth=(key, "")).json()["total_monitor_count"]
+    assert len({m.key for m in everything}) == len(everything) == total
 
     # telemetry: the package's job decorator sends run and complete with the same series
     @cronitor.job("SdkDecorated")

@@ -63,7 +63,7 @@ def _validate(name: str, config: Any) -> dict[str, str]:
                 "characters"
             )
         if name == "slack":
-            channel = "#" + key.lstrip("#")
+            channel = "#" + key.lstrip("#").lower()
             if not SLACK_RE.fullmatch(channel):
                 raise ValidationError(f"integration slack: invalid channel name {key[:80]!r}")
             from cronwatch.notify import validate_channel

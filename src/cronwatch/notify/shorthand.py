@@ -23,10 +23,6 @@ from cronwatch.core.errors import ValidationError
 from cronwatch.core.model import NAME_RULE, validate_name
 
 SHORTHANDS = ("email", "slack", "pagerduty", "sms", "webhook")
-SHORTHAND_HELP = (
-    "email:ADDRESS, slack:#CHANNEL, pagerduty:ROUTING_KEY, sms:+NUMBER, webhook:URL, "
-    "or the name of a notification list"
-)
 ADDRESS_RE = re.compile(r"[^@\s,<>\"'/?&=]+@[^@\s,<>\"'/?&=]+")
 _PHONE_RE = re.compile(r"\+?[0-9]{4,20}")
 SLACK_RE = re.compile(r"#?[a-z0-9][a-z0-9._-]{0,79}")
@@ -50,10 +46,12 @@ def is_list_name(channel: str) -> bool:
     return True
 
 
+LIST_NAME_RULE = NAME_RULE.replace("a job name", "a list name")
+
+
 def validate_list_name(name: str) -> str:
     if not is_list_name(name):
-        raise ValidationError(f"invalid notification list name {name!r}: {NAME_RULE}".replace(
-            "a job name", "a list name"))  # fmt: skip
+        raise ValidationError(f"invalid notification list name {name!r}: {LIST_NAME_RULE}")
     return name
 
 
@@ -65,6 +63,7 @@ def validate_shorthand(channel: str) -> str:
         if not ADDRESS_RE.fullmatch(rest):
             raise ValidationError(f"invalid channel {channel!r}: expected email:name@example.com")
     elif kind == "slack":
+        rest = rest.lower()  # Slack's channel names are lower case
         if not SLACK_RE.fullmatch(rest):
             raise ValidationError(f"invalid channel {channel!r}: expected slack:#channel")
     elif kind == "pagerduty":

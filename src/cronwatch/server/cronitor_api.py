@@ -283,15 +283,17 @@ def build_cronitor_api(server: Any) -> FastAPI:
 
     @api.get("/monitors", responses={200: {"description": "one page of monitors"}})
     async def list_monitors(
-        request: Request, page: Annotated[int, Query(ge=1, le=1_000_000)] = 1
+        request: Request,
+        page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+        page_size: Annotated[int, Query(alias="pageSize", ge=1, le=1000)] = PAGE_SIZE,
     ) -> dict[str, Any]:
         read_only = auth(request, write=False)
         keys = reader.job_keys()
         jobs = sorted(reader.list_jobs(), key=lambda j: keys.get(j.name, (j.name,))[0])
-        chunk = jobs[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+        chunk = jobs[(page - 1) * page_size : page * page_size]
         return {
             "page": page,
-            "page_size": PAGE_SIZE,
+            "page_size": page_size,
             "total_monitor_count": len(jobs),
             "monitors": [monitor_view(reader, j, keys, read_only) for j in chunk],
         }
