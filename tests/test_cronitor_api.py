@@ -280,6 +280,14 @@ def test_cronitor_yaml_round_trip(client: httpx.Client, rw: dict[str, str]) -> N
     assert bad.status_code == 400 and "YAML" in bad.json()["error"]
     objects = client.put("/api/monitors.yaml", content="!!python/object:os.system {}", headers=rw)
     assert objects.status_code == 400  # safe_load only
+    # aliases that would name 10^9 strings if anything walked them: answered at once (a
+    # walk would take hours; the bound is far from both)
+    levels = ["l0: &l0 [" + ", ".join(['"x"'] * 10) + "]"]
+    levels += [f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    bomb = "\n".join(f"      {line}" for line in levels)
+    doc = f"jobs:\n  bomb:\n    metadata:\n{bomb}\n    assertions: *l8\n"
+    r = client.put("/api/monitors.yaml", content=doc, headers=rw, timeout=60)
+    assert r.status_code == 400 and "assertions" in r.json()["error"]
 
 
 # --- the cronitor package from PyPI ------------------------------------------------------------

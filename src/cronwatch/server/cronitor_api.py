@@ -139,7 +139,7 @@ PUT_SCHEMA: dict[str, Any] = {
     ]
 }
 _YAML_MONITOR = {k: v for k, v in MONITOR_SCHEMA.items() if k != "required"}
-_YAML_SECTION = {"type": ["object", "null"], "additionalProperties": {
+_YAML_SECTION = {"type": ["object", "null"], "maxProperties": MAX_MONITORS, "additionalProperties": {
     "anyOf": [_YAML_MONITOR, {"type": "null"}]}}  # fmt: skip
 # cronitor.yaml: jobs and heartbeats by key (checks and sites are Cronitor's, not ours)
 YAML_SCHEMA: dict[str, Any] = {
@@ -184,6 +184,10 @@ def check_schema(value: Any, schema: dict[str, Any], where: str) -> str | None:
             if "items" in schema and (why := check_schema(item, schema["items"], f"{where}[{i}]")):
                 return why
     if isinstance(value, dict):
+        # counted before anything inside is looked at: YAML aliases can make a small
+        # document name one big mapping many times
+        if len(value) > schema.get("maxProperties", len(value)):
+            return f"{where}: at most {schema['maxProperties']} entries"
         for field in schema.get("required", ()):
             if field not in value:
                 return f"{where}.{field}: required"
