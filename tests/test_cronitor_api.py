@@ -156,6 +156,7 @@ def test_bare_array_rollback_and_an_invalid_monitor_saves_nothing(
     r = client.put("/api/monitors", json={"monitors": [{"key": "dry-run", "schedule": "at 13:37"}],
                                           "rollback": True}, headers=rw)  # fmt: skip
     assert r.status_code == 200 and r.json()["monitors"][0]["schedule"] == "at 13:37"
+    assert r.json()["monitors"][0]["created"] > "2026"  # (would be created now)
     assert client.get("/api/monitors/dry-run", headers=rw).status_code == 404
     # one bad monitor among good ones: a 400 naming it and the field, nothing saved
     body = {"monitors": [{"key": "good-one", "schedule": "@daily"},

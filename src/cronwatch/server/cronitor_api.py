@@ -662,8 +662,8 @@ def planned_view(job: Job, key: str, attrs: dict[str, Any], read_only: bool) -> 
     from cronwatch.core.health import evaluate
 
     now = time.time()
-    old = job.created_at or now
-    report = evaluate(job, last_finished=None, open_runs=[], anchor=old, now=now)
+    job.created_at = job.created_at or now  # a new monitor would be created now
+    report = evaluate(job, last_finished=None, open_runs=[], anchor=job.created_at, now=now)
     info = {"health": str(report.health), "next_expected": report.next_expected}
     return _view(job, key, attrs, None, info, read_only)
 
