@@ -325,3 +325,63 @@ def test_a_flapping_job_is_capped() -> None:
 )  # fmt: skip
 def test_a_cause_reads_well_whatever_the_run_carries(fields: dict, cause: str) -> None:
     assert cause_of(Run(job="j", started_at=1.0, **fields)) == cause
+
+
+# --- schedule tolerance: missed runs counted apart from failures --------------------------
+
+
+def miss(state: AlertState, policy: Policy, *, at: float = T, paused: bool = False):
+    return on_outcome(state, policy, failed=True, missed=True, paused=paused,
+                      cause="missed: expected 09:00", at=at)  # fmt: skip
+
+
+def test_schedule_tolerance_counts_misses_apart_from_failures() -> None:
+    p = Policy(alert_after=3, miss_after=2)  # schedule_tolerance 1
+    s, out = miss(AlertState(), p)
+    assert out == [] and (s.miss_streak, s.fail_streak) == (1, 0)
+    s, out = step(s, p, "fail")  # a failed run happened: the schedule was kept
+    assert out == [] and (s.miss_streak, s.fail_streak) == (0, 1)
+    s, out = miss(s, p)
+    s, out = miss(s, p)  # the second consecutive miss: down, with the miss's cause
+    assert s.down and out == [OpenIncident("missed: expected 09:00"),
+                              Notify("alert", "missed: expected 09:00")]  # fmt: skip
+    assert s.fail_streak == 1  # misses left the failure streak as it was
+    s, out = step(s, p, "ok")
+    assert not s.down and s.miss_streak == 0 and Notify("recovery", "ok") in out
+
+
+def test_without_schedule_tolerance_a_miss_is_a_failure() -> None:
+    p = Policy(alert_after=2)
+    s, _ = miss(AlertState(), p)
+    s, out = step(s, p, "fail")
+    assert s.down and s.miss_streak == 0 and len(out) == 2
+
+
+def test_policy_from_job_maps_the_new_settings() -> None:
+    job = Job(name="x", schedule_tolerance=2, surge_threshold=None)
+    p = Policy.from_job(job)
+    assert (p.miss_after, p.max_alerts_per_hour) == (3, None)
+    assert Policy.from_job(Job(name="x")).miss_after is None
+    with pytest.raises(ValidationError):
+        Policy(miss_after=0)
+
+
+def test_miss_streak_survives_a_round_trip_and_old_states_load() -> None:
+    s, _ = miss(AlertState(), Policy(miss_after=5))
+    assert AlertState.from_dict(json.loads(json.dumps(s.to_dict()))) == s
+    old = s.to_dict()
+    del old["miss_streak"]  # stored by a version without it
+    assert AlertState.from_dict(old).miss_streak == 0
+
+
+def test_surge_threshold_holds_reminders_past_n_an_hour() -> None:
+    p = Policy(alert_after=1, realert=60, max_alerts_per_hour=2)
+    s, out = step(AlertState(), p, "fail", at=T)
+    sent = [a for a in out if isinstance(a, Notify)]
+    for minute in range(1, 10):
+        s, out = on_tick(s, p, paused=False, at=T + minute * 60)
+        sent += [a for a in out if isinstance(a, Notify)]
+    assert [n.kind for n in sent] == ["alert", "reminder"]
+    s, out = on_tick(s, p, paused=False, at=T + 3600 + 61)
+    assert [a.kind for a in out if isinstance(a, Notify)] == ["reminder"]
+    assert out[-1].suppressed > 0  # the held-back ones are reported

@@ -98,3 +98,26 @@ def test_run_ids() -> None:
     for bad in ("", "a b", "a/b", "Z" * 129, "é"):
         with pytest.raises(ValidationError, match="1-128 characters"):
             validate_run_id(bad)
+
+
+def test_foreign_keys_map_to_job_names_without_loss_or_collision() -> None:
+    from cronwatch.core.model import name_for_key, validate_ext_key
+
+    assert name_for_key("daily-backup") == "daily-backup"  # a valid name stays itself
+    keys = ["Nightly_DB-Backup.v2", "nightly_db-backup.v2", "NIGHTLY_DB-BACKUP.V2",
+            "A" * 200, "A" * 199 + "B", "~tilde", "-dash", "x" * 64, "x" * 65]  # fmt: skip
+    names = [name_for_key(k) for k in keys]
+    assert len(set(names)) == len(keys)
+    for name in names:
+        assert validate_name(name) == name
+    assert name_for_key("Nightly_DB-Backup.v2") == names[0]  # the same key, the same job
+    for bad in ("", "a b", "a/b", "é", "x" * 201):
+        with pytest.raises(ValidationError):
+            validate_ext_key(bad)
+
+
+def test_a_timed_pause_is_over_at_its_time() -> None:
+    job = Job(name="x", paused=True, paused_until=100.0)
+    assert job.paused_at(99.9) and not job.paused_at(100.0)
+    assert Job(name="y", paused=True).paused_at(1e12)
+    assert not Job(name="z").paused_at(0.0)

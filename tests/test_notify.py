@@ -512,3 +512,72 @@ def test_slack_template_keeps_markup_and_escapes_values(
 def test_a_server_that_does_not_speak_http(smtp_server: Mailbox) -> None:
     with pytest.raises(DeliveryError, match=r"not an HTTP answer \(220 test ESMTP\)"):
         send(f"http://127.0.0.1:{smtp_server.port}/hook", alert(), timeout=2)
+
+
+# --- Cronitor's shorthands and the integrations they use --------------------------------------
+
+
+def test_shorthands_validate_redact_and_resolve() -> None:
+    from cronwatch.notify import redact, validate_channel
+    from cronwatch.notify.shorthand import resolve
+
+    assert validate_channel("EMAIL:team@company.com") == "email:team@company.com"
+    assert validate_channel("on-call-team") == "on-call-team"  # a notification list
+    for bad in ("email:nobody", "slack:", "sms:call-me", "webhook:ftp://x", "pagerduty:a b",
+                "On Call", "teams:#x"):  # fmt: skip
+        with pytest.raises(ValidationError):
+            validate_channel(bad)
+    assert redact("pagerduty:R0UT1NG") == "pagerduty:***"
+    assert (
+        redact("webhook:https://u:pw@example.com/hook") == "webhook:https://u:***@example.com/hook"
+    )
+    integrations = {
+        "email": {"host": "smtp.example.com", "port": "587", "username": "cron",
+                  "password": "p@ss", "sender": "cron@example.com"},
+        "slack": {"#alerts": "https://hooks.slack.com/services/T0/B0/XYZ"},
+        "sms": {"url": "twilio://SID:TOKEN@+15550001111/{to}"},
+    }  # fmt: skip
+    assert resolve("email:team@company.com", integrations) == (
+        "mailto://cron:p%40ss@smtp.example.com:587?to=team@company.com&from=cron@example.com"
+    )
+    assert resolve("slack:#alerts", integrations).endswith("/T0/B0/XYZ")
+    assert (
+        resolve("sms:+15551234567", integrations) == "twilio://SID:TOKEN@+15550001111/+15551234567"
+    )
+    assert resolve("pagerduty:KEY1", {}) == "pagerduty://KEY1"
+    with pytest.raises(ValidationError, match="routing key"):
+        resolve("pagerduty:", {})
+    with pytest.raises(ValidationError, match="no webhook for #ops"):
+        resolve("slack:#ops", integrations)
+    with pytest.raises(ValidationError, match="email integration"):
+        resolve("email:a@b.c", {})
+
+
+def test_integrations_are_checked_and_redacted() -> None:
+    from cronwatch.notify.integrations import redact_integration, validate_integration
+
+    email = validate_integration("email", {"host": "smtp.example.com", "port": 587,
+                                           "password": "secret"})  # fmt: skip
+    assert email["port"] == "587" and redact_integration("email", email)["password"] == "***"
+    slack = validate_integration("slack", {"alerts": "https://hooks.slack.com/services/T0/B0/XYZ"})
+    assert list(slack) == ["#alerts"]
+    assert "XYZ" not in json.dumps(redact_integration("slack", slack))
+    for name, config in (("email", {}), ("email", {"host": "h", "tls": "maybe"}),
+                         ("teams", {}), ("sms", {"url": "https://x.example/no-placeholder"}),
+                         ("pagerduty", {"endpoint": "ftp://x"}), ("email", {"host": "h", "x": "1"}),
+                         ("slack", {"#a": "not a url"})):  # fmt: skip
+        with pytest.raises(ValidationError):
+            validate_integration(name, config)
+
+
+def test_pagerduty_triggers_and_resolves_with_one_dedup_key(receiver: Receiver) -> None:
+    from urllib.parse import quote
+
+    url = f"pagerduty://R0UT1NG?endpoint={quote(receiver.url(), safe='')}"
+    send(url, alert())
+    send(url, Message(kind="recovery", job="backup", env="prod", status="success", cause="ok"))
+    trigger, resolve_ = [r.json() for r in receiver.requests]
+    assert trigger["routing_key"] == "R0UT1NG" and trigger["event_action"] == "trigger"
+    assert resolve_["event_action"] == "resolve" and trigger["dedup_key"] == resolve_["dedup_key"]
+    assert trigger["payload"]["summary"] == alert().title()
+    assert redact(url) == "pagerduty://***"

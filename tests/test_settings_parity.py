@@ -155,6 +155,29 @@ HAND: list[Row] = [
     Row("environments", SKIP, "[1]", [1], REJECT),
     Row("mute_envs", ["--mute-env", "staging"], '["staging"]', ["staging"], ["staging"]),
     Row("mute_envs", ["--mute-env", "x" * 65], f'["{"x" * 65}"]', ["x" * 65], REJECT),
+    # --- schedule tolerance, surge threshold, timed pause ------------------------------------
+    Row("schedule_tolerance", ["--schedule-tolerance", "2"], "2", 2, 2),
+    Row("schedule_tolerance", ["--schedule-tolerance", "none"], '"none"', None, None),
+    Row("schedule_tolerance", ["--schedule-tolerance", "two"], '"two"', "two", REJECT),
+    Row("surge_threshold", ["--surge-threshold", "10"], "10", 10, 10),
+    Row("surge_threshold", ["--surge-threshold", "none"], '"none"', None, None),
+    Row("surge_threshold", ["--surge-threshold", "1.5"], "1.5", 1.5, REJECT),
+    Row("paused_until", ["--paused-until", "2026-12-03T08:00:00Z"], '"2026-12-03T08:00:00Z"',
+        1796284800, 1796284800.0),
+    Row("paused_until", SKIP, "2026-12-03T08:00:00Z", 1796284800, 1796284800.0),  # TOML date-time
+    Row("paused_until", ["--paused-until", "tomorrow"], '"tomorrow"', "tomorrow", REJECT),
+    # --- notify: Cronitor's shorthands and notification lists ----------------------------------
+    Row("notify", ["--notify", "email:team@company.com", "--notify", "slack:#alerts"],
+        '["email:team@company.com", "slack:#alerts"]', ["email:team@company.com", "slack:#alerts"],
+        ["email:team@company.com", "slack:#alerts"]),
+    Row("notify", ["--notify", "on-call-team"], '["on-call-team"]', ["on-call-team"],
+        ["on-call-team"]),
+    Row("notify", ["--notify", "sms:+15551234567"], '["sms:+15551234567"]', ["sms:+15551234567"],
+        ["sms:+15551234567"]),
+    Row("notify", ["--notify", "email:not-an-address"], '["email:not-an-address"]',
+        ["email:not-an-address"], REJECT),
+    Row("notify", ["--notify", "slack:"], '["slack:"]', ["slack:"], REJECT),
+    Row("notify", ["--notify", "On Call"], '["On Call"]', ["On Call"], REJECT),
 ]  # fmt: skip
 
 
@@ -312,7 +335,9 @@ def test_the_real_script_sets_every_setting(cw: Callable[..., Result]) -> None:
            "--tag", "db", "--keep-days", "30", "--keep-output", "20",
            "--keep-failed-output", "40", "--slowdown-alert", "on", "--key", KEY_A,
            "--disable", "--title", "All of them", "--environment", "production",
-           "--environment", "staging", "--mute-env", "staging", "--json")  # fmt: skip
+           "--environment", "staging", "--mute-env", "staging",
+           "--schedule-tolerance", "1", "--surge-threshold", "3",
+           "--paused-until", "2030-01-01T00:00:00Z", "--json")  # fmt: skip
     assert r.rc == 0, r.err
     got = json.loads(cw("job", "show", "all", "--json").out)
     assert {k: got[k] for k in BY_NAME} == {
@@ -322,6 +347,7 @@ def test_the_real_script_sets_every_setting(cw: Callable[..., Result]) -> None:
         "keep_output": 20, "keep_failed_output": 40, "slowdown_alert": True, "ping_key": KEY_A,
         "disabled": True, "title": "All of them", "environments": ["production", "staging"],
         "mute_envs": ["staging"],
+        "schedule_tolerance": 1, "surge_threshold": 3, "paused_until": 1893456000.0,
     }  # fmt: skip
 
 

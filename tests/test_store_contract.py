@@ -296,3 +296,30 @@ def test_output_captured_as_one_stream_says_so_on_every_path(store):
     assert {r.id: r.merged for r in store.iter_runs(job="m")} == {r: got[r][0] for r in got}
     assert store.get_run("rec").to_dict()["merged"] is True
     assert store.get_run("apart").to_dict()["merged"] is False
+
+
+def test_alerting_configured_once_and_foreign_keys(store):
+    store.set_notification_list("on-call-team", ["email:ops@example.com", "slack:#alerts"])
+    store.set_notification_list("on-call-team", ["pagerduty:KEY"])  # replaced
+    assert store.notification_lists() == {"on-call-team": ["pagerduty:KEY"]}
+    store.delete_notification_list("on-call-team")
+    with pytest.raises(NotFound):
+        store.delete_notification_list("on-call-team")
+    store.set_integration("email", {"host": "smtp.example.com", "password": "s"})
+    assert store.integrations() == {"email": {"host": "smtp.example.com", "password": "s"}}
+    store.delete_integration("email")
+    with pytest.raises(NotFound):
+        store.delete_integration("email")
+    # a job's key in another system's spelling, moved with the key, gone with the job
+    store.save_job(Job(name="a"), now=1.0)
+    store.save_job(Job(name="b"), now=1.0)
+    store.set_job_key("a", "MyKey", {"name": "A job"})
+    store.set_job_key("b", "MyKey", {})  # the key now names b: a loses it
+    assert store.job_keys() == {"b": ("MyKey", {})}
+    store.delete_job("b")
+    assert store.job_keys() == {}
+    key = "k" * 16
+    store.set_project_ping_key(key)
+    assert store.project_ping_key() == key
+    with pytest.raises(Exception, match="ping key"):
+        store.set_project_ping_key("short")

@@ -9,6 +9,14 @@
     grace = "15m"
     max_runtime = "2h"
     assert = ["output contains 'backup complete'"]
+    notify = ["on-call-team"]
+
+    [lists]                    # notification lists: a name for several channels
+    on-call-team = ["email:ops@example.com", "slack:#alerts"]
+
+    [integrations.email]       # configured once, for the shorthands (email:ADDRESS, ...)
+    host = "smtp.example.com"
+    sender = "cron@example.com"
 
 The keys are the settings of core/settings.py (with their aliases); every invalid value
 is rejected with the file, the job, the setting, the value and what is accepted.
@@ -38,11 +46,12 @@ def load(path: str | None = None) -> dict[str, dict[str, Any]]:
         raise ValidationError(f"{path}: invalid TOML: {e}") from None
     except OSError as e:
         raise ValidationError(f"cannot read {path}: {e.strerror}") from None
-    unknown = set(data) - {"defaults", "jobs", "server"}  # [server] is read by the client
+    # [server] is read by the client
+    unknown = set(data) - {"defaults", "jobs", "server", "lists", "integrations"}
     if unknown:
         raise ValidationError(
-            f"{path}: unknown section {sorted(unknown)[0]!r}: expected [defaults], [jobs.NAME] "
-            "and [server]"
+            f"{path}: unknown section {sorted(unknown)[0]!r}: expected [defaults], [jobs.NAME], "
+            "[lists], [integrations.NAME] and [server]"
         )
     defaults = data.get("defaults", {})
     jobs = data.get("jobs", {})
@@ -63,7 +72,36 @@ def load(path: str | None = None) -> dict[str, dict[str, Any]]:
         own = {n for n in (_name(k) for k in settings) if n}
         merged = {k: v for k, v in defaults.items() if _name(k) not in own}
         out[name] = normalize_all({**merged, **settings}, where=where)
+        if out[name].get("paused_until") is not None and "paused" not in out[name]:
+            out[name]["paused"] = True  # a timed pause pauses
     return out
+
+
+def load_alerting(
+    path: str | None = None,
+) -> tuple[dict[str, list[str]], dict[str, dict[str, Any]]]:
+    """The file's [lists] (name = [channels], checked) and [integrations.NAME] tables (as
+    written: the notify registry checks them, ``notify.integrations.validate_integration``)."""
+    path = path or config_path()
+    with open(path, "rb") as f:  # load() has read it already: errors were reported there
+        data = tomllib.load(f)
+    base = os.path.basename(path)
+    lists: dict[str, list[str]] = {}
+    raw_lists = data.get("lists", {})
+    raw_integrations = data.get("integrations", {})
+    if not isinstance(raw_lists, dict) or not isinstance(raw_integrations, dict):
+        raise ValidationError(f"{path}: [lists] and [integrations.NAME] must be tables")
+    for name, channels in raw_lists.items():
+        where = f"{base} [lists] {name}:"
+        try:
+            validate_name(name)
+        except ValidationError as e:
+            raise ValidationError(f"{where} {e}".replace("job name", "list name")) from None
+        found = normalize_all({"notify": channels}, where=where)["notify"]
+        if any(":" not in c for c in found):
+            raise ValidationError(f"{where} a list's channels are channels, not other lists")
+        lists[name] = found
+    return lists, dict(raw_integrations)
 
 
 def _name(key: str) -> str | None:

@@ -155,6 +155,7 @@ def _record_outcomes(
     # state machine, and the wrapper pays for every import.
     from cronwatch.core.alerting import AlertState, Policy, cause_of, on_outcome
 
+    resume_if_due(store, job, now)
     raw, version = store.read_alert_state(job.name, env)
     state = AlertState.from_dict(raw) if raw else AlertState()
     policy = Policy.from_job(job)
@@ -163,7 +164,7 @@ def _record_outcomes(
         was_down, was_failing = state.down, state.fail_streak > 0
         state, actions = on_outcome(
             state, policy, failed=run.status.is_failure, paused=job.paused, cause=cause_of(run),
-            at=now,
+            at=now, missed=run.status is Status.MISSED,
         )  # fmt: skip
         decided.append(
             (run, actions, was_down and not state.down, was_failing and not run.status.is_failure)
@@ -227,10 +228,42 @@ def _act(
                 "env": env,
                 "at": now,
             }
-            for channel in job.notify:
+            for channel in channels_of(store, job):
                 store.enqueue_notification(job=job.name, incident_id=incident, kind=action.kind,
                                            channel=channel, payload=payload, at=now)  # fmt: skip
     return events
+
+
+def channels_of(store: Any, job: Job) -> list[str]:
+    """The job's channels with its notification lists expanded (each channel once). A name
+    no list has stays as it is: its delivery fails with that reason, on record."""
+    if not job.notify:
+        return []
+    lists: dict[str, list[str]] | None = None
+    out: list[str] = []
+    for channel in job.notify:
+        if ":" not in channel:  # a notification list's name (a job name's alphabet)
+            if lists is None:
+                lists = store.notification_lists()
+            found = lists.get(channel)
+            if found is not None:
+                out.extend(c for c in found if c not in out)
+                continue
+        if channel not in out:
+            out.append(channel)
+    return out
+
+
+def resume_if_due(store: Any, job: Job, now: float) -> Job:
+    """End a timed pause whose time has come: the job is saved resumed as of
+    ``paused_until`` (so the schedule counts from there: the paused slots are never
+    missed), whichever path sees it first (`check`, the scheduler, a run's evaluation)."""
+    until = job.paused_until
+    if job.paused and until is not None and now >= until:
+        job.paused, job.paused_until = False, None
+        store.save_job(job, now=until)  # stamps resumed_at = until
+        job.resumed_at = until
+    return job
 
 
 def settle(store: Any, *, now: float, budget: float | None = None) -> list[dict[str, Any]]:
@@ -317,8 +350,11 @@ def _check_job(store: Any, job: Job, now: float) -> tuple[list[dict[str, Any]], 
 
     name = job.name
     events: list[dict[str, Any]] = []
-    if job.paused or job.disabled:
+    resume_if_due(store, job, now)
+    if job.disabled:
         return events, None
+    if job.paused:
+        return events, job.paused_until
     open_runs = store.open_runs_of(name)
     for run in overdue(job, open_runs, now):
         run.status = Status.TIMEOUT
@@ -500,8 +536,10 @@ def job_deadline(store: Any, name: str, *, now: float) -> float | None:
 
 
 def _deadline(store: Any, job: Job) -> float | None:
-    if job.paused or job.disabled:
+    if job.disabled:
         return None
+    if job.paused:
+        return job.paused_until  # a timed pause ends by itself then
     timed = bool(job.schedule) or job.max_runtime is not None
     all_open = store.open_runs_of(job.name) if timed else []
     looks: list[float] = []
@@ -529,6 +567,7 @@ def deliver_outbox(store: Any, *, now: float, budget: float = 30.0, timeout: flo
         return 0
     from cronwatch.notify import Message, send
 
+    integrations: dict[str, dict[str, str]] | None = None
     sent = 0
     started = time.monotonic()
     for item in due:
@@ -539,7 +578,9 @@ def deliver_outbox(store: Any, *, now: float, budget: float = 30.0, timeout: flo
             continue  # another process took it
         try:
             msg = Message.from_dict(item["payload"])
-            send(item["channel"], msg, timeout=timeout)
+            if integrations is None and ":" in item["channel"] and "://" not in item["channel"]:
+                integrations = store.integrations()  # a shorthand: email:, slack:#, ...
+            send(item["channel"], msg, timeout=timeout, integrations=integrations)
         except ValidationError as e:  # a bad channel or template: retrying cannot help
             store.finish_notification(item["id"], ok=False, now=now, error=str(e)[:500])
             continue

@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from typing import Any
 
 from cronwatch.app.evaluate import check_all, deliver_outbox, describe
 from cronwatch.cli.commands import add_common, emit_json, name_arg, open_db
+from cronwatch.core.errors import ValidationError
 from cronwatch.core.model import Job
 from cronwatch.core.settings import (
     LIST_KINDS,
     NUMBER_KINDS,
     SETTINGS,
+    YEAR,
     Kind,
     Setting,
     apply_settings,
     normalize,
+    timed_pause,
 )
 from cronwatch.core.values import format_duration, format_time, parse_timestamp
+from cronwatch.system import config_path
 
 
 def register(sub: Any, command: Any) -> None:
@@ -37,6 +42,19 @@ def register(sub: Any, command: Any) -> None:
 
     s = command(jsub, "show", cmd_job_show, "a job's settings, ping key, health and next expected run",
                 "cronwatch job show backup --json")  # fmt: skip
+    s.add_argument("name", type=name_arg, metavar="NAME")
+    add_common(s)
+
+    s = command(jsub, "pause", cmd_job_pause, "pause a job (no missed runs, no alerts), for a while or until resumed",
+                "cronwatch job pause backup --for 2h\ncronwatch job pause backup --until 2026-12-03T08:00:00Z")  # fmt: skip
+    s.add_argument("name", type=name_arg, metavar="NAME")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--for", dest="for_", metavar="DUR", help="resume by itself after DUR (such as 2h, 30m, 1d)")  # fmt: skip
+    g.add_argument("--until", metavar="TIME", help="resume by itself at TIME (ISO 8601, UTC if no offset)")  # fmt: skip
+    add_common(s)
+
+    s = command(jsub, "resume", cmd_job_resume, "resume a paused job (a timed pause too)",
+                "cronwatch job resume backup")  # fmt: skip
     s.add_argument("name", type=name_arg, metavar="NAME")
     add_common(s)
 
@@ -68,7 +86,49 @@ def register(sub: Any, command: Any) -> None:
     nsub = p.add_subparsers(title="notify commands", metavar="ACTION")
     s = command(nsub, "test", cmd_notify_test, "send a test message to a channel",
                 "cronwatch notify test https://hooks.example.com/cron")  # fmt: skip
-    s.add_argument("channel", metavar="CHANNEL")
+    s.add_argument(
+        "channel",
+        metavar="CHANNEL",
+        help="a channel URL, a shorthand (email:ADDRESS, slack:#CHANNEL, ...) or a notification list",
+    )
+    add_common(s, json_flag=False)
+
+    p = command(sub, "notify-list", cmd_notify_list_help, "notification lists: a name for several channels, used in a job's notify",
+                "cronwatch notify-list set on-call-team email:ops@example.com slack:#alerts\n"
+                "cronwatch job set backup --notify on-call-team")  # fmt: skip
+    lsub = p.add_subparsers(title="notify-list commands", metavar="ACTION")
+    s = command(lsub, "set", cmd_notify_list_set, "create or replace a notification list",
+                "cronwatch notify-list set on-call-team email:ops@example.com pagerduty:KEY")  # fmt: skip
+    s.add_argument("name", metavar="NAME")
+    s.add_argument("channels", nargs="+", metavar="CHANNEL", help="a channel URL or a shorthand (email:, slack:#, pagerduty:, sms:, webhook:)")  # fmt: skip
+    add_common(s, json_flag=False)
+    s = command(lsub, "show", cmd_notify_list_show, "the notification lists (channels redacted)",
+                "cronwatch notify-list show --json")  # fmt: skip
+    s.add_argument("name", nargs="?", metavar="NAME")
+    add_common(s)
+    s = command(lsub, "rm", cmd_notify_list_rm, "delete a notification list",
+                "cronwatch notify-list rm on-call-team")  # fmt: skip
+    s.add_argument("name", metavar="NAME")
+    add_common(s, json_flag=False)
+
+    p = command(sub, "integration", cmd_integration_help, "integrations configured once: email (SMTP), slack, pagerduty, sms",
+                "cronwatch integration set email host=smtp.example.com port=587 username=cron \\\n"
+                "    password=secret sender=cron@example.com\n"
+                "cronwatch integration set slack '#alerts=https://hooks.slack.com/services/T0/B0/XX'")  # fmt: skip
+    isub = p.add_subparsers(title="integration commands", metavar="ACTION")
+    s = command(isub, "set", cmd_integration_set, "configure an integration (replaces its settings)",
+                "cronwatch integration set pagerduty routing_key=R0UT1NGKEY")  # fmt: skip
+    s.add_argument("name", metavar="NAME", help="email, slack, pagerduty or sms")
+    s.add_argument("pairs", nargs="+", metavar="KEY=VALUE")
+    add_common(s, json_flag=False)
+    s = command(isub, "show", cmd_integration_show, "the integrations (secrets hidden unless --secrets)",
+                "cronwatch integration show --json")  # fmt: skip
+    s.add_argument("--secrets", action="store_true", help="show passwords, keys and webhook URLs")
+    add_common(s)
+    s = command(isub, "rm", cmd_integration_rm, "remove an integration",
+                "cronwatch integration rm sms")  # fmt: skip
+    s.add_argument("name", metavar="NAME")
+    add_common(s, json_flag=False)
 
 
 def add_setting_flags(p: argparse.ArgumentParser) -> None:
@@ -102,7 +162,7 @@ def _help(args: argparse.Namespace) -> int:
     return 2
 
 
-cmd_job_help = cmd_notify_help = _help
+cmd_job_help = cmd_notify_help = cmd_notify_list_help = cmd_integration_help = _help
 
 
 def _store(args: argparse.Namespace, create: bool = True) -> Any:
@@ -149,7 +209,12 @@ def _print_job(store: Any, job: Any, args: argparse.Namespace, now: float) -> No
         ("notify", ", ".join(_redact(c) for c in job.notify) or "-"),
         ("assertions", "; ".join(job.asserts) or "-"),
         ("tags", ", ".join(job.tags) or "-"),
-        ("paused", "yes" if job.paused else "no"),
+        ("paused", ("yes" + (f", until {format_time(job.paused_until)} UTC"
+                             if job.paused_until is not None else "")) if job.paused else "no"),
+        ("tolerance", ("misses count as failures" if job.schedule_tolerance is None
+                       else f"{job.schedule_tolerance} missed run(s) before an alert")
+                      + (f"; alerts pause past {job.surge_threshold} an hour"
+                         if job.surge_threshold is not None else "")),
         ("disabled", "yes (records nothing, alerts nothing)" if job.disabled else "no"),
         ("title", job.title or "-"),
         ("environments", ", ".join(job.environments) or "-"),
@@ -184,12 +249,25 @@ def cmd_job_rm(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from cronwatch.app.configfile import load  # tomllib and the file's rules: apply only
+    from cronwatch.app.configfile import (
+        load,  # tomllib and the file's rules: apply only
+        load_alerting,
+    )
+    from cronwatch.notify.integrations import validate_integration
 
     wanted = load(args.config)
+    lists, raw_integrations = load_alerting(args.config)
+    integrations: dict[str, dict[str, str]] = {}
+    for name, config in raw_integrations.items():
+        try:
+            integrations[name] = validate_integration(name, config)
+        except ValidationError as e:
+            where = os.path.basename(args.config or config_path())
+            raise ValidationError(f"{where} [integrations.{name}]: {e}") from None
     now = time.time()
     changes: list[dict[str, Any]] = []
     with _store(args) as store:
+        changes += _apply_alerting(store, lists, integrations, args.dry_run)
         for name, settings in sorted(wanted.items()):
             current = store.find_job(name)
             job = current or Job(name=name, created_at=now)
@@ -203,6 +281,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
                     key = desired.pop("ping_key")
                     for k, v in desired.items():
                         setattr(job, k, v)
+                    timed_pause(job, settings)
                     with store.transaction():
                         store.save_job(job, now=now)
                         if key and key != before["ping_key"]:
@@ -213,9 +292,152 @@ def cmd_apply(args: argparse.Namespace) -> int:
         print("nothing to change: the database matches the config")
     else:
         for c in changes:
-            print(f"{'would ' if args.dry_run else ''}{c['action']} {c['job']}")
+            what = c.get("job") or (f"list {c['list']}" if "list" in c else f"integration {c['integration']}")  # fmt: skip
+            print(f"{'would ' if args.dry_run else ''}{c['action']} {what}")
             for k, d in c["changes"].items():
                 print(f"    {k}: {d['from']!r} -> {d['to']!r}")
+    return 0
+
+
+def _apply_alerting(
+    store: Any, lists: dict[str, list[str]], integrations: dict[str, dict[str, str]], dry: bool
+) -> list[dict[str, Any]]:
+    """The file's [lists] and [integrations.NAME]: set as written (others are left as
+    they are: integrations hold secrets a file may not want to carry)."""
+    from cronwatch.notify.integrations import redact_integration
+
+    changes: list[dict[str, Any]] = []
+    have_lists, have_integrations = store.notification_lists(), store.integrations()
+    for name, channels in sorted(lists.items()):
+        if have_lists.get(name) != channels:
+            changes.append({"list": name, "action": "update" if name in have_lists else "create",
+                            "changes": {"channels": {"from": have_lists.get(name),
+                                                     "to": [_redact(c) for c in channels]}}})  # fmt: skip
+            if not dry:
+                store.set_notification_list(name, channels)
+    for name, config in sorted(integrations.items()):
+        if have_integrations.get(name) != config:
+            changes.append({"integration": name, "action": "update" if name in have_integrations else "create",
+                            "changes": {"settings": {"from": None, "to": redact_integration(name, config)}}})  # fmt: skip
+            if not dry:
+                store.set_integration(name, config)
+    return changes
+
+
+def cmd_job_pause(args: argparse.Namespace) -> int:
+    from cronwatch.core.values import parse_duration
+
+    now = time.time()
+    until = None
+    if args.for_ is not None:
+        seconds = parse_duration(args.for_)
+        if not 0 < seconds <= YEAR:
+            raise ValidationError(f"--for {args.for_}: expected a duration from 1s to 366d")
+        until = now + seconds
+    elif args.until is not None:
+        until = normalize("paused_until", args.until)
+    with _store(args) as store:
+        job = store.find_job(args.name) or Job(name=args.name, created_at=now)
+        job.paused, job.paused_until = True, until
+        job = store.save_job(job, now=now)
+        _print_job(store, job, args, now)
+    return 0
+
+
+def cmd_job_resume(args: argparse.Namespace) -> int:
+    now = time.time()
+    with _store(args, create=False) as store:
+        job = store.get_job(args.name)
+        job.paused, job.paused_until = False, None
+        job = store.save_job(job, now=now)
+        _print_job(store, job, args, now)
+    return 0
+
+
+def cmd_notify_list_set(args: argparse.Namespace) -> int:
+    from cronwatch.notify.shorthand import validate_list_name
+
+    name = validate_list_name(args.name)
+    channels = normalize("notify", args.channels, where=f"notify-list {name}:")
+    if any(":" not in c for c in channels):
+        raise_list_in_list(name)
+    with _store(args) as store:
+        store.set_notification_list(name, channels)
+    print(f"notification list {name}: {', '.join(_redact(c) for c in channels)}")
+    return 0
+
+
+def raise_list_in_list(name: str) -> None:
+    raise ValidationError(
+        f"notification list {name}: its channels are channels (URLs or shorthands such as "
+        "email:ADDRESS), not other lists"
+    )
+
+
+def cmd_notify_list_show(args: argparse.Namespace) -> int:
+    from cronwatch.core.errors import NotFound
+
+    with _store(args, create=False) as store:
+        lists = {k: [_redact(c) for c in v] for k, v in store.notification_lists().items()}
+    if args.name is not None:
+        if args.name not in lists:
+            raise NotFound(f"no notification list named {args.name!r}")
+        lists = {args.name: lists[args.name]}
+    if args.json:
+        emit_json(lists)
+    else:
+        for name, channels in lists.items():
+            print(f"{name}\t{', '.join(channels)}")
+        if not lists:
+            print("no notification lists")
+    return 0
+
+
+def cmd_notify_list_rm(args: argparse.Namespace) -> int:
+    with _store(args, create=False) as store:
+        store.delete_notification_list(args.name)
+    print(f"deleted notification list {args.name}")
+    return 0
+
+
+def cmd_integration_set(args: argparse.Namespace) -> int:
+    from cronwatch.notify.integrations import redact_integration, validate_integration
+
+    pairs: dict[str, str] = {}
+    for pair in args.pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValidationError(f"integration {args.name}: expected KEY=VALUE, not {pair[:60]!r}")
+        pairs[key] = value
+    config = validate_integration(args.name, pairs)
+    with _store(args) as store:
+        store.set_integration(args.name, config)
+    shown = redact_integration(args.name, config)
+    print(f"integration {args.name}: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
+    return 0
+
+
+def cmd_integration_show(args: argparse.Namespace) -> int:
+    from cronwatch.notify.integrations import redact_integration
+
+    with _store(args, create=False) as store:
+        found = store.integrations()
+    if not args.secrets:
+        found = {k: redact_integration(k, v) for k, v in found.items()}
+    if args.json:
+        emit_json(found)
+    else:
+        for name, config in found.items():
+            print(f"{name}\t" + ", ".join(f"{k}={v}" for k, v in config.items()))
+        if not found:
+            print("no integrations")
+    return 0
+
+
+def cmd_integration_rm(args: argparse.Namespace) -> int:
+    with _store(args, create=False) as store:
+        store.delete_integration(args.name)
+    print(f"removed integration {args.name}")
     return 0
 
 
@@ -291,9 +513,22 @@ def cmd_notify_test(args: argparse.Namespace) -> int:
     from cronwatch.notify import Message, send, validate_channel  # as in _redact
 
     url = validate_channel(args.channel)
+    integrations: dict[str, dict[str, str]] = {}
+    channels = [url]
+    if "://" not in url:  # a shorthand or a list: resolved with what is configured
+        with _store(args, create=False) as store:
+            integrations = store.integrations()
+            if ":" not in url:
+                from cronwatch.core.errors import NotFound
+
+                found = store.notification_lists().get(url)
+                if found is None:
+                    raise NotFound(f"no notification list named {url!r}")
+                channels = found
     msg = Message(kind="test", job="cronwatch-test", status="success",
                   cause="this is a test message from cronwatch", run=None, output_tail="",
                   at=time.time())  # fmt: skip
-    send(url, msg, timeout=10.0)
-    print(f"sent a test message to {_redact(url)}")
+    for channel in channels:
+        send(channel, msg, timeout=10.0, integrations=integrations)
+        print(f"sent a test message to {_redact(channel)}")
     return 0

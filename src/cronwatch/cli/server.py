@@ -87,6 +87,10 @@ def register(sub: Any, command: Any) -> None:
                 "cronwatch token create --read-only grafana")  # fmt: skip
     t.add_argument("name", metavar="NAME")
     t.add_argument("--read-only", action="store_true", help="may read, never change")
+    t.add_argument("--secret-from-stdin", action="store_true",
+                   help="read the token from stdin instead of making one: keep a key carried "
+                        "over from another system (echo $CRONITOR_API_KEY | cronwatch token "
+                        "create cronitor --secret-from-stdin)")  # fmt: skip
     add_common(t, json_flag=False)
     t = command(tsub, "list", cmd_token_list, "list tokens (names, never the secrets)",
                 "cronwatch token list")  # fmt: skip
@@ -100,7 +104,9 @@ def register(sub: Any, command: Any) -> None:
 
     p = command(sub, "ping-key", cmd_ping_key,
                 "print the project ping key used by slug URLs (/ping/KEY/JOB)",
-                "curl -fsS http://127.0.0.1:8000/ping/$(cronwatch ping-key)/backup")  # fmt: skip
+                "curl -fsS http://127.0.0.1:8000/ping/$(cronwatch ping-key)/backup\n"
+                "cronwatch ping-key --set YOUR_CRONITOR_API_KEY   (keep Cronitor's telemetry URLs)")  # fmt: skip
+    p.add_argument("--set", metavar="KEY", help="use KEY (carried over from another system) as the project ping key")  # fmt: skip
     add_common(p, json_flag=False)
 
 
@@ -215,10 +221,15 @@ def cmd_token_help(args: argparse.Namespace) -> int:
 
 def cmd_token_create(args: argparse.Namespace) -> int:
     validate_name(args.name)
+    secret = sys.stdin.readline().strip() if args.secret_from_stdin else None
     with _open(args) as store:
-        token = store.create_token(args.name, read_only=args.read_only, now=time.time())
-    print(token)
-    sys.stderr.write("cronwatch: store this token now; it is not shown again\n")
+        token = store.create_token(args.name, read_only=args.read_only, now=time.time(),
+                                   secret=secret)  # fmt: skip
+    if secret is None:
+        print(token)
+        sys.stderr.write("cronwatch: store this token now; it is not shown again\n")
+    else:
+        print(f"token {args.name} created with the secret given")
     return 0
 
 
@@ -239,5 +250,7 @@ def cmd_token_delete(args: argparse.Namespace) -> int:
 
 def cmd_ping_key(args: argparse.Namespace) -> int:
     with _open(args) as store:
+        if args.set is not None:
+            store.set_project_ping_key(args.set)
         print(store.project_ping_key())
     return 0

@@ -16,8 +16,12 @@ Rules (defaults in Policy):
   opens and no alert or reminder is sent. When the job is unpaused while still down,
   the next tick or failure opens the incident and alerts. A recovery for an alert that
   was sent before the pause is still delivered: it closes a conversation already begun.
+- Schedule tolerance (``miss_after``, when set): missed runs are counted apart from
+  failures, in ``miss_streak``; ``miss_after`` consecutive misses make the job down. A run
+  that happened (succeeded or failed) ends a miss streak; a miss leaves the failure streak
+  as it was. Unset, a miss counts as a failure toward ``alert_after``.
 - Surge protection: at most ``max_alerts_per_hour`` alerts plus reminders in any rolling
-  hour per job. Over the cap the incident still opens and closes, the notification is
+  hour per job (the job's ``surge_threshold``). Over the cap the incident still opens and closes, the notification is
   counted in ``suppressed`` and reported on the next one delivered; an incident whose
   alert was suppressed gets it late, on a later tick or failure once the hour has room,
   if it is still down. Recoveries are never suppressed and are not counted: each one
@@ -46,23 +50,29 @@ class Policy:
     recover_after: int = 1
     realert: float | None = None
     max_alerts_per_hour: int | None = 6
+    miss_after: int | None = None
 
     def __post_init__(self) -> None:
         if self.alert_after < 1 or self.recover_after < 1:
             raise ValidationError("alert_after and recover_after must be at least 1")
+        if self.miss_after is not None and self.miss_after < 1:
+            raise ValidationError("miss_after must be at least 1 (or unset)")
         if self.realert is not None and self.realert <= 0:
             raise ValidationError("realert must be a positive duration (or unset)")
         if self.max_alerts_per_hour is not None and self.max_alerts_per_hour < 1:
             raise ValidationError("max_alerts_per_hour must be at least 1 (or unset for no cap)")
 
     @classmethod
-    def from_job(cls, job: Job, *, max_alerts_per_hour: int | None = 6) -> Policy:
-        """The policy a job's settings describe (the surge cap is a server-wide setting)."""
+    def from_job(cls, job: Job) -> Policy:
+        """The policy a job's settings describe: ``schedule_tolerance`` N tolerates N
+        missed runs, so the N+1st alerts."""
+        tolerance = job.schedule_tolerance
         return cls(
             alert_after=job.alert_after,
             recover_after=job.recover_after,
             realert=job.realert or None,
-            max_alerts_per_hour=max_alerts_per_hour,
+            max_alerts_per_hour=job.surge_threshold,
+            miss_after=None if tolerance is None else tolerance + 1,
         )
 
 
@@ -106,6 +116,7 @@ class AlertState:
     cause: str = ""
     alerted: bool = False
     next_reminder_at: float | None = None
+    miss_streak: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         # by hand, not dataclasses.asdict: its recursive deep copy was a fifth of `check`'s
@@ -121,6 +132,7 @@ class AlertState:
             "cause": self.cause,
             "alerted": self.alerted,
             "next_reminder_at": self.next_reminder_at,
+            "miss_streak": self.miss_streak,
         }
 
     @classmethod
@@ -141,6 +153,7 @@ class AlertState:
                 cause=str(d.get("cause") or ""),
                 alerted=bool(d.get("alerted", False)),
                 next_reminder_at=_opt_float(d.get("next_reminder_at")),
+                miss_streak=int(d.get("miss_streak", 0)),
             )
         except (TypeError, ValueError) as e:
             raise ValidationError(f"invalid alert state: {e}") from None
@@ -214,14 +227,31 @@ def cause_of(run: Run) -> str:
 
 
 def on_outcome(
-    state: AlertState, policy: Policy, *, failed: bool, paused: bool, cause: str, at: float
+    state: AlertState,
+    policy: Policy,
+    *,
+    failed: bool,
+    paused: bool,
+    cause: str,
+    at: float,
+    missed: bool = False,
 ) -> tuple[AlertState, list[Action]]:
-    """Feed one finished run (success, or failed/timeout/missed as ``failed=True``).
+    """Feed one finished run (success, or failed/timeout/missed as ``failed=True``;
+    ``missed`` too for a missed run, which the schedule tolerance counts apart).
 
     ``cause`` is a one-line description ("exit code 1", "missed: expected 09:00",
     "timed out after 30m"); it goes into the incident and the notifications.
     """
     st, out = _copy(state, at), list[Action]()
+    if missed and policy.miss_after is not None:
+        st.miss_streak += 1
+        st.ok_streak = 0
+        st.cause = cause
+        if st.miss_streak >= policy.miss_after:
+            st.down = True
+        _while_down(st, policy, paused, at, out)
+        return st, out
+    st.miss_streak = 0  # a run happened: the schedule was kept
     if failed:
         st.fail_streak += 1
         st.ok_streak = 0

@@ -6,6 +6,12 @@
     output matches REGEX      Python re.search, ^ and $ match at every line
     stdout lines >= N         also <=, <, >, ==, != (and 'output lines', 'stderr lines')
 
+Cronitor's syntax too, as Cronitor writes it: a ``metric.`` subject and units in words,
+
+    metric.duration < 30 minutes      (seconds, minutes, hours, days; singular or plural)
+    metric.count >= 1                 the count and error_count a telemetry ping carries
+    metric.error_count < 1            (?metric=count:N); a run without that metric fails
+
 TEXT and REGEX may be quoted ("..." or '...') to keep leading or trailing spaces.
 Output checks see the captured output, which is capped (head and tail kept): text in a
 cut middle is not found, and line counts of capped output are counted after the cut.
@@ -27,10 +33,11 @@ RULE_HELP = (
     "expected one of: 'duration < 30m' (or >, <=, >=), 'output contains TEXT', "
     "'output not contains TEXT', 'output matches REGEX', 'stdout lines >= N' "
     "(or <=, <, >, ==, !=); use stdout or stderr instead of output for one stream, "
-    "and quote TEXT as \"...\" or '...' to keep spaces"
+    "and quote TEXT as \"...\" or '...' to keep spaces; or Cronitor's "
+    "'metric.duration < 30 minutes', 'metric.count >= 1', 'metric.error_count < 1'"
 )
 
-RuleKind = Literal["duration", "contains", "not_contains", "matches", "lines"]
+RuleKind = Literal["duration", "contains", "not_contains", "matches", "lines", "metric"]
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
@@ -42,6 +49,17 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
 }
 _DURATION = re.compile(r"duration\s*(<=|>=|<|>)\s*(.+)", re.IGNORECASE)
 _LINES = re.compile(r"(output|stdout|stderr)\s+lines\s*(<=|>=|==|!=|<|>)\s*(\d+)", re.IGNORECASE)
+_METRIC_DURATION = re.compile(
+    r"metric\.duration\s*(<=|>=|<|>)\s*([0-9]+(?:\.[0-9]+)?)\s*"
+    r"(milliseconds?|ms|seconds?|s|minutes?|m|hours?|h|days?|d)",
+    re.IGNORECASE,
+)
+_WORD_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_METRIC_COUNT = re.compile(
+    r"metric\.(count|error_count)\s*(<=|>=|==|!=|<|>)\s*([0-9]{1,15})", re.IGNORECASE
+)
+# how the ping dialect writes a telemetry ping's counts into the run's message
+_COUNTS = re.compile(r"(?:^|[\s(])(count|error_count)=([0-9.eE+-]+)")
 _TEXT = re.compile(
     r"(output|stdout|stderr)\s+(not\s+contains|contains|matches)\s+(.+)", re.IGNORECASE | re.DOTALL
 )
@@ -67,6 +85,15 @@ class Rule:
         return None if observed is None else f"{self.text} failed: {observed}"
 
     def _violation(self, run: Run) -> str | None:
+        if self.kind == "metric":
+            found = {k: v for k, v in _COUNTS.findall(run.message or "")}
+            if self.subject not in found:
+                return f"the run reported no {self.subject} metric"
+            try:
+                n = float(found[self.subject])
+            except ValueError:
+                return f"the run's {self.subject} metric is not a number"
+            return None if _OPS[self.op](n, float(self.value)) else f"{self.subject} was {n:g}"
         if self.kind == "duration":
             took = run.duration
             if took is None and run.ended_at is not None:
@@ -133,6 +160,12 @@ def _bad(text: str, why: str = "") -> ValidationError:
 def parse_rule(text: str) -> Rule:
     """Parse one assertion; raise ValidationError listing the accepted forms."""
     s = str(text).strip()
+    if m := _METRIC_DURATION.fullmatch(s):
+        unit = m.group(3).lower()
+        size = _WORD_UNITS["ms" if unit.startswith("mil") else unit[0]] if unit != "ms" else 0.001
+        return Rule(s, "duration", "duration", m.group(1), float(m.group(2)) * size)
+    if m := _METRIC_COUNT.fullmatch(s):
+        return Rule(s, "metric", m.group(1).lower(), m.group(2), int(m.group(3)))
     if m := _DURATION.fullmatch(s):
         try:
             seconds = parse_duration(m.group(2))

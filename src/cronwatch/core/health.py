@@ -121,7 +121,7 @@ def evaluate(
 
     if job.disabled:
         report.health, report.reason = Health.DISABLED, "disabled"
-    elif job.paused:
+    elif job.paused_at(now):  # a timed pause past its end is over, resumed or not yet
         report.health, report.reason = Health.PAUSED, "paused"
     elif stuck and job.max_runtime is not None:
         run = stuck[0]

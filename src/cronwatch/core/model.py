@@ -472,7 +472,8 @@ class Job(_Record):
     __slots__ = ("name", "created_at", "schedule", "tz", "grace", "max_runtime", "alert_after",
                  "recover_after", "realert", "notify", "asserts", "paused", "tags", "ping_key",
                  "keep_days", "keep_output", "keep_failed_output", "slowdown_alert",
-                 "resumed_at", "disabled", "title", "environments", "mute_envs")  # fmt: skip
+                 "resumed_at", "disabled", "title", "environments", "mute_envs",
+                 "schedule_tolerance", "surge_threshold", "paused_until")  # fmt: skip
 
     name: str
     created_at: float
@@ -497,6 +498,9 @@ class Job(_Record):
     title: str
     environments: list[str]
     mute_envs: list[str]
+    schedule_tolerance: int | None
+    surge_threshold: int | None
+    paused_until: float | None
 
     def __init__(
         self,
@@ -523,6 +527,9 @@ class Job(_Record):
         title: str = "",
         environments: list[str] | None = None,
         mute_envs: list[str] | None = None,
+        schedule_tolerance: int | None = None,
+        surge_threshold: int | None = 6,
+        paused_until: float | None = None,
     ) -> None:
         self.name = name
         self.created_at = created_at
@@ -547,11 +554,19 @@ class Job(_Record):
         self.title = title
         self.environments = [] if environments is None else environments
         self.mute_envs = [] if mute_envs is None else mute_envs
+        self.schedule_tolerance = schedule_tolerance
+        self.surge_threshold = surge_threshold
+        self.paused_until = paused_until
 
     def envs(self) -> list[str]:
         """The environments checked for missed runs (stored names; the default one first
         when listed, and when none is)."""
         return sorted({env_key(e) for e in self.environments}) or [""]
+
+    def paused_at(self, now: float) -> bool:
+        """Paused at ``now``: a timed pause (``paused_until``) is over once that time came,
+        whether or not the store has been told yet (`check` and the scheduler resume it)."""
+        return self.paused and (self.paused_until is None or now < self.paused_until)
 
     def settings(self) -> dict[str, Any]:
         """Every configurable field (everything but name, created_at, ping_key, resumed_at)."""
@@ -566,3 +581,57 @@ class Job(_Record):
 SETTING_NAMES = tuple(
     k for k in Job.__slots__ if k not in {"name", "created_at", "ping_key", "resumed_at"}
 )
+
+
+# A key in another system's spelling (Cronitor's monitor keys: mixed case, longer than a
+# job name). It maps to a job name without loss (the key is kept beside the job) and
+# without collisions (a key that is not already a valid name gets a digest of itself).
+EXT_KEY_MAX = 200
+_EXT_KEY_CLASS = "A-Za-z0-9._~-"
+EXT_KEY_RULE = f"1-{EXT_KEY_MAX} characters of letters, digits, '.', '_', '~' and '-'"
+EXT_KEY_PATTERN = f"^[{_EXT_KEY_CLASS}]{{1,{EXT_KEY_MAX}}}$"
+_EXT_KEY_CHARS = _chars(_EXT_KEY_CLASS)
+
+
+def validate_ext_key(key: str) -> str:
+    """Return ``key`` if another system's key may name a job here, else ValidationError."""
+    if not (
+        isinstance(key, str)
+        and 1 <= len(key) <= EXT_KEY_MAX
+        and all(c in _EXT_KEY_CHARS for c in key)
+    ):
+        raise ValidationError(f"invalid key {str(key)[:80]!r}: {EXT_KEY_RULE}")
+    return key
+
+
+def name_for_key(key: str) -> str:
+    """The job name of another system's key: the key itself when it is a valid name, else
+    the nearest name (cut to leave room) plus 10 hex digits of the key's SHA-256, so that
+    keys differing only in case or past the name's length stay distinct jobs."""
+    validate_ext_key(key)
+    if _fits(key, 1, NAME_MAX, _NAME_FIRST, _NAME_CHARS):
+        return key
+    import hashlib  # here: the wrapper never maps foreign keys
+
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+    base = normalize_name(key)[: NAME_MAX - 11].rstrip("-_.")
+    return f"{base}-{digest}" if base else f"k{digest}"
+
+
+# A token carried over from another system (a Cronitor API key, so that its clients keep
+# their key): long enough to be a secret, in a URL- and header-safe alphabet.
+IMPORTED_TOKEN_MIN, IMPORTED_TOKEN_MAX = 24, 200
+_TOKEN_CHARS = _chars("A-Za-z0-9._~-")
+
+
+def validate_imported_token(secret: str) -> str:
+    if not (
+        isinstance(secret, str)
+        and IMPORTED_TOKEN_MIN <= len(secret) <= IMPORTED_TOKEN_MAX
+        and all(c in _TOKEN_CHARS for c in secret)
+    ):
+        raise ValidationError(
+            f"invalid token secret: {IMPORTED_TOKEN_MIN}-{IMPORTED_TOKEN_MAX} characters of "
+            "letters, digits, '.', '_', '~' and '-'"
+        )
+    return secret

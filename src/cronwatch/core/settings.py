@@ -48,6 +48,7 @@ class Kind(Enum):
     PING_KEY = "ping_key"
     TEXT = "text"  # free text on one line
     ENVS = "envs"  # a list of environment names
+    TIME = "time"  # seconds since the epoch; ISO 8601 text too
 
 
 # A TEXT setting's rule (one line, no control characters), as a regex for the API's schema
@@ -55,7 +56,8 @@ LINE_PATTERN = "^[^\\x00-\\x1f\\x7f]*$"
 DAY = 86400.0
 YEAR = 366 * DAY
 LIST_KINDS = (Kind.CHANNELS, Kind.RULES, Kind.TAGS, Kind.ENVS)
-NUMBER_KINDS = (Kind.DURATION, Kind.COUNT, Kind.NUMBER)
+NUMBER_KINDS = (Kind.DURATION, Kind.COUNT, Kind.NUMBER, Kind.TIME)
+TIME_MAX = 253402300799.0  # 9999-12-31T23:59:59Z
 _OFF = ("none", "off", "")  # the text for None (JSON null) of an optional setting
 
 
@@ -95,6 +97,8 @@ class Setting:
                 Kind.DURATION: f"{DURATION_HELP} (or seconds)",
                 Kind.COUNT: "a whole number",
                 Kind.NUMBER: "a number",
+                Kind.TIME: "an ISO 8601 time such as 2026-12-02T18:00:00Z or seconds since "
+                "the epoch",
             }[self.kind]
             lo, hi = _show(self, self.lo), _show(self, self.hi)
             text = f"{what} from {lo} to {hi}"
@@ -174,6 +178,20 @@ SETTINGS: tuple[Setting, ...] = (
             "an environment whose runs alert no one (recorded and shown all the same); "
             "repeat (replaces the list)", "--mute-env", "ENV", max_len=64, max_items=20,
             no_flag="--no-mute-env", aliases=("mute-envs",)),
+    Setting("schedule_tolerance", Kind.COUNT, None,
+            "missed runs tolerated before an alert, counted apart from failures ('none', "
+            "the default: a missed run counts as a failure toward alert_after)",
+            "--schedule-tolerance", "N", lo=0, hi=1000, optional=True,
+            aliases=("schedule-tolerance",)),
+    Setting("surge_threshold", Kind.COUNT, 6,
+            "alerts and reminders sent in any rolling hour before the rest pause until the "
+            "hour has room (counted, and reported with the next one); 'none': no limit "
+            "(default 6)", "--surge-threshold", "N", lo=1, hi=1000, optional=True,
+            aliases=("surge-threshold",)),
+    Setting("paused_until", Kind.TIME, None,
+            "pause until this time, then resume by itself (ISO 8601 or seconds since the "
+            "epoch; setting it pauses; 'none' clears)", "--paused-until", "TIME", lo=0.0,
+            hi=TIME_MAX, optional=True, aliases=("paused-until",)),
 )  # fmt: skip
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 ALIASES: dict[str, str] = {a: s.name for s in SETTINGS for a in s.aliases}
@@ -275,7 +293,17 @@ def _number(kind: Kind, value: Any) -> float | int:
         if isinstance(value, int):
             return value
         raise ValueError  # 1.5, NaN, infinity
-    if isinstance(value, str):
+    if kind is Kind.TIME and hasattr(value, "timestamp") and hasattr(value, "tzinfo"):
+        if value.tzinfo is None:  # a TOML local date-time: UTC, as everywhere here
+            from datetime import UTC
+
+            value = value.replace(tzinfo=UTC)
+        value = value.timestamp()
+    if isinstance(value, str) and kind is Kind.TIME:
+        from cronwatch.core.values import parse_timestamp
+
+        x = parse_timestamp(value)
+    elif isinstance(value, str):
         x = parse_duration(value) if kind is Kind.DURATION else float(value)
     elif isinstance(value, int | float):
         x = float(value)
@@ -334,10 +362,21 @@ def _as_list(value: Any) -> list[Any]:
 
 def apply_settings(job: Job, settings: dict[str, Any], *, where: str = "") -> Job:
     """Set ``job``'s stored settings from ``settings`` (normalised here)."""
-    for name, value in normalize_all(settings, where=where).items():
+    normalized = normalize_all(settings, where=where)
+    for name, value in normalized.items():
         if not BY_NAME[name].stored:
             raise ValidationError(f"{_at(where)}{name} is not a stored setting")
         setattr(job, name, value)
+    return timed_pause(job, normalized)
+
+
+def timed_pause(job: Job, given: dict[str, Any]) -> Job:
+    """A pause and its end agree after ``given`` (normalised settings) were set: a
+    ``paused_until`` pauses the job; a resume (``paused`` false) ends a timed pause."""
+    if given.get("paused") is False:
+        job.paused_until = None
+    elif given.get("paused_until") is not None:
+        job.paused = True
     return job
 
 

@@ -4,7 +4,12 @@
     tgram://BOT_TOKEN/CHAT_ID       Telegram Bot API
     slack://T000/B000/XXXX          Slack incoming webhook (or https://hooks.slack.com/services/...)
     mailto://user:pass@host:587?to=a@example.com   email over SMTP (also smtp://, smtps://)
+    pagerduty://ROUTING_KEY         PagerDuty Events API v2
     anything else                   Apprise, when the optional extra is installed
+
+Cronitor's shorthands (``email:ADDRESS``, ``slack:#CHANNEL``, ``pagerduty:KEY``,
+``sms:+NUMBER``, ``webhook:URL``) and notification list names are channels too:
+``notify.shorthand`` resolves them with the integrations configured once.
 
 Each channel is a plugin module with ``validate(url) -> str``, ``send(url, message, *,
 timeout, template)`` and ``redact(url) -> str``. ``send`` makes one attempt (the outbox
@@ -42,6 +47,8 @@ ACCEPTED = (
     "https://host/path (webhook), tgram://BOT_TOKEN/CHAT_ID (Telegram), "
     "slack://T000/B000/XXXX or https://hooks.slack.com/services/... (Slack), "
     "mailto://user:pass@smtp.host:587?to=you@example.com or smtp:// / smtps:// (email), "
+    "pagerduty://ROUTING_KEY, email:ADDRESS, slack:#CHANNEL, pagerduty:KEY, sms:+NUMBER, "
+    "webhook:URL, the name of a notification list, "
     "or any Apprise URL with the apprise extra"
 )
 _SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -61,7 +68,8 @@ class Channel(Protocol):
 # scheme -> the module that delivers it, imported on first use: delivering to a webhook
 # need not load smtplib, ssl and email for the email channel (or Apprise).
 _BY_SCHEME = {"http": "webhook", "https": "webhook", "tgram": "telegram", "slack": "slack",
-              "mailto": "email", "mailtos": "email", "smtp": "email", "smtps": "email"}  # fmt: skip
+              "mailto": "email", "mailtos": "email", "smtp": "email", "smtps": "email",
+              "pagerduty": "pagerduty"}  # fmt: skip
 
 
 def _scheme(url: str) -> str:
@@ -95,6 +103,12 @@ def validate_channel(url: str) -> str:
         )
     scheme = _scheme(text)
     if not scheme:
+        from cronwatch.notify import shorthand
+
+        if shorthand.is_shorthand(text):
+            return shorthand.validate_shorthand(text)
+        if shorthand.is_list_name(text):
+            return text  # a notification list, expanded when an alert is queued
         raise ValidationError(f"invalid channel {redact(text)!r}: no scheme; expected {ACCEPTED}")
     channel = _channel(text)
     from cronwatch.notify import apprise  # loaded by _channel already when it is the one
@@ -119,12 +133,26 @@ def validate_template(template: str) -> str:
     return check_template(template)
 
 
-def send(url: str, message: Message, *, timeout: float = 10.0, template: str | None = None) -> None:
+def send(
+    url: str,
+    message: Message,
+    *,
+    timeout: float = 10.0,
+    template: str | None = None,
+    integrations: dict[str, dict[str, str]] | None = None,
+) -> None:
     """Deliver ``message`` once, or raise DeliveryError (transport, bad answer) or
-    ValidationError (bad URL or template). ``timeout`` bounds each network operation."""
+    ValidationError (bad URL or template). ``timeout`` bounds each network operation.
+    ``integrations``: what the shorthands (``email:...``) resolve with."""
     if not timeout > 0:
         raise ValidationError(f"invalid timeout {timeout!r}: expected a positive number of seconds")
     normalised = validate_channel(url)
+    if not _scheme(normalised):
+        from cronwatch.notify import shorthand as shorthands
+
+        if not shorthands.is_shorthand(normalised):
+            raise ValidationError(f"no notification list named {normalised!r}")
+        normalised = validate_channel(shorthands.resolve(normalised, integrations or {}))
     _channel(normalised).send(normalised, message, timeout=timeout, template=template)
 
 
@@ -132,6 +160,12 @@ def redact(url: str) -> str:
     """The URL with tokens and passwords replaced by ``***``, for logs and ``incidents``."""
     text = str(url).strip()
     if not _scheme(text):
+        from cronwatch.notify import shorthand
+
+        if shorthand.is_shorthand(text):
+            return shorthand.redact(text)
+        if shorthand.is_list_name(text):
+            return text
         return "***"
     try:
         return _channel(text).redact(text)

@@ -37,7 +37,7 @@ from typing import Any, Literal, TypeVar
 
 from cronwatch.core.errors import ValidationError
 from cronwatch.core.model import Job, Run, Status, new_run_id, validate_name
-from cronwatch.core.settings import normalize_all
+from cronwatch.core.settings import normalize_all, timed_pause
 from cronwatch.remote import outbox
 from cronwatch.remote.ping import Ping, api_base
 from cronwatch.remote.transport import Settings, Transport, upsert_job
@@ -175,6 +175,7 @@ def _declare(h: JobHandle, settings: dict[str, Any]) -> None:
             job = store.find_job(h.name) or Job(name=h.name, created_at=time.time())
             for k, v in clean.items():
                 setattr(job, k, v)
+            timed_pause(job, clean)
             store.save_job(job, now=time.time())
     elif not s.token:
         log.warning("%s: schedule= needs an API token (token= or $CRONWATCH_TOKEN) "

@@ -11,10 +11,11 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
-from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi import Body, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPBearer
+from pydantic import Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -33,9 +34,18 @@ from cronwatch.core.model import (
     Status,
     env_key,
 )
-from cronwatch.core.settings import normalize_all
+from cronwatch.core.settings import normalize_all, timed_pause
 from cronwatch.notify import redact
-from cronwatch.server.api_models import JobCreate, JobPatch, JobSettings, RunCreate, RunPatch
+from cronwatch.server.api_models import (
+    JobCreate,
+    JobPatch,
+    JobSettings,
+    NotifyList,
+    PauseBody,
+    ProjectKey,
+    RunCreate,
+    RunPatch,
+)
 from cronwatch.server.auth import Forbidden, authorize
 from cronwatch.server.runs_api import create_run_op, patch_run_op
 from cronwatch.store.interface import Store
@@ -195,14 +205,86 @@ def build_api(server: Any) -> FastAPI:
         return Response(status_code=204)
 
     @api.post("/jobs/{name}/pause")
-    async def pause(request: Request, name: JobName) -> dict[str, Any]:
-        job = await write(lambda s: _save(s, s.get_job(name), {"paused": True}), name)
+    async def pause(
+        request: Request, name: JobName, body: PauseBody | None = None
+    ) -> dict[str, Any]:
+        """Pause; with ``seconds`` or ``until`` the pause ends by itself (a timed pause)."""
+        until = None
+        if body is not None and body.seconds is not None:
+            until = time.time() + body.seconds
+        elif body is not None and body.until is not None:
+            until = body.until
+        settings = {"paused": True, "paused_until": until}
+        job = await write(lambda s: _save(s, s.get_job(name), settings), name)
         return view(request, job)
 
     @api.post("/jobs/{name}/resume")
     async def resume(request: Request, name: JobName) -> dict[str, Any]:
         job = await write(lambda s: _save(s, s.get_job(name), {"paused": False}), name)
         return view(request, job)
+
+    # --- alerting configured once: notification lists, integrations, the project key ----
+    @api.get("/notification-lists")
+    async def notification_lists(request: Request, secrets: Secrets = False) -> dict[str, Any]:
+        if secrets and getattr(request.state, "read_only", True):
+            raise Forbidden("a read-only token cannot see channel secrets (secrets=true)")
+        found = reader.notification_lists()
+        if secrets:
+            return found
+        return {k: [redact(c) for c in v] for k, v in found.items()}
+
+    @api.put("/notification-lists/{name}")
+    async def put_notification_list(
+        request: Request, name: Annotated[str, Path(pattern=NAME_PATTERN)], body: NotifyList
+    ) -> dict[str, Any]:
+        channels = check_list(name, body.channels)
+        await write(lambda s: s.set_notification_list(name, channels))
+        return {"name": name, "channels": [redact(c) for c in channels]}
+
+    @api.delete("/notification-lists/{name}", status_code=204)
+    async def delete_notification_list(
+        name: Annotated[str, Path(pattern=NAME_PATTERN)],
+    ) -> Response:
+        await write(lambda s: s.delete_notification_list(name))
+        return Response(status_code=204)
+
+    @api.get("/integrations")
+    async def integrations(request: Request, secrets: Secrets = False) -> dict[str, Any]:
+        from cronwatch.notify.integrations import redact_integration
+
+        if secrets and getattr(request.state, "read_only", True):
+            raise Forbidden("a read-only token cannot see integration secrets (secrets=true)")
+        found = reader.integrations()
+        return found if secrets else {k: redact_integration(k, v) for k, v in found.items()}
+
+    @api.put("/integrations/{name}")
+    async def put_integration(
+        name: Literal["email", "slack", "pagerduty", "sms"],
+        body: Annotated[
+            dict[str, Annotated[str, Field(max_length=2000)]], Body(max_length=100)
+        ],  # fmt: skip
+    ) -> dict[str, Any]:
+        from cronwatch.notify.integrations import redact_integration, validate_integration
+
+        config = validate_integration(name, body)
+        await write(lambda s: s.set_integration(name, config))
+        return redact_integration(name, config)
+
+    @api.delete("/integrations/{name}", status_code=204)
+    async def delete_integration(name: Literal["email", "slack", "pagerduty", "sms"]) -> Response:
+        await write(lambda s: s.delete_integration(name))
+        return Response(status_code=204)
+
+    @api.get("/project-key")
+    async def project_key(request: Request) -> dict[str, Any]:
+        if getattr(request.state, "read_only", True):
+            raise Forbidden("a read-only token cannot see the project ping key")
+        return {"key": await write(lambda s: s.project_ping_key())}
+
+    @api.put("/project-key")
+    async def put_project_key(body: ProjectKey) -> dict[str, Any]:
+        await write(lambda s: s.set_project_ping_key(body.key))
+        return {"key": body.key}
 
     # --- runs --------------------------------------------------------------------------------
     @api.get("/jobs/{name}/runs")
@@ -389,10 +471,22 @@ def _redact_incident(incident: dict[str, Any]) -> dict[str, Any]:
     return incident
 
 
+def check_list(name: str, channels: list[str]) -> list[str]:
+    """A notification list's channels, normalised; a list inside a list is refused."""
+    found: list[str] = normalize_all({"notify": channels})["notify"]
+    if any(":" not in c for c in found):
+        raise ValidationError(
+            f"notify: the channels of list {name} are channel URLs or shorthands "
+            "(email:ADDRESS, ...), not other lists"
+        )
+    return found
+
+
 def _save(store: Store, job: Job, settings: dict[str, Any]) -> Job:
     key = settings.pop("ping_key", None)
     for k, v in settings.items():
         setattr(job, k, v)
+    timed_pause(job, settings)
     saved = store.save_job(job, now=time.time())
     if key:
         store.set_ping_key(saved.name, key)

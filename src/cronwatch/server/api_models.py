@@ -47,7 +47,7 @@ def _field(s: Setting) -> tuple[Any, Any]:
     """
     kind = s.kind
     t: Any
-    if kind is Kind.DURATION or kind is Kind.NUMBER:
+    if kind is Kind.DURATION or kind is Kind.NUMBER or kind is Kind.TIME:
         t = Annotated[float, Field(ge=s.lo, le=s.hi)]
     elif kind is Kind.COUNT:
         t = whole(s.lo, s.hi)
@@ -127,3 +127,34 @@ class RunPatch(BaseModel):
     exit_code: ExitCode | None = None
     output: Annotated[str, Field(max_length=1_000_000)] | None = None
     message: Annotated[str, Field(max_length=2000)] | None = None
+
+
+class PauseBody(BaseModel):
+    """A pause: for ``seconds`` (or until ``until``, seconds since the epoch), else until
+    resumed."""
+
+    model_config = _STRICT
+
+    seconds: Annotated[float, Field(gt=0, le=366 * 86400.0)] | None = None
+    until: Timestamp | None = None
+
+
+NotifyListName = Annotated[str, Field(pattern=NAME_PATTERN)]
+
+
+class NotifyList(BaseModel):
+    """A notification list: channel URLs or shorthands (email:, slack:#, pagerduty:,
+    sms:, webhook:), never other lists."""
+
+    model_config = _STRICT
+
+    channels: Annotated[list[Annotated[str, Field(min_length=1, max_length=2000)]],
+                        Field(min_length=1, max_length=50)]  # fmt: skip
+
+
+class ProjectKey(BaseModel):
+    """The project ping key of slug URLs (/p/KEY/job, /ping/KEY/job)."""
+
+    model_config = _STRICT
+
+    key: Annotated[str, Field(pattern=PING_KEY_PATTERN)]

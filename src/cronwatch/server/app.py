@@ -86,6 +86,7 @@ class Server:
         self.holder = f"{self.replica}#{secrets.token_hex(4)}"
         self.api: Any = None
         self.loom: Any = None  # Loom's /api/crons, built on first use like /api/v1
+        self.cronitor: Any = None
         self.hub: Any = None
         self.scheduler: Any = None
         limit = (b"ping-body-limit", str(config.body_limit).encode())
@@ -165,6 +166,10 @@ class Server:
                 else:
                     scope = dict(scope, root_path=scope.get("root_path", "") + "/api/crons")
                     await self.loom_app()(scope, receive, send)
+            elif path.startswith(("/api/monitors", "/api/cronitor/")):
+                # Cronitor's Monitor API (server/cronitor_api.py), its document included
+                scope = dict(scope, root_path=scope.get("root_path", "") + "/api")
+                await self.cronitor_app()(scope, receive, send)
             elif path == "/healthz":
                 await self.healthz(send)
             elif path in ("/", "/dashboard"):
@@ -190,6 +195,13 @@ class Server:
 
             self.loom = build_loom(self)
         return self.loom
+
+    def cronitor_app(self) -> Any:
+        if self.cronitor is None:
+            from cronwatch.server.cronitor_api import build_cronitor_api
+
+            self.cronitor = build_cronitor_api(self)
+        return self.cronitor
 
     async def lifespan(self, receive: Any, send: Any) -> None:
         while True:

@@ -132,7 +132,15 @@ class Applier:
                 self.by_name[job.name] = job
             return job.name
         if p.project_key != self.project_key:
-            raise NotFound("not found")
+            # the key may have been set since (`ping-key --set`, the API): read it again
+            # (only a ping with another key pays for it)
+            self.project_key = store.project_ping_key()
+            if p.project_key != self.project_key:
+                raise NotFound("not found")
+        if p.ext_key and self._named(store, p.slug) is None:
+            # a job named by a key in Cronitor's spelling: the key is kept beside it
+            store.ensure_job(p.slug, now=time.time())
+            store.set_job_key(p.slug, p.ext_key, {})
         if not p.create and self._named(store, p.slug) is None:
             raise NotFound("not found")
         return p.slug

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
 from cronwatch.core.errors import CronwatchError, ValidationError
-from cronwatch.core.model import env_key, validate_name, validate_run_id
+from cronwatch.core.model import env_key, name_for_key, validate_name, validate_run_id
 
 START, SUCCESS, FAIL, LOG, HEARTBEAT = "start", "success", "fail", "log", "heartbeat"
 _SIMOB_STATES = {"run": START, "complete": SUCCESS, "fail": FAIL}
@@ -55,6 +55,7 @@ class Ping:
     duration: float | None = None
     want_execution: bool = False  # simob's v=1: {"execution": run id}
     want_checkin: bool = False  # Loom's start ping asked for JSON: {"checkin_id": run id}
+    ext_key: str = ""  # a Cronitor key that is not a job name (slug holds its job's name)
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -115,7 +116,12 @@ def parse_ping(path: str, query: str) -> Ping | None:
         try:
             validate_name(p.slug)
         except ValidationError as e:
-            raise BadPing(str(e)) from None
+            if p.dialect != "cronitor":
+                raise BadPing(str(e)) from None
+            try:  # a monitor key in Cronitor's spelling (mixed case, longer): its job
+                p.slug, p.ext_key = name_for_key(p.slug), p.slug
+            except ValidationError as e2:
+                raise BadPing(str(e2)) from None
     return p
 
 

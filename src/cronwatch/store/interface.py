@@ -400,8 +400,11 @@ class EventStore(Protocol):
 
 
 class TokenStore(Protocol):
-    def create_token(self, name: str, *, read_only: bool, now: float) -> str:
-        """A new API token; only its sha256 is stored. Returned once."""
+    def create_token(
+        self, name: str, *, read_only: bool, now: float, secret: str | None = None
+    ) -> str:
+        """A new API token (``secret``: one carried over from another system); only its
+        sha256 is stored. Returned once."""
         ...
 
     def check_token(self, token: str) -> dict[str, Any] | None: ...
@@ -449,6 +452,36 @@ class LeaderStore(Protocol):
         ...
 
 
+class AlertingStore(Protocol):
+    """What alerts are sent with, configured once: notification lists (a name for several
+    channels), integrations (the SMTP server, Slack webhooks, ...), and the keys of jobs
+    in another system's spelling (Cronitor's monitor keys) with that system's attributes."""
+
+    def notification_lists(self) -> dict[str, list[str]]: ...
+    def set_notification_list(self, name: str, channels: list[str]) -> None: ...
+    def delete_notification_list(self, name: str) -> None:
+        """NotFound when there is no such list."""
+        ...
+
+    def integrations(self) -> dict[str, dict[str, str]]: ...
+    def set_integration(self, name: str, config: dict[str, str]) -> None: ...
+    def delete_integration(self, name: str) -> None:
+        """NotFound when it is not configured."""
+        ...
+
+    def set_project_ping_key(self, key: str) -> None:
+        """Use ``key`` as the project ping key (a key carried over from another system)."""
+        ...
+
+    def set_job_key(self, name: str, key: str, attrs: dict[str, Any]) -> None:
+        """Keep another system's key of a job and its attributes (name, note, type)."""
+        ...
+
+    def job_keys(self) -> dict[str, tuple[str, dict[str, Any]]]:
+        """Every job's key in another system's spelling: job name -> (key, attributes)."""
+        ...
+
+
 class Maintenance(Protocol):
     """Housekeeping beside a busy writer (SQLite: WAL checkpoints; others: nothing)."""
 
@@ -490,6 +523,7 @@ class Store(
     EventStore,
     TokenStore,
     MetaStore,
+    AlertingStore,
     BatchWriter,
     LeaderStore,
     Protocol,

@@ -261,7 +261,15 @@ class SQLiteStore(StoreBase):
         with self._write():
             jid = self._job_id(name)
             # Everything keyed by the id goes: SQLite may give the next new job the same id.
-            for table in ("run_days", "outputs", "runs", "alert_state", "incidents", "run_links"):
+            for table in (
+                "run_days",
+                "outputs",
+                "runs",
+                "alert_state",
+                "incidents",
+                "run_links",
+                "job_keys",
+            ):
                 self.db.execute(f"DELETE FROM {table} WHERE job_id=?", (jid,))
             self.db.execute("DELETE FROM jobs WHERE id=?", (jid,))
         self._job_ids.pop(name, None)
@@ -1195,18 +1203,92 @@ class SQLiteStore(StoreBase):
                 )
         return key
 
-    def create_token(self, name: str, *, read_only: bool, now: float) -> str:
-        """Store a new API token's sha256 and return the token itself (shown once)."""
+    def set_project_ping_key(self, key: str) -> None:
+        from cronwatch.core.model import validate_ping_key
+
+        validate_ping_key(key)
+        with self._write():
+            self.db.execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES ('project_ping_key', ?)", (key,)
+            )
+
+    # --- alerting configured once -------------------------------------------------------------
+    def notification_lists(self) -> dict[str, list[str]]:
+        import json
+
+        rows = self.db.execute("SELECT name, channels FROM notify_lists ORDER BY name")
+        return {name: json.loads(channels) for name, channels in rows}
+
+    def set_notification_list(self, name: str, channels: list[str]) -> None:
+        import json
+
+        with self._write():
+            self.db.execute("INSERT OR REPLACE INTO notify_lists(name, channels) VALUES (?, ?)",
+                            (name, json.dumps(channels)))  # fmt: skip
+
+    def delete_notification_list(self, name: str) -> None:
+        with self._write():
+            if not self.db.execute("DELETE FROM notify_lists WHERE name=?", (name,)).rowcount:
+                raise NotFound(f"no notification list named {name!r}")
+
+    def integrations(self) -> dict[str, dict[str, str]]:
+        import json
+
+        rows = self.db.execute("SELECT name, config FROM integrations ORDER BY name")
+        return {name: json.loads(config) for name, config in rows}
+
+    def set_integration(self, name: str, config: dict[str, str]) -> None:
+        import json
+
+        with self._write():
+            self.db.execute("INSERT OR REPLACE INTO integrations(name, config) VALUES (?, ?)",
+                            (name, json.dumps(config)))  # fmt: skip
+
+    def delete_integration(self, name: str) -> None:
+        with self._write():
+            if not self.db.execute("DELETE FROM integrations WHERE name=?", (name,)).rowcount:
+                raise NotFound(f"no {name!r} integration is configured")
+
+    def set_job_key(self, name: str, key: str, attrs: dict[str, Any]) -> None:
+        import json
+
+        with self._write():
+            jid = self._job_id(name)
+            self.db.execute("DELETE FROM job_keys WHERE ext_key=? AND job_id<>?", (key, jid))
+            self.db.execute(
+                "INSERT OR REPLACE INTO job_keys(job_id, ext_key, attrs) VALUES (?, ?, ?)",
+                (jid, key, json.dumps(attrs)),
+            )
+
+    def job_keys(self) -> dict[str, tuple[str, dict[str, Any]]]:
+        import json
+
+        rows = self.db.execute(
+            "SELECT j.name, k.ext_key, k.attrs FROM job_keys k JOIN jobs j ON j.id = k.job_id"
+        )
+        return {name: (key, json.loads(attrs)) for name, key, attrs in rows}
+
+    def create_token(
+        self, name: str, *, read_only: bool, now: float, secret: str | None = None
+    ) -> str:
+        """Store a new API token's sha256 and return the token itself (shown once).
+        ``secret``: a key carried over from another system (a Cronitor API key) instead
+        of a new random one."""
         import hashlib
         import secrets
 
         from cronwatch.core.errors import ValidationError
+        from cronwatch.core.model import validate_imported_token
 
-        token = "cw_" + secrets.token_urlsafe(32)
+        token = "cw_" + secrets.token_urlsafe(32) if secret is None else secret
+        if secret is not None:
+            validate_imported_token(secret)
         digest = hashlib.sha256(token.encode()).hexdigest()
         with self._write():
             if self.db.execute("SELECT 1 FROM tokens WHERE name=?", (name,)).fetchone():
                 raise ValidationError(f"a token named {name!r} already exists")
+            if self.db.execute("SELECT 1 FROM tokens WHERE hash=?", (digest,)).fetchone():
+                raise ValidationError("another token has that secret already")
             self.db.execute(
                 "INSERT INTO tokens(name, hash, read_only, created_at) VALUES (?,?,?,?)",
                 (name, digest, int(read_only), now),

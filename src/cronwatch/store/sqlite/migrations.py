@@ -326,6 +326,18 @@ SQLITE: list[str] = [
     );
     CREATE INDEX IF NOT EXISTS run_links_job ON run_links (job_id);
     """,
+    # 12: alerting configured once (Cronitor's notification lists and integrations), and
+    # the key a job has in another system's spelling (a Cronitor monitor key: mixed case,
+    # longer than a job name) with that system's attributes (display name, note, type).
+    """
+    CREATE TABLE IF NOT EXISTS notify_lists (name TEXT PRIMARY KEY, channels TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS integrations (name TEXT PRIMARY KEY, config TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS job_keys (
+        job_id INTEGER PRIMARY KEY,
+        ext_key TEXT NOT NULL UNIQUE,
+        attrs TEXT NOT NULL DEFAULT '{}'
+    );
+    """,
     # 14 (the number assigned to the replicas branch; the lead renumbers at merge):
     # several server replicas on one database.
     # ``alert_state.version`` is bumped by every write of a state, which is conditional on
