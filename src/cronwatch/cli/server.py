@@ -68,6 +68,13 @@ def register(sub: Any, command: Any) -> None:
     g.add_argument("--max-body", type=positive_int, default=1 << 20, metavar="BYTES",
                    help="largest request body accepted, 413 beyond (default 1048576)")  # fmt: skip
     p.add_argument("--log-level", default="warning", help="uvicorn log level (default warning)")
+    p.add_argument("--session-hours", type=positive_float, default=12.0, metavar="HOURS",
+                   help="how long a console sign-in lasts (default 12)")  # fmt: skip
+    p.add_argument("--trusted-user-header", metavar="HEADER",
+                   help="sign console users in by this request header (e.g. X-Forwarded-User), "
+                        "set by an SSO proxy in front; only safe when every request passes "
+                        "through that proxy and it strips the header from clients "
+                        "(docs/console.md)")  # fmt: skip
     p.add_argument("--public-metrics", action="store_true",
                    help="serve /metrics without a token (it lists every job's name and state; "
                         "by default any API token, read-only included, is needed)")  # fmt: skip
@@ -122,7 +129,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                             stream_backlog=args.stream_backlog,
                             scheduler=not args.no_scheduler,
                             ping_process=args.ping_writer == "process",
-                            public_metrics=args.public_metrics))  # fmt: skip
+                            public_metrics=args.public_metrics,
+                            session_ttl=args.session_hours * 3600.0,
+                            trusted_user_header=args.trusted_user_header or None))  # fmt: skip
     from cronwatch.server.limits import BodyLimit, Limits, RateLimitFilter, guarded_protocol
 
     limits = Limits(head_timeout=args.head_timeout, body_timeout=args.body_timeout,

@@ -286,16 +286,21 @@ def resume_point(value: str | None, newest: int) -> int | None:
     return n if n <= newest else None
 
 
-async def stream(server: Any, scope: dict[str, Any], receive: Any, send: Any) -> None:
+async def stream(
+    server: Any, scope: dict[str, Any], receive: Any, send: Any, *, who: str | None = None
+) -> None:
+    """An event stream for a token (``Authorization``), or for ``who`` when the caller has
+    authenticated the request itself (the console's signed-in user)."""
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
     hub: Broadcaster = server.hub
     query = dict(parse_qsl(scope["query_string"].decode("latin-1")))
     raw = headers.get("last-event-id") or query.get("last_event_id")
     try:
-        token = authorize(server, headers.get("authorization"), write=False)
+        if who is None:
+            who = str(authorize(server, headers.get("authorization"), write=False)["name"])
         # read before subscribing: an id the client had from us is never newer than this
         newest = server.reader.last_event_id() if raw is not None else 0
-        sub = hub.subscribe(str(token["name"]))
+        sub = hub.subscribe(who)
     except CronwatchError as e:
         body = json.dumps({"error": str(e)}).encode()
         extra = [(b"retry-after", b"5")] if e.http_status in (429, 503) else []

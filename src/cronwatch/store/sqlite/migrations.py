@@ -315,6 +315,33 @@ SQLITE: list[str] = [
     ALTER TABLE runs ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX IF NOT EXISTS runs_pending ON runs (started_at) WHERE pending = 1;
     """,
+    # 11, 12: numbers given to other branches; empty here so that the console's step is
+    # the 13th wherever the branches land (the lead puts theirs in these places).
+    "",
+    "",
+    # 13: the console: people who sign in (a password hash with its scrypt parameters;
+    # role admin or viewer) and their sessions (only the sha256 of a session id is kept,
+    # like API tokens: a copy of the database signs no one in). IF NOT EXISTS: a merge
+    # that renumbers this step must not fail on a database a development build made.
+    """
+    CREATE TABLE IF NOT EXISTS users (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        role TEXT NOT NULL DEFAULT 'viewer',
+        password TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        last_login_at REAL
+    );
+    CREATE TABLE IF NOT EXISTS sessions (
+        hash TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL,
+        csrf TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS sessions_user ON sessions (user_id);
+    CREATE INDEX IF NOT EXISTS sessions_expires ON sessions (expires_at);
+    """,
 ]
 
 POSTGRES: list[str] = []

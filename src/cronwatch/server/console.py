@@ -1,0 +1,856 @@
+"""The console: server-rendered pages for people, behind a sign-in.
+
+Jinja2 with autoescape renders every page; a little plain JavaScript of ours
+(static/console.js: local times, copy buttons, the live refresh over the event stream,
+the schedule preview) enhances them, and every page works without it. The policy allows
+only our own script and style files: no inline script, style or ``style=`` attribute.
+
+Reads use the server's read connection; writes go through the group-commit writer, like
+the API's. Viewers read everything but secrets (ping keys, channel URLs unredacted,
+tokens); admins change things. Every form's value goes through the one settings schema
+(core/settings.py), so the console accepts and refuses what the CLI and the API do, with
+the same messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from cronwatch.app.evaluate import describe
+from cronwatch.app.overview import RECENT, job_rows, matches
+from cronwatch.app.users import (
+    ROLES,
+    SESSION_TTL,
+    hash_password,
+    new_session,
+    session_digest,
+    validate_password,
+    validate_role,
+    verify_password,
+)
+from cronwatch.core.errors import Conflict, CronwatchError, NotFound, ValidationError
+from cronwatch.core.health import Health
+from cronwatch.core.model import Job, Run, Status, validate_name
+from cronwatch.core.schedule import parse_schedule
+from cronwatch.core.schedule_text import explain, next_times
+from cronwatch.core.settings import SETTINGS, Kind, Setting, normalize, normalize_all
+from cronwatch.core.stats import slowdown
+from cronwatch.core.text import exit_text, streams
+from cronwatch.core.values import format_duration, iso
+from cronwatch.notify import redact
+from cronwatch.server import badges
+from cronwatch.server.events import stream
+from cronwatch.server.session import (
+    SignInLimit,
+    Viewer,
+    cookie_header,
+    csrf_ok,
+    is_https,
+    viewer_of,
+)
+from cronwatch.store.interface import Store
+
+STATIC = Path(__file__).parent / "static"
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "content-security-policy": CSP,
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+    "cache-control": "no-store",
+}
+RUNS_PAGE = 50  # runs listed per page of a job
+CHART_RUNS = 100  # bars in a job's durations chart
+FORM_LIMIT = 64 * 1024  # bytes of a form body; more is a 413
+OUTPUT_SHOWN = 1_000_000  # bytes of a stream shown on a run's page (the API's limit)
+_CLASS = {"success": "s", "failed": "f", "timeout": "t", "missed": "m", "running": "r"}
+_PILL = {"healthy": "ok", "failing": "bad", "missed": "bad", "timeout": "warn", "late": "warn",
+         "paused": "muted", "unknown": "muted", "success": "ok", "failed": "bad",
+         "running": "run"}  # fmt: skip
+# What the job form offers: every stored setting of the schema but the pause switch,
+# which has its own buttons. Lists are one item a line.
+FORM_SETTINGS: tuple[Setting, ...] = tuple(s for s in SETTINGS if s.stored and s.name != "paused")
+
+
+class Forbidden(CronwatchError):
+    http_status = 403
+
+
+class TooLarge(CronwatchError):
+    http_status = 413
+
+
+# --- rendering helpers (filters) -----------------------------------------------------------
+
+
+def _time(ts: float | None) -> Markup:
+    """A time in UTC; the script shows it in the viewer's zone, UTC on hover."""
+    if ts is None or not math.isfinite(ts):
+        return Markup("-")
+    utc = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) + " UTC"
+    return Markup('<time datetime="{}" title="{}">{}</time>').format(iso(ts), utc, utc)
+
+
+def _pill(word: str, reason: str = "") -> Markup:
+    cls = _PILL.get(word, "muted")
+    if reason:
+        return Markup('<span class="pill {}" title="{}">{}</span>').format(cls, reason, word)
+    return Markup('<span class="pill {}">{}</span>').format(cls, word)
+
+
+def _pct(rate: float | None) -> str:
+    return "-" if rate is None else f"{rate:.1f}%"
+
+
+def chart(runs: list[Run], n: int, *, cls: str, slow_from: int | None = None,
+          baseline: float | None = None) -> Markup:  # fmt: skip
+    """Bars, oldest left, one <path> per outcome (classes colour them). ``slow_from``:
+    the index (oldest-first) where a slow-down starts, shaded; ``baseline``: a dashed line
+    at the baseline median. Only numbers and fixed class names reach the markup."""
+    items = [r for r in reversed(runs[:n]) if r.duration is not None]
+    label = f"durations of the last {len(items)} runs, newest right"
+    if not items:
+        return Markup('<svg class="{}" role="img" aria-label="no finished runs yet"></svg>').format(
+            cls
+        )
+    top = max(max(r.duration or 0.0 for r in items), baseline or 0.0) or 1.0
+    x0 = n - len(items)
+    paths: dict[str, list[str]] = {}
+    for i, r in enumerate(items):
+        h = max(0.5, (r.duration or 0.0) / top * 40)
+        paths.setdefault(_CLASS.get(r.status.value, "m"), []).append(
+            f"M{(x0 + i) * 6} 40v-{h:.1f}h5V40z"
+        )
+    parts = []
+    if slow_from is not None:
+        x = (x0 + slow_from) * 6 - 0.5
+        parts.append(f'<rect class="slow" x="{x:.1f}" y="0" width="{n * 6 - x:.1f}" height="40"/>')
+    parts += [f'<path class="{c}" d="{"".join(p)}"/>' for c, p in paths.items()]
+    if baseline is not None:
+        y = 40 - baseline / top * 40
+        parts.append(f'<path class="base" d="M0 {y:.1f}H{n * 6}"/>')
+    return Markup(
+        f'<svg class="{cls}" viewBox="0 0 {n * 6} 40" preserveAspectRatio="none" role="img" '
+        f'aria-label="{label}">{"".join(parts)}</svg>'
+    )
+
+
+def _env() -> Environment:
+    env = Environment(
+        loader=PackageLoader("cronwatch.server", "templates"),
+        autoescape=select_autoescape(["html"], default=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(
+        time=_time,
+        dur=format_duration,
+        pct=_pct,
+        q=quote,
+        frac=lambda x: _pct(None if x is None else 100.0 * x),
+    )
+    env.globals.update(pill=_pill, chart=chart, exit_text=exit_text, redact=redact)
+    return env
+
+
+# --- the application ---------------------------------------------------------------------
+
+
+class Console:
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.env = _env()
+        self.limit = SignInLimit()
+        self.static = {p.name: p.read_bytes() for p in STATIC.iterdir() if p.is_file()}
+
+    @property
+    def reader(self) -> Store:
+        reader: Store = self.server.reader
+        return reader
+
+    async def write(self, op: Any, touch: str | None = None) -> Any:
+        result = await self.server.writer.run(op)
+        if touch is not None and self.server.scheduler is not None:
+            self.server.scheduler.touch(touch)
+        return result
+
+    # --- responses ---------------------------------------------------------------------
+    def page(self, request: Request, template: str, status: int = 200, **ctx: Any) -> Response:
+        viewer: Viewer | None = getattr(request.state, "viewer", None)
+        body = self.env.get_template(template).render(viewer=viewer, path=request.url.path,
+                                                      **ctx)  # fmt: skip
+        return Response(body, status_code=status, media_type="text/html; charset=utf-8",
+                        headers=SECURITY_HEADERS)  # fmt: skip
+
+    def error(self, request: Request, status: int, message: str) -> Response:
+        return self.page(request, "error.html", status=status, message=message, code=status)
+
+    def redirect(self, url: str, notice: str = "") -> Response:
+        if notice:
+            url += ("&" if "?" in url else "?") + urlencode({"notice": notice})
+        return RedirectResponse(url, status_code=303, headers={"cache-control": "no-store"})
+
+    # --- the gate ----------------------------------------------------------------------
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["path"] == "/console/stream" and scope["method"] == "GET":
+            await self.events(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def form(self, request: Request) -> dict[str, str]:
+        """The urlencoded body (the last value of a repeated field), bounded."""
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > FORM_LIMIT):
+            raise TooLarge(f"the form is too large (at most {FORM_LIMIT} bytes)")
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > FORM_LIMIT:
+                raise TooLarge(f"the form is too large (at most {FORM_LIMIT} bytes)")
+        try:
+            pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=200)
+        except (UnicodeDecodeError, ValueError):
+            raise ValidationError("the form could not be read") from None
+        return dict(pairs)
+
+    def same_origin(self, request: Request) -> bool:
+        """A browser names the page a POST came from; one from another site is refused
+        before anything else (this also covers the sign-in form, before any session)."""
+        origin = request.headers.get("origin")
+        if not origin or origin == "null":
+            return origin is None
+        host = request.headers.get("host", "")
+        return origin.split("://", 1)[-1] == host
+
+    async def guarded(self, request: Request, handler: Any, *, write: bool) -> Response:
+        viewer = viewer_of(self.server, request.scope)
+        request.state.viewer = viewer
+        if viewer is None:
+            if request.method == "GET":
+                nxt = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+                return self.redirect("/?" + urlencode({"next": nxt}))
+            return self.error(request, 401, "your session has ended: sign in again")
+        try:
+            if write:
+                if not self.same_origin(request):
+                    raise Forbidden("this form was sent from another site")
+                form = await self.form(request)
+                if not csrf_ok(viewer, form.get("csrf", "")):
+                    raise Forbidden("the form's security token is missing or stale: "
+                                    "reload the page and try again")  # fmt: skip
+                if not viewer.admin:
+                    raise Forbidden(f"{viewer.name} is a viewer: only admins change things")
+                request.state.form = form
+            result: Response = await handler(request, viewer)
+            return result
+        except CronwatchError as e:
+            return self.error(request, e.http_status, str(e))
+
+    def route(self, path: str, handler: Any, *, write: bool = False) -> Route:
+        async def endpoint(request: Request) -> Response:
+            return await self.guarded(request, handler, write=write)
+
+        return Route(path, endpoint, methods=["POST"] if write else ["GET", "HEAD"])
+
+    @property
+    def app(self) -> Starlette:
+        app: Starlette | None = getattr(self, "_app", None)
+        if app is None:
+            r = self.route
+            routes = [
+                Route("/", self.home, methods=["GET", "HEAD"]),
+                Route("/login", self.login, methods=["POST"]),
+                Route("/logout", self.logout, methods=["POST"]),
+                Route("/static/{name}", self.static_file, methods=["GET", "HEAD"]),
+                Route("/badge/{sig}/{kind}/{name}", self.badge, methods=["GET", "HEAD"]),
+                r("/schedule", self.schedule_preview),
+                r("/new", self.new_job_form),
+                r("/new", self.create_job, write=True),
+                r("/job/{name}", self.job_page),
+                r("/job/{name}/edit", self.edit_form),
+                r("/job/{name}/edit", self.edit_job, write=True),
+                r("/job/{name}/pause", self.pause, write=True),
+                r("/job/{name}/resume", self.resume, write=True),
+                r("/job/{name}/delete", self.delete_job, write=True),
+                r("/job/{name}/key", self.make_key, write=True),
+                r("/run/{run_id}", self.run_page),
+                r("/incidents", self.incidents),
+                r("/channels", self.channels),
+                r("/channels/add", self.channel_add, write=True),
+                r("/channels/test", self.channel_test, write=True),
+                r("/channels/remove", self.channel_remove, write=True),
+                r("/tokens", self.tokens),
+                r("/tokens/create", self.token_create, write=True),
+                r("/tokens/revoke", self.token_revoke, write=True),
+                r("/users", self.users),
+                r("/users/add", self.user_add, write=True),
+                r("/users/remove", self.user_remove, write=True),
+                r("/users/role", self.user_role, write=True),
+            ]
+
+            async def not_found(request: Request, exc: Exception) -> Response:
+                request.state.viewer = viewer_of(self.server, request.scope)
+                return self.error(request, 404, "no such page")
+
+            async def not_allowed(request: Request, exc: Exception) -> Response:
+                request.state.viewer = viewer_of(self.server, request.scope)
+                return self.error(request, 405, f"{request.method} is not allowed here")
+
+            app = self._app = Starlette(
+                routes=routes, exception_handlers={404: not_found, 405: not_allowed}
+            )
+        return app
+
+    # --- signing in --------------------------------------------------------------------
+    async def home(self, request: Request) -> Response:
+        viewer = viewer_of(self.server, request.scope)
+        request.state.viewer = viewer
+        if viewer is None:
+            return self.sign_in_page(request)
+        try:
+            return await self.jobs(request, viewer)
+        except CronwatchError as e:
+            return self.error(request, e.http_status, str(e))
+
+    def sign_in_page(self, request: Request, status: int = 200, error: str = "",
+                     name: str = "") -> Response:  # fmt: skip
+        nxt = request.query_params.get("next", "")
+        return self.page(request, "login.html", status=status, error=error, name=name,
+                         next=_local(nxt), no_users=self.reader.count_users() == 0)  # fmt: skip
+
+    async def login(self, request: Request) -> Response:
+        request.state.viewer = None
+        try:
+            if not self.same_origin(request):
+                raise Forbidden("this form was sent from another site")
+            form = await self.form(request)
+        except CronwatchError as e:
+            return self.error(request, e.http_status, str(e))
+        name = form.get("name", "").strip()[:200]
+        password = form.get("password", "")[:2048]
+        address = request.client.host if request.client else ""
+        now = time.time()
+        wait = self.limit.retry_after(name, address, now)
+        if wait > 0:
+            minutes = max(1, math.ceil(wait / 60))
+            return self.sign_in_page(request, 429, f"too many failed sign-ins: try again in "
+                                     f"{minutes} minute{'s' if minutes > 1 else ''}", name)  # fmt: skip
+        user = self.reader.get_user(name) if name else None
+        ok = await asyncio.to_thread(verify_password, password, user["password"] if user else None)
+        if not ok or user is None:
+            self.limit.failed(name, address, now)
+            return self.sign_in_page(request, 401, "wrong user name or password", name)
+        ttl = self.server.config.session_ttl
+        sid, _ = await self.write(lambda s: new_session(s, user["name"], now=now, ttl=ttl))
+        response = self.redirect(_local(form.get("next", "")) or "/")
+        response.headers.append("set-cookie", cookie_header(
+            sid, https=is_https(request.scope), max_age=int(ttl)).decode("latin-1"))  # fmt: skip
+        return response
+
+    async def logout(self, request: Request) -> Response:
+        viewer = viewer_of(self.server, request.scope)
+        request.state.viewer = viewer
+        try:
+            form = await self.form(request)
+        except CronwatchError as e:
+            return self.error(request, e.http_status, str(e))
+        if viewer is not None:
+            if not csrf_ok(viewer, form.get("csrf", "")):
+                return self.error(request, 403, "the form's security token is missing or stale")
+            if viewer.session:
+                digest = session_digest(viewer.session)
+                await self.write(lambda s: s.delete_session(digest))
+        response = self.redirect("/", "signed out")
+        response.headers.append("set-cookie", cookie_header(
+            "", https=is_https(request.scope), max_age=0).decode("latin-1"))  # fmt: skip
+        return response
+
+    async def events(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """The event stream for a signed-in browser (EventSource sends the cookie, never an
+        Authorization header); raw ASGI, as the API's stream is."""
+        viewer = viewer_of(self.server, scope)
+        if viewer is None:
+            body = b'{"error": "sign in first"}'
+            await send({"type": "http.response.start", "status": 401, "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode())]})  # fmt: skip
+            await send({"type": "http.response.body", "body": body})
+            return
+        await stream(self.server, scope, receive, send, who=f"user:{viewer.name}")
+
+    async def static_file(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        data = self.static.get(name)
+        if data is None:
+            return Response(b"not found", status_code=404, media_type="text/plain")
+        kind = {"css": "text/css", "js": "text/javascript", "svg": "image/svg+xml"}.get(
+            name.rsplit(".", 1)[-1], "application/octet-stream"
+        )
+        return Response(data, media_type=kind, headers={
+            "cache-control": "public, max-age=300", "x-content-type-options": "nosniff"})  # fmt: skip
+
+    # --- jobs --------------------------------------------------------------------------
+    async def jobs(self, request: Request, viewer: Viewer) -> Response:
+        q = request.query_params
+        filters = {k: q.get(k, "")[:100] for k in ("q", "health", "tag", "env")}
+        rows = await asyncio.to_thread(self._rows)
+        shown = [r for r in rows if matches(r, **filters)]
+        shown.sort(key=lambda r: r.job.name)
+        tags = sorted({t for r in rows for t in r.job.tags})
+        envs = sorted({e for r in rows for e in r.envs})
+        return self.page(request, "jobs.html", rows=shown, total=len(rows), filters=filters,
+                         tags=tags, envs=envs, healths=[h.value for h in Health],
+                         recent=RECENT, notice=q.get("notice", ""))  # fmt: skip
+
+    def _rows(self) -> list[Any]:
+        # its own connection: a thread must not share the loop's reader
+        from cronwatch.store import open_store
+
+        with open_store(self.server.config.db) as store:
+            return job_rows(store, now=time.time())
+
+    def _job(self, request: Request) -> Job:
+        name = request.path_params["name"]
+        validate_name(name)
+        return self.reader.get_job(name)
+
+    async def job_page(self, request: Request, viewer: Viewer) -> Response:
+        job = self._job(request)
+        now = time.time()
+        before = _number(request.query_params.get("before"))
+        runs = self.reader.list_runs(job=job.name, limit=RUNS_PAGE + 1, until=before)
+        more = len(runs) > RUNS_PAGE
+        runs = runs[:RUNS_PAGE]
+        info = describe(self.reader, job.name, now=now)
+        recent = self.reader.list_runs(job=job.name, limit=CHART_RUNS)
+        finding = slowdown([r.duration for r in recent
+                            if r.status is Status.SUCCESS and r.duration is not None])  # fmt: skip
+        stats = self.reader.job_stats(job.name, since=now - 30 * 86400)
+        incidents = self.reader.list_incidents(job=job.name, limit=10)
+        key = job.ping_key if viewer.admin else ""
+        base = _base_url(request)
+        return self.page(
+            request, "job.html", job=job, runs=runs, more=more,
+            older=runs[-1].started_at if more and runs else None, info=info, recent=recent,
+            chart_runs=CHART_RUNS, finding=finding,
+            slow_from=(len([r for r in recent if r.duration is not None]) - 10
+                       if finding else None),
+            stats=stats, incidents=incidents, settings=_settings_view(job, viewer),
+            snippets=snippets(base, job, key, self.server.project_key if viewer.admin else ""),
+            next=_next(job, info, now), badge=badges.urls(self.server, base, "job", job.name),
+            notice=request.query_params.get("notice", ""),
+        )  # fmt: skip
+
+    async def run_page(self, request: Request, viewer: Viewer) -> Response:
+        run = self.reader.get_run(request.path_params["run_id"][:200], output=True)
+        shown = []
+        for label, data in streams(run):
+            text = None if data is None else data[-OUTPUT_SHOWN:].decode("utf-8", "replace")
+            shown.append((label, text, 0 if data is None else len(data)))
+        return self.page(request, "run.html", run=run, streams=shown, limit=OUTPUT_SHOWN)
+
+    # --- the job form --------------------------------------------------------------------
+    def _form_page(self, request: Request, job: Job | None, values: dict[str, str],
+                   error: str = "", status: int = 200) -> Response:  # fmt: skip
+        schedule, tz = values.get("schedule", ""), values.get("tz", "UTC")
+        preview = schedule_preview(schedule, tz, time.time())
+        return self.page(request, "job_form.html", status=status, job=job, values=values,
+                         fields=FORM_SETTINGS, kinds=Kind, error=error, preview=preview)  # fmt: skip
+
+    async def new_job_form(self, request: Request, viewer: Viewer) -> Response:
+        if not viewer.admin:
+            raise Forbidden(f"{viewer.name} is a viewer: only admins change things")
+        return self._form_page(request, None, _form_values(Job(name="")) | {"name": ""})
+
+    async def edit_form(self, request: Request, viewer: Viewer) -> Response:
+        if not viewer.admin:
+            raise Forbidden(f"{viewer.name} is a viewer: only admins change things")
+        job = self._job(request)
+        return self._form_page(request, job, _form_values(job))
+
+    async def create_job(self, request: Request, viewer: Viewer) -> Response:
+        form: dict[str, str] = request.state.form
+        name = form.get("name", "").strip()
+        try:
+            validate_name(name)
+            settings = settings_from_form(form)
+        except ValidationError as e:
+            return self._form_page(request, None, form, str(e), 422)
+
+        def op(store: Store) -> Job:
+            if store.find_job(name) is not None:
+                raise Conflict(f"job {name!r} already exists")
+            return _save(store, Job(name=name), settings)
+
+        try:
+            await self.write(op, name)
+        except Conflict as e:
+            return self._form_page(request, None, form, str(e), 409)
+        return self.redirect(f"/job/{quote(name)}", f"job {name} created")
+
+    async def edit_job(self, request: Request, viewer: Viewer) -> Response:
+        job = self._job(request)
+        form: dict[str, str] = request.state.form
+        try:
+            settings = settings_from_form(form)
+        except ValidationError as e:
+            return self._form_page(request, job, form, str(e), 422)
+        await self.write(lambda s: _save(s, s.get_job(job.name), settings), job.name)
+        return self.redirect(f"/job/{quote(job.name)}", "settings saved")
+
+    async def pause(self, request: Request, viewer: Viewer) -> Response:
+        job = self._job(request)
+        await self.write(lambda s: _save(s, s.get_job(job.name), {"paused": True}), job.name)
+        return self.redirect(f"/job/{quote(job.name)}", "paused: no checks, no alerts")
+
+    async def resume(self, request: Request, viewer: Viewer) -> Response:
+        job = self._job(request)
+        await self.write(lambda s: _save(s, s.get_job(job.name), {"paused": False}), job.name)
+        return self.redirect(f"/job/{quote(job.name)}", "resumed")
+
+    async def delete_job(self, request: Request, viewer: Viewer) -> Response:
+        job = self._job(request)
+        if request.state.form.get("confirm", "") != job.name:
+            raise ValidationError(f"type the job's name ({job.name}) to delete it")
+        await self.write(lambda s: s.delete_job(job.name), job.name)
+        self.reader.forget_job_ids()
+        return self.redirect("/", f"job {job.name} deleted")
+
+    async def make_key(self, request: Request, viewer: Viewer) -> Response:
+        job = self._job(request)
+        await self.write(lambda s: s.ensure_ping_key(job.name, now=time.time()))
+        return self.redirect(f"/job/{quote(job.name)}#ping", "ping key made")
+
+    async def schedule_preview(self, request: Request, viewer: Viewer) -> Response:
+        q = request.query_params
+        return JSONResponse(schedule_preview(q.get("schedule", ""), q.get("tz", "UTC"),
+                                             time.time()),
+                            headers={"cache-control": "no-store"})  # fmt: skip
+
+    # --- incidents, channels, tokens, users ------------------------------------------------
+    async def incidents(self, request: Request, viewer: Viewer) -> Response:
+        items = self.reader.list_incidents(limit=200)
+        for i in items:
+            for n in i.get("notifications", []):
+                n["channel"] = redact(n["channel"])
+        return self.page(request, "incidents.html", incidents=items)
+
+    def _channels(self) -> dict[str, dict[str, Any]]:
+        """Every channel URL in use, by a digest of the URL (what the forms name)."""
+        out: dict[str, dict[str, Any]] = {}
+        for job in self.reader.list_jobs():
+            for url in job.notify:
+                d = hashlib.sha256(url.encode()).hexdigest()[:20]
+                item = out.setdefault(d, {"id": d, "url": url, "shown": redact(url), "jobs": []})
+                item["jobs"].append(job.name)
+        return out
+
+    async def channels(self, request: Request, viewer: Viewer) -> Response:
+        jobs = [j.name for j in self.reader.list_jobs()]
+        return self.page(request, "channels.html", channels=list(self._channels().values()),
+                         jobs=jobs, notice=request.query_params.get("notice", ""),
+                         error=request.query_params.get("error", ""))  # fmt: skip
+
+    async def channel_add(self, request: Request, viewer: Viewer) -> Response:
+        form: dict[str, str] = request.state.form
+        name = form.get("job", "")
+        validate_name(name)
+        job = self.reader.get_job(name)
+        try:
+            url = normalize("notify", [form.get("url", "").strip()])[0]
+        except (ValidationError, IndexError) as e:
+            return self.redirect("/channels?" + urlencode({"error": str(e) or "no URL given"}))
+        if url not in job.notify:
+            notify = [*job.notify, url]
+            await self.write(lambda s: _save(s, s.get_job(name), {"notify": notify}), name)
+        return self.redirect("/channels", f"channel added to {name}")
+
+    async def channel_test(self, request: Request, viewer: Viewer) -> Response:
+        item = self._channels().get(request.state.form.get("channel", ""))
+        if item is None:
+            raise NotFound("unknown channel")
+        from cronwatch.core.errors import DeliveryError
+        from cronwatch.notify import send
+        from cronwatch.notify.message import Message
+
+        message = Message(kind="test", job=item["jobs"][0], status="success",
+                          cause="a test from the console")  # fmt: skip
+        try:
+            await asyncio.to_thread(send, item["url"], message, timeout=10.0)
+        except DeliveryError as e:
+            return self.redirect("/channels?" + urlencode(
+                {"error": f"the test to {item['shown']} failed: {redact(str(e))}"}))  # fmt: skip
+        return self.redirect("/channels", f"test sent to {item['shown']}")
+
+    async def channel_remove(self, request: Request, viewer: Viewer) -> Response:
+        form: dict[str, str] = request.state.form
+        item = self._channels().get(form.get("channel", ""))
+        if item is None:
+            raise NotFound("unknown channel")
+        for name in item["jobs"]:
+            keep = [u for u in self.reader.get_job(name).notify if u != item["url"]]
+            await self.write(lambda s, n=name, k=keep: _save(s, s.get_job(n), {"notify": k}), name)
+        return self.redirect("/channels", f"channel {item['shown']} removed")
+
+    async def tokens(self, request: Request, viewer: Viewer) -> Response:
+        return self.page(request, "tokens.html", tokens=self.reader.list_tokens(),
+                         created=None, notice=request.query_params.get("notice", ""))  # fmt: skip
+
+    async def token_create(self, request: Request, viewer: Viewer) -> Response:
+        form: dict[str, str] = request.state.form
+        name = form.get("name", "").strip()
+        try:
+            validate_name(name)
+            read_only = form.get("read_only") == "on"
+            secret = await self.write(
+                lambda s: s.create_token(name, read_only=read_only, now=time.time())
+            )
+        except ValidationError as e:
+            return self.page(request, "tokens.html", status=422, tokens=self.reader.list_tokens(),
+                             created=None, error=str(e))  # fmt: skip
+        # shown once, in this answer only (no-store): the store keeps its sha256
+        return self.page(request, "tokens.html", tokens=self.reader.list_tokens(),
+                         created={"name": name, "secret": secret})  # fmt: skip
+
+    async def token_revoke(self, request: Request, viewer: Viewer) -> Response:
+        name = request.state.form.get("name", "")
+        await self.write(lambda s: s.delete_token(name))
+        return self.redirect("/tokens", f"token {name} revoked")
+
+    async def users(self, request: Request, viewer: Viewer) -> Response:
+        if not viewer.admin:
+            raise Forbidden("only admins see the users")
+        return self.page(request, "users.html", users=self.reader.list_users(), roles=ROLES,
+                         notice=request.query_params.get("notice", ""))  # fmt: skip
+
+    async def user_add(self, request: Request, viewer: Viewer) -> Response:
+        from cronwatch.cli.users import validate_user_name
+
+        form: dict[str, str] = request.state.form
+        name = form.get("name", "").strip()
+        try:
+            validate_user_name(name)
+            role = validate_role(form.get("role", ""))
+            digest = await asyncio.to_thread(hash_password,
+                                             validate_password(form.get("password", "")))  # fmt: skip
+            await self.write(lambda s: s.create_user(name, role=role, password_hash=digest,
+                                                     now=time.time()))  # fmt: skip
+        except ValidationError as e:
+            return self.page(request, "users.html", status=422, users=self.reader.list_users(),
+                             roles=ROLES, error=str(e), name=name)  # fmt: skip
+        return self.redirect("/users", f"user {name} added")
+
+    def _last_admin(self, name: str) -> bool:
+        admins = [u["name"] for u in self.reader.list_users() if u["role"] == "admin"]
+        return admins == [name]
+
+    async def user_remove(self, request: Request, viewer: Viewer) -> Response:
+        name = request.state.form.get("name", "")
+        if self._last_admin(name):
+            raise Conflict("the last admin cannot be removed")
+        await self.write(lambda s: s.delete_user(name))
+        return self.redirect("/users", f"user {name} removed")
+
+    async def user_role(self, request: Request, viewer: Viewer) -> Response:
+        form: dict[str, str] = request.state.form
+        name, role = form.get("name", ""), validate_role(form.get("role", ""))
+        if role != "admin" and self._last_admin(name):
+            raise Conflict("the last admin cannot become a viewer")
+        await self.write(lambda s: s.set_user(name, role=role))
+        return self.redirect("/users", f"{name} is now {role}")
+
+    # --- badges --------------------------------------------------------------------------
+    async def badge(self, request: Request) -> Response:
+        p = request.path_params
+        found = badges.resolve(self.server, p["sig"], p["kind"], p["name"])
+        if found is None:
+            return Response(b"not found", status_code=404, media_type="text/plain")
+        kind, name, fmt = found
+        state = badges.state(self.reader, kind, name, now=time.time())
+        if fmt == "json":
+            return JSONResponse(badges.shields(name, state),
+                                headers={"cache-control": "no-cache"})  # fmt: skip
+        return Response(badges.svg(name, state), media_type="image/svg+xml", headers={
+            "cache-control": "no-cache", "content-security-policy": "default-src 'none'"})  # fmt: skip
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def _local(url: str) -> str:
+    """A ``next`` URL only if it stays on this site (no open redirect)."""
+    if url.startswith("/") and not url.startswith(("//", "/\\")) and len(url) < 2000:
+        return url
+    return ""
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        x = float(text) if text else None
+    except ValueError:
+        return None
+    return x if x is not None and math.isfinite(x) and 0 <= x < 1e11 else None
+
+
+def _base_url(request: Request) -> str:
+    host = request.headers.get("host") or "127.0.0.1:8000"
+    return f"{request.url.scheme}://{host}"
+
+
+def _form_values(job: Job) -> dict[str, str]:
+    """A job's settings as the form shows them (text, as the CLI takes them)."""
+    out: dict[str, str] = {}
+    for s in FORM_SETTINGS:
+        v = getattr(job, s.name)
+        if s.kind in (Kind.CHANNELS, Kind.RULES, Kind.TAGS):
+            out[s.name] = "\n".join(v)
+        elif s.kind is Kind.BOOL:
+            out[s.name] = "on" if v else ""
+        elif v is None:
+            out[s.name] = ""
+        elif s.kind is Kind.DURATION:
+            out[s.name] = _duration_text(float(v))
+        elif isinstance(v, float) and v.is_integer():
+            out[s.name] = str(int(v))
+        else:
+            out[s.name] = str(v)
+    return out
+
+
+def _duration_text(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and (seconds / size).is_integer():
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:g}s"
+
+
+def settings_from_form(form: dict[str, str]) -> dict[str, Any]:
+    """The form's fields through the one schema (the CLI's text spellings). An empty
+    number field is its default (optional ones: none); lists are one item a line."""
+    raw: dict[str, Any] = {}
+    for s in FORM_SETTINGS:
+        value = form.get(s.name)
+        if s.kind is Kind.BOOL:
+            raw[s.name] = "on" if value == "on" else "off"
+            continue
+        value = (value or "").strip()
+        if s.kind in (Kind.CHANNELS, Kind.RULES, Kind.TAGS):
+            raw[s.name] = [line.strip() for line in value.splitlines() if line.strip()]
+        elif not value and s.kind in (Kind.DURATION, Kind.COUNT, Kind.NUMBER):
+            raw[s.name] = "none" if s.optional else s.default
+        elif not value and s.kind is Kind.TZ:
+            raw[s.name] = "UTC"
+        else:
+            raw[s.name] = value
+    return normalize_all(raw)
+
+
+def _save(store: Store, job: Job, settings: dict[str, Any]) -> Job:
+    for k, v in settings.items():
+        setattr(job, k, v)
+    saved = store.save_job(job, now=time.time())
+    store.ensure_ping_key(saved.name, now=time.time())
+    return store.get_job(saved.name)
+
+
+def schedule_preview(schedule: str, tz: str, now: float) -> dict[str, Any]:
+    """The schedule in words and its next five times, or the schema's error message."""
+    schedule = schedule[:600]
+    if not schedule.strip():
+        return {"ok": True, "words": "no schedule: the job is checked only for failures",
+                "next": []}  # fmt: skip
+    try:
+        text = normalize("schedule", schedule)
+        zone = normalize("tz", tz.strip()[:100] or "UTC")
+        times = next_times(parse_schedule(text), zone, now=now)
+        return {"ok": True, "words": explain(text, zone), "tz": zone,
+                "next": [{"t": t, "iso": iso(t),
+                          "utc": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))}
+                         for t in times]}  # fmt: skip
+    except ValidationError as e:
+        return {"ok": False, "error": str(e)}
+
+
+def _next(job: Job, info: dict[str, Any], now: float) -> list[float]:
+    if not job.schedule:
+        return []
+    try:
+        start = info["next_expected"] or now
+        first = [start] if info["next_expected"] else []
+        return first + next_times(parse_schedule(job.schedule), job.tz, now=start,
+                                  n=5 - len(first))  # fmt: skip
+    except ValidationError:
+        return []
+
+
+def _settings_view(job: Job, viewer: Viewer) -> list[tuple[str, str]]:
+    out = []
+    for s in FORM_SETTINGS:
+        v = getattr(job, s.name)
+        if s.kind is Kind.CHANNELS:
+            text = ", ".join(redact(u) for u in v) or "none"
+        elif isinstance(v, list):
+            text = ", ".join(v) or "none"
+        elif s.kind is Kind.DURATION:
+            text = "none" if v is None else format_duration(v)
+        elif isinstance(v, bool):
+            text = "on" if v else "off"
+        else:
+            text = "none" if v in (None, "") else str(v)
+        out.append((s.name.replace("_", " "), text))
+    return out
+
+
+def snippets(base: str, job: Job, key: str, project_key: str) -> list[tuple[str, str, str]]:
+    """(id, title, text) of every way to ping this job. Without a key (a viewer, or a job
+    with none yet) the key is a placeholder: ping keys are secrets."""
+    k = key or "PING-KEY"
+    pk = project_key or "PROJECT-KEY"
+    n = job.name
+    sched = job.schedule if job.schedule and len(job.schedule.split()) == 5 else "*/15 * * * *"
+    return [
+        ("crontab", "crontab, with the wrapper (records output and duration too)",
+         f"{sched} cronwatch run {n} --server {base} --key {pk} -- /path/to/command"),
+        ("hc", "curl, Healthchecks form (start, then success, or the exit status)",
+         f"curl -fsS -m 10 --retry 5 -o /dev/null {base}/ping/{k}/start\n"
+         f"/path/to/command\n"
+         f"curl -fsS -m 10 --retry 5 -o /dev/null {base}/ping/{k}/$?"),
+        ("slug", "curl, by name with the project key (Healthchecks slug URL)",
+         f"curl -fsS -m 10 --retry 5 -o /dev/null {base}/ping/{pk}/{n}"),
+        ("simob", "curl, simob form",
+         f"curl -fsS -m 10 '{base}/jobs/p/{k}?state=run'\n"
+         f"curl -fsS -m 10 '{base}/jobs/p/{k}?state=complete'"),
+        ("cronitor", "curl, Cronitor form",
+         f"curl -fsS -m 10 '{base}/p/{pk}/{n}?state=run'\n"
+         f"curl -fsS -m 10 '{base}/p/{pk}/{n}?state=complete'"),
+        ("loom", "curl, Loom form (exit code as a parameter)",
+         f"curl -fsS -m 10 {base}/ping/{k}/start\n"
+         f"curl -fsS -m 10 '{base}/ping/{k}?exit_code='$?"),
+        ("python", "Python SDK (the server and the project key in the environment)",
+         f"# export CRONWATCH_URL={base} CRONWATCH_KEY={pk}\n"
+         f"from cronwatch import monitor\n\n"
+         f'with monitor("{n}"):\n    do_the_work()'),
+    ]  # fmt: skip
+
+
+def build_console(server: Any) -> Console:
+    return Console(server)
+
+
+__all__ = ["Console", "build_console", "SESSION_TTL"]
