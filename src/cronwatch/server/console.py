@@ -81,7 +81,7 @@ FORM_LIMIT = 64 * 1024  # bytes of a form body; more is a 413
 OUTPUT_SHOWN = 1_000_000  # bytes of a stream shown on a run's page (the API's limit)
 _CLASS = {"success": "s", "failed": "f", "timeout": "t", "missed": "m", "running": "r"}
 _PILL = {"healthy": "ok", "failing": "bad", "missed": "bad", "timeout": "warn", "late": "warn",
-         "paused": "muted", "unknown": "muted", "success": "ok", "failed": "bad",
+         "paused": "na", "unknown": "na", "success": "ok", "failed": "bad",
          "running": "run"}  # fmt: skip
 # What the job form offers: every stored setting of the schema but the pause switch,
 # which has its own buttons. Lists are one item a line.
@@ -108,7 +108,7 @@ def _time(ts: float | None) -> Markup:
 
 
 def _pill(word: str, reason: str = "") -> Markup:
-    cls = _PILL.get(word, "muted")
+    cls = _PILL.get(word, "na")
     if reason:
         return Markup('<span class="pill {}" title="{}">{}</span>').format(cls, reason, word)
     return Markup('<span class="pill {}">{}</span>').format(cls, word)
@@ -332,7 +332,8 @@ class Console:
                      name: str = "") -> Response:  # fmt: skip
         nxt = request.query_params.get("next", "")
         return self.page(request, "login.html", status=status, error=error, name=name,
-                         next=_local(nxt), no_users=self.reader.count_users() == 0)  # fmt: skip
+                         next=_local(nxt), no_users=self.reader.count_users() == 0,
+                         notice=request.query_params.get("notice", "")[:100])  # fmt: skip
 
     async def login(self, request: Request) -> Response:
         request.state.viewer = None
@@ -808,7 +809,7 @@ def _settings_view(job: Job, viewer: Viewer) -> list[tuple[str, str]]:
         elif isinstance(v, list):
             text = ", ".join(v) or "none"
         elif s.kind is Kind.DURATION:
-            text = "none" if v is None else format_duration(v)
+            text = "none" if v is None else _duration_text(float(v))
         elif isinstance(v, bool):
             text = "on" if v else "off"
         else:
