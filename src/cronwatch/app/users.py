@@ -11,11 +11,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import secrets
 from typing import Any
 
 from cronwatch.core.errors import ValidationError
-from cronwatch.core.model import validate_name
 
 ROLES = ("admin", "viewer")
 # 32 MiB and ~0.1 s a hash on this machine's cores: dear for a guesser, cheap for a sign-in
@@ -23,6 +23,16 @@ SCRYPT_N, SCRYPT_R, SCRYPT_P = 1 << 15, 8, 1
 PASSWORD_MIN = 8
 PASSWORD_MAX = 1024  # scrypt takes any length; a megabyte "password" is only a cost
 SESSION_TTL = 12 * 3600.0
+
+
+USER_RULE = "1-100 letters, digits and . _ @ + -, starting with a letter or digit"
+_USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}")
+
+
+def validate_user_name(name: str) -> str:
+    if not _USER_NAME.fullmatch(name):
+        raise ValidationError(f"invalid user name {name!r}: {USER_RULE}")
+    return name
 
 
 def validate_role(role: str) -> str:
@@ -73,7 +83,7 @@ def verify_password(password: str, stored: str | None) -> bool:
 
 
 def add_user(store: Any, name: str, *, role: str, password: str, now: float) -> None:
-    store.create_user(validate_name(name), role=validate_role(role),
+    store.create_user(validate_user_name(name), role=validate_role(role),
                       password_hash=hash_password(validate_password(password)), now=now)  # fmt: skip
 
 

@@ -8,13 +8,17 @@ import sys
 import time
 from typing import Any
 
-from cronwatch.app.users import ROLES, hash_password, validate_password, validate_role
+from cronwatch.app.users import (
+    ROLES,
+    hash_password,
+    validate_password,
+    validate_role,
+    validate_user_name,
+)
 from cronwatch.cli.commands import add_common
 from cronwatch.core.errors import ValidationError
 from cronwatch.core.values import format_time
 from cronwatch.store import open_store
-
-USER_RULE = "1-100 letters, digits and . _ @ + -, starting with a letter or digit"
 
 
 def register(sub: Any, command: Any) -> None:
@@ -68,14 +72,6 @@ def _password(args: argparse.Namespace) -> str:
     except (EOFError, KeyboardInterrupt):
         raise ValidationError("no password given") from None
     return first
-
-
-def validate_user_name(name: str) -> str:
-    import re
-
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}", name):
-        raise ValidationError(f"invalid user name {name!r}: {USER_RULE}")
-    return name
 
 
 def cmd_user_help(args: argparse.Namespace) -> int:

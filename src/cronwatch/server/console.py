@@ -39,6 +39,7 @@ from cronwatch.app.users import (
     session_digest,
     validate_password,
     validate_role,
+    validate_user_name,
     verify_password,
 )
 from cronwatch.core.errors import Conflict, CronwatchError, NotFound, ValidationError
@@ -575,8 +576,11 @@ class Console:
         job = self.reader.get_job(name)
         try:
             url = normalize("notify", [form.get("url", "").strip()])[0]
-        except (ValidationError, IndexError) as e:
-            return self.redirect("/channels?" + urlencode({"error": str(e) or "no URL given"}))
+        except ValidationError as e:
+            jobs = [j.name for j in self.reader.list_jobs()]
+            return self.page(request, "channels.html", status=422, jobs=jobs,
+                             channels=list(self._channels().values()),
+                             error=str(e))  # fmt: skip
         if url not in job.notify:
             notify = [*job.notify, url]
             await self.write(lambda s: _save(s, s.get_job(name), {"notify": notify}), name)
@@ -641,8 +645,6 @@ class Console:
                          notice=request.query_params.get("notice", ""))  # fmt: skip
 
     async def user_add(self, request: Request, viewer: Viewer) -> Response:
-        from cronwatch.cli.users import validate_user_name
-
         form: dict[str, str] = request.state.form
         name = form.get("name", "").strip()
         try:
