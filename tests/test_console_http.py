@@ -474,3 +474,45 @@ def test_user_commands(tmp_path: Path) -> None:
     assert cw("user", "rm", "eve").returncode == 0
     p = cw("user", "rm", "eve")
     assert p.returncode != 0 and b"unknown user 'eve'" in p.stderr
+
+
+def test_the_jobs_page_numbers_filters_and_pages(tmp_path: Path) -> None:
+    from cronwatch.core.model import Job, Run, Status
+
+    srv = console_server(tmp_path / "h.db")
+    now = time.time()
+    with srv.store() as s:
+        for i in range(60):
+            s.save_job(Job(name=f"bulk-{i:02d}", tags=["bulk"]), now=now)
+        s.save_job(Job(name="timed", tags=["db"]), now=now)
+        runs = [Run(job="timed", started_at=now - 1000 + i * 10, status=Status.SUCCESS,
+                    ended_at=now - 1000 + i * 10 + 1 + i, duration=1.0 + i, exit_code=0)
+                for i in range(19)]  # fmt: skip
+        runs.append(Run(job="timed", started_at=now - 5, status=Status.FAILED, ended_at=now - 4,
+                        duration=1.0, exit_code=3, env="prod"))  # fmt: skip
+        s.record_runs(runs, now=now)
+    try:
+        c = sign_in(srv.url)
+        page = c.get("/", params={"q": "tim"}).text
+        row = page.split('id="job-timed"')[1].split("</tr>")[0]
+        assert "95.0%" in row  # 19 of 20
+        assert "18.0s" in row  # p95 of 1..19 s and 1 s: the 19th of 20 sorted durations
+        assert row.count("<path class=") == 2  # bars of two outcomes
+        assert "failing" in row
+        assert "1 of 61" in page
+        assert 'id="job-bulk-00"' not in page
+        first = c.get("/").text
+        assert "61 of 61, page 1 of 2" in first and 'rel="next"' in first
+        assert first.count('<tr id="job-') == 50
+        second = c.get("/", params={"page": "2"}).text
+        assert second.count('<tr id="job-') == 11 and 'id="job-timed"' in second
+        assert c.get("/", params={"page": "99"}).status_code == 200  # past the end: empty
+        failing = c.get("/", params={"health": "failing"}).text
+        assert failing.count('<tr id="job-') == 1 and 'id="job-timed"' in failing
+        assert c.get("/", params={"tag": "db"}).text.count('<tr id="job-') == 1
+        prod = c.get("/", params={"env": "prod"}).text
+        assert prod.count('<tr id="job-') == 1 and "<option selected>prod</option>" in prod
+        assert c.get("/", params={"env": "staging"}).text.count('<tr id="job-') == 0
+        assert "No job matches these filters" in c.get("/", params={"q": "zzz"}).text
+    finally:
+        srv.stop()

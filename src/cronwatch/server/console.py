@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from cronwatch.app.evaluate import describe
-from cronwatch.app.overview import RECENT, job_rows, matches
+from cronwatch.app.overview import RECENT, add_recent, in_env, job_rows, matches
 from cronwatch.app.users import (
     ROLES,
     SESSION_TTL,
@@ -77,6 +78,7 @@ SECURITY_HEADERS = {
     "cache-control": "no-store",
 }
 RUNS_PAGE = 50  # runs listed per page of a job
+JOBS_PAGE = 50  # jobs per page of the jobs page: 1,000 rows with charts would be ~1.3 MB
 CHART_RUNS = 100  # bars in a job's durations chart
 FORM_LIMIT = 64 * 1024  # bytes of a form body; more is a 413
 OUTPUT_SHOWN = 1_000_000  # bytes of a stream shown on a run's page (the API's limit)
@@ -179,6 +181,9 @@ class Console:
         self.env = _env()
         self.limit = SignInLimit()
         self.static = {p.name: p.read_bytes() for p in STATIC.iterdir() if p.is_file()}
+        self._ostore: Store | None = None  # the jobs page's connection, in worker threads
+        self._overview: tuple[int, float, list[Any]] | None = None
+        self._overview_lock = threading.Lock()
 
     @property
     def reader(self) -> Store:
@@ -411,21 +416,59 @@ class Console:
     async def jobs(self, request: Request, viewer: Viewer) -> Response:
         q = request.query_params
         filters = {k: q.get(k, "")[:100] for k in ("q", "health", "tag", "env")}
-        rows = await asyncio.to_thread(self._rows)
-        shown = [r for r in rows if matches(r, **filters)]
-        shown.sort(key=lambda r: r.job.name)
+        page = max(1, int(_number(q.get("page")) or 1))
+        rows, shown, count, envs = await asyncio.to_thread(self._rows, filters, page)
+        pages = max(1, math.ceil(count / JOBS_PAGE))
+        links = {}
+        for label, n in (("prev", page - 1), ("next", page + 1)):
+            if 1 <= n <= pages:
+                links[label] = "/?" + urlencode({**{k: v for k, v in filters.items() if v},
+                                                 "page": n})  # fmt: skip
         tags = sorted({t for r in rows for t in r.job.tags})
-        envs = sorted({e for r in rows for e in r.envs})
-        return self.page(request, "jobs.html", rows=shown, total=len(rows), filters=filters,
-                         tags=tags, envs=envs, healths=[h.value for h in Health],
-                         recent=RECENT, notice=q.get("notice", ""))  # fmt: skip
+        return self.page(request, "jobs.html", rows=shown, total=len(rows), count=count,
+                         filters=filters, tags=tags, envs=envs, page=page, pages=pages,
+                         links=links, healths=[h.value for h in Health], recent=RECENT,
+                         notice=q.get("notice", ""))  # fmt: skip
 
-    def _rows(self) -> list[Any]:
-        # its own connection: a thread must not share the loop's reader
+    def _rows(
+        self, filters: dict[str, str], page: int
+    ) -> tuple[list[Any], list[Any], int, list[str]]:
+        """Every job's row; the page's rows (filtered) with their recent runs; how many
+        match; the environments to offer. In a worker thread, on the console's own
+        connection (one request at a time)."""
+        with self._overview_lock:
+            store, rows = self._overview_rows()
+            env = filters["env"]
+            found = [r for r in rows if matches(r, q=filters["q"], health=filters["health"],
+                                                tag=filters["tag"])]  # fmt: skip
+            if env:
+                found = [r for r in found if in_env(store, r, env)]
+            found.sort(key=lambda r: r.job.name)
+            shown = found[(page - 1) * JOBS_PAGE : page * JOBS_PAGE]
+            for r in shown:
+                if not r.runs and r.last is not None:
+                    add_recent(store, r)
+            envs = sorted({e for r in rows for e in r.envs} | ({env} if env else set()))
+            return rows, shown, len(found), envs
+
+    def _overview_rows(self) -> tuple[Store, list[Any]]:
+        """The rows, computed again only when another connection committed or the clock
+        reached a time at which some job's health changes (a quiet server with 1,000
+        jobs answers from here; one taking pings recomputes: benchmarks/README.md)."""
         from cronwatch.store import open_store
 
-        with open_store(self.server.config.db) as store:
-            return job_rows(store, now=time.time())
+        if self._ostore is None:
+            self._ostore = open_store(self.server.config.db)
+        store = self._ostore
+        now = time.time()
+        version = store.data_version()
+        cached = self._overview
+        if cached is not None and cached[0] == version and now < cached[1]:
+            return store, cached[2]
+        rows = job_rows(store, now=now)
+        until = min([now + 60.0, *(r.changes_at for r in rows)])
+        self._overview = (version, until, rows)
+        return store, rows
 
     def _job(self, request: Request) -> Job:
         name = request.path_params["name"]
@@ -443,7 +486,7 @@ class Console:
         recent = self.reader.list_runs(job=job.name, limit=CHART_RUNS)
         finding = slowdown([r.duration for r in recent
                             if r.status is Status.SUCCESS and r.duration is not None])  # fmt: skip
-        stats = self.reader.job_stats(job.name, since=now - 30 * 86400)
+        stats = self.reader.job_stats(job.name, since=now - 7 * 86400)
         incidents = self.reader.list_incidents(job=job.name, limit=10)
         key = job.ping_key if viewer.admin else ""
         base = _base_url(request)
