@@ -34,13 +34,13 @@ class JobRow:
     p95: float | None = None
     envs: list[str] = field(default_factory=list)
     changes_at: float = math.inf  # when the clock alone can change the health next
+    open_ids: tuple[str, ...] = ()
 
 
-def job_row(store: Any, job: Job, open_runs: list[Run], *, now: float) -> JobRow:
+def job_row(store: Any, job: Job, last: Run | None, open_runs: list[Run], *,
+            now: float) -> JobRow:  # fmt: skip
     """A job's health, from its newest run (and its newest finished one when the newest
     is still going): the numbers and the chart are ``add_recent``'s, for shown rows only."""
-    newest = store.list_runs(job=job.name, limit=1)
-    last = newest[0] if newest else None
     last_finished = last
     if last is not None and last.status is Status.RUNNING:
         last_finished = store.last_run(
@@ -53,6 +53,7 @@ def job_row(store: Any, job: Job, open_runs: list[Run], *, now: float) -> JobRow
                       now=now)  # fmt: skip
     row = JobRow(job, str(report.health), report.reason, report.next_expected, last)
     row.envs = [last.env] if last is not None and last.env else []
+    row.open_ids = tuple(r.id for r in open_runs)
     later = [t for t in (report.next_expected, report.deadline) if t is not None and t > now]
     if job.max_runtime is not None:
         later += [r.started_at + job.max_runtime for r in open_runs]
@@ -72,13 +73,25 @@ def add_recent(store: Any, row: JobRow) -> JobRow:
     return row
 
 
-def job_rows(store: Any, *, now: float) -> list[JobRow]:
-    """Every job's row, by name, without the recent runs (``add_recent``)."""
+def job_rows(store: Any, *, now: float, previous: dict[str, JobRow] | None = None) -> list[JobRow]:
+    """Every job's row, by name, without the recent runs (``add_recent``). A row of
+    ``previous`` whose job, newest run and open runs are unchanged, and whose health the
+    clock cannot have changed yet, is reused as it is (recent runs included)."""
     open_by_job: dict[str, list[Run]] = {}
     for r in store.open_runs():
         open_by_job.setdefault(r.job, []).append(r)
-    return [job_row(store, job, open_by_job.get(job.name, []), now=now)
-            for job in store.list_jobs()]  # fmt: skip
+    newest = store.newest_runs()
+    rows = []
+    for job in store.list_jobs():
+        last = newest.get(job.name)
+        mine = open_by_job.get(job.name, [])
+        old = previous.get(job.name) if previous else None
+        if (old is not None and now < old.changes_at and old.last == last and old.job == job
+                and old.open_ids == tuple(r.id for r in mine)):  # fmt: skip
+            rows.append(old)
+        else:
+            rows.append(job_row(store, job, last, mine, now=now))
+    return rows
 
 
 def in_env(store: Any, row: JobRow, env: str) -> bool:

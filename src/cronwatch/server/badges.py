@@ -61,7 +61,9 @@ def state(store: Any, kind: str, name: str, *, now: float) -> str:
     open_runs = store.open_runs()
     for job in jobs:
         mine = [r for r in open_runs if r.job == job.name]
-        words.append(_WORD.get(job_row(store, job, mine, now=now).health, "new"))
+        newest = store.list_runs(job=job.name, limit=1)
+        row = job_row(store, job, newest[0] if newest else None, mine, now=now)
+        words.append(_WORD.get(row.health, "new"))
     return min(words, key=lambda w: _RANK[w])
 
 

@@ -465,7 +465,8 @@ class Console:
         cached = self._overview
         if cached is not None and cached[0] == version and now < cached[1]:
             return store, cached[2]
-        rows = job_rows(store, now=now)
+        previous = {r.job.name: r for r in cached[2]} if cached is not None else None
+        rows = job_rows(store, now=now, previous=previous)
         until = min([now + 60.0, *(r.changes_at for r in rows)])
         self._overview = (version, until, rows)
         return store, rows

@@ -211,6 +211,10 @@ class RunStore(Protocol):
         oldest_first: bool = False,
     ) -> list[Run]: ...
 
+    def newest_runs(self) -> dict[str, Run]:
+        """Every job's newest run (any status), by job name (the console's jobs page)."""
+        ...
+
     def iter_runs(
         self, *, job: str | None = None, since: float | None = None, output: bool = True
     ) -> Iterator[Run]:

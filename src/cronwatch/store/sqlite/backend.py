@@ -725,6 +725,15 @@ class SQLiteStore(StoreBase):
             return [_run_from_row(r) for r in rows]
         return [self._with_output(r, True) for r in rows]
 
+    def newest_runs(self) -> dict[str, Run]:
+        """Every job's newest run (any status), by job name; jobs without runs left out.
+        One statement: an index lookup a job (runs_job_started), however long the history."""
+        rows = self.db.execute(
+            f"SELECT {_RUN_COLS} FROM jobs j JOIN runs r ON r.id = (SELECT id FROM runs "
+            "WHERE job_id = j.id ORDER BY started_at DESC LIMIT 1)"
+        ).fetchall()
+        return {r[2]: _run_from_row(r) for r in rows}
+
     def iter_runs(
         self, *, job: str | None = None, since: float | None = None, output: bool = True
     ) -> Iterator[Run]:
