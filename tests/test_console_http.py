@@ -516,3 +516,49 @@ def test_the_jobs_page_numbers_filters_and_pages(tmp_path: Path) -> None:
         assert "No job matches these filters" in c.get("/", params={"q": "zzz"}).text
     finally:
         srv.stop()
+
+
+def test_the_ping_snippets_work_as_copied(server: LiveServer, admin: httpx.Client) -> None:
+    """Each snippet, run by a shell with /path/to/command replaced by true, records a run."""
+    import html
+    import re
+
+    post(admin, "/new", {"name": "copied", "schedule": "@hourly"}, "/new")
+    page = admin.get("/job/copied").text
+    snips = {m[0]: html.unescape(m[1]) for m in
+             re.findall(r'<pre id="snip-([a-z]+)"[^>]*>(.*?)</pre>', page, re.S)}  # fmt: skip
+    assert set(snips) == {"crontab", "hc", "slug", "simob", "cronitor", "loom", "python"}
+    assert snips["crontab"].startswith("@hourly cronwatch run copied --server ")
+    for name in ("hc", "slug", "simob", "cronitor", "loom"):
+        before = len(httpx.get(f"{server.url}/api/v1/jobs/copied/runs",
+                               headers=server.token(f"t-{name}")).json())  # fmt: skip
+        script = snips[name].replace("/path/to/command", "true")
+        p = subprocess.run(["sh", "-c", script], capture_output=True, timeout=60)
+        assert p.returncode == 0, (name, p.stderr)
+        runs = httpx.get(f"{server.url}/api/v1/jobs/copied/runs",
+                         headers=server.token(f"u-{name}")).json()  # fmt: skip
+        assert len(runs) > before and runs[0]["status"] == "success", (name, runs[:2])
+
+
+def test_the_crontab_snippet_runs_the_wrapper_against_this_server(
+    server: LiveServer, admin: httpx.Client, cw_env: dict[str, str]
+) -> None:
+    import html
+    import re
+
+    post(admin, "/new", {"name": "wrapped", "schedule": "*/5 * * * *"}, "/new")
+    page = admin.get("/job/wrapped").text
+    line = html.unescape(re.search(r'<pre id="snip-crontab"[^>]*>(.*?)</pre>', page, re.S)[1])
+    assert line.startswith("*/5 * * * * cronwatch run wrapped --server ")
+    command = line.split(" ", 5)[5].replace("/path/to/command", "echo from-the-wrapper")
+    env = dict(cw_env, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    p = subprocess.run(["sh", "-c", command], capture_output=True, env=env, timeout=60)
+    assert p.returncode == 0 and p.stdout == b"from-the-wrapper\n", p.stderr
+    deadline = time.time() + 20
+    while True:  # the finish ping goes out as the wrapper exits
+        runs = httpx.get(f"{server.url}/api/v1/jobs/wrapped/runs",
+                         headers=server.token(f"w-{time.time()}")).json()  # fmt: skip
+        if runs and runs[0]["status"] == "success":
+            break
+        assert time.time() < deadline, runs
+        time.sleep(0.2)

@@ -152,7 +152,7 @@ class Server:
                     await self.api_app()(scope, receive, send)
             elif path == "/healthz":
                 await self.healthz(send)
-            elif path == "/dashboard" or (path == "/" and b"token=" in scope["query_string"]):
+            elif path == "/dashboard" or (path == "/" and _has_token(scope["query_string"])):
                 await self.dashboard(scope, send)
             elif path == "/metrics":
                 await self.metrics(scope, send)
@@ -347,6 +347,11 @@ class Server:
             ok, value = False, e
         status, out, is_json, job, deliver = reply_for(p, ok, value)
         return 0, status, out, is_json, job, p.dialect, deliver
+
+
+def _has_token(query: bytes) -> bool:
+    """``/?token=`` is the deprecated dashboard; any other ``/`` is the console."""
+    return b"token=" in query and "token" in parse_qs(query.decode("latin-1"))
 
 
 def _encoded_slash(scope: Scope) -> bool:

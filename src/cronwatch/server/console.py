@@ -364,7 +364,12 @@ class Console:
             self.limit.failed(name, address, now)
             return self.sign_in_page(request, 401, "wrong user name or password", name)
         ttl = self.server.config.session_ttl
-        sid, _ = await self.write(lambda s: new_session(s, user["name"], now=now, ttl=ttl))
+
+        def op(store: Store) -> tuple[str, str]:
+            store.delete_expired_sessions(now=now)  # the table holds live sessions only
+            return new_session(store, user["name"], now=now, ttl=ttl)
+
+        sid, _ = await self.write(op)
         response = self.redirect(_local(form.get("next", "")) or "/")
         response.headers.append("set-cookie", cookie_header(
             sid, https=is_https(request.scope), max_age=int(ttl)).decode("latin-1"))  # fmt: skip
@@ -870,7 +875,12 @@ def snippets(base: str, job: Job, key: str, project_key: str) -> list[tuple[str,
     k = key or "PING-KEY"
     pk = project_key or "PROJECT-KEY"
     n = job.name
-    sched = job.schedule if job.schedule and len(job.schedule.split()) == 5 else "*/15 * * * *"
+    words = job.schedule.split()
+    cron = "\n" not in job.schedule and (len(words) == 5 or (len(words) == 1
+                                                          and job.schedule.startswith("@")))  # fmt: skip
+    sched = job.schedule if cron else "*/15 * * * *"
+    if job.schedule and not cron:  # crontab needs the times spelled in cron
+        sched = f"# the job's schedule is {job.schedule!r}: give cron its times\n{sched}"
     return [
         ("crontab", "crontab, with the wrapper (records output and duration too)",
          f"{sched} cronwatch run {n} --server {base} --key {pk} -- /path/to/command"),
