@@ -132,6 +132,8 @@ class Server:
             await self.pings.stop()
         if self.writer is not None:
             self.writer.stop()
+        if self.console is not None:
+            self.console.close()
         for s in (self.writer_store, self.reader):
             if s is not None:
                 s.close()
