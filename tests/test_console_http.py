@@ -4,8 +4,10 @@ the API's), badges, the trusted header, and the `cronwatch user` commands."""
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -562,3 +564,78 @@ def test_the_crontab_snippet_runs_the_wrapper_against_this_server(
             break
         assert time.time() < deadline, runs
         time.sleep(0.2)
+
+
+def test_ping_text_is_escaped_on_every_page(server: LiveServer, admin: httpx.Client) -> None:
+    evil = "<script>alert(1)</script>"
+    key = server.job_key("escaped")
+    httpx.get(f"{server.url}/ping/{key}/fail", params={"msg": evil, "env": "<b>prod</b>"})
+    httpx.post(f"{server.url}/ping/{key}/fail", content=evil.encode())
+    run_id = httpx.get(f"{server.url}/api/v1/jobs/escaped/runs",
+                       headers=server.token("esc")).json()[0]["id"]  # fmt: skip
+    for path in ("/", "/?env=%3Cb%3Eprod%3C/b%3E", "/job/escaped", f"/run/{run_id}",
+                 "/incidents", "/?q=" + evil):  # fmt: skip
+        page = admin.get(path).text
+        assert "<script>alert" not in page and "<b>prod" not in page, path
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in admin.get(f"/run/{run_id}").text
+
+
+def test_every_control_has_a_label(server: LiveServer, admin: httpx.Client) -> None:
+    from html.parser import HTMLParser
+
+    class Controls(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.labels: set[str] = set()
+            self.controls: list[dict[str, str | None]] = []
+            self.depth = 0  # inside a <label>
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            a = dict(attrs)
+            if tag == "label":
+                self.depth += 1
+                if a.get("for"):
+                    self.labels.add(str(a["for"]))
+            elif tag in ("input", "select", "textarea") and a.get("type") != "hidden":
+                self.controls.append({**a, "wrapped": "yes" if self.depth else None})
+
+        def handle_endtag(self, tag: str) -> None:
+            if tag == "label":
+                self.depth -= 1
+
+    server.job_key("labelled")
+    for path in ("/", "/new", "/job/labelled", "/job/labelled/edit", "/channels", "/tokens",
+                 "/users"):  # fmt: skip
+        parser = Controls()
+        parser.feed(admin.get(path).text)
+        assert parser.controls, path
+        for c in parser.controls:
+            assert c["wrapped"] or c.get("aria-label") or c.get("id") in parser.labels, (path, c)
+    parser = Controls()
+    parser.feed(httpx.get(server.url + "/").text)  # the sign-in page
+    assert len(parser.controls) == 2 and all(c.get("id") in parser.labels for c in parser.controls)
+
+
+def test_a_jobs_runs_page_by_page(server: LiveServer, admin: httpx.Client) -> None:
+    from cronwatch.core.model import Run, Status
+
+    now = time.time()
+    with server.store() as s:
+        s.record_runs([Run(job="paged", started_at=now - 10_000 + i, status=Status.SUCCESS,
+                           ended_at=now - 10_000 + i + 0.5, duration=0.5, exit_code=0,
+                           message=f"run number {i}") for i in range(120)], now=now)  # fmt: skip
+    seen: list[str] = []
+    path = "/job/paged"
+    for expected in (50, 50, 20):
+        page = admin.get(path).text
+        runs = page.split('<table class="runs">')[1].split("</table>")[0]
+        numbers = [int(x) for x in re.findall(r"run number (\d+)", runs)]
+        assert len(numbers) == expected and numbers == sorted(numbers, reverse=True)
+        seen += [str(n) for n in numbers]
+        more = re.search(r'<a href="(/job/paged\?before=[^"#]+)#runs">Older runs</a>', page)
+        if expected == 20:
+            assert more is None
+        else:
+            assert more is not None
+            path = html.unescape(more[1])
+    assert sorted(map(int, seen)) == list(range(120))  # each run once

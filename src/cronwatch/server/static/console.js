@@ -26,11 +26,12 @@
   function live() {
     if (!document.body.hasAttribute("data-live") || !window.EventSource) { return; }
     var status = document.getElementById("live-status");
-    var pending = null, busy = false;
+    // At most one refresh every 2 s, however busy the server: each is a whole page.
+    var pending = null, busy = false, last = 0;
     function refresh() {
       pending = null;
       if (busy) { pending = setTimeout(refresh, 300); return; }
-      busy = true;
+      busy = true; last = Date.now();
       fetch(location.href, {credentials: "same-origin", headers: {"Accept": "text/html"}})
         .then(function (r) { return r.ok ? r.text() : null; })
         .then(function (html) {
@@ -48,7 +49,9 @@
         .then(function () { busy = false; });
     }
     var es = new EventSource("/console/stream");
-    function later() { if (!pending) { pending = setTimeout(refresh, 250); } }
+    function later() {
+      if (!pending) { pending = setTimeout(refresh, Math.max(250, last + 2000 - Date.now())); }
+    }
     ["run.started", "run.ok", "run.error", "run.log", "job.missed", "job.timeout",
      "job.recovered", "incident.opened", "incident.closed"].forEach(function (t) {
       es.addEventListener(t, later);
