@@ -2,9 +2,10 @@
 
     python benchmarks/bench_server.py [--duration 10] [--connections 64] [--rounds 3]
                                       [--ping-writer process[,thread]] [--streams 200]
+                                      [--front uvicorn|fast]
 
-The front's benchmark (``serve --front fast``, opt-in since session 5; bench_stacks.py
-compares the stacks, the default included).
+The server's benchmark, on the default stack (uvicorn with ``server.limits``) or with
+``--front fast`` (the opt-in front); bench_stacks.py compares the stacks side by side.
 
 Starts the real server (uvicorn, uvloop; one server per ping-writer mode) on 127.0.0.1 and
 two hello worlds: a raw ASGI app on uvicorn (httptools), and the stack that serves pings,
@@ -76,6 +77,18 @@ class Hello:
 
     def ping_answer(self, head, reply):
         return 200, b"" if head else b"OK", self.ok_headers
+
+    plain = (None, b"")
+
+    def ping_bytes(self, default, head, close, reply):  # as cronwatch's Server builds it
+        if self.plain[0] is default and not head and not close:
+            return self.plain[1]
+        status, body, headers = self.ping_answer(head, reply)
+        data = b"HTTP/1.1 200 OK\\r\\n" + b"".join(b"%s: %s\\r\\n" % kv for kv in [*default, *headers])
+        data += (b"connection: close\\r\\n" if close else b"") + b"\\r\\n" + body
+        if not head and not close:
+            self.plain = (default, data)
+        return data
 
     async def __call__(self, scope, receive, send):
         pass
@@ -220,6 +233,8 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--ping-writer", default="process")
+    ap.add_argument("--front", choices=("uvicorn", "fast"), default="uvicorn",
+                    help="the server's HTTP front: uvicorn (the default stack) or fast")  # fmt: skip
     ap.add_argument("--streams", type=int, default=200)
     ap.add_argument("--stream-encoding", choices=("gzip", "identity"), default="gzip")
     args = ap.parse_args()
@@ -241,7 +256,10 @@ def main() -> None:
                                 for i in range(max(1, math.ceil(args.streams / 10)))]  # fmt: skip
             proc = subprocess.Popen(
                 [sys.executable, "-m", "cronwatch.main", "serve", "--port", "0", "--db", db,
-                 "--ping-writer", mode, "--front", "fast"],
+                 "--ping-writer", mode, "--front", args.front,
+                 # wrk's connections and the streams all come from 127.0.0.1: over the
+                 # per-address default (256) with 200 streams, an artefact of the bench
+                 "--max-connections-per-address", "1024"],
                 stderr=subprocess.PIPE,
             )  # fmt: skip
             line = proc.stderr.readline().decode()  # type: ignore[union-attr]
@@ -257,13 +275,14 @@ def main() -> None:
         for mode, (url, proc, _db, keys) in servers.items():
             wait_up(url + "/healthz")
             wrk(url + "/healthz", 2, args.connections)  # warm up
-            targets.append((f"/ping/{{key}} ({mode})", f"{url}/ping/{keys['hc']}", proc.pid,
+            mode_label = f"{mode}, front {args.front}"
+            targets.append((f"/ping/{{key}} ({mode_label})", f"{url}/ping/{keys['hc']}", proc.pid,
                             mode, "hc", 0))  # fmt: skip
             if args.streams:
-                targets.append((f"/ping/{{key}} ({mode}), {args.streams} SSE streams open",
+                targets.append((f"/ping/{{key}} ({mode_label}), {args.streams} SSE streams open",
                                 f"{url}/ping/{keys['hc']}", proc.pid, mode, "hc",
                                 args.streams))  # fmt: skip
-            targets.append((f"/jobs/p/{{key}}?state=complete ({mode})",
+            targets.append((f"/jobs/p/{{key}}?state=complete ({mode_label})",
                             f"{url}/jobs/p/{keys['simob']}?state=complete", proc.pid, mode,
                             "simob", 0))  # fmt: skip
         results: dict[str, list[dict[str, float]]] = {t[0]: [] for t in targets}

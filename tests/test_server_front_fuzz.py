@@ -19,6 +19,7 @@ import h11
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cronwatch.server.app import Server
 from cronwatch.server.front import PingFront
 
 
@@ -35,6 +36,10 @@ class _App:
 
     def ping_answer(self, head: bool, reply: Any) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         return 200, b"" if head else b"OK", self.ok_headers
+
+    # the real Server's answer bytes, from this app's ping_answer
+    ping_bytes = Server.ping_bytes
+    _plain: tuple[object, bytes] = (None, b"")
 
 
 class _Config:

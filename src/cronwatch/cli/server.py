@@ -64,7 +64,8 @@ def register(sub: Any, command: Any) -> None:
                    help="open connections in all (default 4096, lowered to fit the "
                         "descriptor limit)")  # fmt: skip
     g.add_argument("--max-connections-per-address", type=positive_int, default=256, metavar="N",
-                   help="open connections from one client address (default 256)")  # fmt: skip
+                   help="open connections from one client address, or one IPv6 /64 "
+                        "(default 256)")  # fmt: skip
     g.add_argument("--max-body", type=positive_int, default=1 << 20, metavar="BYTES",
                    help="largest request body accepted, 413 beyond (default 1048576)")  # fmt: skip
     p.add_argument("--log-level", default="warning", help="uvicorn log level (default warning)")
@@ -132,6 +133,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                             public_metrics=args.public_metrics,
                             session_ttl=args.session_hours * 3600.0,
                             trusted_user_header=args.trusted_user_header or None))  # fmt: skip
+    from cronwatch.server.events import AbandonedStreamFilter
     from cronwatch.server.limits import BodyLimit, Limits, RateLimitFilter, guarded_protocol
 
     limits = Limits(head_timeout=args.head_timeout, body_timeout=args.body_timeout,
@@ -157,6 +159,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     handler.setFormatter(logging.Formatter("cronwatch: %(message)s"))
     logging.getLogger("cronwatch.server").addHandler(handler)
     logging.getLogger("uvicorn.error").addFilter(RateLimitFilter())
+    logging.getLogger("uvicorn.error").addFilter(AbandonedStreamFilter())
     # bind first so that --port 0 can print the port it got: tests and scripts read this line
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)

@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -83,6 +84,8 @@ class Server:
         self._json = [limit, (b"content-type", b"application/json")]
         self.ok_headers = [*self._text, (b"content-length", b"2")]  # most replies are b"OK"
         self._not_allowed = [*self._text, (b"allow", b"GET, POST, HEAD")]
+        # the usual ping answer, for the default headers it was built with (see ping_bytes)
+        self._plain: tuple[object, bytes] = (None, b"")
 
     # --- lifespan ------------------------------------------------------------------------
     async def startup(self) -> None:
@@ -330,6 +333,29 @@ class Server:
             headers = [*(self._json if is_json else self._text),
                        (b"content-length", str(len(out)).encode())]  # fmt: skip
         return 200, b"" if head else out, headers
+
+    def ping_bytes(
+        self, default_headers: list[tuple[bytes, bytes]], head: bool, close: bool, reply: Reply
+    ) -> bytes:
+        """A ping's whole HTTP answer, as uvicorn's response cycle would write it (its
+        default headers first: date and server), for the protocols that answer pings
+        without the ASGI cycle (``server.limits``, ``server.front``)."""
+        status, body, headers = self.ping_answer(head, reply)
+        plain = headers is self.ok_headers and not head and not close and body == b"OK"
+        if plain and self._plain[0] is default_headers:
+            return self._plain[1]  # the usual answer, built once a second (the date changes)
+        lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode()]
+        lines.extend(b"%s: %s\r\n" % (k, v) for k, v in default_headers)
+        lines.extend(b"%s: %s\r\n" % (k, v) for k, v in headers)
+        if close:
+            lines.append(b"connection: close\r\n")
+        lines.append(b"\r\n")
+        if not head:
+            lines.append(body)
+        data = b"".join(lines)
+        if plain:
+            self._plain = (default_headers, data)
+        return data
 
     async def _ping_here(self, scope: Scope, body: bytes | None) -> Reply:
         """Record a ping with the in-process writer thread (no ping writer process)."""

@@ -21,6 +21,7 @@ import json
 import logging
 import time
 from collections import Counter, deque
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -31,6 +32,21 @@ from cronwatch.server.gzipstream import HEADER, Member, Packed, accepts_gzip
 from cronwatch.store.interface import EventStore
 
 log = logging.getLogger("cronwatch.server")
+
+# Set in the task of a stream the server dropped on purpose; the ASGI server's log line
+# about the incomplete response comes from the same task, right after the return.
+ABANDONED: ContextVar[bool] = ContextVar("cronwatch_abandoned_stream", default=False)
+_INCOMPLETE = "ASGI callable returned without completing response."
+
+
+class AbandonedStreamFilter(logging.Filter):
+    """For uvicorn's error log: hides its "returned without completing response" line for
+    an event stream dropped on purpose (a client that does not read), which is logged
+    once as a warning of ours; the same line from anything else still shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.msg == _INCOMPLETE and ABANDONED.get())
+
 
 _KEEPALIVE = b": keep-alive\n\n"
 _KEEPALIVE_GZ = Packed(_KEEPALIVE)
@@ -338,8 +354,12 @@ async def stream(
         with contextlib.suppress(Exception):
             end = b"" if gz is None else gz.end()
             await asyncio.wait_for(send({"type": "http.response.body", "body": end}), 1.0)
-    # Dropped (or failed): return without ending the response; the ASGI server closes the
-    # connection, where a send could wait forever on a client that does not read.
+    else:
+        # Dropped: return without ending the response; the ASGI server closes the
+        # connection, where a send could wait forever on a client that does not read.
+        # uvicorn reports such a return as an error of the app: ours was deliberate, and
+        # logged once above (AbandonedStreamFilter).
+        ABANDONED.set(True)
 
 
 async def _pump(

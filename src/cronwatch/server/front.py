@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import deque
-from http import HTTPStatus
 from typing import Any
 
 from cronwatch.server.pingproc import Reply
@@ -40,7 +39,6 @@ _TARGET = re.compile(
 _HEADERS = re.compile(rb"(?:\r\n[!#$%&'*+.^_`|~0-9a-z-]+:[ \t\x21-\x7e]*)*")
 _MAX_BODY = 1 << 20  # larger ping bodies stream through uvicorn (and are cut to the limit)
 _MAX_OWED = 32  # answers owed on one connection (pipelining) before it stops being read
-_plain: tuple[object, bytes] = (None, b"")  # uvicorn's default headers, "200 OK" made with them
 
 
 class _Owed:
@@ -202,27 +200,8 @@ class PingFront(asyncio.Protocol):
         app.submit_ping(path.decode("ascii"), query, body, owed)
 
     def render(self, head: bool, close: bool, reply: Reply) -> bytes:
-        """The HTTP answer to a ping, as the ASGI path would send it (uvicorn's default
-        headers first: date and server)."""
-        global _plain
-        app = self.app
-        status, body, headers = app.ping_answer(head, reply)
-        default = self.server_state.default_headers
-        plain = headers is app.ok_headers and not head and not close and body == b"OK"
-        if plain and _plain[0] is default:
-            return _plain[1]  # the usual answer, built once a second (the date changes)
-        lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode()]
-        lines.extend(b"%s: %s\r\n" % (k, v) for k, v in default)
-        lines.extend(b"%s: %s\r\n" % (k, v) for k, v in headers)
-        if close:
-            lines.append(b"connection: close\r\n")
-        lines.append(b"\r\n")
-        if not head:
-            lines.append(body)
-        data = b"".join(lines)
-        if plain:
-            _plain = (default, data)
-        return data
+        """The HTTP answer to a ping, as the ASGI path would send it."""
+        return bytes(self.app.ping_bytes(self.server_state.default_headers, head, close, reply))
 
     def answered(self) -> None:
         """Write the answers that are ready, in request order."""

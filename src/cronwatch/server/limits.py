@@ -25,6 +25,7 @@ refuse: uvicorn answers 400 and closes.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import re
 import time
@@ -37,6 +38,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 log = logging.getLogger("cronwatch.server")
 
 _PING_PREFIXES = ("/ping/", "/p/", "/jobs/p/")
+_PING_TARGETS = (b"/ping/", b"/p/", b"/jobs/p/")
+_PING_METHODS = (b"GET", b"POST", b"HEAD")
 # method SP target SP version CRLF, nothing else: no HTTP/0.9 line, no bare LF
 _REQUEST_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+ [\x21-\x7e]+ HTTP/[0-9]\.[0-9]\r\n")
 
@@ -51,6 +54,24 @@ class Limits:
     max_head: int = 32768  # bytes of the header lines: 431
     max_ping_body: int = 1 << 20  # a ping body over this is 413 (under it, cut to body_limit)
     max_api_body: int = 1 << 20  # any other request body over this is 413
+
+
+def client_network(address: str) -> str:
+    """What the per-address cap counts: an IPv4 address, or an IPv6 client's /64.
+
+    One IPv6 host commonly holds a whole /64 (SLAAC, privacy addresses) and can pick a
+    new address per connection: counting addresses would not cap it."""
+    if ":" not in address:
+        return address
+    try:
+        ip = ipaddress.IPv6Address(address.partition("%")[0])
+    except ValueError:
+        return address
+    if ip.ipv4_mapped is not None:  # ::ffff:192.0.2.1 on a dual-stack socket
+        return str(ip.ipv4_mapped)
+    if ip.is_loopback:
+        return "::1"
+    return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
 
 
 class _Rejected(Exception):
@@ -160,6 +181,62 @@ def _flush_all(holding: list[_OneSend]) -> None:
     holding.clear()
 
 
+class _NoEvent:
+    """The message event of a ping answered from the protocol: nothing waits on it."""
+
+    __slots__ = ()
+
+    def set(self) -> None:
+        pass
+
+
+_NO_EVENT = _NoEvent()
+
+
+class _FastPing:
+    """A ping answered from the protocol, without uvicorn's ASGI cycle.
+
+    It sits in the protocol's ``cycle`` slot while the ping writer commits, so a request
+    pipelined behind it queues as uvicorn queues any other (reading paused), and the
+    callbacks uvicorn runs on a cycle (a body, a disconnect, a shutdown) find what they
+    touch. When the writer reports the commit, the whole answer is written at once and
+    uvicorn's own ``on_response_complete`` resumes reading, starts the next pipelined
+    request or arms the keep-alive timer, as after any response."""
+
+    __slots__ = ("proto", "head", "post", "limit", "body", "keep_alive", "response_started",
+                 "response_complete", "disconnected", "more_body", "message_event")  # fmt: skip
+
+    def __init__(self, proto: Any, head: bool, post: bool, keep_alive: bool, limit: int) -> None:
+        self.proto = proto
+        self.head = head
+        self.post = post
+        self.limit = limit  # bytes of a body kept (the rest is read and dropped)
+        self.body = b""
+        self.keep_alive = keep_alive
+        self.response_started = False
+        self.response_complete = False
+        self.disconnected = False
+        self.more_body = True
+        self.message_event = _NO_EVENT
+
+    def __call__(self, reply: Any) -> None:  # the ping writer committed (or failed)
+        proto = self.proto
+        # built (and counted, and the scheduler told) even if the client has gone: the
+        # ping is on record all the same
+        data = proto.ping_app.ping_bytes(
+            proto.server_state.default_headers, self.head, not self.keep_alive, reply
+        )
+        self.response_started = self.response_complete = True
+        transport = proto.transport
+        if self.disconnected or transport is None or transport.is_closing():
+            return
+        proto.out.flush()  # bytes of an earlier response still held go first
+        transport.write(data)
+        if not self.keep_alive:
+            transport.close()
+        proto.on_response_complete()
+
+
 class RateLimitFilter(logging.Filter):
     """For uvicorn's own log: its line for each malformed request, at most once every
     ``every`` seconds (a client sending garbage in a loop must not fill the disk)."""
@@ -207,12 +284,16 @@ def guarded_protocol(limits: Limits) -> type[asyncio.Protocol]:
             self.head_size = 0
             self.deadline = 0.0  # loop time by which the head or body must be in; 0: none
             self.out: _OneSend | None = None
+            # the cronwatch Server under BodyLimit: plain pings are answered here, without
+            # the ASGI cycle (``_FastPing``); anything else app, or a thread writer: ASGI
+            app = getattr(self.config.app, "app", None)
+            self.ping_app: Any = app if hasattr(app, "ping_bytes") else None
 
         # --- connections -------------------------------------------------------------------
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
             self.out = _OneSend(transport, self.loop, holding)
-            self.address = self.client[0] if self.client else ""
+            self.address = client_network(self.client[0]) if self.client else ""
             total = len(self.connections)
             if total > limits.max_connections:
                 warnings.warn("total", f"connection limit reached ({limits.max_connections} "
@@ -315,18 +396,60 @@ def guarded_protocol(limits: Limits) -> type[asyncio.Protocol]:
                 self._reject("431 Request Header Fields Too Large", b"request head too large\n")
                 raise _Rejected
             self.in_head = False
-            body = False
+            body = chunked = False
+            length = b"0"
             for name, value in headers:
                 if name == b"content-length":
-                    body = value.strip() != b"0"
+                    length = value.strip()
+                    body = length != b"0"
                 elif name == b"transfer-encoding":
-                    body = True
+                    body = chunked = True
             self.deadline = self.loop.time() + limits.body_timeout if body else 0.0
             self.closing = not self.parser.should_keep_alive()
+            if not chunked and self._fast_ping(length):
+                return
             super().on_headers_complete()
             if self.cycle is not None and self.out is not None:
                 # the cycle only writes, closes and asks is_closing(): _OneSend does those
                 self.cycle.transport = self.out  # type: ignore[assignment]
+
+        def _fast_ping(self, length: bytes) -> bool:
+            """Take a plain ping (GET, POST or HEAD on a ping route, a body within the
+            limit and not chunked, an ASCII path without percent-escapes, nothing in
+            front of it on the connection) away from the ASGI cycle: True if taken."""
+            app = self.ping_app
+            url = self.url
+            parser = self.parser
+            method = parser.get_method()
+            if (
+                app is None
+                or app.pings is None  # the thread writer: through ASGI
+                or not url.startswith(_PING_TARGETS)
+                or method not in _PING_METHODS
+                or (self.cycle is not None and not self.cycle.response_complete)
+                or self.flow.write_paused  # a client that does not read: ASGI waits
+                or self.expect_100_continue
+                or parser.should_upgrade()
+                or not url.isascii()
+                or b"#" in url
+                or b"%" in url.partition(b"?")[0]  # decoded by ASGI: its 404 for %2F
+                or not length.isdigit()
+                or int(length) > limits.max_ping_body  # BodyLimit's 413
+            ):
+                return False
+            keep_alive = parser.get_http_version() != "1.0" and parser.should_keep_alive()
+            self.cycle = _FastPing(self, method == b"HEAD", method == b"POST", keep_alive,  # type: ignore[assignment]
+                                   app.config.body_limit)  # fmt: skip
+            return True
+
+        def on_body(self, body: bytes) -> None:
+            cycle: Any = self.cycle
+            if type(cycle) is _FastPing:
+                room = cycle.limit - len(cycle.body)
+                if cycle.post and room > 0:
+                    cycle.body += body[:room]
+                return
+            super().on_body(body)
 
         def on_message_complete(self) -> None:
             self.deadline = 0.0
@@ -334,6 +457,16 @@ def guarded_protocol(limits: Limits) -> type[asyncio.Protocol]:
             if self.closing:  # the last request: whatever follows it is never read
                 self.last_read = True
                 self.transport.pause_reading()
+            cycle: Any = self.cycle
+            if type(cycle) is _FastPing:
+                url = self.url
+                q = url.find(b"?")
+                path, query = (url, b"") if q < 0 else (url[:q], url[q + 1 :])
+                app = self.ping_app
+                app.counters["pings_received"] += 1
+                body = cycle.body if cycle.post else None
+                app.submit_ping(path.decode("ascii"), query, body, cycle)
+                return
             super().on_message_complete()
 
         def expired(self) -> None:
