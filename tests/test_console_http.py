@@ -639,3 +639,21 @@ def test_a_jobs_runs_page_by_page(server: LiveServer, admin: httpx.Client) -> No
             assert more is not None
             path = html.unescape(more[1])
     assert sorted(map(int, seen)) == list(range(120))  # each run once
+
+
+def test_a_runs_output_shows_the_wrappers_cut_marker_apart(
+    server: LiveServer, admin: httpx.Client
+) -> None:
+    from cronwatch.core.model import Run, Status
+    from cronwatch.core.values import cap_bytes
+
+    out = cap_bytes(b"<head>" + b"x" * 5000 + b"<tail>", 1000)
+    with server.store() as s:
+        s.record_runs([Run(job="chatty", started_at=time.time() - 5, status=Status.SUCCESS,
+                           ended_at=time.time(), duration=1.0, exit_code=0, stdout=out,
+                           id="01jchattychattychattychat1")], now=time.time())  # fmt: skip
+    page = admin.get("/run/01jchattychattychattychat1").text
+    pre = page.split('<pre class="output" id="out-1">')[1].split("</pre>")[0]
+    assert pre.startswith("&lt;head&gt;") and pre.endswith("&lt;tail&gt;")
+    cut = re.findall(r'<mark class="cut">(.*?)</mark>', pre)
+    assert len(cut) == 1 and re.fullmatch(r"\[\.\.\. cronwatch: \d+ bytes cut \.\.\.\]", cut[0])

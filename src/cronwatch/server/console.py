@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
+import re
 import threading
 import time
 from pathlib import Path
@@ -70,6 +71,9 @@ from cronwatch.server.session import (
 from cronwatch.store.interface import Store
 
 STATIC = Path(__file__).parent / "static"
+# the wrapper's cut marker (core/values.py CUT_MARKER) in a decoded stream: odd parts of a
+# split are markers, shown apart from the job's own text
+_CUT = re.compile(r"(\[\.\.\. cronwatch: \d+ bytes cut \.\.\.\])")
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
@@ -443,7 +447,8 @@ class Console:
         shown = []
         for label, data in streams(run):
             text = None if data is None else data[-OUTPUT_SHOWN:].decode("utf-8", "replace")
-            shown.append((label, text, 0 if data is None else len(data)))
+            parts = None if text is None else _CUT.split(text)
+            shown.append((label, parts, 0 if data is None else len(data)))
         return self.page(request, "run.html", run=run, streams=shown, limit=OUTPUT_SHOWN)
 
     # --- the job form --------------------------------------------------------------------
