@@ -34,13 +34,19 @@ from cronwatch.core.values import DURATION_HELP, format_duration, format_time, i
 from cronwatch.store import open_store
 from cronwatch.system import default_db_path
 
-EXTENSIONS = ("cronwatch.cli.jobs", "cronwatch.cli.server", "cronwatch.cli.remote")
+EXTENSIONS = (
+    "cronwatch.cli.jobs",
+    "cronwatch.cli.server",
+    "cronwatch.cli.remote",
+    "cronwatch.cli.users",
+)
 # Which extension defines which command: a query like `cronwatch stats` then imports and
 # builds only what it needs (every command's parser and module would add to every command's start-up).
 EXTENSION_COMMANDS = {
     "cronwatch.cli.jobs": frozenset({"job", "apply", "check", "incidents", "notify"}),
     "cronwatch.cli.server": frozenset({"serve", "token", "ping-key"}),
     "cronwatch.cli.remote": frozenset({"ping", "flush"}),
+    "cronwatch.cli.users": frozenset({"user"}),
 }
 CORE_COMMANDS = frozenset(
     {

@@ -76,6 +76,13 @@ def register(sub: Any, command: Any) -> None:
                    help="how long the scheduler's leader lease outlives its last renewal: "
                         "when the leader dies, another replica takes over within about "
                         "this long (default 5)")  # fmt: skip
+    p.add_argument("--session-hours", type=positive_float, default=12.0, metavar="HOURS",
+                   help="how long a console sign-in lasts (default 12)")  # fmt: skip
+    p.add_argument("--trusted-user-header", metavar="HEADER",
+                   help="sign console users in by this request header (e.g. X-Forwarded-User), "
+                        "set by an SSO proxy in front; only safe when every request passes "
+                        "through that proxy and it strips the header from clients "
+                        "(docs/console.md)")  # fmt: skip
     p.add_argument("--public-metrics", action="store_true",
                    help="serve /metrics without a token (it lists every job's name and state; "
                         "by default any API token, read-only included, is needed)")  # fmt: skip
@@ -137,7 +144,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                             scheduler=not args.no_scheduler,
                             ping_process=args.ping_writer == "process",
                             public_metrics=args.public_metrics,
-                            replica_id=args.replica_id, leader_ttl=args.leader_ttl))  # fmt: skip
+                            replica_id=args.replica_id, leader_ttl=args.leader_ttl,
+                            session_ttl=args.session_hours * 3600.0,
+                            trusted_user_header=args.trusted_user_header or None))  # fmt: skip
     from cronwatch.server.events import AbandonedStreamFilter
     from cronwatch.server.limits import BodyLimit, Limits, RateLimitFilter, guarded_protocol
 

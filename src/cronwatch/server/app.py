@@ -64,6 +64,10 @@ class Config:
     # seconds the scheduler's leader lease lasts without a renewal: when the leader
     # dies, another replica takes over within about this long
     leader_ttl: float = 5.0
+    # the console: seconds a sign-in lasts; a header naming the signed-in user, set by an
+    # SSO proxy in front (None: off; see docs/console.md for what trusting it means)
+    session_ttl: float = 12 * 3600.0
+    trusted_user_header: str | None = None
 
 
 class Server:
@@ -89,6 +93,8 @@ class Server:
         self.cronitor: Any = None
         self.hub: Any = None
         self.scheduler: Any = None
+        self.console: Any = None
+        self.console_secret = b""  # signs badge URLs (and trusted-header CSRF tokens)
         limit = (b"ping-body-limit", str(config.body_limit).encode())
         self._text = [limit, *_TEXT]
         self._json = [limit, (b"content-type", b"application/json")]
@@ -102,6 +108,10 @@ class Server:
         self.writer_store = open_store(self.config.db)
         self.reader = open_store(self.config.db)
         self.project_key = self.writer_store.project_ping_key()
+        self.console_secret = _console_secret(self.writer_store)
+        if self.writer_store.count_users() == 0:
+            log.warning("no console user yet: create the first with "
+                        "'cronwatch user add NAME --role admin', then sign in at /")  # fmt: skip
         limits = StreamLimits(per_token=self.config.max_streams_per_token,
                               total=self.config.max_streams, backlog=self.config.stream_backlog)  # fmt: skip
         self.hub = Broadcaster(self.reader, limits, keepalive=self.config.keepalive)
@@ -142,6 +152,8 @@ class Server:
             await self.pings.stop()
         if self.writer is not None:
             self.writer.stop()
+        if self.console is not None:
+            self.console.close()
         for s in (self.writer_store, self.reader):
             if s is not None:
                 s.close()
@@ -172,12 +184,12 @@ class Server:
                 await self.cronitor_app()(scope, receive, send)
             elif path == "/healthz":
                 await self.healthz(send)
-            elif path in ("/", "/dashboard"):
+            elif path == "/dashboard" or (path == "/" and _has_token(scope["query_string"])):
                 await self.dashboard(scope, send)
             elif path == "/metrics":
                 await self.metrics(scope, send)
-            else:
-                await respond(send, 404, b"not found", _TEXT)
+            else:  # the console: its pages, its 404
+                await self.console_app()(scope, receive, send)
         elif kind == "lifespan":
             await self.lifespan(receive, send)
 
@@ -203,6 +215,14 @@ class Server:
             self.cronitor = build_cronitor_api(self)
         return self.cronitor
 
+    def console_app(self) -> Any:
+        if self.console is None:
+            # Jinja2 and the templates: loaded by the first page, not by a ping server
+            from cronwatch.server.console import build_console
+
+            self.console = build_console(self)
+        return self.console
+
     async def lifespan(self, receive: Any, send: Any) -> None:
         while True:
             message = await receive()
@@ -222,7 +242,9 @@ class Server:
         """The live dashboard: the static page's renderer, refreshing itself in place.
 
         Job output is sensitive, so it takes a token like the API; a browser cannot send
-        a header, so ``?token=`` works too (use a read-only token).
+        a header, so ``?token=`` works too (use a read-only token). Deprecated by the
+        console (sign in at /): a token in a URL ends up in histories and logs; it stays
+        for one release.
         """
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         header = dict(scope.get("headers", [])).get(b"authorization", b"").decode("latin-1")
@@ -230,12 +252,19 @@ class Server:
         try:
             authorize(self, header or (f"Bearer {token}" if token else None), write=False)
         except CronwatchError as e:
-            body = (f"{e}\nOpen /dashboard?token=TOKEN with a token from "
+            body = (f"{e}\nSign in to the console at / instead (cronwatch user add NAME); "
+                    "the deprecated /dashboard?token=TOKEN takes a token from "
                     "'cronwatch token create --read-only NAME'.\n").encode()  # fmt: skip
             await respond(send, 401, body, _TEXT)
             return
+        if not self.counters["dashboard_token_used"]:
+            log.warning("/dashboard?token= is deprecated and goes in the next release: "
+                        "sign in to the console at / instead")  # fmt: skip
+        self.counters["dashboard_token_used"] += 1
         page = await asyncio.to_thread(self._render_dashboard)
         await respond(send, 200, page.encode("utf-8"), [
+            (b"deprecation", b"true"),
+            (b"link", b'</>; rel="successor-version"'),
             (b"content-type", b"text/html; charset=utf-8"),
             (b"cache-control", b"no-store"),
             (b"content-security-policy", _DASHBOARD_CSP),
@@ -413,6 +442,11 @@ def _accepts_json(scope: Scope) -> bool:
     return False
 
 
+def _has_token(query: bytes) -> bool:
+    """``/?token=`` is the deprecated dashboard; any other ``/`` is the console."""
+    return b"token=" in query and "token" in parse_qs(query.decode("latin-1"))
+
+
 def _encoded_slash(scope: Scope) -> bool:
     """True if the request path has a percent-encoded "/" (the ASGI path has it decoded).
 
@@ -456,6 +490,18 @@ async def respond(
     await send({"type": "http.response.start", "status": status,
                 "headers": [*headers, (b"content-length", str(n).encode())]})  # fmt: skip
     await send({"type": "http.response.body", "body": body})
+
+
+def _console_secret(store: Store) -> bytes:
+    """The server's own secret for badge URLs, made once and kept in the database so that
+    badge URLs outlive restarts and are the same on every replica."""
+    import secrets
+
+    value = store.get_meta("console_secret")
+    if not value:
+        value = secrets.token_hex(32)
+        store.set_meta("console_secret", value)
+    return bytes.fromhex(value)
 
 
 def create_app(config: Config | None = None) -> Server:

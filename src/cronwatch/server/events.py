@@ -329,19 +329,27 @@ def resume_point(value: str | None, newest: int) -> int | None:
 
 
 async def stream(
-    server: Any, scope: dict[str, Any], receive: Any, send: Any, *, dialect: str = ""
+    server: Any,
+    scope: dict[str, Any],
+    receive: Any,
+    send: Any,
+    *,
+    dialect: str = "",
+    who: str | None = None,
 ) -> None:
-    """An event stream (``dialect``: another API's names and fields, as registered in
-    ``Broadcaster.dialects``)."""
+    """An event stream for a token (``Authorization``), or for ``who`` when the caller has
+    authenticated the request itself (the console's signed-in user); ``dialect``: another
+    API's names and fields, as registered in ``Broadcaster.dialects``."""
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
     hub: Broadcaster = server.hub
     query = dict(parse_qsl(scope["query_string"].decode("latin-1")))
     raw = headers.get("last-event-id") or query.get("last_event_id")
     try:
-        token = authorize(server, headers.get("authorization"), write=False)
+        if who is None:
+            who = str(authorize(server, headers.get("authorization"), write=False)["name"])
         # read before subscribing: an id the client had from us is never newer than this
         newest = server.reader.last_event_id() if raw is not None else 0
-        sub = hub.subscribe(str(token["name"]), dialect)
+        sub = hub.subscribe(who, dialect)
     except CronwatchError as e:
         body = json.dumps({"error": str(e)}).encode()
         extra = [(b"retry-after", b"5")] if e.http_status in (429, 503) else []

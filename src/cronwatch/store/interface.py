@@ -48,6 +48,7 @@ __all__ = [
     "StatsStore",
     "Store",
     "TokenStore",
+    "UserStore",
     "run_row",
 ]
 
@@ -225,6 +226,10 @@ class RunStore(Protocol):
         output: bool = False,
         oldest_first: bool = False,
     ) -> list[Run]: ...
+
+    def newest_runs(self) -> dict[str, Run]:
+        """Every job's newest run (any status), by job name (the console's jobs page)."""
+        ...
 
     def iter_runs(
         self, *, job: str | None = None, since: float | None = None, output: bool = True
@@ -413,6 +418,45 @@ class TokenStore(Protocol):
     def delete_token(self, name: str) -> None: ...
 
 
+class UserStore(Protocol):
+    """People who sign in to the console, and their sessions. Passwords arrive hashed
+    (app/users.py makes the hash); a session is named by the sha256 of its id."""
+
+    def create_user(self, name: str, *, role: str, password_hash: str, now: float) -> None:
+        """ValidationError if the name is taken."""
+        ...
+
+    def get_user(self, name: str) -> dict[str, Any] | None:
+        """{name, role, password, created_at, last_login_at} or None."""
+        ...
+
+    def list_users(self) -> list[dict[str, Any]]:
+        """Every user without the password hash, by name."""
+        ...
+
+    def set_user(
+        self, name: str, *, role: str | None = None, password_hash: str | None = None
+    ) -> None:
+        """Change a user's role or password (NotFound if unknown). A new password ends
+        the user's sessions."""
+        ...
+
+    def delete_user(self, name: str) -> None:
+        """The user and their sessions (NotFound if unknown)."""
+        ...
+
+    def count_users(self) -> int: ...
+    def create_session(
+        self, digest: str, user: str, *, csrf: str, now: float, expires_at: float
+    ) -> None: ...
+    def get_session(self, digest: str, *, now: float) -> dict[str, Any] | None:
+        """{user, role, csrf, created_at, expires_at} of a live session, else None."""
+        ...
+
+    def delete_session(self, digest: str) -> None: ...
+    def delete_expired_sessions(self, *, now: float) -> int: ...
+
+
 class MetaStore(Protocol):
     def get_meta(self, key: str) -> str | None: ...
     def set_meta(self, key: str, value: str) -> None: ...
@@ -522,6 +566,7 @@ class Store(
     IncidentStore,
     EventStore,
     TokenStore,
+    UserStore,
     MetaStore,
     AlertingStore,
     BatchWriter,

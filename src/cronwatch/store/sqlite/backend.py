@@ -771,6 +771,15 @@ class SQLiteStore(StoreBase):
             return [_run_from_row(r) for r in rows]
         return [self._with_output(r, True) for r in rows]
 
+    def newest_runs(self) -> dict[str, Run]:
+        """Every job's newest run (any status), by job name; jobs without runs left out.
+        One statement: an index lookup a job (runs_job_started), however long the history."""
+        rows = self.db.execute(
+            f"SELECT {_RUN_COLS} FROM jobs j JOIN runs r ON r.id = (SELECT id FROM runs "
+            "WHERE job_id = j.id ORDER BY started_at DESC LIMIT 1)"
+        ).fetchall()
+        return {r[2]: _run_from_row(r) for r in rows}
+
     def iter_runs(
         self, *, job: str | None = None, since: float | None = None, output: bool = True
     ) -> Iterator[Run]:
@@ -1323,6 +1332,94 @@ class SQLiteStore(StoreBase):
         with self._write():
             if self.db.execute("DELETE FROM tokens WHERE name=?", (name,)).rowcount == 0:
                 raise NotFound(f"unknown token {name!r}")
+
+    # --- console users and sessions ----------------------------------------------------
+    def create_user(self, name: str, *, role: str, password_hash: str, now: float) -> None:
+        from cronwatch.core.errors import ValidationError
+
+        with self._write():
+            if self.db.execute("SELECT 1 FROM users WHERE name=?", (name,)).fetchone():
+                raise ValidationError(f"a user named {name!r} already exists")
+            self.db.execute(
+                "INSERT INTO users(name, role, password, created_at) VALUES (?,?,?,?)",
+                (name, role, password_hash, now),
+            )
+
+    def get_user(self, name: str) -> dict[str, Any] | None:
+        row = self.db.execute(
+            "SELECT name, role, password, created_at, last_login_at FROM users WHERE name=?",
+            (name,),
+        ).fetchone()
+        if row is None:
+            return None
+        return {"name": row[0], "role": row[1], "password": row[2], "created_at": row[3],
+                "last_login_at": row[4]}  # fmt: skip
+
+    def list_users(self) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT name, role, created_at, last_login_at FROM users ORDER BY name"
+        ).fetchall()
+        return [{"name": r[0], "role": r[1], "created_at": r[2], "last_login_at": r[3]}
+                for r in rows]  # fmt: skip
+
+    def set_user(
+        self, name: str, *, role: str | None = None, password_hash: str | None = None
+    ) -> None:
+        with self._write():
+            row = self.db.execute("SELECT id FROM users WHERE name=?", (name,)).fetchone()
+            if row is None:
+                raise NotFound(f"unknown user {name!r}")
+            if role is not None:
+                self.db.execute("UPDATE users SET role=? WHERE id=?", (role, row[0]))
+            if password_hash is not None:
+                self.db.execute("UPDATE users SET password=? WHERE id=?", (password_hash, row[0]))
+                self.db.execute("DELETE FROM sessions WHERE user_id=?", (row[0],))
+
+    def delete_user(self, name: str) -> None:
+        with self._write():
+            row = self.db.execute("SELECT id FROM users WHERE name=?", (name,)).fetchone()
+            if row is None:
+                raise NotFound(f"unknown user {name!r}")
+            self.db.execute("DELETE FROM sessions WHERE user_id=?", (row[0],))
+            self.db.execute("DELETE FROM users WHERE id=?", (row[0],))
+
+    def count_users(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM users").fetchone()[0])
+
+    def create_session(
+        self, digest: str, user: str, *, csrf: str, now: float, expires_at: float
+    ) -> None:
+        with self._write():
+            row = self.db.execute("SELECT id FROM users WHERE name=?", (user,)).fetchone()
+            if row is None:
+                raise NotFound(f"unknown user {user!r}")
+            self.db.execute(
+                "INSERT INTO sessions(hash, user_id, csrf, created_at, expires_at) "
+                "VALUES (?,?,?,?,?)",
+                (digest, row[0], csrf, now, expires_at),
+            )
+            self.db.execute("UPDATE users SET last_login_at=? WHERE id=?", (now, row[0]))
+
+    def get_session(self, digest: str, *, now: float) -> dict[str, Any] | None:
+        row = self.db.execute(
+            "SELECT u.name, u.role, s.csrf, s.created_at, s.expires_at FROM sessions s "
+            "JOIN users u ON u.id = s.user_id WHERE s.hash=? AND s.expires_at > ?",
+            (digest, now),
+        ).fetchone()
+        if row is None:
+            return None
+        return {"user": row[0], "role": row[1], "csrf": row[2], "created_at": row[3],
+                "expires_at": row[4]}  # fmt: skip
+
+    def delete_session(self, digest: str) -> None:
+        with self._write():
+            self.db.execute("DELETE FROM sessions WHERE hash=?", (digest,))
+
+    def delete_expired_sessions(self, *, now: float) -> int:
+        with self._write():
+            return int(
+                self.db.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,)).rowcount
+            )
 
     def add_event(self, type: str, data: dict[str, Any], *, now: float) -> int:
         """Append to the event log (SSE); ids increase, so clients resume by Last-Event-ID."""

@@ -338,8 +338,30 @@ SQLITE: list[str] = [
         attrs TEXT NOT NULL DEFAULT '{}'
     );
     """,
-    # 14 (the number assigned to the replicas branch; the lead renumbers at merge):
-    # several server replicas on one database.
+    # 13: the console: people who sign in (a password hash with its scrypt parameters;
+    # role admin or viewer) and their sessions (only the sha256 of a session id is kept,
+    # like API tokens: a copy of the database signs no one in). IF NOT EXISTS: a merge
+    # that renumbers this step must not fail on a database a development build made.
+    """
+    CREATE TABLE IF NOT EXISTS users (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        role TEXT NOT NULL DEFAULT 'viewer',
+        password TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        last_login_at REAL
+    );
+    CREATE TABLE IF NOT EXISTS sessions (
+        hash TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL,
+        csrf TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS sessions_user ON sessions (user_id);
+    CREATE INDEX IF NOT EXISTS sessions_expires ON sessions (expires_at);
+    """,
+    # 14: several server replicas on one database.
     # ``alert_state.version`` is bumped by every write of a state, which is conditional on
     # the version read (``claim_alert_state``): of two processes that evaluated the same
     # job at once, one stores its transition and the other retries, so an alert is queued
