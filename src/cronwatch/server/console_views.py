@@ -17,7 +17,15 @@ from cronwatch.core.errors import ValidationError
 from cronwatch.core.model import Job, Run
 from cronwatch.core.schedule import parse_schedule
 from cronwatch.core.schedule_text import explain, next_times
-from cronwatch.core.settings import SETTINGS, Kind, Setting, normalize, normalize_all
+from cronwatch.core.settings import (
+    LIST_KINDS,
+    NUMBER_KINDS,
+    SETTINGS,
+    Kind,
+    Setting,
+    normalize,
+    normalize_all,
+)
 from cronwatch.core.text import exit_text
 from cronwatch.core.values import format_duration, iso
 from cronwatch.notify import redact
@@ -109,12 +117,14 @@ def form_values(job: Job) -> dict[str, str]:
     out: dict[str, str] = {}
     for s in FORM_SETTINGS:
         v = getattr(job, s.name)
-        if s.kind in (Kind.CHANNELS, Kind.RULES, Kind.TAGS):
+        if s.kind in LIST_KINDS:
             out[s.name] = "\n".join(v)
         elif s.kind is Kind.BOOL:
             out[s.name] = "on" if v else ""
         elif v is None:
             out[s.name] = ""
+        elif s.kind is Kind.TIME:
+            out[s.name] = iso(float(v)) or ""
         elif s.kind is Kind.DURATION:
             out[s.name] = duration_text(float(v))
         elif isinstance(v, float) and v.is_integer():
@@ -141,9 +151,9 @@ def settings_from_form(form: dict[str, str]) -> dict[str, Any]:
             raw[s.name] = "on" if value == "on" else "off"
             continue
         value = (value or "").strip()
-        if s.kind in (Kind.CHANNELS, Kind.RULES, Kind.TAGS):
+        if s.kind in LIST_KINDS:
             raw[s.name] = [line.strip() for line in value.splitlines() if line.strip()]
-        elif not value and s.kind in (Kind.DURATION, Kind.COUNT, Kind.NUMBER):
+        elif not value and s.kind in NUMBER_KINDS:
             raw[s.name] = "none" if s.optional else s.default
         elif not value and s.kind is Kind.TZ:
             raw[s.name] = "UTC"
@@ -192,6 +202,8 @@ def settings_view(job: Job) -> list[tuple[str, str]]:
             text = ", ".join(v) or "none"
         elif s.kind is Kind.DURATION:
             text = "none" if v is None else duration_text(float(v))
+        elif s.kind is Kind.TIME:
+            text = (iso(float(v)) if v is not None else None) or "none"
         elif isinstance(v, bool):
             text = "on" if v else "off"
         else:
