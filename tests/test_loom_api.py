@@ -533,3 +533,26 @@ def test_start_ping_json_through_the_fast_front(tmp_path: Path) -> None:
             assert r.json()["checkin_id"] in {run.id for run in s.list_runs(job="fronted")}
     finally:
         server.stop()
+
+
+def test_looms_streams_share_the_broadcasters_caps(tmp_path: Path) -> None:
+    """One fan-out: Loom's streams and ours count against the same caps."""
+    server = LiveServer(tmp_path / "caps.db", "--max-streams-per-token", "2").start()
+    try:
+        token = server.token("capped-reader", read_only=True)
+        opened = []
+        try:
+            for path in ("/api/crons/stream", "/api/v1/stream"):
+                cm = httpx.stream("GET", server.url + path, headers=token, timeout=10)
+                r = cm.__enter__()
+                lines = r.iter_lines()  # kept: a finished iterator closes the response
+                opened.append((cm, lines))
+                assert r.status_code == 200 and next(lines) == ": connected"
+            over = httpx.get(server.url + "/api/crons/stream", headers=token, timeout=10)
+            assert over.status_code == 429 and "capped-reader" in over.json()["error"]
+            assert over.headers["retry-after"]
+        finally:
+            for cm, _ in opened:
+                cm.__exit__(None, None, None)
+    finally:
+        server.stop()
