@@ -548,11 +548,6 @@ class Job(_Record):
         self.environments = [] if environments is None else environments
         self.mute_envs = [] if mute_envs is None else mute_envs
 
-    def envs(self) -> list[str]:
-        """The environments checked for missed runs (stored names; the default one first
-        when listed, and when none is)."""
-        return sorted({env_key(e) for e in self.environments}) or [""]
-
     def settings(self) -> dict[str, Any]:
         """Every configurable field (everything but name, created_at, ping_key, resumed_at)."""
         return {k: getattr(self, k) for k in SETTING_NAMES}
