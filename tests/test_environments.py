@@ -48,6 +48,11 @@ def test_missed_runs_and_alerts_per_environment(
     assert missed == [("job.missed", "")]
     assert receiver.events() == [("alert", "envjob", "missed")]
     assert receiver.received[0]["env"] == ""
+    # the job is as healthy as its worst environment, and says which
+    shown = json.loads(ok(cw("job", "show", "envjob", "--json")).out)
+    assert shown["health"] == "missed" and shown["health_reason"].startswith("production: ")
+    staging = json.loads(ok(cw("stats", "envjob", "--env", "staging", "--json")).out)
+    assert staging["health"] == "healthy"
 
     # t0 + 2h: staging has missed too, and its alert is switched off: recorded, not sent
     out = json.loads(ok(cw("check", "--at", at(t0 + 2 * HOUR), "--json")).out)

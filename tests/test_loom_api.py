@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import subprocess
 import threading
 import time
@@ -533,3 +534,61 @@ def test_start_ping_json_through_the_fast_front(tmp_path: Path) -> None:
             assert r.json()["checkin_id"] in {run.id for run in s.list_runs(job="fronted")}
     finally:
         server.stop()
+
+
+def test_looms_streams_share_the_broadcasters_caps(tmp_path: Path) -> None:
+    """One fan-out: Loom's streams and ours count against the same caps."""
+    server = LiveServer(tmp_path / "caps.db", "--max-streams-per-token", "2").start()
+    try:
+        token = server.token("capped-reader", read_only=True)
+        opened = []
+        try:
+            for path in ("/api/crons/stream", "/api/v1/stream"):
+                cm = httpx.stream("GET", server.url + path, headers=token, timeout=10)
+                r = cm.__enter__()
+                lines = r.iter_lines()  # kept: a finished iterator closes the response
+                opened.append((cm, lines))
+                assert r.status_code == 200 and next(lines) == ": connected"
+            over = httpx.get(server.url + "/api/crons/stream", headers=token, timeout=10)
+            assert over.status_code == 429 and "capped-reader" in over.json()["error"]
+            assert over.headers["retry-after"]
+        finally:
+            for cm, _ in opened:
+                cm.__exit__(None, None, None)
+    finally:
+        server.stop()
+
+
+# The document's Kubernetes CronJob command, as written (its host, key and script
+# replaced), run by a real shell with the real curl
+K8S_COMMAND = """curl -fsS https://loom.example.com/ping/xxx/start
+if /app/cleanup.sh; then
+curl -fsS https://loom.example.com/ping/xxx
+else
+curl -fsS https://loom.example.com/ping/xxx/fail
+fi"""
+
+
+@pytest.mark.parametrize(("script", "want"), [("true", "ok"), ("exit 3", "error")])
+def test_the_documents_cronjob_command_with_curl(
+    live: LiveServer, api: httpx.Client, tmp_path: Path, script: str, want: str
+) -> None:
+    curl_bin = shutil.which("curl")
+    if curl_bin is None:
+        pytest.skip("curl is not installed")
+    slug = f"k8s-cleanup-{want}"
+    assert api.post("/monitors", json={"slug": slug}).status_code == 201
+    key = api.get(f"/monitors/{slug}").json()["monitor"]["ping_key"]
+    cleanup = tmp_path / "cleanup.sh"
+    cleanup.write_text(f"#!/bin/sh\nsleep 0.2\n{script}\n")
+    cleanup.chmod(0o755)
+    command = (K8S_COMMAND.replace(DOC, live.url).replace("/ping/xxx", f"/ping/{key}")
+               .replace("/app/cleanup.sh", str(cleanup)))  # fmt: skip
+    p = subprocess.run(["/bin/sh", "-c", command], capture_output=True, timeout=30)
+    assert p.returncode == 0 and p.stdout == b"OKOK", p.stderr  # curl -fsS: no error
+    (checkin,) = api.get(f"/monitors/{slug}/checkins").json()["checkins"]
+    assert checkin["status"] == want and checkin["duration_ms"] >= 200
+    assert (iso_s(checkin["finished_at"]) - iso_s(checkin["started_at"])) * 1000 == (
+        pytest.approx(checkin["duration_ms"], abs=1))  # fmt: skip
+    health = api.get(f"/monitors/{slug}").json()["monitor"]["health"]
+    assert health == ("healthy" if want == "ok" else "failing")

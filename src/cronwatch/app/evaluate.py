@@ -23,7 +23,7 @@ from cronwatch.core.errors import (
     StoreError,
     ValidationError,
 )
-from cronwatch.core.model import Job, Run, Status
+from cronwatch.core.model import Job, Run, Status, env_label
 from cronwatch.core.values import format_time, iso
 
 TYPE_CHECKING = False  # no runtime `typing` import: the wrapper pays for every module
@@ -598,6 +598,11 @@ def deliver_outbox(store: Any, *, now: float, budget: float = 30.0, timeout: flo
     return sent
 
 
+# Which of several environments' healths a job shows: the most urgent (core/health.py)
+_URGENCY = {"disabled": 0, "paused": 0, "timeout": 1, "missed": 2, "failing": 3, "late": 4,
+            "healthy": 5, "unknown": 6}  # fmt: skip
+
+
 def describe(store: Any, name: str, *, now: float, env: str | None = None) -> dict[str, Any]:
     """Health and slow-down findings for stats/jobs/dashboard; of one environment's runs
     when ``env`` is given (the stored name: "" for the default one)."""
@@ -606,14 +611,25 @@ def describe(store: Any, name: str, *, now: float, env: str | None = None) -> di
 
     job = store.get_job(name)
     finished = [s for s in Status if s is not Status.RUNNING]
-    last_finished = store.last_run(name, statuses=finished, env=env)
-    report = evaluate(job, last_finished=last_finished, open_runs=store.open_runs_of(name, env),
-                      anchor=_anchor(store, job, env), now=now)  # fmt: skip
-    out: dict[str, Any] = {
-        "health": str(report.health),
-        "health_reason": report.reason,
-        "next_expected": report.next_expected,
-    }
+    # A job watched in several environments is as healthy as its worst one, as each is
+    # checked for missed runs on its own (the reason names it)
+    envs = [env] if env is not None or not job.environments else watched_envs(job)
+    out: dict[str, Any] = {}
+    for e in envs:
+        last_finished = store.last_run(name, statuses=finished, env=e)
+        report = evaluate(job, last_finished=last_finished, open_runs=store.open_runs_of(name, e),
+                          anchor=_anchor(store, job, e), now=now)  # fmt: skip
+        health = str(report.health)
+        if out and _URGENCY.get(health, 9) >= _URGENCY.get(out["health"], 9):
+            if report.next_expected is not None:
+                out["next_expected"] = min(out["next_expected"] or report.next_expected,
+                                           report.next_expected)  # fmt: skip
+            continue
+        reason = report.reason if len(envs) == 1 else f"{env_label(e or '')}: {report.reason}"
+        nxt = report.next_expected
+        if out and out["next_expected"] is not None:
+            nxt = out["next_expected"] if nxt is None else min(nxt, out["next_expected"])
+        out = {"health": health, "health_reason": reason, "next_expected": nxt}
     durations = [d for d, st in store.recent_durations(name, 110, env) if st == "success"]
     finding = slowdown(durations)
     out["slowdown"] = finding.text() if finding else None

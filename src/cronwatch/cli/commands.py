@@ -183,7 +183,9 @@ def build_parser(command_name: str | None = None) -> ArgumentParser:
         "made to fit it, each with a warning line. -h and --help after the command are the "
         "command's own."
     )
-    p.add_argument("name", metavar="NAME", help="job name (a-z, 0-9, '-', '_', '.'; max 64)")
+    p.add_argument("name", metavar="NAME", help="job name (a-z, 0-9, '-', '_', '.'; max 64); "
+                   "with a server (CRONWATCH_URL) a job's ping key works too, as in "
+                   "'simob run Vp4s8S0SsnMo -- CMD'")  # fmt: skip
     p.add_argument("--db", metavar="PATH", help="database file")
     p.add_argument("--timeout", metavar="DUR", help="kill the command (TERM, then KILL) after DUR; the run is recorded as timeout")  # fmt: skip
     p.add_argument("--kill-grace", metavar="DUR", help="time between TERM and KILL on timeout (default 5s)")  # fmt: skip

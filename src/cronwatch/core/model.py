@@ -558,11 +558,6 @@ class Job(_Record):
         self.surge_threshold = surge_threshold
         self.paused_until = paused_until
 
-    def envs(self) -> list[str]:
-        """The environments checked for missed runs (stored names; the default one first
-        when listed, and when none is)."""
-        return sorted({env_key(e) for e in self.environments}) or [""]
-
     def paused_at(self, now: float) -> bool:
         """Paused at ``now``: a timed pause (``paused_until``) is over once that time came,
         whether or not the store has been told yet (`check` and the scheduler resume it)."""
