@@ -14,6 +14,7 @@ import pytest
 from cronwatch.app import evaluate as checks
 from cronwatch.core.errors import LostClaim, StoreError
 from cronwatch.core.model import Job, Run, Status
+from cronwatch.store.sqlite import migrations
 
 NOW = 1_800_000_000.0
 
@@ -154,7 +155,9 @@ def test_migration_closes_duplicate_open_incidents(store_factory: Callable[..., 
         "INSERT INTO incidents(job_id, env, opened_at, cause) VALUES (1, '', ?, 'missed')",
         [(NOW,), (NOW + 1,)],
     )
-    db.execute("UPDATE meta SET value='10' WHERE key='schema_version'")
+    # the version just before the step that made the index (14 at the merge)
+    before = next(i for i, step in enumerate(migrations.SQLITE) if "incidents_one_open" in step)
+    db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(before),))
     db.commit()
     db.close()
     again = store_factory()
