@@ -243,3 +243,37 @@ def test_a_check_that_loses_its_claim_records_the_missed_runs_once(
     (incident,) = store.list_incidents(job="m")
     assert [n["kind"] for n in incident["notifications"]] == ["alert"]
     assert checks.check_all(store, now=NOW + 1) == []  # nothing left to find
+
+
+def test_a_slow_outbox_round_keeps_its_claims_from_another_replicas_outbox(
+    store_factory: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replica a's outbox spends 20 s on its first send (a slow channel); its second
+    notification is claimed after that, for a lease that starts then, so replica b's
+    outbox, looking meanwhile, leaves it alone: each is sent once."""
+    import time
+
+    import cronwatch.notify
+
+    a, b = store_factory(), store_factory()
+    a.ensure_job("j", now=NOW)
+    for kind in ("alert", "reminder"):
+        a.enqueue_notification(job="j", incident_id=None, kind=kind, channel="webhook:x",
+                               payload={"kind": kind, "job": "j"}, at=NOW)  # fmt: skip
+    sent: list[str] = []
+    looked: list[int] = []
+    clock = [0.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(cronwatch.notify.Message, "from_dict", staticmethod(lambda d: d))
+
+    def send(channel: str, msg: Any, *, timeout: float) -> None:
+        sent.append(msg["kind"])
+        if len(sent) == 1:
+            clock[0] += 20.0  # a's first send: the slow channel
+        elif len(sent) == 2:  # a's second send: b's outbox looks now, 21 s into a's round
+            looked.append(checks.deliver_outbox(b, now=NOW + 21))
+
+    monkeypatch.setattr(cronwatch.notify, "send", send)
+    assert checks.deliver_outbox(a, now=NOW) == 2
+    assert sent == ["alert", "reminder"] and looked == [0]
+    assert b.due_notifications(now=NOW + 3600) == []  # both sent, nothing left to retry

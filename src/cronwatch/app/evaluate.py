@@ -490,27 +490,32 @@ def deliver_outbox(store: Any, *, now: float, budget: float = 30.0, timeout: flo
     sent = 0
     started = time.monotonic()
     for item in due:
-        if time.monotonic() - started > budget:
+        elapsed = time.monotonic() - started
+        if elapsed > budget:
             break
-        if not store.claim_notification(item["id"], attempts=item["attempts"], now=now,
+        # ``now`` moved on by the sends before this one: a claim's lease counted from the
+        # start of the round could be over before the send begins, and then another
+        # replica's outbox would take the same notification and send it again
+        at = now + elapsed
+        if not store.claim_notification(item["id"], attempts=item["attempts"], now=at,
                                         lease=timeout * 3):  # fmt: skip
             continue  # another process took it
         try:
             msg = Message.from_dict(item["payload"])
             send(item["channel"], msg, timeout=timeout)
         except ValidationError as e:  # a bad channel or template: retrying cannot help
-            store.finish_notification(item["id"], ok=False, now=now, error=str(e)[:500])
+            store.finish_notification(item["id"], ok=False, now=at, error=str(e)[:500])
             continue
         except (DeliveryError, CronwatchError, OSError) as e:
             attempts = item["attempts"] + 1
             retry = (
-                None if attempts >= MAX_ATTEMPTS else now + min(3600.0, 30.0 * 2 ** (attempts - 1))
+                None if attempts >= MAX_ATTEMPTS else at + min(3600.0, 30.0 * 2 ** (attempts - 1))
             )
             store.finish_notification(
-                item["id"], ok=False, now=now, error=str(e)[:500], retry_at=retry
+                item["id"], ok=False, now=at, error=str(e)[:500], retry_at=retry
             )
             continue
-        store.finish_notification(item["id"], ok=True, now=now)
+        store.finish_notification(item["id"], ok=True, now=at)
         sent += 1
     return sent
 
