@@ -250,7 +250,9 @@ class Server:
             problem = f"database unreachable: {e}"
         if not problem and self.pings is not None and not self.pings.alive():
             problem = "the ping writer process is not running"
-        body: dict[str, Any] = {"replica": self.replica, "leader": self.leads()}
+        # no replica name here: it holds the host's name, and this answers anyone
+        # (/metrics, behind a token, has it)
+        body: dict[str, Any] = {"leader": self.leads()}
         if problem:
             body.update(status="error", error=problem)
             await respond(send, 503, json.dumps(body).encode(),
