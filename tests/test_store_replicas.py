@@ -168,7 +168,7 @@ def test_migration_closes_duplicate_open_incidents(store_factory: Callable[..., 
 
 
 def test_a_ping_whose_evaluation_loses_its_claim_is_stored_once_and_evaluated_again(
-    tmp_path: Path,
+    store_factory: Callable[..., Any],
 ) -> None:
     """The ping writer's batch with a failure ping whose alert claim loses (another
     replica decided first, made deterministic here): the batch is undone and replayed,
@@ -177,41 +177,37 @@ def test_a_ping_whose_evaluation_loses_its_claim_is_stored_once_and_evaluated_ag
     from cronwatch.server.apply import Applier
     from cronwatch.server.ingest import Committer
     from cronwatch.server.ping import Ping
-    from cronwatch.store import open_store
 
-    store = open_store(str(tmp_path / "w.db"))
-    try:
-        store.save_job(Job(name="w", created_at=NOW, alert_after=1,
-                           notify=["https://example.invalid/h"]), now=NOW)  # fmt: skip
-        key = store.ensure_ping_key("w", now=NOW)
-        real = store.claim_alert_state
-        lost: list[int] = []
+    store = store_factory()
+    store.save_job(Job(name="w", created_at=NOW, alert_after=1,
+                       notify=["https://example.invalid/h"]), now=NOW)  # fmt: skip
+    key = store.ensure_ping_key("w", now=NOW)
+    real = store.claim_alert_state
+    lost: list[int] = []
 
-        def first_two_lost(*args: Any, **kw: Any) -> bool:
-            # the batch's first pass, then the replay's first try of that ping
-            if len(lost) < 2:
-                lost.append(1)
-                return False
-            return bool(real(*args, **kw))
+    def first_two_lost(*args: Any, **kw: Any) -> bool:
+        # the batch's first pass, then the replay's first try of that ping
+        if len(lost) < 2:
+            lost.append(1)
+            return False
+        return bool(real(*args, **kw))
 
-        store.claim_alert_state = first_two_lost  # type: ignore[method-assign]
-        applier = Applier(store.project_ping_key())
-        committer = Committer(store, cache=applier)
-        items: list[tuple[Ping, bytes | None]] = [
-            (Ping("healthchecks", key=key, rid="one"), None),
-            (Ping("healthchecks", key=key, action="fail", rid="two"), None),
-            (Ping("healthchecks", key=key, rid="three"), None),
-        ]
-        results = committer.commit_each(applier.apply_item, items)
-        assert len(lost) == 2 and [ok for ok, _v in results] == [True, True, True], results
-        runs = store.list_runs(job="w", oldest_first=True)
-        assert [(r.id, r.status) for r in runs] == [
-            ("one", Status.SUCCESS), ("two", Status.FAILED), ("three", Status.SUCCESS)
-        ]  # fmt: skip
-        (incident,) = store.list_incidents(job="w")
-        assert [n["kind"] for n in incident["notifications"]] == ["alert", "recovery"]
-    finally:
-        store.close()
+    store.claim_alert_state = first_two_lost  # type: ignore[method-assign]
+    applier = Applier(store.project_ping_key())
+    committer = Committer(store, cache=applier)
+    items: list[tuple[Ping, bytes | None]] = [
+        (Ping("healthchecks", key=key, rid="one"), None),
+        (Ping("healthchecks", key=key, action="fail", rid="two"), None),
+        (Ping("healthchecks", key=key, rid="three"), None),
+    ]
+    results = committer.commit_each(applier.apply_item, items)
+    assert len(lost) == 2 and [ok for ok, _v in results] == [True, True, True], results
+    runs = store.list_runs(job="w", oldest_first=True)
+    assert [(r.id, r.status) for r in runs] == [
+        ("one", Status.SUCCESS), ("two", Status.FAILED), ("three", Status.SUCCESS)
+    ]  # fmt: skip
+    (incident,) = store.list_incidents(job="w")
+    assert [n["kind"] for n in incident["notifications"]] == ["alert", "recovery"]
 
 
 def test_a_check_that_loses_its_claim_records_the_missed_runs_once(
