@@ -273,3 +273,21 @@ def test_a_slow_outbox_round_keeps_its_claims_from_another_replicas_outbox(
     assert checks.deliver_outbox(a, now=NOW) == 2
     assert sent == ["alert", "reminder"] and looked == [0]
     assert b.due_notifications(now=NOW + 3600) == []  # both sent, nothing left to retry
+
+
+def test_a_job_that_cannot_be_checked_does_not_hold_up_the_others(
+    store_factory: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A schedule stored by an older version that this one cannot read: that job is
+    logged and looked at again in a minute; the other due jobs are checked (the leader
+    checks every due job in one transaction)."""
+    store = store_factory()
+    for name, schedule in (("broken", "every banana"), ("fine", "every 1m")):
+        store.save_job(Job(name=name, created_at=NOW - 3600, schedule=schedule, grace=60),
+                       now=NOW)  # fmt: skip
+    with caplog.at_level("ERROR", logger="cronwatch"):
+        events = checks.check_all(store, now=NOW)
+    assert {e["job"] for e in events if e["type"] == "job.missed"} == {"fine"}
+    assert "job broken: cannot check it" in caplog.text
+    assert "broken" not in store.due_jobs(now=NOW + 59)
+    assert "broken" in store.due_jobs(now=NOW + 60)

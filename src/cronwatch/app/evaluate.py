@@ -425,15 +425,15 @@ def check_jobs(store: Any, names: list[str], *, now: float) -> list[dict[str, An
                     break
                 found, deadline = _check_job(store, job, now)
             except LostClaim:
-                store.rollback_to_savepoint()
+                _undo(store)
                 if attempt == _ATTEMPTS - 1:
                     raise
                 continue
             except StoreError:
-                store.rollback_to_savepoint()
+                _undo(store)
                 raise  # the database's trouble: the caller retries the whole write
             except (CronwatchError, TypeError, ValueError, KeyError, AttributeError) as e:
-                store.rollback_to_savepoint()
+                _undo(store)
                 import logging
 
                 logging.getLogger("cronwatch").error(
@@ -449,6 +449,13 @@ def check_jobs(store: Any, names: list[str], *, now: float) -> list[dict[str, An
     if deadlines:
         store.set_next_checks(deadlines)
     return events
+
+
+def _undo(store: Any) -> None:
+    """Roll back to the job's savepoint, unless the database already rolled the whole
+    transaction back (then the savepoint is gone, and the caller's error says why)."""
+    if store.in_transaction():
+        store.rollback_to_savepoint()
 
 
 def log_events(store: Any, events: list[dict[str, Any]], *, now: float) -> None:
