@@ -372,3 +372,14 @@ def test_healthz_is_503_when_the_database_cannot_be_read() -> None:
     body = json.loads(sent[1]["body"])
     assert body["status"] == "error" and "disk I/O error" in body["error"]
     assert body["leader"] is False and "r1" not in sent[1]["body"].decode()
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "says"),
+    [("--leader-ttl", "0.5", "at least 1 second"), ("--replica-id", "a\x1bb", "printable")],
+)
+def test_replica_options_out_of_bounds_are_one_line_errors(
+    cw: Callable[..., Any], flag: str, value: str, says: str
+) -> None:
+    rc, out, err = cw("serve", "--port", "0", flag, value)
+    assert rc == 2 and says in err.decode() and len(err.decode().strip().splitlines()) == 1
