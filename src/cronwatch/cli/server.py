@@ -70,7 +70,7 @@ def register(sub: Any, command: Any) -> None:
     p.add_argument("--log-level", default="warning", help="uvicorn log level (default warning)")
     g = p.add_argument_group("several replicas on one database (docs/deployment.md)")
     g.add_argument("--replica-id", metavar="NAME", default="",
-                   help="this replica's name in /healthz and /metrics (default host:pid)")  # fmt: skip
+                   help="this replica's name in /metrics and the logs (default host:pid)")  # fmt: skip
     g.add_argument("--leader-ttl", type=positive_float, default=5.0, metavar="SECONDS",
                    help="how long the scheduler's leader lease outlives its last renewal: "
                         "when the leader dies, another replica takes over within about "

@@ -56,7 +56,7 @@ class Config:
     ping_process: bool = True
     # /metrics lists every job's name and state: a read token unless made public
     public_metrics: bool = False
-    # this replica's name in /healthz, /metrics and the scheduler's lease (default:
+    # this replica's name in /metrics, the logs and the scheduler's lease (default:
     # host:pid); several replicas may share one database
     replica_id: str = ""
     # seconds the scheduler's leader lease lasts without a renewal: when the leader
