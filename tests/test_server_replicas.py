@@ -14,7 +14,10 @@ the PostgreSQL backend joins it with a URL of a throwaway cluster.
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -371,4 +374,80 @@ def test_healthz_is_503_when_the_database_cannot_be_read() -> None:
     assert sent[0]["status"] == 503
     body = json.loads(sent[1]["body"])
     assert body["status"] == "error" and "disk I/O error" in body["error"]
-    assert body["replica"] == "r1" and body["leader"] is False
+    assert body["leader"] is False and "r1" not in sent[1]["body"].decode()
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "says"),
+    [("--leader-ttl", "0.5", "at least 1 second"), ("--replica-id", "a\x1bb", "printable")],
+)
+def test_replica_options_out_of_bounds_are_one_line_errors(
+    cw: Callable[..., Any], flag: str, value: str, says: str
+) -> None:
+    rc, out, err = cw("serve", "--port", "0", flag, value)
+    assert rc == 2 and says in err.decode() and len(err.decode().strip().splitlines()) == 1
+
+
+def _doc_block(lang: str) -> str:
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "deployment.md").read_text()
+    found = re.search(rf"```{lang}\n(.*?)```", doc, re.S)
+    assert found, f"no {lang} example in docs/deployment.md"
+    return found.group(1)
+
+
+@pytest.mark.parametrize("balancer", ["nginx", "haproxy"])
+def test_the_load_balancer_examples_of_the_docs_keep_pings_answered_through_a_kill(
+    replicas: Callable[..., LiveServer], balancer: str, tmp_path: Path
+) -> None:
+    """docs/deployment.md's nginx and HAProxy configurations (TLS lines made a plain
+    listener, the replicas' ports filled in) in front of two replicas: pings are
+    answered through the balancer, also once one replica is killed with SIGKILL."""
+    binary = shutil.which(balancer) or shutil.which(balancer, path="/usr/sbin")
+    if binary is None:
+        pytest.skip(f"{balancer} is not installed (apt-get install nginx-light haproxy)")
+    a, b = replicas("a"), replicas("b")
+    key = a.job_key("balanced")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    text = _doc_block(balancer)
+    for old, server in (("127.0.0.1:8001", a), ("127.0.0.1:8002", b)):
+        text = text.replace(old, server.url.removeprefix("http://"))
+    if balancer == "nginx":
+        text = text.replace("listen 443 ssl;", f"listen 127.0.0.1:{port};")
+        conf = tmp_path / "nginx.conf"
+        conf.write_text(
+            f"pid {tmp_path}/nginx.pid; error_log {tmp_path}/nginx.err; daemon off;\n"
+            f"events {{}}\nhttp {{ access_log off; client_body_temp_path {tmp_path}; "
+            f"proxy_temp_path {tmp_path};\n{text}\n}}\n"
+        )
+        cmd = [binary, "-c", str(conf)]
+    else:
+        text = text.replace("bind :443 ssl crt /etc/haproxy/cronwatch.pem",
+                            f"bind 127.0.0.1:{port}")  # fmt: skip
+        conf = tmp_path / "haproxy.cfg"
+        conf.write_text(text)
+        cmd = [binary, "-f", str(conf)]
+    check = subprocess.run([*cmd, "-t" if balancer == "nginx" else "-c"], capture_output=True)
+    assert check.returncode == 0, check.stderr.decode() + check.stdout.decode()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+
+        def answered() -> bool:
+            try:
+                return httpx.get(f"{url}/healthz", timeout=5).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        assert wait_for(answered, 20), f"{balancer} did not come up"
+        assert all(httpx.get(f"{url}/ping/{key}", timeout=10).text == "OK" for _ in range(10))
+        a.stop(signal.SIGKILL)
+        time.sleep(3)  # HAProxy's health check: twice a second apart, then it is out
+        codes = [httpx.get(f"{url}/ping/{key}", timeout=10).status_code for _ in range(20)]
+        assert codes == [200] * 20, codes
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    with open_store(str(a.db)) as s:
+        assert len(s.list_runs(job="balanced")) == 30

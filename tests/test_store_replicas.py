@@ -14,6 +14,7 @@ import pytest
 from cronwatch.app import evaluate as checks
 from cronwatch.core.errors import LostClaim, StoreError
 from cronwatch.core.model import Job, Run, Status
+from cronwatch.store.sqlite import migrations
 
 NOW = 1_800_000_000.0
 
@@ -154,7 +155,9 @@ def test_migration_closes_duplicate_open_incidents(store_factory: Callable[..., 
         "INSERT INTO incidents(job_id, env, opened_at, cause) VALUES (1, '', ?, 'missed')",
         [(NOW,), (NOW + 1,)],
     )
-    db.execute("UPDATE meta SET value='10' WHERE key='schema_version'")
+    # the version just before the step that made the index (14 at the merge)
+    before = next(i for i, step in enumerate(migrations.SQLITE) if "incidents_one_open" in step)
+    db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(before),))
     db.commit()
     db.close()
     again = store_factory()
@@ -162,3 +165,129 @@ def test_migration_closes_duplicate_open_incidents(store_factory: Callable[..., 
     assert [i["closed_at"] is None for i in incidents] == [True, False]  # newest first
     with pytest.raises(StoreError):
         again.open_incident("j", "", at=NOW + 2, cause="x", run_id=None)
+
+
+def test_a_ping_whose_evaluation_loses_its_claim_is_stored_once_and_evaluated_again(
+    store_factory: Callable[..., Any],
+) -> None:
+    """The ping writer's batch with a failure ping whose alert claim loses (another
+    replica decided first, made deterministic here): the batch is undone and replayed,
+    that ping evaluated again; every ping is acknowledged, each run stored once, one
+    incident and one notification."""
+    from cronwatch.server.apply import Applier
+    from cronwatch.server.ingest import Committer
+    from cronwatch.server.ping import Ping
+
+    store = store_factory()
+    store.save_job(Job(name="w", created_at=NOW, alert_after=1,
+                       notify=["https://example.invalid/h"]), now=NOW)  # fmt: skip
+    key = store.ensure_ping_key("w", now=NOW)
+    real = store.claim_alert_state
+    lost: list[int] = []
+
+    def first_two_lost(*args: Any, **kw: Any) -> bool:
+        # the batch's first pass, then the replay's first try of that ping
+        if len(lost) < 2:
+            lost.append(1)
+            return False
+        return bool(real(*args, **kw))
+
+    store.claim_alert_state = first_two_lost  # type: ignore[method-assign]
+    applier = Applier(store.project_ping_key())
+    committer = Committer(store, cache=applier)
+    items: list[tuple[Ping, bytes | None]] = [
+        (Ping("healthchecks", key=key, rid="one"), None),
+        (Ping("healthchecks", key=key, action="fail", rid="two"), None),
+        (Ping("healthchecks", key=key, rid="three"), None),
+    ]
+    results = committer.commit_each(applier.apply_item, items)
+    assert len(lost) == 2 and [ok for ok, _v in results] == [True, True, True], results
+    runs = store.list_runs(job="w", oldest_first=True)
+    assert [(r.id, r.status) for r in runs] == [
+        ("one", Status.SUCCESS), ("two", Status.FAILED), ("three", Status.SUCCESS)
+    ]  # fmt: skip
+    (incident,) = store.list_incidents(job="w")
+    assert [n["kind"] for n in incident["notifications"]] == ["alert", "recovery"]
+
+
+def test_a_check_that_loses_its_claim_records_the_missed_runs_once(
+    store_factory: Callable[..., Any],
+) -> None:
+    """`check` (or the leader) finds a job missed, and its claim loses to another
+    process: that job's savepoint is undone and it is checked again, so its missed runs
+    are recorded once and one incident opens."""
+    store = store_factory()
+    store.save_job(Job(name="m", created_at=NOW - 3600, schedule="every 1m", grace=60,
+                       alert_after=1, notify=["https://example.invalid/h"]), now=NOW)  # fmt: skip
+    store.record_run(Run(job="m", started_at=NOW - 600, status=Status.SUCCESS,
+                         ended_at=NOW - 599, duration=1.0), now=NOW)  # fmt: skip
+    real = store.claim_alert_state
+    lost: list[int] = []
+
+    def first_lost(*args: Any, **kw: Any) -> bool:
+        if not lost:
+            lost.append(1)
+            return False
+        return bool(real(*args, **kw))
+
+    store.claim_alert_state = first_lost
+    events = checks.check_all(store, now=NOW)
+    assert lost
+    missed = [r for r in store.list_runs(job="m") if r.status is Status.MISSED]
+    assert len(missed) == len([e for e in events if e["type"] == "job.missed"]) >= 7
+    assert [e["type"] for e in events].count("incident.opened") == 1
+    (incident,) = store.list_incidents(job="m")
+    assert [n["kind"] for n in incident["notifications"]] == ["alert"]
+    assert checks.check_all(store, now=NOW + 1) == []  # nothing left to find
+
+
+def test_a_slow_outbox_round_keeps_its_claims_from_another_replicas_outbox(
+    store_factory: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replica a's outbox spends 20 s on its first send (a slow channel); its second
+    notification is claimed after that, for a lease that starts then, so replica b's
+    outbox, looking meanwhile, leaves it alone: each is sent once."""
+    import time
+
+    import cronwatch.notify
+
+    a, b = store_factory(), store_factory()
+    a.ensure_job("j", now=NOW)
+    for kind in ("alert", "reminder"):
+        a.enqueue_notification(job="j", incident_id=None, kind=kind, channel="webhook:x",
+                               payload={"kind": kind, "job": "j"}, at=NOW)  # fmt: skip
+    sent: list[str] = []
+    looked: list[int] = []
+    clock = [0.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(cronwatch.notify.Message, "from_dict", staticmethod(lambda d: d))
+
+    def send(channel: str, msg: Any, *, timeout: float) -> None:
+        sent.append(msg["kind"])
+        if len(sent) == 1:
+            clock[0] += 20.0  # a's first send: the slow channel
+        elif len(sent) == 2:  # a's second send: b's outbox looks now, 21 s into a's round
+            looked.append(checks.deliver_outbox(b, now=NOW + 21))
+
+    monkeypatch.setattr(cronwatch.notify, "send", send)
+    assert checks.deliver_outbox(a, now=NOW) == 2
+    assert sent == ["alert", "reminder"] and looked == [0]
+    assert b.due_notifications(now=NOW + 3600) == []  # both sent, nothing left to retry
+
+
+def test_a_job_that_cannot_be_checked_does_not_hold_up_the_others(
+    store_factory: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A schedule stored by an older version that this one cannot read: that job is
+    logged and looked at again in a minute; the other due jobs are checked (the leader
+    checks every due job in one transaction)."""
+    store = store_factory()
+    for name, schedule in (("broken", "every banana"), ("fine", "every 1m")):
+        store.save_job(Job(name=name, created_at=NOW - 3600, schedule=schedule, grace=60),
+                       now=NOW)  # fmt: skip
+    with caplog.at_level("ERROR", logger="cronwatch"):
+        events = checks.check_all(store, now=NOW)
+    assert {e["job"] for e in events if e["type"] == "job.missed"} == {"fine"}
+    assert "job broken: cannot check it" in caplog.text
+    assert "broken" not in store.due_jobs(now=NOW + 59)
+    assert "broken" in store.due_jobs(now=NOW + 60)

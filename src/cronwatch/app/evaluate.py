@@ -497,15 +497,15 @@ def check_jobs(store: Any, names: list[str], *, now: float) -> list[dict[str, An
                     break
                 found, deadline = _check_job(store, job, now)
             except LostClaim:
-                store.rollback_to_savepoint()
+                _undo(store)
                 if attempt == _ATTEMPTS - 1:
                     raise
                 continue
             except StoreError:
-                store.rollback_to_savepoint()
+                _undo(store)
                 raise  # the database's trouble: the caller retries the whole write
             except (CronwatchError, TypeError, ValueError, KeyError, AttributeError) as e:
-                store.rollback_to_savepoint()
+                _undo(store)
                 import logging
 
                 logging.getLogger("cronwatch").error(
@@ -521,6 +521,13 @@ def check_jobs(store: Any, names: list[str], *, now: float) -> list[dict[str, An
     if deadlines:
         store.set_next_checks(deadlines)
     return events
+
+
+def _undo(store: Any) -> None:
+    """Roll back to the job's savepoint, unless the database already rolled the whole
+    transaction back (then the savepoint is gone, and the caller's error says why)."""
+    if store.in_transaction():
+        store.rollback_to_savepoint()
 
 
 def log_events(store: Any, events: list[dict[str, Any]], *, now: float) -> None:
@@ -571,9 +578,14 @@ def deliver_outbox(store: Any, *, now: float, budget: float = 30.0, timeout: flo
     sent = 0
     started = time.monotonic()
     for item in due:
-        if time.monotonic() - started > budget:
+        elapsed = time.monotonic() - started
+        if elapsed > budget:
             break
-        if not store.claim_notification(item["id"], attempts=item["attempts"], now=now,
+        # ``now`` moved on by the sends before this one: a claim's lease counted from the
+        # start of the round could be over before the send begins, and then another
+        # replica's outbox would take the same notification and send it again
+        at = now + elapsed
+        if not store.claim_notification(item["id"], attempts=item["attempts"], now=at,
                                         lease=timeout * 3):  # fmt: skip
             continue  # another process took it
         try:
@@ -582,18 +594,18 @@ def deliver_outbox(store: Any, *, now: float, budget: float = 30.0, timeout: flo
                 integrations = store.integrations()  # a shorthand: email:, slack:#, ...
             send(item["channel"], msg, timeout=timeout, integrations=integrations)
         except ValidationError as e:  # a bad channel or template: retrying cannot help
-            store.finish_notification(item["id"], ok=False, now=now, error=str(e)[:500])
+            store.finish_notification(item["id"], ok=False, now=at, error=str(e)[:500])
             continue
         except (DeliveryError, CronwatchError, OSError) as e:
             attempts = item["attempts"] + 1
             retry = (
-                None if attempts >= MAX_ATTEMPTS else now + min(3600.0, 30.0 * 2 ** (attempts - 1))
+                None if attempts >= MAX_ATTEMPTS else at + min(3600.0, 30.0 * 2 ** (attempts - 1))
             )
             store.finish_notification(
-                item["id"], ok=False, now=now, error=str(e)[:500], retry_at=retry
+                item["id"], ok=False, now=at, error=str(e)[:500], retry_at=retry
             )
             continue
-        store.finish_notification(item["id"], ok=True, now=now)
+        store.finish_notification(item["id"], ok=True, now=at)
         sent += 1
     return sent
 

@@ -71,7 +71,7 @@ def register(sub: Any, command: Any) -> None:
     p.add_argument("--log-level", default="warning", help="uvicorn log level (default warning)")
     g = p.add_argument_group("several replicas on one database (docs/deployment.md)")
     g.add_argument("--replica-id", metavar="NAME", default="",
-                   help="this replica's name in /healthz and /metrics (default host:pid)")  # fmt: skip
+                   help="this replica's name in /metrics and the logs (default host:pid)")  # fmt: skip
     g.add_argument("--leader-ttl", type=positive_float, default=5.0, metavar="SECONDS",
                    help="how long the scheduler's leader lease outlives its last renewal: "
                         "when the leader dies, another replica takes over within about "
@@ -136,6 +136,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ValidationError(
             f"--body-limit ({args.body_limit}) cannot be larger than --max-body ({args.max_body})"
         )
+    if args.leader_ttl < 1:
+        raise ValidationError(
+            f"--leader-ttl must be at least 1 second, got {args.leader_ttl:g} (the lease is "
+            "renewed four times per ttl: shorter would keep the database busy)"
+        )
+    if len(args.replica_id) > 100 or not args.replica_id.isprintable():
+        raise ValidationError("--replica-id: at most 100 printable characters")
     _open(args).close()  # fail early, with a one-line message, on a bad database
     app = create_app(Config(db=args.db, body_limit=args.body_limit, keepalive=args.keepalive,
                             max_streams=args.max_streams,

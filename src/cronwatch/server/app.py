@@ -58,7 +58,7 @@ class Config:
     ping_process: bool = True
     # /metrics lists every job's name and state: a read token unless made public
     public_metrics: bool = False
-    # this replica's name in /healthz, /metrics and the scheduler's lease (default:
+    # this replica's name in /metrics, the logs and the scheduler's lease (default:
     # host:pid); several replicas may share one database
     replica_id: str = ""
     # seconds the scheduler's leader lease lasts without a renewal: when the leader
@@ -310,7 +310,9 @@ class Server:
             problem = f"database unreachable: {e}"
         if not problem and self.pings is not None and not self.pings.alive():
             problem = "the ping writer process is not running"
-        body: dict[str, Any] = {"replica": self.replica, "leader": self.leads()}
+        # no replica name here: it holds the host's name, and this answers anyone
+        # (/metrics, behind a token, has it)
+        body: dict[str, Any] = {"leader": self.leads()}
         if problem:
             body.update(status="error", error=problem)
             await respond(send, 503, json.dumps(body).encode(),

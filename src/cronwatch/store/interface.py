@@ -366,9 +366,11 @@ class IncidentStore(Protocol):
         second one (a unique index over the open ones), as a StoreError."""
         ...
 
-    def close_incident(
-        self, job: str, env: str, *, at: float, run_id: str | None
-    ) -> int | None: ...
+    def close_incident(self, job: str, env: str, *, at: float, run_id: str | None) -> int | None:
+        """Close the open incident of (job, env): its id, or None when none was open (or
+        another process closed it first: ``UPDATE ... WHERE closed_at IS NULL``)."""
+        ...
+
     def current_incident(self, job: str, env: str = "") -> int | None: ...
     def list_incidents(
         self, *, job: str | None = None, limit: int = 50, open_only: bool = False

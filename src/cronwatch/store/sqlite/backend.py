@@ -1016,11 +1016,12 @@ class SQLiteStore(StoreBase):
             ).fetchone()
             if row is None:
                 return None
-            self.db.execute(
+            cur = self.db.execute(
                 "UPDATE incidents SET closed_at=?, close_run=? WHERE id=? AND closed_at IS NULL",
                 (at, run_id, row[0]),
             )
-        return int(row[0])
+        # closed by this call, or None: its incident.closed event is logged once
+        return int(row[0]) if cur.rowcount == 1 else None
 
     def current_incident(self, job: str, env: str = "") -> int | None:
         row = self.db.execute(
