@@ -262,7 +262,7 @@ def test_a_slow_outbox_round_keeps_its_claims_from_another_replicas_outbox(
     monkeypatch.setattr(time, "monotonic", lambda: clock[0])
     monkeypatch.setattr(cronwatch.notify.Message, "from_dict", staticmethod(lambda d: d))
 
-    def send(channel: str, msg: Any, *, timeout: float) -> None:
+    def send(channel: str, msg: Any, *, timeout: float, **_: Any) -> None:
         sent.append(msg["kind"])
         if len(sent) == 1:
             clock[0] += 20.0  # a's first send: the slow channel
