@@ -18,6 +18,7 @@ from test_store import run_at
 
 T0 = 1_700_000_000.0
 SRC = Path(__file__).resolve().parent.parent / "src" / "cronwatch"
+pytestmark = pytest.mark.all_backends
 
 
 def test_a_reopened_store_sees_what_was_committed(store_factory):

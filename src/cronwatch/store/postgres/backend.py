@@ -1,0 +1,391 @@
+"""PostgreSQL store: psycopg 3, connections from a pool, explicit short transactions.
+
+The store's logic (run semantics, retention, the rollup, the ping writer's batch methods)
+is SQLite's store, unchanged: this class supplies the connection (``_Conn``: SQLite's
+statements in PostgreSQL's dialect, see dialect.py), transactions, migrations, and the
+few methods whose SQL has no translation (PRAGMAs, SQLite's JSON functions).
+
+Connections: the first store a process opens connects directly (a CLI command opens one;
+a bad URL, password or database name is reported as PostgreSQL words it); later ones
+come from a pool per URL (the server opens one per thread and one per page render), so
+that opening a store costs no new connection.
+
+Autocommit is on and transactions are explicit (``BEGIN``/``COMMIT`` in ``_PgTx``), as
+in SQLite: a read outside a write transaction sees the latest commit, and a store
+method's writes commit together.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.adapt import Dumper
+from psycopg.pq import TransactionStatus
+
+from cronwatch.core.errors import StoreBusy, StoreError
+from cronwatch.store.postgres.dialect import DML, RETURNING, SQL, translate
+from cronwatch.store.rollup import Rollup
+from cronwatch.store.sqlite import migrations
+from cronwatch.store.sqlite.backend import SQLiteStore
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from cronwatch.store.interface import Maintenance, Store
+
+_IDLE, _INTRANS, _INERROR = (
+    TransactionStatus.IDLE,
+    TransactionStatus.INTRANS,
+    TransactionStatus.INERROR,
+)
+
+
+def redact(url: str) -> str:
+    """The URL without its password (for messages)."""
+    head, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return f"{head}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
+
+
+class _Cursor(psycopg.Cursor[Any]):
+    """A cursor with DB-API's ``lastrowid`` (set from ``RETURNING id``)."""
+
+    lastrowid: int | None = None
+
+
+class _Conn:
+    """What the store logic needs of a connection (sqlite3's ``execute``/``executemany``
+    returning a cursor), over psycopg, with SQLite's statements translated."""
+
+    def __init__(self, pg: psycopg.Connection[Any]) -> None:
+        self.pg = pg
+        self.total_changes = 0
+        self.savepoints = 0
+
+    def execute(self, sql: str, params: Any = (), /) -> Any:
+        q, flags = translate(sql)
+        cur = self.pg.execute(q, params)
+        if flags & DML:
+            if flags & RETURNING:
+                row = cur.fetchone()
+                cur.lastrowid = None if row is None else row[0]  # type: ignore[attr-defined]
+            self.total_changes += max(cur.rowcount, 0)
+        return cur
+
+    def executemany(self, sql: str, params: Any, /) -> Any:
+        q, flags = translate(sql)
+        params = list(params)
+        if not params:
+            return None
+        cur = self.pg.cursor()
+        cur.executemany(q, params)
+        if flags & DML:
+            self.total_changes += max(cur.rowcount, 0)
+        return cur
+
+    def status(self) -> TransactionStatus:
+        return self.pg.info.transaction_status
+
+
+# --- connections ----------------------------------------------------------------------------
+_lock = threading.Lock()
+_opened: set[str] = set()  # URLs this process connected to directly once
+_pools: dict[str, Any] = {}
+
+
+class _BoolAsInt(Dumper):
+    """Python's bools as 0/1: the schema's flags are INTEGER columns, as in SQLite."""
+
+    oid = psycopg.adapters.types["int2"].oid
+
+    def dump(self, obj: Any) -> bytes:
+        return b"1" if obj else b"0"
+
+
+def _configure(pg: psycopg.Connection[Any]) -> None:
+    pg.cursor_factory = _Cursor
+    pg.adapters.register_dumper(bool, _BoolAsInt)
+
+
+def _connect(url: str, timeout: float) -> tuple[psycopg.Connection[Any], Any]:
+    """A connection (and the pool it came from, or None)."""
+    with _lock:
+        pool = _pools.get(url)
+        first = url not in _opened
+        _opened.add(url)
+    if pool is None and not first:
+        from psycopg_pool import ConnectionPool
+
+        with _lock:
+            pool = _pools.get(url)
+            if pool is None:
+                pool = _pools[url] = ConnectionPool(
+                    url, min_size=1, max_size=16, kwargs={"autocommit": True},
+                    configure=_configure, open=True, name="cronwatch",
+                )  # fmt: skip
+                atexit.register(pool.close, timeout=1.0)
+    if pool is not None:
+        try:
+            return pool.getconn(timeout=max(timeout, 1.0)), pool
+        except Exception:  # the pool cannot connect: connect here, and say why
+            pass
+    pg = psycopg.connect(url, autocommit=True, connect_timeout=max(2, int(timeout + 0.999)))
+    _configure(pg)
+    return pg, None
+
+
+def close_pools() -> None:
+    """Close this process's connection pools (their connections in use close when given
+    back). Stores opened later connect again."""
+    with _lock:
+        pools = list(_pools.values())
+        _pools.clear()
+        _opened.clear()
+    for pool in pools:
+        pool.close(timeout=1.0)
+
+
+class PostgresStore(SQLiteStore):
+    def __init__(self, url: str, *, timeout: float = 10.0, create: bool = True) -> None:
+        self.url = url
+        self.path = redact(url)  # what messages name
+        try:
+            pg, self._pool = _connect(url, timeout)
+        except psycopg.Error as e:
+            raise StoreError(f"cannot connect to {redact(url)}: {_reason(e)}") from None
+        self.conn = _Conn(pg)
+        # the inherited logic runs its statements on ``db``: SQLite's text, translated
+        self.db = self.conn  # type: ignore[assignment]
+        self.rollup = Rollup(self.conn, SQL)
+        self._job_ids: dict[str, int] = {}
+        self._swept: dict[int, float] = {}
+        self._bulk = False
+        self._versions: list[int] | None = None  # see data_version
+        try:
+            self.set_timeout(timeout)
+            self._migrate_pg(create)
+        except psycopg.Error as e:
+            self.close()
+            raise StoreError(f"cannot open database {redact(url)}: {_reason(e)}") from None
+        except BaseException:
+            self.close()
+            raise
+
+    def _migrate_pg(self, create: bool) -> None:
+        pg = self.conn.pg
+        steps = migrations.POSTGRES
+        row = pg.execute(
+            "SELECT value FROM meta WHERE key='schema_version'"
+            if _has_meta(pg)
+            else "SELECT NULL WHERE false"
+        ).fetchone()
+        version = int(row[0]) if row else 0
+        if version >= len(steps):
+            return
+        if version == 0 and not create:
+            raise StoreError(f"no cronwatch tables in {redact(self.url)} (nothing recorded yet)")
+        with pg.transaction():
+            # Several servers may start on a new database at once: one migrates.
+            pg.execute("SELECT pg_advisory_xact_lock(7302650913)")
+            pg.execute(
+                "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+            )
+            row = pg.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            version = int(row[0]) if row else 0
+            for step in steps[version:]:
+                if step.strip():
+                    pg.execute(step)
+            pg.execute(
+                "INSERT INTO meta(key, value) VALUES ('schema_version', %s) "
+                "ON CONFLICT (key) DO UPDATE SET value=EXCLUDED.value",
+                (str(len(steps)),),
+            )
+
+    def close(self) -> None:
+        conn = getattr(self, "conn", None)
+        pg = None if conn is None else conn.pg
+        if conn is None or pg is None:
+            return
+        conn.pg = None
+        if self._pool is not None:
+            try:
+                self._pool.putconn(pg)
+                return
+            except Exception:
+                pass
+        pg.close()
+
+    def set_timeout(self, seconds: float) -> None:
+        # How long a statement waits for a row lock another transaction holds (SQLite's
+        # busy timeout); 0 would mean forever here.
+        self.conn.pg.execute(f"SET lock_timeout = {max(1, int(seconds * 1000))}")
+
+    # --- transactions ---------------------------------------------------------------------
+    def _write(self) -> _PgTx:  # type: ignore[override]
+        return _PgTx(self, self._forget)
+
+    def transaction(self) -> _PgTx:  # type: ignore[override]
+        return _PgTx(self, self._forget)
+
+    def changes(self) -> int:
+        return self.conn.total_changes
+
+    def in_transaction(self) -> bool:
+        """Whether the transaction can go on: open, or failed inside a savepoint (which
+        rolling back to it recovers). A statement that failed outside a savepoint has
+        aborted the whole transaction: as SQLite's rollback of it, that is False."""
+        status = self.conn.status()
+        return status == _INTRANS or (status == _INERROR and self.conn.savepoints > 0)
+
+    def savepoint(self) -> None:
+        self.conn.pg.execute("SAVEPOINT op")
+        self.conn.savepoints += 1
+
+    def rollback_to_savepoint(self) -> None:
+        self.conn.pg.execute("ROLLBACK TO SAVEPOINT op")
+        self.release_savepoint()
+
+    def release_savepoint(self) -> None:
+        self.conn.pg.execute("RELEASE SAVEPOINT op")
+        self.conn.savepoints -= 1
+
+    def data_version(self) -> int:
+        """Changes when another connection may have committed a write since the last call.
+
+        PostgreSQL has no such counter; the transaction ids tell it: a write transaction
+        takes the next id, so if the next id to be given out is one past ours (or the same
+        as last time, when we wrote nothing), and no transaction was in flight at either
+        look, nobody else wrote. Under doubt the version changes: the caller's caches are
+        reloaded, which is only slower."""
+        row = self.conn.pg.execute(
+            "SELECT pg_snapshot_xmin(s)::text::bigint, pg_snapshot_xmax(s)::text::bigint "
+            "FROM pg_current_snapshot() s"
+        ).fetchone()
+        assert row is not None
+        xmin, xmax = row
+        quiet = xmin == xmax  # no write transaction in flight
+        state = self._versions
+        if state is None:
+            self._versions = [0, xmax, quiet, -1]
+            return 0
+        version, last_xmax, was_quiet, ours = state
+        expected = last_xmax if ours < 0 else last_xmax + 1
+        if not (was_quiet and quiet and (ours < 0 or ours == last_xmax) and xmax == expected):
+            version += 1
+        self._versions = [version, xmax, quiet, -1]
+        return version
+
+    def _before_commit(self) -> None:
+        if self._versions is not None:
+            row = self.conn.pg.execute("SELECT pg_current_xact_id_if_assigned()::text").fetchone()
+            self._versions[3] = -1 if row is None or row[0] is None else int(row[0])
+
+    def writer_maintenance(self) -> Maintenance:
+        """Nothing runs beside PostgreSQL's writer (its checkpoints are the server's)."""
+        return _NoMaintenance()
+
+    # --- what has no translation -----------------------------------------------------------
+    def alert_summary(self, job: str, env: str = "") -> dict[str, Any] | None:
+        return self.get_alert_state(job, env)
+
+    def import_rows(
+        self,
+        rows: list[tuple[Any, ...]],
+        *,
+        now: float,
+        days: dict[str, set[int]] | None = None,
+    ) -> int:
+        return self._add_rows(rows, now, days)
+
+
+class _NoMaintenance:
+    def committed(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+class _PgTx:
+    """BEGIN ... COMMIT, re-entrant, turning psycopg errors into StoreError."""
+
+    def __init__(self, store: PostgresStore, on_rollback: Callable[[], None]) -> None:
+        self.store = store
+        self.outer = False
+        self.on_rollback = on_rollback
+
+    def __enter__(self) -> None:
+        db = self.store.conn
+        if db.status() == _IDLE:
+            self.outer = True
+            db.savepoints = 0
+            try:
+                db.pg.execute("BEGIN")
+            except psycopg.Error as e:
+                raise _error(e, "database unavailable") from None
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if not self.outer:
+            return
+        db = self.store.conn
+        if exc_type is None:
+            try:
+                if db.status() != _INTRANS:  # a failed statement aborted it
+                    raise StoreError("database write failed: the transaction was aborted")
+                self.store._before_commit()
+                db.pg.execute("COMMIT")
+                return
+            except (psycopg.Error, StoreError) as e:
+                self._rollback()
+                if isinstance(e, StoreError):
+                    raise
+                raise _error(e, "database write failed") from None
+        self._rollback()
+        if isinstance(exc, psycopg.Error):
+            raise _error(exc, "database write failed") from None
+
+    def _rollback(self) -> None:
+        db = self.store.conn
+        db.savepoints = 0
+        try:
+            if db.status() != _IDLE:
+                db.pg.execute("ROLLBACK")
+        except psycopg.Error:
+            pass  # a lost connection: the server rolled it back
+        self.on_rollback()
+
+
+def _has_meta(pg: psycopg.Connection[Any]) -> bool:
+    row = pg.execute("SELECT to_regclass('meta') IS NOT NULL").fetchone()
+    return bool(row and row[0])
+
+
+def _reason(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+_BUSY = (
+    pg_errors.LockNotAvailable,
+    pg_errors.SerializationFailure,
+    pg_errors.DeadlockDetected,
+    pg_errors.QueryCanceled,
+)
+
+
+def _error(e: Exception, what: str) -> StoreError:
+    """A psycopg error as the StoreError a caller can act on (busy: try again later)."""
+    if isinstance(e, _BUSY):
+        return StoreBusy(f"{what}: {_reason(e)} (another transaction holds the rows)")
+    return StoreError(f"{what}: {_reason(e)}")
+
+
+if TYPE_CHECKING:  # mypy checks here that the PostgreSQL store is a whole Store
+
+    def _is_a_store(s: PostgresStore) -> Store:
+        return s
