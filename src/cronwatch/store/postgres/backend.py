@@ -135,9 +135,36 @@ def _connect(url: str, timeout: float) -> tuple[psycopg.Connection[Any], Any]:
             return pool.getconn(timeout=max(timeout, 1.0)), pool
         except Exception:  # the pool cannot connect: connect here, and say why
             pass
+    if timeout < 2:
+        _probe(url, timeout)
     pg = psycopg.connect(url, autocommit=True, connect_timeout=max(2, int(timeout + 0.999)))
     _configure(pg)
     return pg, None
+
+
+def _probe(url: str, timeout: float) -> None:
+    """Fail within ``timeout`` if the server cannot be reached at all: libpq waits at least
+    2 s for a connection, more than a wrapper's post-run budget (1 s by default)."""
+    import os
+    import socket
+
+    from psycopg.conninfo import conninfo_to_dict
+
+    params = conninfo_to_dict(url)
+    host = str(params.get("host") or os.environ.get("PGHOST") or "/var/run/postgresql")
+    host = host.split(",")[0]
+    port = int(str(params.get("port") or os.environ.get("PGPORT") or 5432).split(",")[0])
+    try:
+        if host.startswith("/"):
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(timeout)
+                s.connect(f"{host}/.s.PGSQL.{port}")
+        else:
+            socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        raise psycopg.OperationalError(
+            f"connection to {host} port {port} failed: {e.strerror or 'timed out'}"
+        ) from None
 
 
 def close_pools() -> None:

@@ -1,0 +1,159 @@
+"""PostgreSQL from the user's side: the wrapper, the CLI and migrate-db with a
+``postgresql://`` URL, against the session's throwaway cluster (tests/pg.py; skipped with
+a message when PostgreSQL's binaries are missing). The store contract and the server's
+ping tests run on it too (test_store_contract.py, test_server_ping.py)."""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cronwatch.core.model import Status
+from cronwatch.store import open_store
+from test_wrapper_imports import imported
+
+
+def wait_for_runs(url: str, job: str, n: int, timeout: float = 60) -> list[Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        with open_store(url) as s:
+            runs = s.list_runs(job=job, output=True) if s.find_job(job) else []
+        if len(runs) >= n or time.monotonic() > deadline:
+            return runs
+        time.sleep(0.1)
+
+
+def test_the_wrapper_records_into_postgresql_and_never_imports_the_driver(
+    cw, pg_database: Callable[[], str]
+) -> None:
+    url = pg_database()
+    env = {"CRONWATCH_DB": url, "CRONWATCH_POSTRUN": "detached", "PYTHONPROFILEIMPORTTIME": "1"}
+    rc, out, err = cw("run", "pgjob", "--", "sh", "-c", "echo hello; exit 3", env=env)
+    assert (rc, out) == (3, b"hello\n")
+    modules = imported(err)
+    assert "cronwatch.wrapper.record" in modules
+    assert not {m for m in modules if m.startswith(("psycopg", "cronwatch.store.postgres"))}
+    assert not [line for line in err.splitlines() if not line.startswith(b"import time:")]
+    # the detached post-run step delivers it
+    (run,) = wait_for_runs(url, "pgjob", 1)
+    assert (run.status, run.exit_code, run.stdout, run.source) == (
+        Status.FAILED, 3, b"hello\n", "wrapper"
+    )  # fmt: skip
+    # ... and evaluates it: the job's alert state counts the failure
+    with open_store(url) as s:
+        assert (s.alert_summary("pgjob") or {}).get("fail_streak") == 1
+        assert s.pending_runs() == []
+
+
+class Proxy:
+    """A TCP port that refuses connections until ``start`` forwards it to PostgreSQL."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target = target_port
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = int(s.getsockname()[1])
+        self.server: socket.socket | None = None
+
+    def start(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        assert self.server is not None
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+@pytest.fixture
+def proxy(pg_cluster: Any) -> Iterator[Proxy]:
+    p = Proxy(pg_cluster.port)
+    yield p
+    p.stop()
+
+
+def test_a_run_is_spooled_while_postgresql_is_down_and_delivered_later(
+    cw, pg_database: Callable[[], str], proxy: Proxy
+) -> None:
+    url = pg_database().replace(f":{proxy.target}/", f":{proxy.port}/")
+    env = {"CRONWATCH_DB": url, "CRONWATCH_POSTRUN_BUDGET": "1"}
+    t0 = time.monotonic()
+    rc, out, err = cw("run", "offline", "--", "sh", "-c", "echo kept", env=env)
+    elapsed = time.monotonic() - t0
+    assert (rc, out) == (0, b"kept\n")
+    assert b"cannot connect" in err and b"Traceback" not in err
+    assert elapsed < 30  # the post-run budget, not the 60 s a detached step may wait
+    proxy.start()  # PostgreSQL is back: the next run's post-run step merges the spool
+    assert cw("run", "online", "--", "true", env=env).rc == 0
+    (run,) = wait_for_runs(url, "offline", 1)
+    assert (run.status, run.stdout) == (Status.SUCCESS, b"kept\n")
+    assert len(wait_for_runs(url, "online", 1)) == 1
+
+
+def test_the_cli_reads_and_writes_postgresql_by_flag_and_environment(
+    cw, pg_database: Callable[[], str]
+) -> None:
+    url = pg_database()
+    assert cw("job", "set", "nightly", "--schedule", "0 3 * * *", "--db", url).rc == 0
+    rc, out, _ = cw("jobs", "--json", env={"CRONWATCH_DB": url})
+    assert rc == 0 and b'"nightly"' in out
+    with open_store(url) as s:
+        assert s.get_job("nightly").schedule == "0 3 * * *"
+
+
+def test_a_bad_postgresql_url_is_one_line_without_the_password(cw, proxy: Proxy) -> None:
+    url = f"postgresql://cw:s3cret@127.0.0.1:{proxy.port}/nowhere"  # nothing listens
+    rc, _out, err = cw("jobs", "--db", url)
+    assert rc != 0
+    assert err.startswith(b"cronwatch: ") and err.count(b"\n") == 1, err
+    assert b"cannot connect" in err and b"s3cret" not in err
+
+
+# --- migrate-db -------------------------------------------------------------------------
+
+
+def sqlite_history(cw, db: Path) -> dict[str, int]:
+    """A small history through the real CLI: runs with output, an alert, a token."""
+    env = {"CRONWATCH_DB": str(db)}
+    assert cw("job", "set", "flaky", "--alert-after", "1", env=env).rc == 0
+    for cmd in ("echo one", "echo two >&2; exit 1", "echo three"):
+        assert cw("run", "flaky", "--", "sh", "-c", cmd, env=env).rc in (0, 1)
+    assert cw("run", "steady", "--", "true", env=env).rc == 0
+    assert cw("token", "create", "ci", env=env).rc == 0
+    con = sqlite3.connect(db)
+    try:
+        tables = ("jobs", "runs", "outputs", "incidents", "tokens", "alert_state", "events")
+        return {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}
+    finally:
+        con.close()
