@@ -157,3 +157,82 @@ def sqlite_history(cw, db: Path) -> dict[str, int]:
         return {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}
     finally:
         con.close()
+
+
+def test_migrate_db_copies_a_history_resumes_and_verifies(
+    cw, tmp_path: Path, pg_database: Callable[[], str]
+) -> None:
+    db = tmp_path / "old.db"
+    expected = sqlite_history(cw, db)
+    assert expected["runs"] == 4 and expected["incidents"] == 1 and expected["tokens"] == 1
+    with open_store(str(db)) as s:
+        before = {r.id: r for r in s.list_runs(output=True)}
+        stats = s.job_stats("flaky")
+        key = s.ensure_ping_key("flaky", now=time.time())
+        state = s.get_alert_state("flaky")
+    assert state is not None and state["fail_streak"] == 0  # it failed, then recovered
+    url = pg_database()
+    rc, out, err = cw("migrate-db", "--db", db, "--to", url, "--json")
+    assert rc == 0, err
+    import json
+
+    tables = json.loads(out)["tables"]
+    for table, n in expected.items():
+        assert tables[table] == {"sqlite": n, "postgresql": n}, table
+    with open_store(url) as s:
+        after = {r.id: r for r in s.list_runs(output=True)}
+        assert after.keys() == before.keys()
+        for rid, run in before.items():
+            got = after[rid]
+            assert (got.job, got.status, got.stdout, got.stderr, got.started_at) == (
+                run.job, run.status, run.stdout, run.stderr, run.started_at
+            )  # fmt: skip
+        assert s.job_stats("flaky") == stats
+        assert s.job_by_key(key).name == "flaky"
+        assert [i["job"] for i in s.list_incidents()] == ["flaky"]
+        assert s.get_alert_state("flaky") == state
+    # again: nothing more is copied, and the counts still agree
+    rc, out, _ = cw("migrate-db", "--db", db, "--to", url, "--json")
+    assert rc == 0 and json.loads(out)["tables"]["runs"] == {"sqlite": 4, "postgresql": 4}
+    with open_store(url) as s:  # new rows get new ids: the sequences moved past the copies
+        run, _ = s.start_run("flaky", now=time.time())
+        s.open_incident("flaky", "", at=time.time(), cause="test", run_id=run.id)
+        assert len(s.list_runs(job="flaky")) == 4
+
+
+def test_an_interrupted_migrate_db_resumes_where_it_stopped(
+    cw, tmp_path: Path, pg_database: Callable[[], str]
+) -> None:
+    from cronwatch.store.postgres.transfer import migrate
+
+    db = tmp_path / "old.db"
+    expected = sqlite_history(cw, db)
+    url = pg_database()
+    seen: list[tuple[str, int]] = []
+
+    def stop_midway(table: str, done: int, total: int) -> None:
+        seen.append((table, done))
+        if table == "runs" and done == 2:
+            raise KeyboardInterrupt
+
+    with open_store(url) as target, pytest.raises(KeyboardInterrupt):
+        migrate(str(db), target, progress=stop_midway, chunk=1)
+    with open_store(url) as target:
+        assert len(target.list_runs()) == 2  # two chunks committed
+        counts = migrate(str(db), target, chunk=1)
+    assert counts["runs"] == (expected["runs"], expected["runs"])
+    assert all(a == b for a, b in counts.values())
+
+
+def test_migrate_db_refuses_a_database_with_another_history(
+    cw, tmp_path: Path, pg_database: Callable[[], str]
+) -> None:
+    db = tmp_path / "old.db"
+    sqlite_history(cw, db)
+    url = pg_database()
+    with open_store(url) as s:
+        s.ensure_job("already-here", now=time.time())
+    rc, _out, err = cw("migrate-db", "--db", db, "--to", url)
+    assert rc != 0 and b"already has a history" in err
+    with open_store(url) as s:
+        assert [j.name for j in s.list_jobs()] == ["already-here"]

@@ -25,13 +25,15 @@ from cronwatch.core.values import DURATION_HELP, format_duration, format_time, i
 from cronwatch.store import open_store
 from cronwatch.system import default_db_path
 
-EXTENSIONS = ("cronwatch.cli.jobs", "cronwatch.cli.server", "cronwatch.cli.remote")
+EXTENSIONS = ("cronwatch.cli.jobs", "cronwatch.cli.server", "cronwatch.cli.remote",
+              "cronwatch.cli.migrate")  # fmt: skip
 # Which extension defines which command: a query like `cronwatch stats` then imports and
 # builds only what it needs (every command's parser and module would add to every command's start-up).
 EXTENSION_COMMANDS = {
     "cronwatch.cli.jobs": frozenset({"job", "apply", "check", "incidents", "notify"}),
     "cronwatch.cli.server": frozenset({"serve", "token", "ping-key"}),
     "cronwatch.cli.remote": frozenset({"ping", "flush"}),
+    "cronwatch.cli.migrate": frozenset({"migrate-db"}),
 }
 CORE_COMMANDS = frozenset(
     {
@@ -103,8 +105,8 @@ def add_common(p: argparse.ArgumentParser, *, json_flag: bool = True, top: bool 
     (`cronwatch --db x.db import f`), so below the top level the defaults are SUPPRESS.
     """
     keep: dict[str, Any] = {} if top else {"default": argparse.SUPPRESS}
-    p.add_argument("--db", metavar="PATH", help="database file (default: $CRONWATCH_DB or "
-                   "$XDG_DATA_HOME/cronwatch/history.db)", **keep)  # fmt: skip
+    p.add_argument("--db", metavar="PATH|URL", help="database file or postgresql:// URL "
+                   "(default: $CRONWATCH_DB or $XDG_DATA_HOME/cronwatch/history.db)", **keep)  # fmt: skip
     if json_flag:
         p.add_argument("--json", action="store_true",
                        help="machine-readable output (docs/json.md)", **keep)  # fmt: skip

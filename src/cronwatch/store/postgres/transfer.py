@@ -1,0 +1,188 @@
+"""``cronwatch migrate-db``: a SQLite history copied into PostgreSQL in bulk (COPY).
+
+Both schemas are brought to the same version first (the migrations mirror each other), so
+every table has the same columns on both sides. The tables keyed by a row id (jobs,
+runs, outputs, incidents, notifications, tokens, events) are copied in id order, in
+chunks of ``CHUNK`` rows, each chunk one COPY in one transaction: a copy that is stopped
+(Ctrl-C, a lost connection) resumes after the highest id PostgreSQL has, and copying
+again copies nothing. The small tables keyed otherwise (meta, alert state, the rollup's
+days and seal) are upserted, in one transaction at the end. Ids are kept as they are (runs,
+outputs, incidents and notifications refer to each other by them), and PostgreSQL's id
+sequences are moved past them, so that new rows do not collide.
+
+The target must be empty, or a copy of this same source: ``meta.migrated_from`` names the
+source a copy started from, and a database that holds jobs without it is refused.
+Writers on the SQLite file (wrappers, a server) should be stopped for the copy: runs
+recorded during it may be missed by the chunk that already passed them.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+from cronwatch.core.errors import StoreError, ValidationError
+from cronwatch.store.postgres.backend import PostgresStore
+
+CHUNK = 50_000
+# (table, key column): copied in key order, resumable.
+BY_ID = (
+    ("jobs", "id"),
+    ("runs", "id"),
+    ("outputs", "run_id"),
+    ("incidents", "id"),
+    ("notifications", "id"),
+    ("tokens", "id"),
+    ("events", "id"),
+)
+# (table, primary key): upserted at the end.
+SMALL = (
+    ("meta", ("key",)),
+    ("alert_state", ("job_id", "env")),
+    ("run_days", ("job_id", "day")),
+    ("rollup", ("id",)),
+)
+IDENTITY = ("jobs", "runs", "incidents", "notifications", "tokens", "events")
+# meta keys that are each database's own
+_OWN_META = ("schema_version", "migrated_from")
+
+Progress = Callable[[str, int, int], None]
+
+
+def _quote(column: str) -> str:
+    return f'"{column}"'
+
+
+def migrate(
+    source: str, target: PostgresStore, *, progress: Progress | None = None, chunk: int = CHUNK
+) -> dict[str, tuple[int, int]]:
+    """Copy the SQLite database at ``source`` into ``target``. Returns {table: (rows in
+    SQLite, rows in PostgreSQL)}, verified equal (else StoreError)."""
+    from cronwatch.store.sqlite import migrations
+    from cronwatch.store.sqlite.backend import SQLiteStore
+
+    if len(migrations.SQLITE) != len(migrations.POSTGRES):
+        raise StoreError(
+            f"this cronwatch's PostgreSQL schema (version {len(migrations.POSTGRES)}) is not "
+            f"SQLite's (version {len(migrations.SQLITE)}): it cannot copy between them"
+        )
+    source = os.path.abspath(os.path.expanduser(source))
+    if not os.path.exists(source):
+        raise ValidationError(f"no SQLite database at {source}")
+    src_store = SQLiteStore(source, create=False)  # brings its schema up to date
+    src = src_store.db
+    try:
+        pg = target.conn.pg
+        _claim(pg, source)
+        for table, key in BY_ID:
+            _copy_by_key(src, pg, table, key, chunk, progress)
+        _upsert_small(src, pg)
+        _move_sequences(pg)
+        counts = _verify(src, pg)
+    finally:
+        src_store.close()
+    return counts
+
+
+def _columns(src: sqlite3.Connection, table: str) -> list[str]:
+    return [r[1] for r in src.execute(f"PRAGMA table_info({table})")]
+
+
+def _claim(pg: Any, source: str) -> None:
+    with pg.transaction():
+        row = pg.execute("SELECT value FROM meta WHERE key='migrated_from'").fetchone()
+        if row is not None and row[0] != source:
+            raise ValidationError(
+                f"this PostgreSQL database holds a copy of {row[0]}, not of {source}"
+            )
+        if row is None:
+            has = pg.execute(
+                "SELECT EXISTS (SELECT 1 FROM jobs) OR EXISTS (SELECT 1 FROM runs)"
+            ).fetchone()[0]
+            if has:
+                raise ValidationError(
+                    "this PostgreSQL database already has a history: migrate-db copies "
+                    "into an empty one (create a new database, or drop its tables)"
+                )
+            pg.execute("INSERT INTO meta(key, value) VALUES ('migrated_from', %s)", (source,))
+
+
+def _copy_by_key(
+    src: sqlite3.Connection,
+    pg: Any,
+    table: str,
+    key: str,
+    chunk: int,
+    progress: Progress | None,
+) -> None:
+    columns = _columns(src, table)
+    total = src.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    last = pg.execute(f"SELECT max({key}) FROM {table}").fetchone()[0]
+    done = 0
+    if last is not None:
+        done = src.execute(f"SELECT count(*) FROM {table} WHERE {key}<=?", (last,)).fetchone()[0]
+    else:
+        last = -(1 << 62)
+    if progress:
+        progress(table, done, total)
+    select = f"SELECT {', '.join(columns)} FROM {table} WHERE {key}>? ORDER BY {key} LIMIT ?"
+    copy_sql = f"COPY {table} ({', '.join(map(_quote, columns))}) FROM STDIN"
+    k = columns.index(key)
+    while True:
+        rows = src.execute(select, (last, chunk)).fetchall()
+        if not rows:
+            break
+        with pg.transaction(), pg.cursor().copy(copy_sql) as copy:
+            write = copy.write_row
+            for row in rows:
+                write(row)
+        last = rows[-1][k]
+        done += len(rows)
+        if progress:
+            progress(table, done, total)
+
+
+def _upsert_small(src: sqlite3.Connection, pg: Any) -> None:
+    with pg.transaction():
+        for table, keys in SMALL:
+            columns = _columns(src, table)
+            rows = src.execute(f"SELECT {', '.join(columns)} FROM {table}").fetchall()
+            if table == "meta":
+                rows = [r for r in rows if r[0] not in _OWN_META]
+            if not rows:
+                continue
+            others = [c for c in columns if c not in keys]
+            sets = ", ".join(f"{_quote(c)}=EXCLUDED.{_quote(c)}" for c in others)
+            with pg.cursor() as cur:
+                cur.executemany(
+                    f"INSERT INTO {table} ({', '.join(map(_quote, columns))}) "
+                    f"VALUES ({', '.join(['%s'] * len(columns))}) "
+                    f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {sets}",
+                    rows,
+                )
+
+
+def _move_sequences(pg: Any) -> None:
+    with pg.transaction():
+        for table in IDENTITY:
+            pg.execute(
+                f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                f"coalesce((SELECT max(id) FROM {table}), 0) + 1, false)"
+            )
+
+
+def _verify(src: sqlite3.Connection, pg: Any) -> dict[str, tuple[int, int]]:
+    counts: dict[str, tuple[int, int]] = {}
+    tables = [t for t, _ in BY_ID] + [t for t, _ in SMALL]
+    for table in tables:
+        where = f" WHERE key NOT IN {_OWN_META}" if table == "meta" else ""
+        n_src = src.execute(f"SELECT count(*) FROM {table}{where}").fetchone()[0]
+        n_pg = pg.execute(f"SELECT count(*) FROM {table}{where}").fetchone()[0]
+        counts[table] = (n_src, n_pg)
+    wrong = {t: c for t, c in counts.items() if c[0] != c[1]}
+    if wrong:
+        detail = ", ".join(f"{t}: {a} in SQLite, {b} in PostgreSQL" for t, (a, b) in wrong.items())
+        raise StoreError(f"the copy does not match its source ({detail}); run it again")
+    return counts
