@@ -27,7 +27,7 @@ from psycopg.adapt import Dumper
 from psycopg.pq import TransactionStatus
 
 from cronwatch.core.errors import StoreBusy, StoreError
-from cronwatch.store.postgres.dialect import DML, RETURNING, SQL, translate
+from cronwatch.store.postgres.dialect import DML, RETURNING, SQL, translate, unnest_insert
 from cronwatch.store.rollup import Rollup
 from cronwatch.store.sqlite import migrations
 from cronwatch.store.sqlite.backend import SQLiteStore
@@ -193,7 +193,9 @@ class PostgresStore(SQLiteStore):
         self._job_ids: dict[str, int] = {}
         self._swept: dict[int, float] = {}
         self._bulk = False
-        self._versions: list[int] | None = None  # see data_version
+        self._versions: tuple[int, int, bool] | None = None  # see data_version
+        self._mine: list[int] = []
+        self._looked = False
         try:
             self.set_timeout(timeout)
             self._migrate_pg(create)
@@ -285,37 +287,53 @@ class PostgresStore(SQLiteStore):
     def data_version(self) -> int:
         """Changes when another connection may have committed a write since the last call.
 
-        PostgreSQL has no such counter; the transaction ids tell it: a write transaction
-        takes the next id, so if the next id to be given out is one past ours (or the same
-        as last time, when we wrote nothing), and no transaction was in flight at either
-        look, nobody else wrote. Under doubt the version changes: the caller's caches are
-        reloaded, which is only slower."""
-        row = self.conn.pg.execute(
-            "SELECT pg_snapshot_xmin(s)::text::bigint, pg_snapshot_xmax(s)::text::bigint "
-            "FROM pg_current_snapshot() s"
+        PostgreSQL has no such counter; transaction ids tell it. Each call takes an id
+        (in the writer's batch, its transaction's: it writes anyway) and looks at the
+        snapshot. If no write transaction was in flight and ours was the next id to be
+        given out, at the last call and at this one, and every id given out in between
+        was one of this connection's commits, nobody else wrote. Under any doubt the
+        version changes: the caller's caches are reloaded, which is only slower."""
+        pg = self.conn.pg
+        self._looked = pg.info.transaction_status == _INTRANS
+        row = pg.execute(
+            "SELECT pg_current_xact_id()::text::bigint, pg_snapshot_xmin(s)::text::bigint, "
+            "pg_snapshot_xmax(s)::text::bigint FROM pg_current_snapshot() s"
         ).fetchone()
         assert row is not None
-        xmin, xmax = row
-        quiet = xmin == xmax  # no write transaction in flight
-        state = self._versions
-        if state is None:
-            self._versions = [0, xmax, quiet, -1]
-            return 0
-        version, last_xmax, was_quiet, ours = state
-        expected = last_xmax if ours < 0 else last_xmax + 1
-        if not (was_quiet and quiet and (ours < 0 or ours == last_xmax) and xmax == expected):
-            version += 1
-        self._versions = [version, xmax, quiet, -1]
+        ours, xmin, xmax = row
+        clean = xmin == xmax == ours
+        state, mine = self._versions, sorted(self._mine)
+        self._mine = []
+        version = 0
+        if state is not None:
+            version, last_ours, last_clean = state
+            if not (last_clean and clean and mine == list(range(last_ours + 1, ours))):
+                version += 1
+        self._versions = (version, ours, clean)
         return version
 
     def _before_commit(self) -> None:
-        if self._versions is not None:
+        """Remember this transaction's id when ``data_version`` did not take it."""
+        if self._versions is not None and not self._looked:
             row = self.conn.pg.execute("SELECT pg_current_xact_id_if_assigned()::text").fetchone()
-            self._versions[3] = -1 if row is None or row[0] is None else int(row[0])
+            if row is not None and row[0] is not None:
+                self._mine.append(int(row[0]))
 
     def writer_maintenance(self) -> Maintenance:
         """Nothing runs beside PostgreSQL's writer (its checkpoints are the server's)."""
         return _NoMaintenance()
+
+    def _insert_rows(self, head: str, values: str, rows: list[tuple[Any, ...]]) -> int:
+        """Many rows in one statement, in order: a column's values as one array."""
+        if not rows:
+            return 0
+        sql = unnest_insert(head, values)
+        if sql is None:
+            return super()._insert_rows(head, values, rows)
+        columns = [list(c) for c in zip(*rows, strict=True)]
+        cur = self.conn.pg.execute(sql, columns)
+        self.conn.total_changes += max(cur.rowcount, 0)
+        return int(cur.rowcount)
 
     # --- what has no translation -----------------------------------------------------------
     def alert_summary(self, job: str, env: str = "") -> dict[str, Any] | None:
@@ -352,6 +370,7 @@ class _PgTx:
         if db.status() == _IDLE:
             self.outer = True
             db.savepoints = 0
+            self.store._looked = False
             try:
                 db.pg.execute("BEGIN")
             except psycopg.Error as e:

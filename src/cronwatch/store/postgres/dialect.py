@@ -181,3 +181,56 @@ def _placeholder(m: re.Match[str]) -> str:
     if m.group(1):
         return f"%({m.group(1)})s"
     return text  # a string literal, as it is
+
+
+# --- many rows in one statement: arrays, unnested ------------------------------------------
+# SQLite's store inserts many rows as INSERT ... VALUES (..),(..) of 64 rows. PostgreSQL
+# takes them as one array a column, whatever their number: one short statement, parsed
+# and planned once (psycopg re-parses a long query text at every execution: 6 ms a
+# 64-row INSERT here, most of a batch of pings).
+_TYPES = {
+    "uid": "text", "job_id": "bigint", "env": "text", "status": "text",
+    "started_at": "float8", "ended_at": "float8", "duration": "float8",
+    "exit_code": "integer", "signal": "integer", "client_rid": "integer", "rid": "text",
+    "host": "text", "user": "text", "command": "text", "message": "text", "source": "text",
+    "owner": "text", "pending": "integer", "at": "float8", "type": "text", "data": "text",
+}  # fmt: skip
+_HEAD = re.compile(r"\s*INSERT (OR IGNORE )?INTO (\w+)\s*\(([^)]*)\)\s*VALUES\s*$")
+_unnest_cache: dict[tuple[str, str], str | None] = {}
+
+
+def unnest_insert(head: str, values: str) -> str | None:
+    """``head`` (``INSERT [OR IGNORE] INTO t(cols) VALUES ``) and a row's ``values``
+    template (``(?,?,0,?)``: placeholders and constants) as one INSERT ... SELECT FROM
+    unnest(arrays), one array parameter a placeholder; None if a column's type is unknown
+    (the caller inserts row by row)."""
+    key = (head, values)
+    if key in _unnest_cache:
+        return _unnest_cache[key]
+    m = _HEAD.match(head)
+    sql = None
+    if m:
+        ignore, table = bool(m.group(1)), m.group(2)
+        columns = [c.strip() for c in m.group(3).split(",")]
+        slots = [v.strip() for v in values.strip()[1:-1].split(",")]
+        if len(slots) == len(columns):
+            params, select, names = [], [], []
+            for i, (column, slot) in enumerate(zip(columns, slots, strict=True)):
+                if slot != "?":
+                    select.append(slot)
+                    continue
+                kind = _TYPES.get(column)
+                if kind is None:
+                    break
+                params.append(f"%b::{kind}[]")
+                names.append(f"c{i}")
+                select.append(f"c{i}")
+            else:
+                cols = ", ".join('"user"' if c == "user" else c for c in columns)
+                sql = (
+                    f"INSERT INTO {table} ({cols}) SELECT {', '.join(select)} "
+                    f"FROM unnest({', '.join(params)}) AS t({', '.join(names)})"
+                    + (" ON CONFLICT DO NOTHING" if ignore else "")
+                )
+    _unnest_cache[key] = sql
+    return sql
