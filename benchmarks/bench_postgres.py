@@ -110,6 +110,7 @@ def main() -> None:
     ap.add_argument("--url", help="an existing PostgreSQL server's database (default: a "
                     "throwaway cluster); databases are created beside it")  # fmt: skip
     ap.add_argument("--skip-migrate", action="store_true")
+    ap.add_argument("--skip-pings", action="store_true")
     args = ap.parse_args()
     check_tools()
     cluster = None
@@ -136,8 +137,13 @@ def main() -> None:
             m = bench_migrate(cluster, url_for, args.runs)
             print(f"migrate-db: {m['runs']:,} runs ({m['outputs']:,} with output) in "
                   f"{m['seconds']:.1f}s = {m['runs_per_s']:,.0f} runs/s\n")  # fmt: skip
+        if args.skip_pings:
+            return
         tmp = tempfile.mkdtemp(prefix="cw-bench-pg-")
-        targets = {"sqlite": os.path.join(tmp, "h.db"), "postgresql": url_for()}
+        pg_url = url_for()
+        if cluster is not None:  # a local server: its socket, as a local deployment would
+            pg_url = cluster.url(pg_url.rsplit("/", 1)[1], unix=True)
+        targets = {"sqlite": os.path.join(tmp, "h.db"), "postgresql": pg_url}
         servers = {name: serve(db) for name, db in targets.items()}
         results: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
         load = os.getloadavg()[0]

@@ -46,7 +46,7 @@ SMALL = (
 )
 IDENTITY = ("jobs", "runs", "incidents", "notifications", "tokens", "events")
 # meta keys that are each database's own
-_OWN_META = ("schema_version", "migrated_from")
+_OWN_META = ("schema_version", "migrated_from", "migrate_db_indexes")
 
 Progress = Callable[[str, int, int], None]
 
@@ -76,9 +76,11 @@ def migrate(
     try:
         pg = target.conn.pg
         _claim(pg, source)
+        _drop_indexes(pg)
         for table, key in BY_ID:
             _copy_by_key(src, pg, table, key, chunk, progress)
         _upsert_small(src, pg)
+        _restore_indexes(pg, progress)
         _move_sequences(pg)
         counts = _verify(src, pg)
     finally:
@@ -109,6 +111,54 @@ def _claim(pg: Any, source: str) -> None:
             pg.execute("INSERT INTO meta(key, value) VALUES ('migrated_from', %s)", (source,))
 
 
+# Secondary indexes of the big tables are dropped for the copy and made again at the end
+# (one sort each instead of a million inserts into each), their definitions kept in meta
+# meanwhile so that an interrupted copy's next run makes them again too.
+_INDEXED = ("runs", "outputs", "events")
+
+
+def _drop_indexes(pg: Any) -> None:
+    import json
+
+    with pg.transaction():
+        row = pg.execute("SELECT value FROM meta WHERE key='migrate_db_indexes'").fetchone()
+        if row is not None:
+            return  # dropped by a copy that was interrupted
+        if pg.execute("SELECT EXISTS (SELECT 1 FROM runs)").fetchone()[0]:
+            return  # resuming an old copy with its indexes: keep them
+        defs = pg.execute(
+            "SELECT i.indexname, i.indexdef FROM pg_indexes i WHERE i.schemaname = "
+            "current_schema() AND i.tablename = ANY(%s) AND NOT EXISTS (SELECT 1 FROM "
+            "pg_constraint c WHERE c.conname = i.indexname)",
+            (list(_INDEXED),),
+        ).fetchall()
+        pg.execute(
+            "INSERT INTO meta(key, value) VALUES ('migrate_db_indexes', %s)",
+            (json.dumps([list(d) for d in defs]),),
+        )
+        for name, _definition in defs:
+            pg.execute(f'DROP INDEX "{name}"')
+
+
+def _restore_indexes(pg: Any, progress: Progress | None) -> None:
+    import json
+
+    row = pg.execute("SELECT value FROM meta WHERE key='migrate_db_indexes'").fetchone()
+    if row is None:
+        return
+    defs = json.loads(row[0])
+    with pg.transaction():
+        pg.execute("SET LOCAL maintenance_work_mem = '256MB'")
+        for i, (name, definition) in enumerate(defs):
+            if progress:
+                progress("indexes", i, len(defs))
+            if pg.execute("SELECT to_regclass(%s) IS NULL", (name,)).fetchone()[0]:
+                pg.execute(definition)
+        pg.execute("DELETE FROM meta WHERE key='migrate_db_indexes'")
+    if progress:
+        progress("indexes", len(defs), len(defs))
+
+
 def _copy_by_key(
     src: sqlite3.Connection,
     pg: Any,
@@ -117,7 +167,16 @@ def _copy_by_key(
     chunk: int,
     progress: Progress | None,
 ) -> None:
+    """Copy ``table`` in ``key`` order after the highest key PostgreSQL has: chunks read
+    from SQLite on a thread (sqlite3 lets go of the GIL while it steps) while the previous
+    chunk goes out as binary COPY, sent by psycopg's writer thread."""
+    import queue
+    import threading
+
+    from psycopg.copy import QueuedLibpqWriter
+
     columns = _columns(src, table)
+    types = _pg_types(pg, table, columns)
     total = src.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
     last = pg.execute(f"SELECT max({key}) FROM {table}").fetchone()[0]
     done = 0
@@ -128,20 +187,63 @@ def _copy_by_key(
     if progress:
         progress(table, done, total)
     select = f"SELECT {', '.join(columns)} FROM {table} WHERE {key}>? ORDER BY {key} LIMIT ?"
-    copy_sql = f"COPY {table} ({', '.join(map(_quote, columns))}) FROM STDIN"
+    copy_sql = f"COPY {table} ({', '.join(map(_quote, columns))}) FROM STDIN (FORMAT BINARY)"
     k = columns.index(key)
-    while True:
-        rows = src.execute(select, (last, chunk)).fetchall()
-        if not rows:
-            break
-        with pg.transaction(), pg.cursor().copy(copy_sql) as copy:
-            write = copy.write_row
-            for row in rows:
-                write(row)
-        last = rows[-1][k]
-        done += len(rows)
-        if progress:
-            progress(table, done, total)
+    chunks: queue.Queue[list[Any] | BaseException] = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def read(after: Any) -> None:
+        try:
+            while not stop.is_set():
+                rows = src.execute(select, (after, chunk)).fetchall()
+                chunks.put(rows)
+                if not rows:
+                    return
+                after = rows[-1][k]
+        except BaseException as e:
+            chunks.put(e)
+
+    reader = threading.Thread(target=read, args=(last,), name="migrate-db-read", daemon=True)
+    reader.start()
+    try:
+        while True:
+            rows = chunks.get()
+            if isinstance(rows, BaseException):
+                raise rows
+            if not rows:
+                break
+            cur = pg.cursor()
+            with pg.transaction(), cur.copy(copy_sql, writer=QueuedLibpqWriter(cur)) as copy:
+                copy.set_types(types)
+                write = copy.write_row
+                for row in rows:
+                    write(row)
+            done += len(rows)
+            if progress:
+                progress(table, done, total)
+    finally:
+        stop.set()
+        while reader.is_alive():  # let it finish its read: the connection is shared
+            try:
+                chunks.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        reader.join()
+
+
+def _pg_types(pg: Any, table: str, columns: list[str]) -> list[str]:
+    found = dict(
+        pg.execute(
+            "SELECT column_name, format_type(atttypid, atttypmod) FROM information_schema.columns "
+            "JOIN pg_attribute ON attrelid = %s::regclass AND attname = column_name "
+            "WHERE table_schema = current_schema() AND table_name = %s",
+            (table, table),
+        ).fetchall()
+    )
+    missing = [c for c in columns if c not in found]
+    if missing:
+        raise StoreError(f"PostgreSQL's {table} has no column {', '.join(missing)}")
+    return [found[c] for c in columns]
 
 
 def _upsert_small(src: sqlite3.Connection, pg: Any) -> None:
@@ -155,13 +257,21 @@ def _upsert_small(src: sqlite3.Connection, pg: Any) -> None:
                 continue
             others = [c for c in columns if c not in keys]
             sets = ", ".join(f"{_quote(c)}=EXCLUDED.{_quote(c)}" for c in others)
-            with pg.cursor() as cur:
-                cur.executemany(
-                    f"INSERT INTO {table} ({', '.join(map(_quote, columns))}) "
-                    f"VALUES ({', '.join(['%s'] * len(columns))}) "
-                    f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {sets}",
-                    rows,
-                )
+            cols = ", ".join(map(_quote, columns))
+            # COPY into a scratch table, then one upsert (row by row cost a second for
+            # the rollup's days of a large history)
+            pg.execute(f"CREATE TEMP TABLE scratch (LIKE {table}) ON COMMIT DROP")
+            types = _pg_types(pg, table, columns)  # not while the COPY holds the connection
+            cur = pg.cursor()
+            with cur.copy(f"COPY scratch ({cols}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(types)
+                for row in rows:
+                    copy.write_row(row)
+            pg.execute(
+                f"INSERT INTO {table} ({cols}) SELECT {cols} FROM scratch "
+                f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {sets}"
+            )
+            pg.execute("DROP TABLE scratch")
 
 
 def _move_sequences(pg: Any) -> None:
