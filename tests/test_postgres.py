@@ -222,6 +222,12 @@ def test_an_interrupted_migrate_db_resumes_where_it_stopped(
         counts = migrate(str(db), target, chunk=1)
     assert counts["runs"] == (expected["runs"], expected["runs"])
     assert all(a == b for a, b in counts.values())
+    # the indexes the copy dropped for speed are back, though it was interrupted
+    import psycopg
+
+    with psycopg.connect(url) as c:
+        names = {r[0] for r in c.execute("SELECT indexname FROM pg_indexes WHERE tablename='runs'")}
+    assert {"runs_job_started", "runs_started", "runs_open", "runs_rid", "runs_pending"} <= names
 
 
 def test_migrate_db_refuses_a_database_with_another_history(

@@ -53,6 +53,19 @@ def redact(url: str) -> str:
     return f"{head}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
 
 
+def without_nul(value: Any) -> Any:
+    """``value`` with every NUL character of its strings replaced (U+FFFD): PostgreSQL's
+    text cannot hold one, SQLite's can, and a ping whose message has one is still a ping
+    to record. Bytes (captured output) are stored as they are."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, list | tuple):
+        return type(value)(without_nul(v) for v in value)
+    if isinstance(value, dict):
+        return {k: without_nul(v) for k, v in value.items()}
+    return value
+
+
 class _Cursor(psycopg.Cursor[Any]):
     """A cursor with DB-API's ``lastrowid`` (set from ``RETURNING id``)."""
 
@@ -70,7 +83,12 @@ class _Conn:
 
     def execute(self, sql: str, params: Any = (), /) -> Any:
         q, flags = translate(sql)
-        cur = self.pg.execute(q, params)
+        try:
+            cur = self.pg.execute(q, params)
+        except psycopg.DataError as e:  # found while the parameters were encoded: unsent
+            if "NUL" not in str(e):
+                raise
+            cur = self.pg.execute(q, without_nul(params))
         if flags & DML:
             if flags & RETURNING:
                 row = cur.fetchone()
@@ -80,7 +98,7 @@ class _Conn:
 
     def executemany(self, sql: str, params: Any, /) -> Any:
         q, flags = translate(sql)
-        params = list(params)
+        params = without_nul(list(params))
         if not params:
             return None
         cur = self.pg.cursor()
@@ -331,7 +349,12 @@ class PostgresStore(SQLiteStore):
         if sql is None:
             return super()._insert_rows(head, values, rows)
         columns = [list(c) for c in zip(*rows, strict=True)]
-        cur = self.conn.pg.execute(sql, columns)
+        try:
+            cur = self.conn.pg.execute(sql, columns)
+        except psycopg.DataError as e:
+            if "NUL" not in str(e):
+                raise
+            cur = self.conn.pg.execute(sql, without_nul(columns))
         self.conn.total_changes += max(cur.rowcount, 0)
         return int(cur.rowcount)
 
