@@ -33,7 +33,7 @@ from cronwatch.store.sqlite import migrations
 from cronwatch.store.sqlite.backend import SQLiteStore
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
     from cronwatch.store.interface import Maintenance, Store
 
@@ -207,7 +207,8 @@ class PostgresStore(SQLiteStore):
         self.conn = _Conn(pg)
         # the inherited logic runs its statements on ``db``: SQLite's text, translated
         self.db = self.conn  # type: ignore[assignment]
-        self.rollup = Rollup(self.conn, SQL)
+        self.seal_cache = _PgRollup(self.conn, SQL)
+        self.rollup = self.seal_cache
         self._job_ids: dict[str, int] = {}
         self._swept: dict[int, float] = {}
         self._bulk = False
@@ -315,10 +316,13 @@ class PostgresStore(SQLiteStore):
         self._looked = pg.info.transaction_status == _INTRANS
         row = pg.execute(
             "SELECT pg_current_xact_id()::text::bigint, pg_snapshot_xmin(s)::text::bigint, "
-            "pg_snapshot_xmax(s)::text::bigint FROM pg_current_snapshot() s"
+            "pg_snapshot_xmax(s)::text::bigint, (SELECT sealed FROM rollup WHERE id=1) "
+            "FROM pg_current_snapshot() s"
         ).fetchone()
         assert row is not None
-        ours, xmin, xmax = row
+        ours, xmin, xmax, sealed = row
+        if self._looked:  # the seal for the rest of this transaction, read with it
+            self.seal_cache.known = sealed
         clean = xmin == xmax == ours
         state, mine = self._versions, sorted(self._mine)
         self._mine = []
@@ -348,15 +352,49 @@ class PostgresStore(SQLiteStore):
         sql = unnest_insert(head, values)
         if sql is None:
             return super()._insert_rows(head, values, rows)
-        columns = [list(c) for c in zip(*rows, strict=True)]
-        try:
-            cur = self.conn.pg.execute(sql, columns)
-        except psycopg.DataError as e:
-            if "NUL" not in str(e):
-                raise
-            cur = self.conn.pg.execute(sql, without_nul(columns))
+        cur = self._arrays(sql, [list(c) for c in zip(*rows, strict=True)])
         self.conn.total_changes += max(cur.rowcount, 0)
         return int(cur.rowcount)
+
+    def _arrays(self, sql: str, params: list[Any]) -> Any:
+        try:
+            return self.conn.pg.execute(sql, params)
+        except psycopg.DataError as e:  # found while encoding: nothing was sent
+            if "NUL" not in str(e):
+                raise
+            return self.conn.pg.execute(sql, without_nul(params))
+
+    _FINISHED = (
+        "INSERT OR IGNORE INTO runs(uid, job_id, env, status, started_at, ended_at, "
+        "duration, exit_code, host, message, source) VALUES ",
+        "(?,?,?,?,?,?,?,?,?,?,?)",
+    )
+
+    def add_finished_runs(
+        self, rows: list[tuple[Any, ...]], jids: Iterable[int], *, now: float
+    ) -> None:
+        """SQLite's ``add_finished_runs`` with the runs and their jobs' next-check reset in
+        one statement: each statement is a round trip to the server, and the ping writer
+        makes this one for every batch."""
+        insert = unnest_insert(*self._FINISHED)
+        assert insert is not None  # every column's type is known
+        jids = list(jids)
+        with self._write():
+            if not rows:
+                self.conn.execute(
+                    "UPDATE jobs SET next_check=NULL WHERE id = ANY(?) AND next_check IS NOT NULL",
+                    (jids,),
+                )
+            else:
+                self._arrays(
+                    f"WITH ins AS ({insert} RETURNING 1) UPDATE jobs SET next_check=NULL "
+                    "WHERE id = ANY(%b::bigint[]) AND next_check IS NOT NULL",
+                    [*(list(c) for c in zip(*rows, strict=True)), jids],
+                )
+                self.conn.total_changes += len(rows)
+                self._fold_late([(r[1], r[4]) for r in rows])
+            for jid in jids:
+                self._retention(jid, now)
 
     # --- what has no translation -----------------------------------------------------------
     def alert_summary(self, job: str, env: str = "") -> dict[str, Any] | None:
@@ -370,6 +408,30 @@ class PostgresStore(SQLiteStore):
         days: dict[str, set[int]] | None = None,
     ) -> int:
         return self._add_rows(rows, now, days)
+
+
+class _PgRollup(Rollup):
+    """The rollup, with the seal the writer's transaction read at its start (with
+    ``data_version``: a round trip less a batch). The seal moves once a day, in
+    ``seal``; another connection moving it meanwhile is the race a fresh read has too."""
+
+    def __init__(self, db: _Conn, sql: Any) -> None:
+        super().__init__(db, sql)
+        self.conn = db
+        self.known: float | None = None  # valid inside the current transaction only
+
+    def sealed(self) -> float:
+        if self.known is not None and self.conn.status() == _INTRANS:
+            return self.known
+        return super().sealed()
+
+    def set_sealed(self, at: float) -> None:
+        self.known = None
+        super().set_sealed(at)
+
+    def seal(self, now: float) -> None:
+        self.known = None
+        super().seal(now)
 
 
 class _NoMaintenance:
@@ -394,6 +456,7 @@ class _PgTx:
             self.outer = True
             db.savepoints = 0
             self.store._looked = False
+            self.store.seal_cache.known = None
             try:
                 db.pg.execute("BEGIN")
             except psycopg.Error as e:
@@ -408,6 +471,7 @@ class _PgTx:
                 if db.status() != _INTRANS:  # a failed statement aborted it
                     raise StoreError("database write failed: the transaction was aborted")
                 self.store._before_commit()
+                self.store.seal_cache.known = None
                 db.pg.execute("COMMIT")
                 return
             except (psycopg.Error, StoreError) as e:
@@ -422,6 +486,7 @@ class _PgTx:
     def _rollback(self) -> None:
         db = self.store.conn
         db.savepoints = 0
+        self.store.seal_cache.known = None
         try:
             if db.status() != _IDLE:
                 db.pg.execute("ROLLBACK")
