@@ -77,22 +77,51 @@ class _Conn:
     returning a cursor), over psycopg, with SQLite's statements translated."""
 
     def __init__(self, pg: psycopg.Connection[Any]) -> None:
-        self.pg = pg
+        self._pg: psycopg.Connection[Any] | None = pg
         self.total_changes = 0
         self.savepoints = 0
+        # A transaction's BEGIN waits to go out with its first statement without
+        # parameters (the ping writer's first, data_version): a round trip less.
+        self.begin_pending = False
+
+    @property
+    def pg(self) -> psycopg.Connection[Any]:
+        """The connection, its transaction begun."""
+        assert self._pg is not None, "the store is closed"
+        if self.begin_pending:
+            self.begin_pending = False
+            self._pg.execute("BEGIN")
+        return self._pg
+
+    def detach(self) -> psycopg.Connection[Any] | None:
+        pg, self._pg = self._pg, None
+        return pg
+
+    def query(self, q: str) -> Any:
+        """A statement without parameters (no ``%`` either), sent with a pending BEGIN."""
+        assert self._pg is not None, "the store is closed"
+        if not self.begin_pending:
+            return self._pg.execute(q)
+        self.begin_pending = False
+        cur = self._pg.execute("BEGIN; " + q)
+        cur.nextset()
+        return cur
 
     def execute(self, sql: str, params: Any = (), /) -> Any:
         q, flags = translate(sql)
-        try:
-            cur = self.pg.execute(q, params)
-        except psycopg.DataError as e:  # found while the parameters were encoded: unsent
-            if "NUL" not in str(e):
-                raise
-            cur = self.pg.execute(q, without_nul(params))
+        if not params and self.begin_pending and "%" not in q:
+            cur = self.query(q)
+        else:
+            try:
+                cur = self.pg.execute(q, params)
+            except psycopg.DataError as e:  # found while encoding the parameters: unsent
+                if "NUL" not in str(e):
+                    raise
+                cur = self.pg.execute(q, without_nul(params))
         if flags & DML:
             if flags & RETURNING:
                 row = cur.fetchone()
-                cur.lastrowid = None if row is None else row[0]  # type: ignore[attr-defined]
+                cur.lastrowid = None if row is None else row[0]
             self.total_changes += max(cur.rowcount, 0)
         return cur
 
@@ -108,7 +137,10 @@ class _Conn:
         return cur
 
     def status(self) -> TransactionStatus:
-        return self.pg.info.transaction_status
+        if self.begin_pending:
+            return _INTRANS
+        assert self._pg is not None, "the store is closed"
+        return self._pg.info.transaction_status
 
 
 # --- connections ----------------------------------------------------------------------------
@@ -257,10 +289,10 @@ class PostgresStore(SQLiteStore):
 
     def close(self) -> None:
         conn = getattr(self, "conn", None)
-        pg = None if conn is None else conn.pg
+        pg = None if conn is None else conn.detach()
         if conn is None or pg is None:
             return
-        conn.pg = None
+        conn.begin_pending = False
         if self._pool is not None:
             try:
                 self._pool.putconn(pg)
@@ -312,9 +344,8 @@ class PostgresStore(SQLiteStore):
         given out, at the last call and at this one, and every id given out in between
         was one of this connection's commits, nobody else wrote. Under any doubt the
         version changes: the caller's caches are reloaded, which is only slower."""
-        pg = self.conn.pg
-        self._looked = pg.info.transaction_status == _INTRANS
-        row = pg.execute(
+        self._looked = self.conn.status() == _INTRANS
+        row = self.conn.query(
             "SELECT pg_current_xact_id()::text::bigint, pg_snapshot_xmin(s)::text::bigint, "
             "pg_snapshot_xmax(s)::text::bigint, (SELECT sealed FROM rollup WHERE id=1) "
             "FROM pg_current_snapshot() s"
@@ -457,16 +488,17 @@ class _PgTx:
             db.savepoints = 0
             self.store._looked = False
             self.store.seal_cache.known = None
-            try:
-                db.pg.execute("BEGIN")
-            except psycopg.Error as e:
-                raise _error(e, "database unavailable") from None
+            db.begin_pending = True  # sent with the first statement (_Conn.pg, query)
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if not self.outer:
             return
         db = self.store.conn
         if exc_type is None:
+            if db.begin_pending:  # nothing was sent: nothing to commit
+                db.begin_pending = False
+                self.store.seal_cache.known = None
+                return
             try:
                 if db.status() != _INTRANS:  # a failed statement aborted it
                     raise StoreError("database write failed: the transaction was aborted")
@@ -487,6 +519,10 @@ class _PgTx:
         db = self.store.conn
         db.savepoints = 0
         self.store.seal_cache.known = None
+        if db.begin_pending:
+            db.begin_pending = False
+            self.on_rollback()
+            return
         try:
             if db.status() != _IDLE:
                 db.pg.execute("ROLLBACK")
