@@ -121,8 +121,8 @@ def test_a_run_is_spooled_while_postgresql_is_down_and_delivered_later(
     assert len(wait_for_runs(url, "online", 1)) == 1
 
 
-def test_the_cli_reads_and_writes_postgresql_by_flag_and_environment(
-    cw, pg_database: Callable[[], str]
+def test_the_cli_reads_and_writes_postgresql_by_flag_environment_and_config_file(
+    cw, pg_database: Callable[[], str], tmp_path: Path
 ) -> None:
     url = pg_database()
     assert cw("job", "set", "nightly", "--schedule", "0 3 * * *", "--db", url).rc == 0
@@ -130,6 +130,11 @@ def test_the_cli_reads_and_writes_postgresql_by_flag_and_environment(
     assert rc == 0 and b'"nightly"' in out
     with open_store(url) as s:
         assert s.get_job("nightly").schedule == "0 3 * * *"
+    config = tmp_path / "monitors.toml"
+    config.write_text('[jobs.weekly]\nschedule = "0 4 * * 1"\ngrace = "1h"\n')
+    assert cw("apply", "--config", config, env={"CRONWATCH_DB": url}).rc == 0
+    with open_store(url) as s:
+        assert (s.get_job("weekly").schedule, s.get_job("weekly").grace) == ("0 4 * * 1", 3600)
 
 
 def test_a_bad_postgresql_url_is_one_line_without_the_password(cw, proxy: Proxy) -> None:
