@@ -247,3 +247,42 @@ def test_migrate_db_refuses_a_database_with_another_history(
     assert rc != 0 and b"already has a history" in err
     with open_store(url) as s:
         assert [j.name for j in s.list_jobs()] == ["already-here"]
+
+
+def test_the_server_outlives_postgresql_dropping_its_connections(
+    pg_database: Callable[[], str],
+) -> None:
+    """A restart, a failover or an idle timeout closes the server's connections: the
+    pings after it are recorded again (a ping in the blip may get 503, never a 500)."""
+    import httpx
+    import psycopg
+
+    from test_server_harness import LiveServer
+
+    url = pg_database()
+    server = LiveServer(url).start()
+    try:
+        key = server.job_key("survivor")
+        assert httpx.get(f"{server.url}/ping/{key}").text == "OK"
+        dbname = url.rsplit("/", 1)[1]
+        with psycopg.connect(url, autocommit=True) as c:
+            killed = c.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (dbname,),
+            ).fetchone()[0]
+        assert killed >= 2  # the server's connections: the ping writer's, the API's...
+        statuses = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            r = httpx.get(f"{server.url}/ping/{key}", timeout=30)
+            statuses.append(r.status_code)
+            if statuses[-3:] == [200, 200, 200]:
+                break
+            time.sleep(0.2)
+        assert statuses[-3:] == [200, 200, 200], statuses
+        assert set(statuses) <= {200, 503}, statuses
+        with open_store(url) as s:
+            assert len(s.list_runs(job="survivor")) == statuses.count(200) + 1
+    finally:
+        server.stop()

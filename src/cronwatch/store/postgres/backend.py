@@ -83,11 +83,22 @@ class _Conn:
         # A transaction's BEGIN waits to go out with its first statement without
         # parameters (the ping writer's first, data_version): a round trip less.
         self.begin_pending = False
+        # A connection the server closed (a restart, a failover, an idle timeout) is
+        # replaced at the next use outside a transaction: a long-lived store (the
+        # server's) would otherwise fail every call from then on.
+        self.reconnect: Callable[[], psycopg.Connection[Any]] | None = None
+
+    def _usable(self) -> psycopg.Connection[Any]:
+        assert self._pg is not None, "the store is closed"
+        if self._pg.closed and self.reconnect is not None:
+            self._pg = self.reconnect()
+        return self._pg
 
     @property
     def pg(self) -> psycopg.Connection[Any]:
         """The connection, its transaction begun."""
-        assert self._pg is not None, "the store is closed"
+        self._usable()
+        assert self._pg is not None
         if self.begin_pending:
             self.begin_pending = False
             self._pg.execute("BEGIN")
@@ -99,7 +110,8 @@ class _Conn:
 
     def query(self, q: str) -> Any:
         """A statement without parameters (no ``%`` either), sent with a pending BEGIN."""
-        assert self._pg is not None, "the store is closed"
+        self._usable()
+        assert self._pg is not None
         if not self.begin_pending:
             return self._pg.execute(q)
         self.begin_pending = False
@@ -140,6 +152,8 @@ class _Conn:
         if self.begin_pending:
             return _INTRANS
         assert self._pg is not None, "the store is closed"
+        if self._pg.closed:  # lost: no transaction any more (the next use reconnects)
+            return _IDLE
         return self._pg.info.transaction_status
 
 
@@ -237,6 +251,8 @@ class PostgresStore(SQLiteStore):
         except psycopg.Error as e:
             raise StoreError(f"cannot connect to {redact(url)}: {_reason(e)}") from None
         self.conn = _Conn(pg)
+        self.conn.reconnect = self._reconnect
+        self._timeout = timeout
         # the inherited logic runs its statements on ``db``: SQLite's text, translated
         self.db = self.conn  # type: ignore[assignment]
         self.seal_cache = _PgRollup(self.conn, SQL)
@@ -301,7 +317,27 @@ class PostgresStore(SQLiteStore):
                 pass
         pg.close()
 
+    def _reconnect(self) -> psycopg.Connection[Any]:
+        old = self.conn.detach()
+        if old is not None and self._pool is not None:
+            try:
+                self._pool.putconn(old)  # the pool discards a closed connection
+            except Exception:
+                pass
+        try:
+            pg, self._pool = _connect(self.url, self._timeout)
+        except psycopg.Error as e:
+            self._pool = None
+            self.conn._pg = old  # still closed: the next use tries again
+            raise StoreError(f"cannot connect to {redact(self.url)}: {_reason(e)}") from None
+        pg.execute(f"SET lock_timeout = {max(1, int(self._timeout * 1000))}")
+        if self._versions is not None:  # whatever happened meanwhile: caches are stale
+            self._versions = (self._versions[0], 0, False)
+        self._forget()
+        return pg
+
     def set_timeout(self, seconds: float) -> None:
+        self._timeout = seconds
         # How long a statement waits for a row lock another transaction holds (SQLite's
         # busy timeout); 0 would mean forever here.
         self.conn.pg.execute(f"SET lock_timeout = {max(1, int(seconds * 1000))}")
