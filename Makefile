@@ -13,7 +13,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 venv: $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[server,test,dev]'
+	$(BIN)/python -m pip install -q -e '.[server,test,dev,postgres]'
 
 run: venv
 	@CRONWATCH_DB=$(DEMO)/history.db sh scripts/demo.sh $(BIN)

@@ -112,19 +112,22 @@ def cw(cw_env: dict[str, str]) -> Callable[..., Result]:
 
 
 # --- the store contract suite: which backend the store tests run against ---------------
-# ``--store NAME`` or $CRONWATCH_TEST_STORE (default sqlite). Tests through the ``store``
-# and ``store_factory`` fixtures use only the Store Protocols (store/interface.py);
-# ``@pytest.mark.sqlite_only`` marks what is SQLite's own (PRAGMAs, WAL, file locking,
-# old-schema migrations), skipped for any other backend.
-BACKENDS = ("sqlite",)  # a PostgreSQL backend (psycopg 3) joins here when it exists
+# Tests through the ``store`` and ``store_factory`` fixtures use only the Store Protocols
+# (store/interface.py). Modules marked ``all_backends`` (the contract suite) run on every
+# backend, the others on SQLite; ``--store NAME`` or $CRONWATCH_TEST_STORE runs them all
+# on that one. ``@pytest.mark.sqlite_only`` marks what is SQLite's own (PRAGMAs, WAL, file
+# locking, old-schema migrations), skipped for any other backend. The PostgreSQL half
+# runs on a throwaway cluster (tests/pg.py), skipped with a message saying why when
+# PostgreSQL's binaries are missing.
+BACKENDS = ("sqlite", "postgres")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--store",
-        default=os.environ.get("CRONWATCH_TEST_STORE", "sqlite"),
-        help="the store backend the store tests run against (default: sqlite, or "
-        "$CRONWATCH_TEST_STORE)",
+        default=os.environ.get("CRONWATCH_TEST_STORE", ""),
+        help="run every store test against this backend only (sqlite, postgres; default: "
+        "the contract suite on each, the rest on sqlite; or $CRONWATCH_TEST_STORE)",
     )
 
 
@@ -132,32 +135,114 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "sqlite_only: SQLite's own behaviour (skipped for other store backends)"
     )
+    config.addinivalue_line(
+        "markers", "all_backends: the store tests of this module run on every store backend"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "store_backend" not in metafunc.fixturenames:
+        return
+    forced = metafunc.config.getoption("--store")
+    if forced:
+        metafunc.parametrize("store_backend", [forced], indirect=True)
+    elif metafunc.definition.get_closest_marker("all_backends"):
+        metafunc.parametrize("store_backend", BACKENDS, indirect=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    backend = config.getoption("--store")
-    if backend == "sqlite":
-        return
-    skip = pytest.mark.skip(reason=f"SQLite only (the store under test is {backend!r})")
+    forced = config.getoption("--store")
     for item in items:
-        if "sqlite_only" in item.keywords:
-            item.add_marker(skip)
+        callspec = getattr(item, "callspec", None)
+        backend = callspec.params.get("store_backend") if callspec else None
+        backend = backend or forced or "sqlite"
+        if backend != "sqlite" and "sqlite_only" in item.keywords:
+            item.add_marker(
+                pytest.mark.skip(reason=f"SQLite only (the store under test is {backend!r})")
+            )
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Any]:
+    """The session's PostgreSQL cluster (tests/pg.py); skips when there is none."""
+    from pg import start_cluster
+
+    try:
+        cluster = start_cluster()
+    except RuntimeError as e:
+        pytest.skip(str(e))
+    try:
+        yield cluster
+    finally:
+        try:
+            from cronwatch.store.postgres.backend import close_pools
+
+            close_pools()
+        finally:
+            cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_cluster: Any) -> str:
+    """A migrated database to copy for each test."""
+    from pg import migrated_template
+
+    return migrated_template(pg_cluster)
+
+
+@pytest.fixture
+def pg_database(pg_cluster: Any, pg_template: str) -> Iterator[Callable[[], str]]:
+    """``pg_database()``: the URL of a new database with cronwatch's schema, dropped (with
+    this process's pools) at the end of the test."""
+    from cronwatch.store.postgres.backend import close_pools
+
+    made: list[str] = []
+
+    def new() -> str:
+        made.append(pg_cluster.new_database(template=pg_template))
+        return made[-1]
+
+    yield new
+    close_pools()
+    for url in made:
+        pg_cluster.drop_database(url)
 
 
 @pytest.fixture
 def store_backend(request: pytest.FixtureRequest) -> str:
     """The backend under test; an unknown or unavailable one skips the test."""
-    backend = str(request.config.getoption("--store"))
+    backend = str(getattr(request, "param", None) or request.config.getoption("--store"))
+    backend = backend or "sqlite"
     if backend not in BACKENDS:
         pytest.skip(
             f"store backend {backend!r} is not available (--store / CRONWATCH_TEST_STORE): "
             f"this cronwatch has {', '.join(BACKENDS)}"
         )
+    if backend == "postgres":
+        request.getfixturevalue("pg_template")  # skips when PostgreSQL is missing
     return backend
 
 
 @pytest.fixture
-def store_factory(store_backend: str, tmp_path: Path) -> Iterator[Callable[..., Any]]:
+def store_url(store_backend: str, request: pytest.FixtureRequest) -> Callable[[str], str]:
+    """``store_url(name)``: where the store ``name`` of this test lives (a file path, or a
+    PostgreSQL database's URL), the same for the same name."""
+    urls: dict[str, str] = {}
+    if store_backend == "postgres":
+        new = request.getfixturevalue("pg_database")
+
+        def url(name: str) -> str:
+            if name not in urls:
+                urls[name] = new()
+            return urls[name]
+
+        return url
+    tmp_path: Path = request.getfixturevalue("tmp_path")
+    return lambda name: str(tmp_path / f"{name}.db")
+
+
+@pytest.fixture
+def store_factory(store_url: Callable[[str], str]) -> Iterator[Callable[..., Any]]:
     """``store_factory(name="h")`` opens the store ``name`` of this test (again: the same
     data, a new connection). Every store opened is closed at the end."""
     from cronwatch.store import open_store
@@ -165,7 +250,7 @@ def store_factory(store_backend: str, tmp_path: Path) -> Iterator[Callable[..., 
     opened: list[Any] = []
 
     def open_(name: str = "h", **kw: Any) -> Any:
-        s = open_store(str(tmp_path / f"{name}.db"), **kw)
+        s = open_store(store_url(name), **kw)
         opened.append(s)
         return s
 
@@ -175,12 +260,16 @@ def store_factory(store_backend: str, tmp_path: Path) -> Iterator[Callable[..., 
 
 
 @pytest.fixture
-def store(store_backend: str, db_path: Path) -> Iterator[Any]:
-    """The store under test: with SQLite, the same database the subprocesses use, opened
-    in-process."""
+def store(store_backend: str, db_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The store under test: the same database the subprocesses use (``cw``), opened
+    in-process (with PostgreSQL, $CRONWATCH_DB of ``cw_env`` becomes its URL)."""
     from cronwatch.store import open_store
 
-    s = open_store(str(db_path))
+    target = str(db_path)
+    if store_backend == "postgres":
+        target = request.getfixturevalue("pg_database")()
+        request.getfixturevalue("cw_env")["CRONWATCH_DB"] = target
+    s = open_store(target)
     yield s
     s.close()
 

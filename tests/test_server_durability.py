@@ -8,12 +8,21 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
-from test_server_harness import LiveServer
+from test_server_harness import LiveServer, server_database
 
 
-def test_acknowledged_pings_survive_kill_9(tmp_path: Path) -> None:
-    server = LiveServer(tmp_path / "h.db").start()
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_acknowledged_pings_survive_kill_9(
+    backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    with server_database(request, backend, tmp_path_factory) as db:
+        acknowledged_pings_survive_kill_9(db)
+
+
+def acknowledged_pings_survive_kill_9(db: Path | str) -> None:
+    server = LiveServer(db).start()
     key = server.job_key("durable")
     acked: list[str] = []
     lock = threading.Lock()
@@ -47,7 +56,7 @@ def test_acknowledged_pings_survive_kill_9(tmp_path: Path) -> None:
     for t in threads:
         t.join(10)
     assert len(acked) >= 100  # the load got under way; what matters is that none is lost
-    restarted = LiveServer(server.db).start()  # recovery of the WAL on open
+    restarted = LiveServer(server.db).start()  # SQLite: recovery of the WAL on open
     try:
         with restarted.store() as s:
             stored = {r.id for r in s.list_runs(job="durable")}

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -17,7 +18,7 @@ from cronwatch.store import open_store
 
 
 class LiveServer:
-    def __init__(self, db: Path, *extra: str) -> None:
+    def __init__(self, db: Path | str, *extra: str) -> None:
         self.db = db
         self.extra = extra
         self.proc: subprocess.Popen[bytes] | None = None
@@ -73,6 +74,39 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     server = LiveServer(tmp_path_factory.mktemp("srv") / "history.db").start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def live_any(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    """``live`` on each store backend: a module whose tests should run on both takes it
+    as its ``live`` (``live = live_any`` does not work: define ``live`` returning it)."""
+    with server_database(request, request.param, tmp_path_factory) as db:
+        os.environ.pop("CRONWATCH_DB", None)
+        server = LiveServer(db).start()
+        yield server
+        server.stop()
+
+
+@contextmanager
+def server_database(
+    request: pytest.FixtureRequest, backend: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path | str]:
+    """A new, empty database for a server: a SQLite file, or a PostgreSQL database on the
+    session's cluster (skips when there is none), dropped at the end."""
+    if backend == "sqlite":
+        yield tmp_path_factory.mktemp("srv") / "history.db"
+        return
+    cluster = request.getfixturevalue("pg_cluster")
+    url = cluster.new_database(template=request.getfixturevalue("pg_template"))
+    try:
+        yield url
+    finally:
+        from cronwatch.store.postgres.backend import close_pools
+
+        close_pools()
+        cluster.drop_database(url)
 
 
 @pytest.fixture(scope="module")

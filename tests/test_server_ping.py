@@ -10,7 +10,14 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from test_server_harness import LiveServer, client, live  # noqa: F401
+from test_server_harness import LiveServer, client, live_any  # noqa: F401
+
+
+@pytest.fixture(scope="module")
+def live(live_any: LiveServer) -> LiveServer:
+    """Every ping test runs against a server on SQLite and on PostgreSQL."""
+    return live_any
+
 
 _names = itertools.count()
 
@@ -208,3 +215,16 @@ def test_ping_events_reach_the_log(live: LiveServer, client: httpx.Client) -> No
     with live.store() as s:
         types = [(t, json.loads(d)["job"]) for _, _, t, d in s.events_since(0, limit=100000)]
     assert [t for t, j in types if j == name] == ["run.started", "job.timeout", "run.started"]
+
+
+def test_a_nul_character_in_a_message_is_still_a_recorded_ping(
+    live: LiveServer, client: httpx.Client
+) -> None:
+    """PostgreSQL's text cannot hold NUL (SQLite's can): the ping is recorded all the same,
+    the character replaced there, never a 500."""
+    name, key = fresh(live)
+    r = client.get(f"/ping/{key}/1", params={"message": "before\x00after"})
+    assert (r.status_code, r.text) == (200, "OK")
+    (run,) = runs(live, name)
+    assert run.message in ("before\x00after", "before\ufffdafter")
+    assert (run.status.value, run.exit_code) == ("failed", 1)

@@ -17,6 +17,7 @@ from cronwatch.core.model import Job, Run, Status, new_run_id
 
 T0 = 1_700_000_000.0
 DAY = 86400.0
+pytestmark = pytest.mark.all_backends
 
 
 def run_at(t: float, status: Status = Status.SUCCESS, job: str = "j", **kw) -> Run:
@@ -315,6 +316,7 @@ def test_200_wrappers_finishing_at_once_lose_no_run(cw, cw_env, db_path, tmp_pat
     assert all(r.status is Status.SUCCESS for r in runs)
 
 
+@pytest.mark.sqlite_only  # PostgreSQL's identities never give an id out twice
 def test_a_deleted_job_leaves_nothing_for_the_next_job_to_inherit(store):
     """SQLite hands the next new job the id of the deleted one when it was the newest: its
     runs, alert state and incidents must not reappear under the new job's name."""

@@ -18,6 +18,7 @@ from test_store import run_at
 
 T0 = 1_700_000_000.0
 SRC = Path(__file__).resolve().parent.parent / "src" / "cronwatch"
+pytestmark = pytest.mark.all_backends
 
 
 def test_a_reopened_store_sees_what_was_committed(store_factory):
@@ -78,6 +79,21 @@ def test_another_connections_commit_changes_the_data_version(store_factory):
     assert a.data_version() == version
     b.ensure_job("theirs", now=T0)
     assert a.data_version() != version
+
+
+def test_the_data_version_read_inside_the_writers_transactions(store_factory):
+    """The group commit's pattern (server/ingest.py): the version is read first in each
+    batch's transaction; the batches' own writes do not change it, another's commit does."""
+    a, b = store_factory(), store_factory()
+    versions = []
+    for i in range(3):
+        with a.transaction():
+            versions.append(a.data_version())
+            a.ensure_job(f"mine-{i}", now=T0)
+    assert versions[0] == versions[1] == versions[2]
+    b.ensure_job("theirs", now=T0)
+    with a.transaction():
+        assert a.data_version() != versions[0]
 
 
 def test_unknown_names_raise_not_found(store):

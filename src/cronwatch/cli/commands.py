@@ -39,6 +39,7 @@ EXTENSIONS = (
     "cronwatch.cli.server",
     "cronwatch.cli.remote",
     "cronwatch.cli.users",
+    "cronwatch.cli.migrate",
 )
 # Which extension defines which command: a query like `cronwatch stats` then imports and
 # builds only what it needs (every command's parser and module would add to every command's start-up).
@@ -47,6 +48,7 @@ EXTENSION_COMMANDS = {
     "cronwatch.cli.server": frozenset({"serve", "token", "ping-key"}),
     "cronwatch.cli.remote": frozenset({"ping", "flush"}),
     "cronwatch.cli.users": frozenset({"user"}),
+    "cronwatch.cli.migrate": frozenset({"migrate-db"}),
 }
 CORE_COMMANDS = frozenset(
     {
@@ -131,8 +133,8 @@ def add_common(p: argparse.ArgumentParser, *, json_flag: bool = True, top: bool 
     (`cronwatch --db x.db import f`), so below the top level the defaults are SUPPRESS.
     """
     keep: dict[str, Any] = {} if top else {"default": argparse.SUPPRESS}
-    p.add_argument("--db", metavar="PATH", help="database file (default: $CRONWATCH_DB or "
-                   "$XDG_DATA_HOME/cronwatch/history.db)", **keep)  # fmt: skip
+    p.add_argument("--db", metavar="PATH|URL", help="database file or postgresql:// URL "
+                   "(default: $CRONWATCH_DB or $XDG_DATA_HOME/cronwatch/history.db)", **keep)  # fmt: skip
     if json_flag:
         p.add_argument("--json", action="store_true",
                        help="machine-readable output (docs/json.md)", **keep)  # fmt: skip

@@ -1,9 +1,9 @@
 """Storage: one small interface, picked by a path or URL.
 
 ``open_store("path/to/history.db")`` or ``open_store("sqlite:///abs/path.db")`` gives the
-SQLite store (stdlib ``sqlite3``). A PostgreSQL backend (psycopg 3) is planned behind the
-same interface; until it exists a ``postgresql://`` URL is refused with a clear message. The CLI, wrapper, scheduler and server see only
-the ``Store`` methods.
+SQLite store (stdlib ``sqlite3``); ``open_store("postgresql://user@host:5432/dbname")`` the
+PostgreSQL store (psycopg 3, the ``postgres`` extra: imported only then). The CLI, wrapper,
+scheduler and server see only the ``Store`` methods.
 """
 
 from __future__ import annotations
@@ -23,11 +23,14 @@ def open_store(target: str | None = None, *, timeout: float = 10.0, create: bool
     from cronwatch.system import default_db_path
 
     target = target or default_db_path()
-    if target.startswith(("postgres://", "postgresql://")):
-        raise ValidationError(
-            "PostgreSQL storage is not available in this version of cronwatch: "
-            "use a SQLite file (--db PATH)"
-        )
+    if is_server_url(target):
+        try:
+            from cronwatch.store.postgres.backend import PostgresStore
+        except ImportError as e:
+            raise ValidationError(
+                f"PostgreSQL storage needs psycopg ({e}): pip install 'cronwatch[postgres]'"
+            ) from None
+        return PostgresStore(target, timeout=timeout, create=create)
     if target.startswith("sqlite://"):
         target = target[len("sqlite://") :]
     elif "://" in target:
@@ -39,4 +42,9 @@ def open_store(target: str | None = None, *, timeout: float = 10.0, create: bool
     return SQLiteStore(target, timeout=timeout, create=create)
 
 
-__all__ = ["open_store"]
+def is_server_url(target: str) -> bool:
+    """Whether ``target`` names a database server (PostgreSQL) rather than a file."""
+    return target.startswith(("postgres://", "postgresql://"))
+
+
+__all__ = ["is_server_url", "open_store"]

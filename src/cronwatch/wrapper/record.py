@@ -133,7 +133,7 @@ def on_start(o: Options, res: Result) -> None:
 
     res.run_id = new_run_id(res.started_at)
     remote = remote_wanted(o)
-    if o.local or not remote:
+    if (o.local or not remote) and not _on_server(o.db or default_db_path()):
         _load_sqlite()  # not on the thread: it swaps functools in sys.modules for a moment
         import _thread  # the C module: `threading` costs imports that this does not need
 
@@ -219,6 +219,10 @@ def record_local(
     interpreter's teardown): the connection is left to the exit, without the WAL
     checkpoint and its fsync that closing the last connection makes; the post-run step's
     connection, or the next, checkpoints."""
+    if _on_server(db_path):
+        _spool_for_server(db_path, run, warn)
+        post_run(db_path, page, stored=True, warn=warn)
+        return
     timeout = _db_timeout()
     t0 = time.monotonic()
     for done in _opening:  # the open record first (its wait for a lock counts in ours)
@@ -251,6 +255,31 @@ def record_local(
         except OSError as e2:
             warn(f"{e}; and the run could not be spooled either: {e2}")
     post_run(db_path, page, stored=stored, warn=warn)
+
+
+def _on_server(db_path: str) -> bool:
+    from cronwatch.store import is_server_url
+
+    return is_server_url(db_path)
+
+
+def _spool_for_server(db_path: str, run: Run, warn: Callable[[str], None]) -> None:
+    """A database server (PostgreSQL): the run goes to the spool, a local file, and the
+    post-run step merges it (detached: nobody waits for the server; before exit: within
+    its budget). The wrapper never imports the driver, never waits for a connection, and
+    the run is on disk before the job's exit code is returned."""
+    from cronwatch.wrapper import spool
+
+    try:
+        spool.spool_run(db_path, run)
+    except OSError as e:
+        warn(f"run {run.id} could not be spooled for {_redacted(db_path)}: {e}")
+
+
+def _redacted(url: str) -> str:
+    head, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    return f"{head}{sep}{userinfo.split(':', 1)[0]}@{host}" if at else url
 
 
 def postrun_mode() -> str:
@@ -310,7 +339,8 @@ def _spawn_detached(db_path: str, page: str | None) -> None:
         (os.POSIX_SPAWN_OPEN, 1, devnull, os.O_WRONLY, 0),
         (os.POSIX_SPAWN_OPEN, 2, devnull, os.O_WRONLY, 0),
     ]
-    argv = [sys.executable, "-m", "cronwatch.wrapper.postrun", os.path.abspath(db_path)]
+    target = db_path if _on_server(db_path) else os.path.abspath(db_path)
+    argv = [sys.executable, "-m", "cronwatch.wrapper.postrun", target]
     if page is not None:
         argv.append(page)
     os.posix_spawn(sys.executable, argv, os.environ, file_actions=actions, setsid=True)

@@ -1,0 +1,190 @@
+"""PostgreSQL: ``migrate-db`` of a large history, and acknowledged pings/s next to SQLite.
+
+    python benchmarks/bench_postgres.py [--runs 1000000] [--duration 8] [--connections 64]
+                                        [--rounds 3] [--url postgresql://...] [--skip-migrate]
+
+Without ``--url`` a throwaway cluster is started from Debian's binaries (tests/pg.py; fsync
+on, the server's defaults otherwise) and removed at the end.
+
+1. migrate-db: a SQLite history of ``--runs`` runs over 50 jobs (one in ten with captured
+   output), built once and cached in $CRONWATCH_BENCH_CACHE, copied by the real
+   ``cronwatch migrate-db --to URL`` into an empty database: runs/s over the whole
+   command (COPY of every table, sequences, the count check).
+2. pings: one ``cronwatch serve`` (the defaults: uvicorn, the ping writer process) on a
+   SQLite file and one on a PostgreSQL database, driven in turn, round after round, by
+   wrk -t2 at ``/ping/{key}``: req/s, p50, p99, errors (medians of the rounds); then the
+   runs stored are counted against the pings acknowledged (stored >= acknowledged).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import CACHE, CRONWATCH, ROOT, bench_env, check_tools
+
+sys.path.insert(0, str(ROOT / "tests"))  # the throwaway cluster of the tests
+from bench_server import wait_up, wrk  # noqa: E402
+
+T0 = 1_760_000_000.0
+
+
+def history(runs: int) -> Path:
+    """A SQLite database of ``runs`` runs (cached)."""
+    from cronwatch.core.values import compress
+    from cronwatch.store import open_store
+
+    path = CACHE / f"pg-source-{runs}.db"
+    if path.exists():
+        return path
+    tmp = path.with_suffix(".tmp")
+    for p in (tmp, Path(str(tmp) + "-wal"), Path(str(tmp) + "-shm")):
+        p.unlink(missing_ok=True)
+    rng = random.Random(1)
+    out = compress(b"processed 1234 items\n" * 20)
+    with open_store(str(tmp)) as s:
+        batch: list[tuple[object, ...]] = []
+        for i in range(runs):
+            t = T0 + i * 30.0
+            failed = rng.random() < 0.05
+            dur = rng.uniform(0.1, 60.0)
+            captured = i % 10 == 0
+            batch.append((
+                f"r{i:09d}", f"job-{i % 50}", "", "failed" if failed else "success", t,
+                t + dur, dur, 1 if failed else 0, None, "host-1", "cron", "/usr/bin/job",
+                "", "wrapper", failed, out if captured else None, None, False,
+            ))  # fmt: skip
+            if len(batch) == 20_000:
+                s.import_rows(batch, now=T0 + runs * 30.0)
+                batch = []
+        if batch:
+            s.import_rows(batch, now=T0 + runs * 30.0)
+    os.replace(tmp, path)
+    return path
+
+
+def bench_migrate(cluster: object, url_for: object, runs: int) -> dict[str, float]:
+    src = history(runs)
+    url = url_for()  # type: ignore[operator]
+    t0 = time.perf_counter()
+    p = subprocess.run([CRONWATCH, "migrate-db", "--db", str(src), "--to", url, "--json"],
+                       capture_output=True, text=True, env=bench_env())  # fmt: skip
+    elapsed = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise SystemExit(f"migrate-db failed: {p.stderr}")
+    tables = json.loads(p.stdout)["tables"]
+    n = tables["runs"]["postgresql"]
+    return {"runs": n, "seconds": elapsed, "runs_per_s": n / elapsed,
+            "outputs": tables["outputs"]["postgresql"]}  # fmt: skip
+
+
+def serve(db: str) -> tuple[str, subprocess.Popen[bytes], str]:
+    from cronwatch.store import open_store
+
+    with open_store(db) as s:
+        key = s.ensure_ping_key("bench", now=time.time())
+    proc = subprocess.Popen([CRONWATCH, "serve", "--port", "0", "--db", db],
+                            stderr=subprocess.PIPE, env=bench_env())  # fmt: skip
+    line = proc.stderr.readline().decode()  # type: ignore[union-attr]
+    if "serving on" not in line:
+        raise SystemExit(f"the server did not start: {line}")
+    url = line.strip().rsplit(" ", 1)[-1]
+    wait_up(url + "/healthz")
+    return url, proc, key
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=1_000_000)
+    ap.add_argument("--duration", type=int, default=8)
+    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--url", help="an existing PostgreSQL server's database (default: a "
+                    "throwaway cluster); databases are created beside it")  # fmt: skip
+    ap.add_argument("--skip-migrate", action="store_true")
+    ap.add_argument("--skip-pings", action="store_true")
+    args = ap.parse_args()
+    check_tools()
+    cluster = None
+    if args.url:
+        import psycopg
+
+        base = args.url
+
+        def url_for() -> str:
+            name = f"cw_bench_{os.getpid()}_{time.time_ns()}"
+            with psycopg.connect(base, autocommit=True) as c:
+                c.execute(f"CREATE DATABASE {name}")
+            return base.rsplit("/", 1)[0] + "/" + name
+    else:
+        from pg import start_cluster
+
+        cluster = start_cluster(fsync=True)
+
+        def url_for() -> str:
+            return cluster.new_database("bench")  # type: ignore[union-attr]
+
+    try:
+        if not args.skip_migrate:
+            m = bench_migrate(cluster, url_for, args.runs)
+            print(f"migrate-db: {m['runs']:,} runs ({m['outputs']:,} with output) in "
+                  f"{m['seconds']:.1f}s = {m['runs_per_s']:,.0f} runs/s\n")  # fmt: skip
+        if args.skip_pings:
+            return
+        tmp = tempfile.mkdtemp(prefix="cw-bench-pg-")
+        pg_url = url_for()
+        if cluster is not None:  # a local server: its socket, as a local deployment would
+            pg_url = cluster.url(pg_url.rsplit("/", 1)[1], unix=True)
+        targets = {"sqlite": os.path.join(tmp, "h.db"), "postgresql": pg_url}
+        servers = {name: serve(db) for name, db in targets.items()}
+        results: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
+        load = os.getloadavg()[0]
+        try:
+            for url, _proc, _key in servers.values():
+                wrk(url + "/healthz", 2, args.connections)  # warm up
+            for _ in range(args.rounds):
+                for name, (url, _proc, key) in servers.items():
+                    results[name].append(wrk(f"{url}/ping/{key}", args.duration,
+                                             args.connections))  # fmt: skip
+        finally:
+            for _url, proc, _key in servers.values():
+                proc.terminate()
+                proc.wait()
+        from cronwatch.store import open_store
+
+        print(f"wrk -t2 -c{args.connections} -d{args.duration}s at /ping/{{key}}, "
+              f"{args.rounds} rounds (medians), server, PostgreSQL and wrk on the same "
+              f"{os.cpu_count()}-core machine, load average {load:.1f} at start, "
+              f"{os.getloadavg()[0]:.1f} at end\n")  # fmt: skip
+        print("| store | pings/s | p50 ms | p99 ms | errors | acknowledged | stored |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for name, rs in results.items():
+            with open_store(targets[name]) as s:
+                stored = int(s.job_stats("bench")["runs"])
+            acked = int(sum(r["ok"] for r in rs))
+
+            def med(key: str, rs: list[dict[str, float]] = rs) -> float:
+                return statistics.median(r[key] for r in rs)
+
+            print(f"| {name} | {med('rps'):,.0f} | {med('p50'):.1f} | {med('p99'):.1f} | "
+                  f"{int(sum(r['errors'] for r in rs))} | {acked:,} | {stored:,} |")  # fmt: skip
+            if stored < acked:
+                print(f"  LOST: {acked - stored} acknowledged pings are not stored")
+    finally:
+        if cluster is not None:
+            from cronwatch.store.postgres.backend import close_pools
+
+            close_pools()
+            cluster.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,597 @@
+"""PostgreSQL store: psycopg 3, connections from a pool, explicit short transactions.
+
+The store's logic (run semantics, retention, the rollup, the ping writer's batch methods)
+is SQLite's store, unchanged: this class supplies the connection (``_Conn``: SQLite's
+statements in PostgreSQL's dialect, see dialect.py), transactions, migrations, and the
+few methods whose SQL has no translation (PRAGMAs, SQLite's JSON functions).
+
+Connections: the first store a process opens connects directly (a CLI command opens one;
+a bad URL, password or database name is reported as PostgreSQL words it); later ones
+come from a pool per URL (the server opens one per thread and one per page render), so
+that opening a store costs no new connection.
+
+Autocommit is on and transactions are explicit (``BEGIN``/``COMMIT`` in ``_PgTx``), as
+in SQLite: a read outside a write transaction sees the latest commit, and a store
+method's writes commit together.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.adapt import Dumper
+from psycopg.pq import TransactionStatus
+
+from cronwatch.core.errors import StoreBusy, StoreError
+from cronwatch.store.postgres.dialect import DML, RETURNING, SQL, translate, unnest_insert
+from cronwatch.store.rollup import Rollup
+from cronwatch.store.sqlite import migrations
+from cronwatch.store.sqlite.backend import SQLiteStore
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    from cronwatch.store.interface import Maintenance, Store
+
+_IDLE, _INTRANS, _INERROR = (
+    TransactionStatus.IDLE,
+    TransactionStatus.INTRANS,
+    TransactionStatus.INERROR,
+)
+
+
+def redact(url: str) -> str:
+    """The URL without its password (for messages)."""
+    head, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return f"{head}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
+
+
+def without_nul(value: Any) -> Any:
+    """``value`` with every NUL character of its strings replaced (U+FFFD): PostgreSQL's
+    text cannot hold one, SQLite's can, and a ping whose message has one is still a ping
+    to record. Bytes (captured output) are stored as they are."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, list | tuple):
+        return type(value)(without_nul(v) for v in value)
+    if isinstance(value, dict):
+        return {k: without_nul(v) for k, v in value.items()}
+    return value
+
+
+class _Cursor(psycopg.Cursor[Any]):
+    """A cursor with DB-API's ``lastrowid`` (set from ``RETURNING id``)."""
+
+    lastrowid: int | None = None
+
+
+class _Conn:
+    """What the store logic needs of a connection (sqlite3's ``execute``/``executemany``
+    returning a cursor), over psycopg, with SQLite's statements translated."""
+
+    def __init__(self, pg: psycopg.Connection[Any]) -> None:
+        self._pg: psycopg.Connection[Any] | None = pg
+        self.total_changes = 0
+        self.savepoints = 0
+        # A transaction's BEGIN waits to go out with its first statement without
+        # parameters (the ping writer's first, data_version): a round trip less.
+        self.begin_pending = False
+        # A connection the server closed (a restart, a failover, an idle timeout) is
+        # replaced at the next use outside a transaction: a long-lived store (the
+        # server's) would otherwise fail every call from then on.
+        self.reconnect: Callable[[], psycopg.Connection[Any]] | None = None
+
+    def _usable(self) -> psycopg.Connection[Any]:
+        assert self._pg is not None, "the store is closed"
+        if self._pg.closed and self.reconnect is not None:
+            self._pg = self.reconnect()
+        return self._pg
+
+    @property
+    def pg(self) -> psycopg.Connection[Any]:
+        """The connection, its transaction begun."""
+        self._usable()
+        assert self._pg is not None
+        if self.begin_pending:
+            self.begin_pending = False
+            self._pg.execute("BEGIN")
+        return self._pg
+
+    def detach(self) -> psycopg.Connection[Any] | None:
+        pg, self._pg = self._pg, None
+        return pg
+
+    def query(self, q: str) -> Any:
+        """A statement without parameters (no ``%`` either), sent with a pending BEGIN."""
+        self._usable()
+        assert self._pg is not None
+        if not self.begin_pending:
+            return self._pg.execute(q)
+        self.begin_pending = False
+        cur = self._pg.execute("BEGIN; " + q)
+        cur.nextset()
+        return cur
+
+    def execute(self, sql: str, params: Any = (), /) -> Any:
+        q, flags = translate(sql)
+        if not params and self.begin_pending and "%" not in q:
+            cur = self.query(q)
+        else:
+            try:
+                cur = self.pg.execute(q, params)
+            except psycopg.DataError as e:  # found while encoding the parameters: unsent
+                if "NUL" not in str(e):
+                    raise
+                cur = self.pg.execute(q, without_nul(params))
+        if flags & DML:
+            if flags & RETURNING:
+                row = cur.fetchone()
+                cur.lastrowid = None if row is None else row[0]
+            self.total_changes += max(cur.rowcount, 0)
+        return cur
+
+    def executemany(self, sql: str, params: Any, /) -> Any:
+        q, flags = translate(sql)
+        params = without_nul(list(params))
+        if not params:
+            return None
+        cur = self.pg.cursor()
+        cur.executemany(q, params)
+        if flags & DML:
+            self.total_changes += max(cur.rowcount, 0)
+        return cur
+
+    def status(self) -> TransactionStatus:
+        if self.begin_pending:
+            return _INTRANS
+        assert self._pg is not None, "the store is closed"
+        if self._pg.closed:  # lost: no transaction any more (the next use reconnects)
+            return _IDLE
+        return self._pg.info.transaction_status
+
+
+# --- connections ----------------------------------------------------------------------------
+_lock = threading.Lock()
+_opened: set[str] = set()  # URLs this process connected to directly once
+_pools: dict[str, Any] = {}
+
+
+class _BoolAsInt(Dumper):
+    """Python's bools as 0/1: the schema's flags are INTEGER columns, as in SQLite."""
+
+    oid = psycopg.adapters.types["int2"].oid
+
+    def dump(self, obj: Any) -> bytes:
+        return b"1" if obj else b"0"
+
+
+def _configure(pg: psycopg.Connection[Any]) -> None:
+    pg.cursor_factory = _Cursor
+    pg.adapters.register_dumper(bool, _BoolAsInt)
+
+
+def _connect(url: str, timeout: float) -> tuple[psycopg.Connection[Any], Any]:
+    """A connection (and the pool it came from, or None)."""
+    with _lock:
+        pool = _pools.get(url)
+        first = url not in _opened
+        _opened.add(url)
+    if pool is None and not first:
+        from psycopg_pool import ConnectionPool
+
+        with _lock:
+            pool = _pools.get(url)
+            if pool is None:
+                pool = _pools[url] = ConnectionPool(
+                    url, min_size=1, max_size=16, kwargs={"autocommit": True},
+                    configure=_configure, open=True, name="cronwatch",
+                )  # fmt: skip
+                atexit.register(pool.close, timeout=1.0)
+    if pool is not None:
+        try:
+            return pool.getconn(timeout=max(timeout, 1.0)), pool
+        except Exception:  # the pool cannot connect: connect here, and say why
+            pass
+    if timeout < 2:
+        _probe(url, timeout)
+    pg = psycopg.connect(url, autocommit=True, connect_timeout=max(2, int(timeout + 0.999)))
+    _configure(pg)
+    return pg, None
+
+
+def _probe(url: str, timeout: float) -> None:
+    """Fail within ``timeout`` if the server cannot be reached at all: libpq waits at least
+    2 s for a connection, more than a wrapper's post-run budget (1 s by default)."""
+    import os
+    import socket
+
+    from psycopg.conninfo import conninfo_to_dict
+
+    params = conninfo_to_dict(url)
+    host = str(params.get("host") or os.environ.get("PGHOST") or "/var/run/postgresql")
+    host = host.split(",")[0]
+    port = int(str(params.get("port") or os.environ.get("PGPORT") or 5432).split(",")[0])
+    try:
+        if host.startswith("/"):
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(timeout)
+                s.connect(f"{host}/.s.PGSQL.{port}")
+        else:
+            socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        raise psycopg.OperationalError(
+            f"connection to {host} port {port} failed: {e.strerror or 'timed out'}"
+        ) from None
+
+
+def close_pools() -> None:
+    """Close this process's connection pools (their connections in use close when given
+    back). Stores opened later connect again."""
+    with _lock:
+        pools = list(_pools.values())
+        _pools.clear()
+        _opened.clear()
+    for pool in pools:
+        pool.close(timeout=1.0)
+
+
+class PostgresStore(SQLiteStore):
+    def __init__(self, url: str, *, timeout: float = 10.0, create: bool = True) -> None:
+        self.url = url
+        self.path = redact(url)  # what messages name
+        try:
+            pg, self._pool = _connect(url, timeout)
+        except psycopg.Error as e:
+            raise StoreError(f"cannot connect to {redact(url)}: {_reason(e)}") from None
+        self.conn = _Conn(pg)
+        self.conn.reconnect = self._reconnect
+        self._timeout = timeout
+        # the inherited logic runs its statements on ``db``: SQLite's text, translated
+        self.db = self.conn  # type: ignore[assignment]
+        self.seal_cache = _PgRollup(self.conn, SQL)
+        self.rollup = self.seal_cache
+        self._job_ids: dict[str, int] = {}
+        self._swept: dict[int, float] = {}
+        self._bulk = False
+        self._versions: tuple[int, int, bool] | None = None  # see data_version
+        self._mine: list[int] = []
+        self._looked = False
+        try:
+            self.set_timeout(timeout)
+            self._migrate_pg(create)
+        except psycopg.Error as e:
+            self.close()
+            raise StoreError(f"cannot open database {redact(url)}: {_reason(e)}") from None
+        except BaseException:
+            self.close()
+            raise
+
+    def _migrate_pg(self, create: bool) -> None:
+        pg = self.conn.pg
+        steps = migrations.POSTGRES
+        row = pg.execute(
+            "SELECT value FROM meta WHERE key='schema_version'"
+            if _has_meta(pg)
+            else "SELECT NULL WHERE false"
+        ).fetchone()
+        version = int(row[0]) if row else 0
+        if version >= len(steps):
+            return
+        if version == 0 and not create:
+            raise StoreError(f"no cronwatch tables in {redact(self.url)} (nothing recorded yet)")
+        with pg.transaction():
+            # Several servers may start on a new database at once: one migrates.
+            pg.execute("SELECT pg_advisory_xact_lock(7302650913)")
+            pg.execute(
+                "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+            )
+            row = pg.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            version = int(row[0]) if row else 0
+            for step in steps[version:]:
+                if step.strip():
+                    pg.execute(step)
+            pg.execute(
+                "INSERT INTO meta(key, value) VALUES ('schema_version', %s) "
+                "ON CONFLICT (key) DO UPDATE SET value=EXCLUDED.value",
+                (str(len(steps)),),
+            )
+
+    def close(self) -> None:
+        conn = getattr(self, "conn", None)
+        pg = None if conn is None else conn.detach()
+        if conn is None or pg is None:
+            return
+        conn.begin_pending = False
+        if self._pool is not None:
+            try:
+                self._pool.putconn(pg)
+                return
+            except Exception:
+                pass
+        pg.close()
+
+    def _reconnect(self) -> psycopg.Connection[Any]:
+        old = self.conn.detach()
+        if old is not None and self._pool is not None:
+            try:
+                self._pool.putconn(old)  # the pool discards a closed connection
+            except Exception:
+                pass
+        try:
+            pg, self._pool = _connect(self.url, self._timeout)
+        except psycopg.Error as e:
+            self._pool = None
+            self.conn._pg = old  # still closed: the next use tries again
+            raise StoreError(f"cannot connect to {redact(self.url)}: {_reason(e)}") from None
+        pg.execute(f"SET lock_timeout = {max(1, int(self._timeout * 1000))}")
+        if self._versions is not None:  # whatever happened meanwhile: caches are stale
+            self._versions = (self._versions[0], 0, False)
+        self._forget()
+        return pg
+
+    def set_timeout(self, seconds: float) -> None:
+        self._timeout = seconds
+        # How long a statement waits for a row lock another transaction holds (SQLite's
+        # busy timeout); 0 would mean forever here.
+        self.conn.pg.execute(f"SET lock_timeout = {max(1, int(seconds * 1000))}")
+
+    # --- transactions ---------------------------------------------------------------------
+    def _write(self) -> _PgTx:  # type: ignore[override]
+        return _PgTx(self, self._forget)
+
+    def transaction(self) -> _PgTx:  # type: ignore[override]
+        return _PgTx(self, self._forget)
+
+    def changes(self) -> int:
+        return self.conn.total_changes
+
+    def in_transaction(self) -> bool:
+        """Whether the transaction can go on: open, or failed inside a savepoint (which
+        rolling back to it recovers). A statement that failed outside a savepoint has
+        aborted the whole transaction: as SQLite's rollback of it, that is False."""
+        status = self.conn.status()
+        return status == _INTRANS or (status == _INERROR and self.conn.savepoints > 0)
+
+    def savepoint(self) -> None:
+        self.conn.pg.execute("SAVEPOINT op")
+        self.conn.savepoints += 1
+
+    def rollback_to_savepoint(self) -> None:
+        self.conn.pg.execute("ROLLBACK TO SAVEPOINT op")
+        self.release_savepoint()
+
+    def release_savepoint(self) -> None:
+        self.conn.pg.execute("RELEASE SAVEPOINT op")
+        self.conn.savepoints -= 1
+
+    def data_version(self) -> int:
+        """Changes when another connection may have committed a write since the last call.
+
+        PostgreSQL has no such counter; transaction ids tell it. Each call takes an id
+        (in the writer's batch, its transaction's: it writes anyway) and looks at the
+        snapshot. If no write transaction was in flight and ours was the next id to be
+        given out, at the last call and at this one, and every id given out in between
+        was one of this connection's commits, nobody else wrote. Under any doubt the
+        version changes: the caller's caches are reloaded, which is only slower."""
+        self._looked = self.conn.status() == _INTRANS
+        row = self.conn.query(
+            "SELECT pg_current_xact_id()::text::bigint, pg_snapshot_xmin(s)::text::bigint, "
+            "pg_snapshot_xmax(s)::text::bigint, (SELECT sealed FROM rollup WHERE id=1) "
+            "FROM pg_current_snapshot() s"
+        ).fetchone()
+        assert row is not None
+        ours, xmin, xmax, sealed = row
+        if self._looked:  # the seal for the rest of this transaction, read with it
+            self.seal_cache.known = sealed
+        clean = xmin == xmax == ours
+        state, mine = self._versions, sorted(self._mine)
+        self._mine = []
+        version = 0
+        if state is not None:
+            version, last_ours, last_clean = state
+            if not (last_clean and clean and mine == list(range(last_ours + 1, ours))):
+                version += 1
+        self._versions = (version, ours, clean)
+        return version
+
+    def _before_commit(self) -> None:
+        """Remember this transaction's id when ``data_version`` did not take it."""
+        if self._versions is not None and not self._looked:
+            row = self.conn.pg.execute("SELECT pg_current_xact_id_if_assigned()::text").fetchone()
+            if row is not None and row[0] is not None:
+                self._mine.append(int(row[0]))
+
+    def writer_maintenance(self) -> Maintenance:
+        """Nothing runs beside PostgreSQL's writer (its checkpoints are the server's)."""
+        return _NoMaintenance()
+
+    def _insert_rows(self, head: str, values: str, rows: list[tuple[Any, ...]]) -> int:
+        """Many rows in one statement, in order: a column's values as one array."""
+        if not rows:
+            return 0
+        sql = unnest_insert(head, values)
+        if sql is None:
+            return super()._insert_rows(head, values, rows)
+        cur = self._arrays(sql, [list(c) for c in zip(*rows, strict=True)])
+        self.conn.total_changes += max(cur.rowcount, 0)
+        return int(cur.rowcount)
+
+    def _arrays(self, sql: str, params: list[Any]) -> Any:
+        try:
+            return self.conn.pg.execute(sql, params)
+        except psycopg.DataError as e:  # found while encoding: nothing was sent
+            if "NUL" not in str(e):
+                raise
+            return self.conn.pg.execute(sql, without_nul(params))
+
+    _FINISHED = (
+        "INSERT OR IGNORE INTO runs(uid, job_id, env, status, started_at, ended_at, "
+        "duration, exit_code, host, message, source) VALUES ",
+        "(?,?,?,?,?,?,?,?,?,?,?)",
+    )
+
+    def add_finished_runs(
+        self, rows: list[tuple[Any, ...]], jids: Iterable[int], *, now: float
+    ) -> None:
+        """SQLite's ``add_finished_runs`` with the runs and their jobs' next-check reset in
+        one statement: each statement is a round trip to the server, and the ping writer
+        makes this one for every batch."""
+        insert = unnest_insert(*self._FINISHED)
+        assert insert is not None  # every column's type is known
+        jids = list(jids)
+        with self._write():
+            if not rows:
+                self.conn.execute(
+                    "UPDATE jobs SET next_check=NULL WHERE id = ANY(?) AND next_check IS NOT NULL",
+                    (jids,),
+                )
+            else:
+                self._arrays(
+                    f"WITH ins AS ({insert} RETURNING 1) UPDATE jobs SET next_check=NULL "
+                    "WHERE id = ANY(%b::bigint[]) AND next_check IS NOT NULL",
+                    [*(list(c) for c in zip(*rows, strict=True)), jids],
+                )
+                self.conn.total_changes += len(rows)
+                self._fold_late([(r[1], r[4]) for r in rows])
+            for jid in jids:
+                self._retention(jid, now)
+
+    # --- what has no translation -----------------------------------------------------------
+    def alert_summary(self, job: str, env: str = "") -> dict[str, Any] | None:
+        return self.get_alert_state(job, env)
+
+    def import_rows(
+        self,
+        rows: list[tuple[Any, ...]],
+        *,
+        now: float,
+        days: dict[str, set[int]] | None = None,
+    ) -> int:
+        return self._add_rows(rows, now, days)
+
+
+class _PgRollup(Rollup):
+    """The rollup, with the seal the writer's transaction read at its start (with
+    ``data_version``: a round trip less a batch). The seal moves once a day, in
+    ``seal``; another connection moving it meanwhile is the race a fresh read has too."""
+
+    def __init__(self, db: _Conn, sql: Any) -> None:
+        super().__init__(db, sql)
+        self.conn = db
+        self.known: float | None = None  # valid inside the current transaction only
+
+    def sealed(self) -> float:
+        if self.known is not None and self.conn.status() == _INTRANS:
+            return self.known
+        return super().sealed()
+
+    def set_sealed(self, at: float) -> None:
+        self.known = None
+        super().set_sealed(at)
+
+    def seal(self, now: float) -> None:
+        self.known = None
+        super().seal(now)
+
+
+class _NoMaintenance:
+    def committed(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+class _PgTx:
+    """BEGIN ... COMMIT, re-entrant, turning psycopg errors into StoreError."""
+
+    def __init__(self, store: PostgresStore, on_rollback: Callable[[], None]) -> None:
+        self.store = store
+        self.outer = False
+        self.on_rollback = on_rollback
+
+    def __enter__(self) -> None:
+        db = self.store.conn
+        if db.status() == _IDLE:
+            self.outer = True
+            db.savepoints = 0
+            self.store._looked = False
+            self.store.seal_cache.known = None
+            db.begin_pending = True  # sent with the first statement (_Conn.pg, query)
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if not self.outer:
+            return
+        db = self.store.conn
+        if exc_type is None:
+            if db.begin_pending:  # nothing was sent: nothing to commit
+                db.begin_pending = False
+                self.store.seal_cache.known = None
+                return
+            try:
+                if db.status() != _INTRANS:  # a failed statement aborted it
+                    raise StoreError("database write failed: the transaction was aborted")
+                self.store._before_commit()
+                self.store.seal_cache.known = None
+                db.pg.execute("COMMIT")
+                return
+            except (psycopg.Error, StoreError) as e:
+                self._rollback()
+                if isinstance(e, StoreError):
+                    raise
+                raise _error(e, "database write failed") from None
+        self._rollback()
+        if isinstance(exc, psycopg.Error):
+            raise _error(exc, "database write failed") from None
+
+    def _rollback(self) -> None:
+        db = self.store.conn
+        db.savepoints = 0
+        self.store.seal_cache.known = None
+        if db.begin_pending:
+            db.begin_pending = False
+            self.on_rollback()
+            return
+        try:
+            if db.status() != _IDLE:
+                db.pg.execute("ROLLBACK")
+        except psycopg.Error:
+            pass  # a lost connection: the server rolled it back
+        self.on_rollback()
+
+
+def _has_meta(pg: psycopg.Connection[Any]) -> bool:
+    row = pg.execute("SELECT to_regclass('meta') IS NOT NULL").fetchone()
+    return bool(row and row[0])
+
+
+def _reason(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+_BUSY = (
+    pg_errors.LockNotAvailable,
+    pg_errors.SerializationFailure,
+    pg_errors.DeadlockDetected,
+    pg_errors.QueryCanceled,
+)
+
+
+def _error(e: Exception, what: str) -> StoreError:
+    """A psycopg error as the StoreError a caller can act on (busy: try again later)."""
+    if isinstance(e, _BUSY):
+        return StoreBusy(f"{what}: {_reason(e)} (another transaction holds the rows)")
+    return StoreError(f"{what}: {_reason(e)}")
+
+
+if TYPE_CHECKING:  # mypy checks here that the PostgreSQL store is a whole Store
+
+    def _is_a_store(s: PostgresStore) -> Store:
+        return s

@@ -1,0 +1,288 @@
+"""PostgreSQL from the user's side: the wrapper, the CLI and migrate-db with a
+``postgresql://`` URL, against the session's throwaway cluster (tests/pg.py; skipped with
+a message when PostgreSQL's binaries are missing). The store contract and the server's
+ping tests run on it too (test_store_contract.py, test_server_ping.py)."""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cronwatch.core.model import Status
+from cronwatch.store import open_store
+from test_wrapper_imports import imported
+
+
+def wait_for_runs(url: str, job: str, n: int, timeout: float = 60) -> list[Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        with open_store(url) as s:
+            runs = s.list_runs(job=job, output=True) if s.find_job(job) else []
+        if len(runs) >= n or time.monotonic() > deadline:
+            return runs
+        time.sleep(0.1)
+
+
+def test_the_wrapper_records_into_postgresql_and_never_imports_the_driver(
+    cw, pg_database: Callable[[], str]
+) -> None:
+    url = pg_database()
+    env = {"CRONWATCH_DB": url, "CRONWATCH_POSTRUN": "detached", "PYTHONPROFILEIMPORTTIME": "1"}
+    rc, out, err = cw("run", "pgjob", "--", "sh", "-c", "echo hello; exit 3", env=env)
+    assert (rc, out) == (3, b"hello\n")
+    modules = imported(err)
+    assert "cronwatch.wrapper.record" in modules
+    assert not {m for m in modules if m.startswith(("psycopg", "cronwatch.store.postgres"))}
+    assert not [line for line in err.splitlines() if not line.startswith(b"import time:")]
+    # the detached post-run step delivers it
+    (run,) = wait_for_runs(url, "pgjob", 1)
+    assert (run.status, run.exit_code, run.stdout, run.source) == (
+        Status.FAILED, 3, b"hello\n", "wrapper"
+    )  # fmt: skip
+    # ... and evaluates it: the job's alert state counts the failure
+    with open_store(url) as s:
+        assert (s.alert_summary("pgjob") or {}).get("fail_streak") == 1
+        assert s.pending_runs() == []
+
+
+class Proxy:
+    """A TCP port that refuses connections until ``start`` forwards it to PostgreSQL."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target = target_port
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = int(s.getsockname()[1])
+        self.server: socket.socket | None = None
+
+    def start(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        assert self.server is not None
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+@pytest.fixture
+def proxy(pg_cluster: Any) -> Iterator[Proxy]:
+    p = Proxy(pg_cluster.port)
+    yield p
+    p.stop()
+
+
+def test_a_run_is_spooled_while_postgresql_is_down_and_delivered_later(
+    cw, pg_database: Callable[[], str], proxy: Proxy
+) -> None:
+    url = pg_database().replace(f":{proxy.target}/", f":{proxy.port}/")
+    env = {"CRONWATCH_DB": url, "CRONWATCH_POSTRUN_BUDGET": "1"}
+    t0 = time.monotonic()
+    rc, out, err = cw("run", "offline", "--", "sh", "-c", "echo kept", env=env)
+    elapsed = time.monotonic() - t0
+    assert (rc, out) == (0, b"kept\n")
+    assert b"cannot connect" in err and b"Traceback" not in err
+    assert elapsed < 30  # the post-run budget, not the 60 s a detached step may wait
+    proxy.start()  # PostgreSQL is back: the next run's post-run step merges the spool
+    assert cw("run", "online", "--", "true", env=env).rc == 0
+    (run,) = wait_for_runs(url, "offline", 1)
+    assert (run.status, run.stdout) == (Status.SUCCESS, b"kept\n")
+    assert len(wait_for_runs(url, "online", 1)) == 1
+
+
+def test_the_cli_reads_and_writes_postgresql_by_flag_environment_and_config_file(
+    cw, pg_database: Callable[[], str], tmp_path: Path
+) -> None:
+    url = pg_database()
+    assert cw("job", "set", "nightly", "--schedule", "0 3 * * *", "--db", url).rc == 0
+    rc, out, _ = cw("jobs", "--json", env={"CRONWATCH_DB": url})
+    assert rc == 0 and b'"nightly"' in out
+    with open_store(url) as s:
+        assert s.get_job("nightly").schedule == "0 3 * * *"
+    config = tmp_path / "monitors.toml"
+    config.write_text('[jobs.weekly]\nschedule = "0 4 * * 1"\ngrace = "1h"\n')
+    assert cw("apply", "--config", config, env={"CRONWATCH_DB": url}).rc == 0
+    with open_store(url) as s:
+        assert (s.get_job("weekly").schedule, s.get_job("weekly").grace) == ("0 4 * * 1", 3600)
+
+
+def test_a_bad_postgresql_url_is_one_line_without_the_password(cw, proxy: Proxy) -> None:
+    url = f"postgresql://cw:s3cret@127.0.0.1:{proxy.port}/nowhere"  # nothing listens
+    rc, _out, err = cw("jobs", "--db", url)
+    assert rc != 0
+    assert err.startswith(b"cronwatch: ") and err.count(b"\n") == 1, err
+    assert b"cannot connect" in err and b"s3cret" not in err
+
+
+# --- migrate-db -------------------------------------------------------------------------
+
+
+def sqlite_history(cw, db: Path) -> dict[str, int]:
+    """A small history through the real CLI: runs with output, an alert, a token."""
+    env = {"CRONWATCH_DB": str(db)}
+    assert cw("job", "set", "flaky", "--alert-after", "1", env=env).rc == 0
+    for cmd in ("echo one", "echo two >&2; exit 1", "echo three"):
+        assert cw("run", "flaky", "--", "sh", "-c", cmd, env=env).rc in (0, 1)
+    assert cw("run", "steady", "--", "true", env=env).rc == 0
+    assert cw("token", "create", "ci", env=env).rc == 0
+    con = sqlite3.connect(db)
+    try:
+        tables = ("jobs", "runs", "outputs", "incidents", "tokens", "alert_state", "events")
+        return {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}
+    finally:
+        con.close()
+
+
+def test_migrate_db_copies_a_history_resumes_and_verifies(
+    cw, tmp_path: Path, pg_database: Callable[[], str]
+) -> None:
+    db = tmp_path / "old.db"
+    expected = sqlite_history(cw, db)
+    assert expected["runs"] == 4 and expected["incidents"] == 1 and expected["tokens"] == 1
+    with open_store(str(db)) as s:
+        before = {r.id: r for r in s.list_runs(output=True)}
+        stats = s.job_stats("flaky")
+        key = s.ensure_ping_key("flaky", now=time.time())
+        state = s.get_alert_state("flaky")
+    assert state is not None and state["fail_streak"] == 0  # it failed, then recovered
+    url = pg_database()
+    rc, out, err = cw("migrate-db", "--db", db, "--to", url, "--json")
+    assert rc == 0, err
+    import json
+
+    tables = json.loads(out)["tables"]
+    for table, n in expected.items():
+        assert tables[table] == {"sqlite": n, "postgresql": n}, table
+    with open_store(url) as s:
+        after = {r.id: r for r in s.list_runs(output=True)}
+        assert after.keys() == before.keys()
+        for rid, run in before.items():
+            got = after[rid]
+            assert (got.job, got.status, got.stdout, got.stderr, got.started_at) == (
+                run.job, run.status, run.stdout, run.stderr, run.started_at
+            )  # fmt: skip
+        assert s.job_stats("flaky") == stats
+        assert s.job_by_key(key).name == "flaky"
+        assert [i["job"] for i in s.list_incidents()] == ["flaky"]
+        assert s.get_alert_state("flaky") == state
+    # again: nothing more is copied, and the counts still agree
+    rc, out, _ = cw("migrate-db", "--db", db, "--to", url, "--json")
+    assert rc == 0 and json.loads(out)["tables"]["runs"] == {"sqlite": 4, "postgresql": 4}
+    with open_store(url) as s:  # new rows get new ids: the sequences moved past the copies
+        run, _ = s.start_run("flaky", now=time.time())
+        s.open_incident("flaky", "", at=time.time(), cause="test", run_id=run.id)
+        assert len(s.list_runs(job="flaky")) == 4
+
+
+def test_an_interrupted_migrate_db_resumes_where_it_stopped(
+    cw, tmp_path: Path, pg_database: Callable[[], str]
+) -> None:
+    from cronwatch.store.postgres.transfer import migrate
+
+    db = tmp_path / "old.db"
+    expected = sqlite_history(cw, db)
+    url = pg_database()
+    seen: list[tuple[str, int]] = []
+
+    def stop_midway(table: str, done: int, total: int) -> None:
+        seen.append((table, done))
+        if table == "runs" and done == 2:
+            raise KeyboardInterrupt
+
+    with open_store(url) as target, pytest.raises(KeyboardInterrupt):
+        migrate(str(db), target, progress=stop_midway, chunk=1)
+    with open_store(url) as target:
+        assert len(target.list_runs()) == 2  # two chunks committed
+        counts = migrate(str(db), target, chunk=1)
+    assert counts["runs"] == (expected["runs"], expected["runs"])
+    assert all(a == b for a, b in counts.values())
+    # the indexes the copy dropped for speed are back, though it was interrupted
+    import psycopg
+
+    with psycopg.connect(url) as c:
+        names = {r[0] for r in c.execute("SELECT indexname FROM pg_indexes WHERE tablename='runs'")}
+    assert {"runs_job_started", "runs_started", "runs_open", "runs_rid", "runs_pending"} <= names
+
+
+def test_migrate_db_refuses_a_database_with_another_history(
+    cw, tmp_path: Path, pg_database: Callable[[], str]
+) -> None:
+    db = tmp_path / "old.db"
+    sqlite_history(cw, db)
+    url = pg_database()
+    with open_store(url) as s:
+        s.ensure_job("already-here", now=time.time())
+    rc, _out, err = cw("migrate-db", "--db", db, "--to", url)
+    assert rc != 0 and b"already has a history" in err
+    with open_store(url) as s:
+        assert [j.name for j in s.list_jobs()] == ["already-here"]
+
+
+def test_the_server_outlives_postgresql_dropping_its_connections(
+    pg_database: Callable[[], str],
+) -> None:
+    """A restart, a failover or an idle timeout closes the server's connections: the
+    pings after it are recorded again (a ping in the blip may get 503, never a 500)."""
+    import httpx
+    import psycopg
+
+    from test_server_harness import LiveServer
+
+    url = pg_database()
+    server = LiveServer(url).start()
+    try:
+        key = server.job_key("survivor")
+        assert httpx.get(f"{server.url}/ping/{key}").text == "OK"
+        dbname = url.rsplit("/", 1)[1]
+        with psycopg.connect(url, autocommit=True) as c:
+            killed = c.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (dbname,),
+            ).fetchone()[0]
+        assert killed >= 2  # the server's connections: the ping writer's, the API's...
+        statuses = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            r = httpx.get(f"{server.url}/ping/{key}", timeout=30)
+            statuses.append(r.status_code)
+            if statuses[-3:] == [200, 200, 200]:
+                break
+            time.sleep(0.2)
+        assert statuses[-3:] == [200, 200, 200], statuses
+        assert set(statuses) <= {200, 503}, statuses
+        with open_store(url) as s:
+            assert len(s.list_runs(job="survivor")) == statuses.count(200) + 1
+    finally:
+        server.stop()
