@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 
+pytestmark = pytest.mark.all_backends
+
 from cronwatch.app.users import hash_password, new_session, session_digest, verify_password
 from cronwatch.core.errors import NotFound, ValidationError
 from cronwatch.core.model import Job, Run, Status

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+pytestmark = pytest.mark.all_backends
+
 from cronwatch.app import evaluate as checks
 from cronwatch.core.errors import LostClaim, StoreError
 from cronwatch.core.model import Job, Run, Status

@@ -965,7 +965,7 @@ class SQLiteStore(StoreBase):
             self.db.execute(
                 "INSERT INTO alert_state(job_id, env, state) VALUES (?,?,?) "
                 "ON CONFLICT(job_id, env) DO UPDATE SET state=excluded.state, "
-                "version=version+1",
+                "version=alert_state.version+1",
                 (self._job_id(job), env, json.dumps(state)),
             )
 
