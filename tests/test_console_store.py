@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.all_backends
-
 from cronwatch.app.users import hash_password, new_session, session_digest, verify_password
 from cronwatch.core.errors import NotFound, ValidationError
 from cronwatch.core.model import Job, Run, Status
+
+pytestmark = pytest.mark.all_backends
 
 NOW = 1_800_000_000.0
 

@@ -7,8 +7,8 @@ run, and when the leader dies before the job's deadline), the scheduler moves to
 survivor within seconds, and the survivor's event stream still delivers and resumes
 from an event id that the other replica gave.
 
-The backend is a parameter (``DATABASES``): SQLite here (several workers on one host);
-the PostgreSQL backend joins it with a URL of a throwaway cluster.
+The backend is a parameter: SQLite (several workers on one host) and PostgreSQL (a
+throwaway cluster; several hosts).
 """
 
 from __future__ import annotations
@@ -32,18 +32,18 @@ import pytest
 from conftest import CRONWATCH
 from cronwatch.core.model import Job, Run, Status
 from cronwatch.store import open_store
-from test_server_harness import LiveServer
+from test_server_harness import LiveServer, server_database
 from test_server_stream import read_events
 
-# Each entry makes the database URL of one test; the lead adds PostgreSQL here.
-DATABASES: dict[str, Callable[[Path], str]] = {
-    "sqlite": lambda tmp: str(tmp / "shared.db"),
-}
 
-
-@pytest.fixture(params=sorted(DATABASES))
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return DATABASES[request.param](tmp_path)
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """One database shared by the test's replicas: a SQLite file (several workers on one
+    host) or a PostgreSQL database on the session's throwaway cluster."""
+    with server_database(request, request.param, tmp_path_factory) as db:
+        yield str(db)
 
 
 class Hook:

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.all_backends
-
 from cronwatch.app import evaluate as checks
 from cronwatch.core.errors import LostClaim, StoreError
 from cronwatch.core.model import Job, Run, Status
 from cronwatch.store.sqlite import migrations
+
+pytestmark = pytest.mark.all_backends
 
 NOW = 1_800_000_000.0
 
