@@ -152,6 +152,23 @@ def test_pause_and_resume(page: Any, server: LiveServer) -> None:
     expect(page.get_by_role("heading", name="pausable")).not_to_contain_text("paused")
 
 
+def test_a_notification_list_is_made_from_its_page(page: Any, server: LiveServer) -> None:
+    sign_in(page, server.url)
+    page.get_by_role("link", name="Lists").click()
+    expect(page.get_by_role("heading", name="Notification lists")).to_be_visible()
+    page.get_by_label("Name", exact=True).fill("on-call-team")
+    page.get_by_label("Channels, one per line").fill(
+        "email:ops@example.com\nhttps://user:hunter2@hooks.example/x"
+    )
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_text("notification list on-call-team saved")).to_be_visible()
+    row = page.get_by_role("row").filter(has_text="on-call-team")
+    expect(row).to_contain_text("email:ops@example.com")
+    expect(row).not_to_contain_text("hunter2")
+    with server.store() as s:
+        assert s.notification_lists()["on-call-team"][1] == "https://user:hunter2@hooks.example/x"
+
+
 def test_a_viewer_cannot_change_anything(page: Any, server: LiveServer) -> None:
     with server.store() as s:
         s.save_job(Job(name="watched"), now=time.time())

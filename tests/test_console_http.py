@@ -372,6 +372,61 @@ def test_channel_forms_redact_test_and_remove(admin: httpx.Client, api: httpx.Cl
     assert api.get("/api/v1/jobs/alerting").json()["notify"] == []
 
 
+def test_notification_list_forms_store_redact_refuse_and_remove(
+    server: LiveServer, admin: httpx.Client
+) -> None:
+    from cronwatch.core.errors import ValidationError
+    from cronwatch.notify.shorthand import validate_list_name
+    from cronwatch.server.api import check_list
+
+    url = "https://user:hunter2@hooks.example/x"
+    r = post(admin, "/lists/set", {"name": "on-call-team",
+                                   "channels": f"{url}\r\n\r\nEmail:ops@example.com\n"}, "/lists")  # fmt: skip
+    assert r.status_code == 303
+    with server.store() as s:
+        assert s.notification_lists()["on-call-team"] == [url, "email:ops@example.com"]
+    page = admin.get(r.headers["location"]).text
+    assert "on-call-team" in page and "email:ops@example.com" in page
+    assert "hunter2" not in page and "***" in page
+    assert 'href="/lists" aria-current="page"' in page
+
+    # the same input gives the API's (and the CLI's) message, and stores nothing
+    for name, channels in (("Bad Name!", "email:ops@example.com"),
+                           ("team", "gopher://x"), ("team", "on-call-team")):  # fmt: skip
+        with pytest.raises(ValidationError) as schema:
+            check_list(validate_list_name(name), channels.split())
+        r = post(admin, "/lists/set", {"name": name, "channels": channels}, "/lists")
+        assert r.status_code == 422 and error_of(r.text) == str(schema.value), (name, channels)
+    r = post(admin, "/lists/set", {"name": "team", "channels": " \n "}, "/lists")
+    assert r.status_code == 422 and "at least one channel" in error_of(r.text)
+    with server.store() as s:
+        assert list(s.notification_lists()) == ["on-call-team"]
+
+    v = sign_in(server.url, VIEWER, VIEWER_PASSWORD)
+    page = v.get("/lists").text
+    assert (
+        "on-call-team" in page
+        and "hunter2" not in page
+        and "<form" not in page.split("</header>")[1]
+    )
+    token = csrf(v)
+    for path, data in (("/lists/set", {"name": "v", "channels": "email:v@example.com"}),
+                       ("/lists/remove", {"name": "on-call-team"})):  # fmt: skip
+        r = v.post(path, data={"csrf": token, **data})
+        assert r.status_code == 403 and "only admins change things" in error_of(r.text)
+    r = admin.post("/lists/remove", data={"name": "on-call-team"})  # no CSRF token
+    assert r.status_code == 403
+    with server.store() as s:
+        assert list(s.notification_lists()) == ["on-call-team"]
+
+    r = post(admin, "/lists/remove", {"name": "on-call-team"}, "/lists")
+    assert r.status_code == 303
+    with server.store() as s:
+        assert s.notification_lists() == {}
+    assert "No notification lists yet" in admin.get("/lists").text
+    assert post(admin, "/lists/remove", {"name": "on-call-team"}, "/lists").status_code == 404
+
+
 # --- badges, the trusted header, the old dashboard --------------------------------------
 
 
@@ -605,7 +660,7 @@ def test_every_control_has_a_label(server: LiveServer, admin: httpx.Client) -> N
 
     server.job_key("labelled")
     for path in ("/", "/new", "/job/labelled", "/job/labelled/edit", "/channels", "/tokens",
-                 "/users"):  # fmt: skip
+                 "/users", "/lists"):  # fmt: skip
         parser = Controls()
         parser.feed(admin.get(path).text)
         assert parser.controls, path

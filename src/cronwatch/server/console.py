@@ -48,7 +48,9 @@ from cronwatch.core.settings import Kind, normalize
 from cronwatch.core.stats import slowdown
 from cronwatch.core.text import streams
 from cronwatch.notify import redact
+from cronwatch.notify.shorthand import validate_list_name
 from cronwatch.server import badges
+from cronwatch.server.api import check_list
 from cronwatch.server.console_views import (
     FORM_SETTINGS,
     environment,
@@ -235,6 +237,9 @@ class Console:
                 r("/channels/add", self.channel_add, write=True),
                 r("/channels/test", self.channel_test, write=True),
                 r("/channels/remove", self.channel_remove, write=True),
+                r("/lists", self.lists),
+                r("/lists/set", self.list_set, write=True),
+                r("/lists/remove", self.list_remove, write=True),
                 r("/tokens", self.tokens),
                 r("/tokens/create", self.token_create, write=True),
                 r("/tokens/revoke", self.token_revoke, write=True),
@@ -596,6 +601,37 @@ class Console:
             keep = [u for u in self.reader.get_job(name).notify if u != item["url"]]
             await self.write(lambda s, n=name, k=keep: _save(s, s.get_job(n), {"notify": k}), name)
         return self.redirect("/channels", f"channel {item['shown']} removed")
+
+    def _lists_page(self, request: Request, status: int = 200, **ctx: Any) -> Response:
+        lists = {k: [redact(c) for c in v] for k, v in self.reader.notification_lists().items()}
+        return self.page(request, "lists.html", status=status, lists=lists, **ctx)
+
+    async def lists(self, request: Request, viewer: Viewer) -> Response:
+        return self._lists_page(request, notice=request.query_params.get("notice", ""))
+
+    async def list_set(self, request: Request, viewer: Viewer) -> Response:
+        form: dict[str, str] = request.state.form
+        name = form.get("name", "").strip()
+        text = form.get("channels", "")
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        try:
+            validate_list_name(name)
+            if not lines:
+                raise ValidationError(f"notification list {name}: give at least one channel")
+            # the API's rule and messages: channels normalised, no list inside a list
+            channels = check_list(name, lines)
+        except ValidationError as e:
+            return self._lists_page(request, status=422, error=str(e), name=name,
+                                    channels=text)  # fmt: skip
+        await self.write(lambda s: s.set_notification_list(name, channels))
+        return self.redirect("/lists", f"notification list {name} saved")
+
+    async def list_remove(self, request: Request, viewer: Viewer) -> Response:
+        name = request.state.form.get("name", "")
+        if name not in self.reader.notification_lists():
+            raise NotFound(f"no notification list named {name!r}")
+        await self.write(lambda s: s.delete_notification_list(name))
+        return self.redirect("/lists", f"notification list {name} removed")
 
     async def tokens(self, request: Request, viewer: Viewer) -> Response:
         return self.page(request, "tokens.html", tokens=self.reader.list_tokens(),
