@@ -78,7 +78,8 @@ OUTPUT_LIMIT = 1_000_000
 _MAX_ERRORS = 10  # fields listed in a 422's detail
 
 
-_ERR = {
+# the body of every error answer, for the documents of each API (ours and the peers')
+ERROR_BODY: dict[str, Any] = {
     "content": {
         "application/json": {
             "schema": {
@@ -90,11 +91,11 @@ _ERR = {
     }
 }
 ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "missing or invalid token", **_ERR},
-    403: {"description": "read-only token on a write or asking for secrets", **_ERR},
-    404: {"description": "unknown job, run or incident", **_ERR},
-    409: {"description": "the job exists already; a run's times disagree with its start", **_ERR},
-    422: {"description": "invalid input; the message names the field", **_ERR},
+    401: {"description": "missing or invalid token", **ERROR_BODY},
+    403: {"description": "read-only token on a write or asking for secrets", **ERROR_BODY},
+    404: {"description": "unknown job, run or incident", **ERROR_BODY},
+    409: {"description": "the job exists already; a run's times disagree with its start", **ERROR_BODY},
+    422: {"description": "invalid input; the message names the field", **ERROR_BODY},
 }  # fmt: skip
 
 

@@ -53,6 +53,7 @@ from cronwatch.core.model import (
 from cronwatch.core.settings import normalize_all, timed_pause
 from cronwatch.core.values import iso, parse_duration
 from cronwatch.notify import redact
+from cronwatch.server.api import ERROR_BODY
 from cronwatch.server.auth import Unauthorized
 from cronwatch.store.interface import Store
 
@@ -70,23 +71,15 @@ _EVENT = {
     Status.MISSED: "missed",
 }
 
-_ERR = {
-    "content": {
-        "application/json": {
-            "schema": {
-                "type": "object",
-                "properties": {"error": {"type": "string"}},
-                "required": ["error"],
-            }
-        }
-    }
-}
 ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"description": "an invalid monitor; the message names it and the field", **_ERR},
-    401: {"description": "missing or unknown API key (HTTP Basic, the key as user name)", **_ERR},
-    403: {"description": "a read-only key on a write", **_ERR},
-    404: {"description": "no such monitor", **_ERR},
-    413: {"description": "the body is too large", **_ERR},
+    400: {"description": "an invalid monitor; the message names it and the field", **ERROR_BODY},
+    401: {
+        "description": "missing or unknown API key (HTTP Basic, the key as user name)",
+        **ERROR_BODY,
+    },
+    403: {"description": "a read-only key on a write", **ERROR_BODY},
+    404: {"description": "no such monitor", **ERROR_BODY},
+    413: {"description": "the body is too large", **ERROR_BODY},
 }
 _TEXTS = {"type": "array", "items": {"type": "string", "maxLength": 2000}, "maxItems": 50}
 _COUNT: dict[str, Any] = {"type": ["integer", "null"], "minimum": 0, "maximum": 1000}
