@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import Body, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -49,9 +49,6 @@ from cronwatch.server.api_models import (
 from cronwatch.server.auth import Forbidden, authorize
 from cronwatch.server.runs_api import create_run_op, patch_run_op
 from cronwatch.store.interface import Store
-
-if TYPE_CHECKING:
-    from cronwatch.server.ingest import Writer
 
 T = TypeVar("T")
 # A run's status as a query parameter: the OpenAPI schema lists the values (core.model's).
@@ -115,10 +112,7 @@ def build_api(server: Any) -> FastAPI:
     reader: Store = server.reader
 
     async def write(op: Callable[[Store], T], touch: str | None = None) -> T:
-        writer: Writer = server.writer
-        result = await writer.run(op)
-        if touch is not None and server.scheduler is not None:
-            server.scheduler.touch(touch)  # its settings changed: so may its deadline
+        result: T = await server.write(op, touch)  # typed: the server is Any here
         return result
 
     def view(

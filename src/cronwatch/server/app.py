@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
 from cronwatch.app.dashboard import dashboard_csp, render_dashboard
@@ -37,6 +37,7 @@ from cronwatch.store import open_store
 from cronwatch.store.interface import Store
 
 log = logging.getLogger("cronwatch.server")
+T = TypeVar("T")
 
 Scope = dict[str, Any]
 _PING_PREFIXES = ("/ping/", "/p/", "/jobs/p/")
@@ -192,6 +193,20 @@ class Server:
                 await self.console_app()(scope, receive, send)
         elif kind == "lifespan":
             await self.lifespan(receive, send)
+
+    async def write(
+        self, op: Callable[[Store], T], touch: str | None = None, *, deliver: bool = False
+    ) -> T:
+        """``op`` on the writer (the management APIs' and the console's writes). ``touch``:
+        a job whose settings or runs changed, so may its deadline; ``deliver``: alerts
+        the write queued go out now, not at the outbox's next poll."""
+        result = await self.writer.run(op)  # type: ignore[union-attr]
+        if self.scheduler is not None:
+            if touch is not None:
+                self.scheduler.touch(touch)
+            if deliver:
+                self.scheduler.deliver_now.set()
+        return result
 
     def api_app(self) -> Any:
         if self.api is None:

@@ -127,10 +127,7 @@ class Console:
         return reader
 
     async def write(self, op: Any, touch: str | None = None) -> Any:
-        result = await self.server.writer.run(op)
-        if touch is not None and self.server.scheduler is not None:
-            self.server.scheduler.touch(touch)
-        return result
+        return await self.server.write(op, touch)
 
     # --- responses ---------------------------------------------------------------------
     def page(self, request: Request, template: str, status: int = 200, **ctx: Any) -> Response:

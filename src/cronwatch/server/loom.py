@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.responses import Response
@@ -52,9 +52,6 @@ from cronwatch.server.api_models import RunCreate, RunPatch, integral
 from cronwatch.server.auth import authorize
 from cronwatch.server.runs_api import create_run_op, patch_run_op
 from cronwatch.store.interface import Store
-
-if TYPE_CHECKING:
-    from cronwatch.server.ingest import Writer
 
 T = TypeVar("T")
 # Loom keeps at most 10 KB of a check-in's output: its head and tail, and the line that
@@ -165,12 +162,8 @@ def build_loom(server: Any) -> FastAPI:
     reader: Store = server.reader
 
     async def write(op: Callable[[Store], T], touch: str | None = None) -> T:
-        writer: Writer = server.writer
-        result = await writer.run(op)
-        if server.scheduler is not None:
-            if touch is not None:
-                server.scheduler.touch(touch)
-            server.scheduler.deliver_now.set()
+        # a check-in may queue an alert: it goes out now
+        result: T = await server.write(op, touch, deliver=True)
         return result
 
     def monitor(request: Request, job: Job, env: str | None = None) -> dict[str, Any]:
