@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import atexit
 import threading
+import time
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -275,6 +276,9 @@ class PostgresStore(SQLiteStore):
         self._mine: list[int] = []
         self._looked = False
         self._writer = False  # the ping writer's long-lived store (writer_maintenance)
+        # Until when (monotonic) the writer looks at once: another connection committed
+        # during a recent batch (another replica writes too: it would again).
+        self._look_now_until = 0.0
         try:
             self.set_timeout(timeout)
             self._migrate_pg(create)
@@ -403,7 +407,7 @@ class PostgresStore(SQLiteStore):
 
     def _can_defer(self) -> bool:
         state = self._versions
-        if state is None or not state[2]:
+        if state is None or not state[2] or time.monotonic() < self._look_now_until:
             return False
         mine = sorted(self._mine)
         return mine == list(range(state[1] + 1, state[1] + 1 + len(mine)))
@@ -411,7 +415,15 @@ class PostgresStore(SQLiteStore):
     def _check_deferred(self, version: int) -> None:
         self.conn.deferred_check = None
         if self._read_version() != version:
-            raise StaleCache("another connection committed: the batch runs again")
+            self._stale()
+
+    def _stale(self) -> NoReturn:
+        self._look_now_until = time.monotonic() + self.LOOK_NOW_FOR
+        raise StaleCache("another connection committed: the batch runs again")
+
+    # Seconds the writer looks at once after a batch found another's commit: with two
+    # replicas writing, a batch put off would be undone each time.
+    LOOK_NOW_FOR = 2.0
 
     def _read_version(self) -> int:
         """``data_version``, looked up now.
@@ -553,8 +565,8 @@ class PostgresStore(SQLiteStore):
         except pg_errors.InvalidTextRepresentation as e:
             if _STALE not in str(e):
                 raise _error(e, "database write failed") from None
-            self._versions = (version, last, False)  # the next look is made at once
-            raise StaleCache("another connection committed: the batch runs again") from None
+            self._versions = (version, last, False)
+            self._stale()
         except psycopg.Error as e:
             raise _error(e, "database write failed") from None
         conn.autocommitted = True
