@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import atexit
 import threading
-import time
 from functools import partial
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -276,9 +275,11 @@ class PostgresStore(SQLiteStore):
         self._mine: list[int] = []
         self._looked = False
         self._writer = False  # the ping writer's long-lived store (writer_maintenance)
-        # Until when (monotonic) the writer looks at once: another connection committed
-        # during a recent batch (another replica writes too: it would again).
-        self._look_now_until = 0.0
+        # Batches for which the writer looks at once, after one that found another
+        # connection's commit (another replica writing would undo every batch put off),
+        # and how many the next such find makes: doubled by each, back to 1 by a success.
+        self._look_now = 0
+        self._backoff = 1
         try:
             self.set_timeout(timeout)
             self._migrate_pg(create)
@@ -407,7 +408,10 @@ class PostgresStore(SQLiteStore):
 
     def _can_defer(self) -> bool:
         state = self._versions
-        if state is None or not state[2] or time.monotonic() < self._look_now_until:
+        if state is None or not state[2]:
+            return False
+        if self._look_now:
+            self._look_now -= 1
             return False
         mine = sorted(self._mine)
         return mine == list(range(state[1] + 1, state[1] + 1 + len(mine)))
@@ -418,12 +422,9 @@ class PostgresStore(SQLiteStore):
             self._stale()
 
     def _stale(self) -> NoReturn:
-        self._look_now_until = time.monotonic() + self.LOOK_NOW_FOR
+        self._look_now = self._backoff
+        self._backoff = min(self._backoff * 2, 64)
         raise StaleCache("another connection committed: the batch runs again")
-
-    # Seconds the writer looks at once after a batch found another's commit: with two
-    # replicas writing, a batch put off would be undone each time.
-    LOOK_NOW_FOR = 2.0
 
     def _read_version(self) -> int:
         """``data_version``, looked up now.
@@ -572,6 +573,7 @@ class PostgresStore(SQLiteStore):
         conn.autocommitted = True
         self._versions = (version, int(row[0]), True)
         self._mine = []
+        self._backoff = 1
         conn.total_changes += len(runs) + len(events)
 
     def _sweep_due(self, jids: list[int], now: float) -> bool:
