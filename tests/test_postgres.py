@@ -52,6 +52,48 @@ def test_the_wrapper_records_into_postgresql_and_never_imports_the_driver(
         assert s.pending_runs() == []
 
 
+def test_a_wrapped_run_is_on_record_while_it_runs(
+    cw_env: dict[str, str], pg_database: Callable[[], str], tmp_path: Path
+) -> None:
+    """With PostgreSQL, as with SQLite, a wrapped run is on record as running while its
+    job runs (so a hung one times out and the history shows it), through the spool and a
+    detached step: the wrapper still never imports the driver. Its end closes that run."""
+    import subprocess
+
+    from conftest import CRONWATCH
+
+    url = pg_database()
+    gate = tmp_path / "go"
+    env = {**cw_env, "CRONWATCH_DB": url, "CRONWATCH_POSTRUN": "detached",
+           "PYTHONPROFILEIMPORTTIME": "1"}  # fmt: skip
+    job = f"while [ ! -e {gate} ]; do sleep 0.05; done; echo finished"
+    proc = subprocess.Popen([CRONWATCH, "run", "slow", "--", "sh", "-c", job], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        running: list[Any] = []
+        while not running and time.monotonic() < deadline:
+            with open_store(url) as s:
+                running = s.open_runs_of("slow") if s.find_job("slow") else []
+            time.sleep(0.1)
+        assert [r.status for r in running] == [Status.RUNNING]
+        assert proc.poll() is None  # the job is still running
+    finally:
+        gate.touch()
+        out, err = proc.communicate(timeout=30)
+    assert (proc.returncode, out) == (0, b"finished\n")
+    modules = imported(err)
+    assert not {m for m in modules if m.startswith(("psycopg", "cronwatch.store.postgres"))}
+    (run,) = wait_for_runs(url, "slow", 1)
+    deadline = time.monotonic() + 30
+    while run.status is Status.RUNNING and time.monotonic() < deadline:
+        time.sleep(0.1)
+        (run,) = wait_for_runs(url, "slow", 1)
+    assert (run.id, run.status, run.stdout) == (running[0].id, Status.SUCCESS, b"finished\n")
+    with open_store(url) as s:
+        assert s.open_runs_of("slow") == []
+
+
 class Proxy:
     """A TCP port that refuses connections until ``start`` forwards it to PostgreSQL."""
 

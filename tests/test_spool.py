@@ -249,7 +249,7 @@ def test_spooled_run_round_trips_exactly(spool_env, merged):
     run = make_run(stderr=None, merged=merged)
     path = spool.spool_run(db, run)
     assert path == str(spool_env / "h.db.spool" / f"{run.id}.json")
-    ((got_path, got),) = list(spool.spooled(db))
+    ((got_path, got, _owner),) = list(spool.spooled(db))
     assert got_path == path
     assert got == run
 

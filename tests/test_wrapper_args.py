@@ -245,7 +245,7 @@ def test_an_unusable_database_does_not_stop_the_job(cw, same_env, tmp_path, kind
     rc, out, err = cw("run", "x", "--db", db, "--", *job(marker))
     (warning,) = assert_ran(rc, out, err, marker)
     assert b"spooled to" in warning
-    (spooled,) = [run for _path, run in spool.spooled(str(db))]
+    (spooled,) = [run for _path, run, _owner in spool.spooled(str(db))]
     assert spooled is not None and (spooled.job, spooled.exit_code) == ("x", 5)
 
 
@@ -296,7 +296,7 @@ def test_spooled_runs_are_private(same_env, tmp_path):
     db.mkdir()
     p = umask_zero(cw_env, CRONWATCH, "run", "x", "--db", db, "--", "true")
     assert p.returncode == 0 and b"spooled to" in p.stderr
-    (path,) = [Path(path) for path, _run in spool.spooled(str(db))]
+    (path,) = [Path(path) for path, _run, _owner in spool.spooled(str(db))]
     assert path.parent == tmp_path / "a-directory.spool"
     assert (mode(path), mode(path.parent)) == (0o600, 0o700)
 
@@ -309,7 +309,7 @@ def test_the_temporary_spool_is_private_and_refused_when_not(same_env, monkeypat
     ours = Path(env["TMPDIR"]) / f"cronwatch-{os.getuid()}"
     p = umask_zero(env, CRONWATCH, "run", "x", "--db", blocker / "h.db", "--", "true")
     assert p.returncode == 0 and b"spooled to" in p.stderr
-    (path,) = [Path(path) for path, _run in spool.spooled(str(blocker / "h.db"))]
+    (path,) = [Path(path) for path, _run, _owner in spool.spooled(str(blocker / "h.db"))]
     assert path.is_relative_to(ours)
     assert mode(path) == 0o600 and mode(ours) == mode(ours / "spool") == 0o700
     # Anyone could have made that directory in a shared /tmp, and planted runs in it: a

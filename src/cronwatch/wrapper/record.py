@@ -158,6 +158,13 @@ def on_start(o: Options, res: Result) -> None:
         except RuntimeError:  # no thread to be had: write it here
             done.release()
             _open_local(o, res)
+    elif o.local or not remote:
+        import _thread
+
+        try:
+            _thread.start_new_thread(_open_on_server, (o, res))
+        except RuntimeError:
+            pass  # no thread: the run is on record when it ends
     if remote:
         from cronwatch.remote.hooks import on_start as remote_start
 
@@ -181,6 +188,26 @@ def _open_local(o: Options, res: Result) -> None:
     except Exception:
         pass  # locked: the same
     _kept.append(store)
+
+
+def _open_on_server(o: Options, res: Result) -> None:
+    """A database server (PostgreSQL): the open run goes to the spool and a detached
+    post-run step puts it on record (running, its owner this wrapper: a hung run times
+    out, an abandoned one is closed by `check`), as the end's step does the finished run.
+    The wrapper imports no driver and waits for no connection. Never raises: the end
+    records the whole run anyway."""
+    try:
+        from cronwatch.system import process_token
+        from cronwatch.wrapper import spool
+
+        run = Run(id=res.run_id, job=o.name, started_at=res.started_at, status=Status.RUNNING,
+                  host=os.uname().nodename, user=user(), command=_command(o),
+                  env=env_key(o.env), source="wrapper")  # fmt: skip
+        db_path = o.db or default_db_path()
+        spool.spool_run(db_path, run, owner=process_token(o.timeout))
+        _spawn_detached(db_path, None)
+    except Exception:
+        pass
 
 
 def after_run(o: Options, res: Result) -> None:

@@ -83,12 +83,19 @@ def decode_run(d: dict[str, object]) -> Run:
     return run
 
 
-def spool_run(db_path: str, run: Run) -> str:
-    """Write ``run`` to the first writable spool directory; return the file's path."""
+def spool_run(db_path: str, run: Run, *, owner: str | None = None) -> str:
+    """Write ``run`` to the first writable spool directory; return the file's path.
+
+    ``owner``: an open run's (its wrapper's process token, ``record_run``'s owner), spooled
+    as ``ID.open.json`` beside its end's ``ID.json``: replayed in either order, the end
+    wins (``record_run`` does not reopen a finished run)."""
     import json
     import tempfile
 
-    data = json.dumps(encode_run(run)).encode()
+    record = encode_run(run)
+    if owner is not None:
+        record["owner"] = owner
+    data = json.dumps(record).encode()
     errors = []
     for d in spool_dirs(db_path):
         try:
@@ -99,7 +106,7 @@ def spool_run(db_path: str, run: Run) -> str:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            path = os.path.join(d, f"{run.id}.json")
+            path = os.path.join(d, f"{run.id}{'.open' if owner is not None else ''}.json")
             os.replace(tmp, path)
             return path
         except OSError as e:
@@ -107,8 +114,9 @@ def spool_run(db_path: str, run: Run) -> str:
     raise OSError("no writable spool directory (" + "; ".join(errors) + ")")
 
 
-def spooled(db_path: str) -> Iterator[tuple[str, Run | None]]:
-    """(path, run) for every spooled file, oldest first; run is None if the file is unreadable."""
+def spooled(db_path: str) -> Iterator[tuple[str, Run | None, str | None]]:
+    """(path, run, owner) for every spooled file, oldest first; run is None if the file is
+    unreadable; owner is an open run's (see spool_run), else None."""
     import json
 
     entries = []
@@ -124,9 +132,11 @@ def spooled(db_path: str) -> Iterator[tuple[str, Run | None]]:
     for path in entries:
         try:
             with open(path, "rb") as f:
-                yield path, decode_run(json.loads(f.read()))
-        except (OSError, ValueError, TypeError):
-            yield path, None
+                record = json.loads(f.read())
+            owner = record.get("owner")
+            yield path, decode_run(record), None if owner is None else str(owner)
+        except (OSError, ValueError, TypeError, AttributeError):
+            yield path, None, None
 
 
 def _has_files(d: str) -> bool:
@@ -153,7 +163,7 @@ def replay(store: object, db_path: str, now: float) -> int:
     evaluation: it was spooled because the database could not be used, so nothing has
     evaluated it yet."""
     merged = 0
-    for path, run in spooled(db_path):
+    for path, run, owner in spooled(db_path):
         if run is None:
             # Keep unreadable files aside rather than deleting data we do not understand.
             try:
@@ -161,7 +171,10 @@ def replay(store: object, db_path: str, now: float) -> int:
             except OSError:
                 pass
             continue
-        store.record_run(run, now=now, pending=True)  # type: ignore[attr-defined]
+        if owner is not None:  # an open run: on record as running, its wrapper its owner
+            store.record_run(run, now=now, owner=owner)  # type: ignore[attr-defined]
+        else:
+            store.record_run(run, now=now, pending=True)  # type: ignore[attr-defined]
         try:
             os.unlink(path)
         except OSError:
