@@ -351,3 +351,31 @@ def test_a_steady_writer_sees_another_replicas_failure_at_its_next_batch(
     assert "incident.opened" in _events(third[1])
     assert b.job_stats("j")["runs"] == 1 + 6 + 2 + 1 + 2 + 3
     assert len(b.list_incidents(job="j")) == 3
+
+
+def test_a_steady_writer_sees_other_replicas_changes_to_a_job_and_its_runs(
+    store_factory: Callable[..., Any],
+) -> None:
+    """Whatever the writer remembers of a job and changes elsewhere is seen at its next
+    batch: a run another replica opened (the success closes it, as it would have without
+    the writer's memory), and the job disabled through another connection (its pings
+    are answered and dropped)."""
+    import time
+
+    a, b = store_factory(), store_factory()
+    key = a.ensure_ping_key("j", now=time.time())
+    at_a, at_b = _writer(a), _writer(b)
+    for _ in range(3):
+        at_a(f"/ping/{key}", f"/ping/{key}")
+    at_b(f"/ping/{key}/start")  # another replica opens a run
+    (opened,) = b.open_runs_of("j")
+    at_a(f"/ping/{key}")  # closes it: no synthetic run beside it
+    assert b.open_runs_of("j") == []
+    assert b.get_run(opened.id).status is Status.SUCCESS
+    assert b.job_stats("j")["runs"] == 6 + 1
+    job = b.get_job("j")
+    job.disabled = True
+    b.save_job(job, now=time.time())  # the API or the CLI, elsewhere
+    ((ok, dropped),) = at_a(f"/ping/{key}")
+    assert ok and isinstance(dropped, dict) and dropped["run"] is None
+    assert b.job_stats("j")["runs"] == 7

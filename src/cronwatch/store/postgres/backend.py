@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import atexit
 import threading
-from functools import partial
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import psycopg
@@ -275,6 +274,8 @@ class PostgresStore(SQLiteStore):
         self._mine: list[int] = []
         self._looked = False
         self._writer = False  # the ping writer's long-lived store (writer_maintenance)
+        self._epoch: int | None = None  # cache_epoch as of what the writer remembers
+        self._epoch_version = 0  # data_version for the writer: moved by others' changes
         # Batches for which the writer looks at once, after one that found another
         # connection's commit (another replica writing would undo every batch put off),
         # and how many the next such find makes: doubled by each, back to 1 by a success.
@@ -391,34 +392,51 @@ class PostgresStore(SQLiteStore):
     def data_version(self) -> int:
         """Changes when another connection may have committed a write since the last call.
 
-        The ping writer does not look at once when its last look found nothing and its
-        own commits since are accounted for: it assumes nothing changed and the look is
-        made with the batch's first statement (``_Conn.deferred_check``), or inside the
-        one statement that writes a batch of quick pings (``add_quick_rows``). If the
-        look then finds a change, the batch is undone and ``StaleCache`` runs it again.
-        A steady batch costs one statement instead of four (BEGIN and the look, the
-        rows, COMMIT): on PostgreSQL each is a round trip and a fixed cost on both sides.
-        """
-        if self._writer and self.conn.begin_pending and self._can_defer():
-            assert self._versions is not None
-            version = self._versions[0]
-            self.conn.deferred_check = partial(self._check_deferred, version)
-            return version
-        return self._read_version()
+        The ping writer (``writer_maintenance``) asks a narrower question: whether anything
+        it remembers (jobs, alert states, open runs, the project key) may have changed.
+        Triggers count such changes in ``cache_epoch`` (migration 16), so other replicas'
+        steady pings, which change none of it, do not make it forget; see ``_epoch_look``.
 
-    def _can_defer(self) -> bool:
-        state = self._versions
-        if state is None or not state[2]:
-            return False
+        It does not look at once when its last look found nothing: it assumes nothing
+        changed and the look is made with the batch's first statement
+        (``_Conn.deferred_check``), or inside the one statement that writes a batch of
+        quick pings (``add_quick_rows``). If the look then finds a change, the batch is
+        undone and ``StaleCache`` runs it again. A steady batch costs one statement
+        instead of four (BEGIN and the look, the rows, COMMIT): on PostgreSQL each is a
+        round trip and a fixed cost on both sides.
+        """
+        if not self._writer:
+            return self._read_version()
+        if self.conn.begin_pending and self._epoch is not None and self._may_defer():
+            self.conn.deferred_check = self._check_deferred
+        else:
+            self._epoch_look()
+        return self._epoch_version
+
+    def _may_defer(self) -> bool:
         if self._look_now:
             self._look_now -= 1
             return False
-        mine = sorted(self._mine)
-        return mine == list(range(state[1] + 1, state[1] + 1 + len(mine)))
+        return True
 
-    def _check_deferred(self, version: int) -> None:
+    def _epoch_look(self) -> None:
+        """Read the epoch (with a pending BEGIN); a new one means another's change."""
+        looked = self.conn.status() == _INTRANS
+        row = self.conn.query(
+            "SELECT n, (SELECT sealed FROM rollup WHERE id=1) FROM cache_epoch WHERE id=1"
+        ).fetchone()
+        assert row is not None
+        if looked:  # the seal for the rest of this transaction, read with it
+            self.seal_cache.known = row[1]
+        if row[0] != self._epoch:
+            self._epoch = int(row[0])
+            self._epoch_version += 1
+
+    def _check_deferred(self) -> None:
         self.conn.deferred_check = None
-        if self._read_version() != version:
+        before = self._epoch_version
+        self._epoch_look()
+        if self._epoch_version != before:
             self._stale()
 
     def _stale(self) -> NoReturn:
@@ -457,7 +475,16 @@ class PostgresStore(SQLiteStore):
         return version
 
     def _before_commit(self) -> None:
-        """Remember this transaction's id when ``data_version`` did not take it."""
+        """Remember this transaction's id when ``data_version`` did not take it; for the
+        writer, the epoch its own changes moved (see ``_EPOCH_END``)."""
+        if self._writer:
+            row = self.conn.pg.execute(_EPOCH_END).fetchone()
+            assert row is not None
+            n, ours, bumps = int(row[0]), bool(row[1]), int(row[2])
+            if self._epoch is None or n != self._epoch + (bumps if ours else 0):
+                self._epoch_version += 1  # another's change came in meanwhile: forget
+            self._epoch = n
+            return
         if self._versions is not None and not self._looked:
             row = self.conn.pg.execute("SELECT pg_current_xact_id_if_assigned()::text").fetchone()
             if row is not None and row[0] is not None:
@@ -545,34 +572,29 @@ class PostgresStore(SQLiteStore):
         if not (
             conn.begin_pending
             and conn.deferred_check is not None
-            and self._versions is not None
+            and self._epoch is not None
             and runs
             and not self._sweep_due(jids, now)
         ):
             super().add_quick_rows(runs, jids, events, now=now)
             return
-        version, last, _ = self._versions
-        ours = last + 1 + len(self._mine)
         params: list[Any] = [list(c) for c in zip(*events, strict=True)] if events else [[]] * 3
         params += [list(c) for c in zip(*runs, strict=True)]
-        # The look: our transaction id is the next after ours and our own commits, and no
-        # other transaction took one or was running when the statement began. The seal:
-        # a run of a sealed day needs its day folded again (the usual statements do it).
-        params += [jids, ours, ours, ours, min(r[4] for r in runs)]
+        # The look: nothing the writer remembers changed since. The seal: a run of a
+        # sealed day needs its day folded again (the usual statements do it).
+        params += [jids, self._epoch, min(r[4] for r in runs)]
         conn.deferred_check = None
         conn.begin_pending = False  # no BEGIN: the statement is its own transaction
         try:
-            row = self._arrays(_QUICK_SQL, params, conn._usable()).fetchone()
+            self._arrays(_QUICK_SQL, params, conn._usable())
         except pg_errors.InvalidTextRepresentation as e:
             if _STALE not in str(e):
                 raise _error(e, "database write failed") from None
-            self._versions = (version, last, False)
+            self._epoch = None  # the next look is made at once, and reads it again
             self._stale()
         except psycopg.Error as e:
             raise _error(e, "database write failed") from None
         conn.autocommitted = True
-        self._versions = (version, int(row[0]), True)
-        self._mine = []
         self._backoff = 1
         conn.total_changes += len(runs) + len(events)
 
@@ -712,11 +734,17 @@ _QUICK_SQL = (
     " %b::text[], %b::text[], %b::text[]) ON CONFLICT DO NOTHING),"
     " u AS (UPDATE jobs SET next_check=NULL WHERE id = ANY(%b::bigint[])"
     " AND next_check IS NOT NULL)"
-    " SELECT CAST(CASE WHEN pg_current_xact_id()::text::bigint = %b"
-    " AND pg_snapshot_xmin(s)::text::bigint = %b AND pg_snapshot_xmax(s)::text::bigint = %b"
+    " SELECT CAST(CASE WHEN (SELECT n FROM cache_epoch WHERE id=1) = %b"
     " AND coalesce((SELECT sealed FROM rollup WHERE id=1), '-infinity') <= %b"
-    f" THEN pg_current_xact_id()::text ELSE '{_STALE}' END AS bigint)"
-    " FROM pg_current_snapshot() s"
+    f" THEN '0' ELSE '{_STALE}' END AS integer)"
+)
+# At the end of a writer's transaction: the epoch, and how many of its moves were this
+# transaction's (the triggers count them): it holds the epoch's row from its first move
+# to its commit, so any other move is one committed before that, which it may have read
+# around; then it forgets.
+_EPOCH_END = (
+    "SELECT n, by_xid IS NOT NULL AND by_xid = pg_current_xact_id_if_assigned(), bumps"
+    " FROM cache_epoch WHERE id=1"
 )
 
 

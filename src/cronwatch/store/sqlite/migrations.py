@@ -382,6 +382,9 @@ SQLITE: list[str] = [
         since REAL NOT NULL
     );
     """,
+    # 16: PostgreSQL's count of changes to what the ping writer remembers (its step
+    # below); SQLite's writer asks the file's data_version instead.
+    "",
 ]
 
 # PostgreSQL's steps mirror SQLite's one for one: after step N both schemas are version
@@ -605,6 +608,49 @@ POSTGRES: list[str] = [
         expires_at DOUBLE PRECISION NOT NULL,
         since DOUBLE PRECISION NOT NULL
     );
+    """,
+    # 16: ``cache_epoch`` counts the changes to what a ping writer remembers between its
+    # batches (jobs but their next check, alert states, open runs, the meta keys, keys and
+    # lists), whoever makes them, so that a replica's writer forgets only when one of
+    # them changed, not at every commit of another replica (store/postgres/backend.py,
+    # data_version). ``by_xid``/``bumps``: how many of the count the last transaction to
+    # move it made, so that a writer tells its own changes from others'. Counted once a
+    # statement, or once a row of ``runs`` that is or was running (a success inserted by
+    # a ping costs nothing).
+    """
+    CREATE TABLE IF NOT EXISTS cache_epoch (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        n BIGINT NOT NULL,
+        by_xid xid8,
+        bumps BIGINT NOT NULL DEFAULT 0
+    );
+    INSERT INTO cache_epoch (id, n) VALUES (1, 0) ON CONFLICT DO NOTHING;
+    CREATE OR REPLACE FUNCTION cronwatch_cache_epoch() RETURNS trigger
+    LANGUAGE plpgsql AS $$ BEGIN
+        UPDATE cache_epoch SET n = n + 1,
+            bumps = CASE WHEN by_xid = pg_current_xact_id() THEN bumps + 1 ELSE 1 END,
+            by_xid = pg_current_xact_id()
+         WHERE id = 1;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER jobs_epoch AFTER INSERT OR DELETE
+        OR UPDATE OF name, created_at, ping_key, settings, paused, resumed_at ON jobs
+        FOR EACH STATEMENT EXECUTE FUNCTION cronwatch_cache_epoch();
+    CREATE TRIGGER alert_state_epoch AFTER INSERT OR UPDATE OR DELETE ON alert_state
+        FOR EACH STATEMENT EXECUTE FUNCTION cronwatch_cache_epoch();
+    CREATE TRIGGER meta_epoch AFTER INSERT OR UPDATE OR DELETE ON meta
+        FOR EACH STATEMENT EXECUTE FUNCTION cronwatch_cache_epoch();
+    CREATE TRIGGER job_keys_epoch AFTER INSERT OR UPDATE OR DELETE ON job_keys
+        FOR EACH STATEMENT EXECUTE FUNCTION cronwatch_cache_epoch();
+    CREATE TRIGGER notify_lists_epoch AFTER INSERT OR UPDATE OR DELETE ON notify_lists
+        FOR EACH STATEMENT EXECUTE FUNCTION cronwatch_cache_epoch();
+    CREATE TRIGGER runs_open_epoch AFTER INSERT ON runs FOR EACH ROW
+        WHEN (NEW.status = 'running') EXECUTE FUNCTION cronwatch_cache_epoch();
+    CREATE TRIGGER runs_closed_epoch AFTER UPDATE ON runs FOR EACH ROW
+        WHEN (OLD.status = 'running' OR NEW.status = 'running')
+        EXECUTE FUNCTION cronwatch_cache_epoch();
+    CREATE TRIGGER runs_gone_epoch AFTER DELETE ON runs FOR EACH ROW
+        WHEN (OLD.status = 'running') EXECUTE FUNCTION cronwatch_cache_epoch();
     """,
 ]
 
