@@ -8,7 +8,7 @@ CronwatchError              anything cronwatch reports to a user (CLI exit 1, HT
 ├── StoreError              the database cannot be opened, read or written
 │   └── StoreBusy           another writer holds it (retry later; HTTP 503)
 │       ├── LostClaim       another process changed what this transaction read (retry it)
-│       └── StaleCache      another process committed while a writer trusted its caches
+│       └── StaleCache      another process changed what a writer's caches hold
 └── DeliveryError           a notification channel failed (transport error, bad answer)
 """
 
@@ -58,6 +58,6 @@ class LostClaim(StoreBusy):
 
 
 class StaleCache(StoreBusy):
-    """A writer applied a batch on what it remembered (jobs, alert states) and found, at
-    the moment of writing, that another connection had committed since: nothing of the
-    batch was written. Forget what is remembered and run the batch again."""
+    """A writer applied a batch on what it remembered (jobs, alert states, open runs) and
+    found, at the moment of writing, that another connection had changed some of it:
+    nothing of the batch was written. Forget what is remembered and run it again."""

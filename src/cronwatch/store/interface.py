@@ -569,7 +569,10 @@ class BatchWriter(Protocol):
         the writer's transaction; with several replicas it is what keeps a replica's
         caches (jobs, alert states: the quick path of a steady ping) from missing what
         another replica changed, so a backend without SQLite's PRAGMA needs an
-        equivalent (a counter every write bumps, or one raised by a notification)."""
+        equivalent (a counter every write bumps, or one raised by a notification). For
+        the ping writer's store (``writer_maintenance``) a backend may count only the
+        changes to what the writer caches, and may make the look with the batch's
+        writes, raising ``StaleCache`` there (PostgreSQL: ``cache_epoch``)."""
         ...
 
     def writer_maintenance(self) -> Maintenance:

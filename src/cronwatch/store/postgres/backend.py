@@ -87,7 +87,7 @@ class _Conn:
         # replaced at the next use outside a transaction: a long-lived store (the
         # server's) would otherwise fail every call from then on.
         self.reconnect: Callable[[], psycopg.Connection[Any]] | None = None
-        # The writer's look for other connections' commits, put off (data_version): run
+        # The writer's look for changes to what it remembers, put off (data_version): run
         # before the transaction's first statement, unless the batch's rows go in one
         # statement that makes the look itself (PostgresStore.add_quick_rows).
         self.deferred_check: Callable[[], None] | None = None
@@ -442,7 +442,9 @@ class PostgresStore(SQLiteStore):
     def _stale(self) -> NoReturn:
         self._look_now = self._backoff
         self._backoff = min(self._backoff * 2, 64)
-        raise StaleCache("another connection committed: the batch runs again")
+        raise StaleCache(
+            "another connection changed what the writer remembers: the batch runs again"
+        )
 
     def _read_version(self) -> int:
         """``data_version``, looked up now.
@@ -563,7 +565,7 @@ class PostgresStore(SQLiteStore):
     ) -> None:
         """A batch of quick pings whose transaction has sent nothing yet (the steady
         case) is one statement, its own transaction: the events, the runs, the jobs'
-        next-check reset, and the put-off look for other connections' commits
+        next-check reset, and the put-off look for changes to what the writer remembers
         (``data_version``), which undoes the statement if it finds one. Otherwise (a
         transaction under way, a retention sweep or the seal due, no look put off), the
         same rows by the usual statements."""
@@ -724,7 +726,7 @@ class _PgTx:
         self.on_rollback()
 
 
-_STALE = "cronwatch: another connection committed"
+_STALE = "cronwatch: what the ping writer remembers changed"
 _QUICK_SQL = (
     "WITH e AS (INSERT INTO events (at, type, data)"
     " SELECT * FROM unnest(%b::float8[], %b::text[], %b::text[])),"
