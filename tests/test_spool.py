@@ -295,6 +295,30 @@ def test_replay_merges_once_and_keeps_bad_files_aside(spool_env):
     assert bad.with_name("zzz.json.bad").exists()
 
 
+@pytest.mark.parametrize("end_first", [False, True])
+def test_an_open_run_and_its_end_replayed_in_either_order_leave_the_end(spool_env, end_first):
+    """A wrapper on a database server spools its open run (``ID.open.json``, with its
+    owner) and then its end (``ID.json``); whichever a post-run step merges first, the
+    run ends up as its end says, once, and closed."""
+    db = str(spool_env / "h.db")
+    end = make_run(started_at=1_700_000_000.0)
+    opened = make_run(id=end.id, started_at=end.started_at, status=Status.RUNNING,
+                      ended_at=None, duration=None, exit_code=None, stdout=None)  # fmt: skip
+    first, then = ((end, None), (opened, "host boot 1 2 -"))
+    if not end_first:
+        first, then = then, first
+    with open_store(db) as store:
+        for run, owner in (first, then):
+            path = spool.spool_run(db, run, owner=owner)
+            assert path.endswith(".open.json") == (owner is not None)
+            assert spool.replay(store, db, now=1_700_000_010) == 1
+        (got,) = store.list_runs(job="backup", output=True)
+        assert (got.id, got.status, got.exit_code, got.stdout) == (end.id, Status.FAILED, 2,
+                                                                   ALL_BYTES)  # fmt: skip
+        assert store.open_runs_of("backup") == []
+    assert not spool.has_spooled(db)
+
+
 def test_has_spooled_ignores_temporary_files(spool_env):
     db = str(spool_env / "h.db")
     assert not spool.has_spooled(db)
