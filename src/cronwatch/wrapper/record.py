@@ -161,8 +161,18 @@ def on_start(o: Options, res: Result) -> None:
     elif o.local or not remote:
         import _thread
 
+        opened = _thread.allocate_lock()
+        opened.acquire()
+
+        def spool_open() -> None:
+            try:
+                _open_on_server(o, res)
+            finally:
+                opened.release()
+
         try:
-            _thread.start_new_thread(_open_on_server, (o, res))
+            _thread.start_new_thread(spool_open, ())
+            _opening.append(opened)
         except RuntimeError:
             pass  # no thread: the run is on record when it ends
     if remote:
@@ -247,6 +257,8 @@ def record_local(
     checkpoint and its fsync that closing the last connection makes; the post-run step's
     connection, or the next, checkpoints."""
     if _on_server(db_path):
+        for done in _opening:  # the open run's file first: no half-written file at exit
+            done.acquire(timeout=1.0)  # type: ignore[attr-defined]
         _spool_for_server(db_path, run, warn)
         post_run(db_path, page, stored=True, warn=warn)
         return
