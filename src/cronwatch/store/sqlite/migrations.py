@@ -382,6 +382,9 @@ SQLITE: list[str] = [
         since REAL NOT NULL
     );
     """,
+    # 15: PostgreSQL's event notifications (its step below); nothing to do on SQLite,
+    # whose replicas share one host and poll the file.
+    "",
 ]
 
 # PostgreSQL's steps mirror SQLite's one for one: after step N both schemas are version
@@ -605,6 +608,16 @@ POSTGRES: list[str] = [
         expires_at DOUBLE PRECISION NOT NULL,
         since DOUBLE PRECISION NOT NULL
     );
+    """,
+    # 15: every transaction that inserts events notifies ``cronwatch_events`` (the event
+    # streams of every replica listen: store/postgres/eventlog.py). Once a statement, not
+    # a row, and PostgreSQL delivers equal notifications of a transaction once.
+    """
+    CREATE OR REPLACE FUNCTION cronwatch_events_notify() RETURNS trigger
+    LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_notify('cronwatch_events', ''); RETURN NULL; END $$;
+    DROP TRIGGER IF EXISTS events_notify ON events;
+    CREATE TRIGGER events_notify AFTER INSERT ON events
+        FOR EACH STATEMENT EXECUTE FUNCTION cronwatch_events_notify();
     """,
 ]
 
