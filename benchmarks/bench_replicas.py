@@ -11,6 +11,7 @@ load balancer's share, without a balancer's own cost in the figures). Prints the
 req/s (summed over the two), p50, p99 (the worse of the two), errors; then checks that
 every acknowledged ping is stored. Last, ``--takeovers`` times: two fresh replicas, the
 leader killed with SIGKILL, the seconds until the other one leads (its /healthz).
+``--postgres-takeovers``: only those times, on a throwaway PostgreSQL cluster.
 
 The two replicas share one SQLite writer lock: their group commits take turns, so the
 pair cannot commit more than one writer does; what it buys is a second process to
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -98,11 +100,12 @@ def leads(url: str) -> bool:
         return False
 
 
-def takeover(tmp: str, n: int) -> list[float]:
-    """Seconds from the leader's SIGKILL to the other replica leading, ``n`` times."""
+def takeover(tmp: str, n: int, new_db: Callable[[int], str] | None = None) -> list[float]:
+    """Seconds from the leader's SIGKILL to the other replica leading, ``n`` times (on a
+    new database each time: a SQLite file, or ``new_db(i)``)."""
     out = []
     for i in range(n):
-        db = os.path.join(tmp, f"takeover-{i}.db")
+        db = new_db(i) if new_db is not None else os.path.join(tmp, f"takeover-{i}.db")
         a, a_url = serve(db, "a")
         deadline = time.monotonic() + 30
         while not leads(a_url) and time.monotonic() < deadline:
@@ -126,10 +129,16 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--takeovers", type=int, default=5)
+    ap.add_argument("--postgres-takeovers", action="store_true",
+                    help="only the takeover times, on PostgreSQL (a throwaway cluster, "
+                         "tests/pg.py): its leader is an advisory lock, not a lease")  # fmt: skip
     args = ap.parse_args()
     from cronwatch.store import open_store
 
     tmp = tempfile.mkdtemp(prefix="cw-replicas-")
+    if args.postgres_takeovers:
+        postgres_takeovers(tmp, args.takeovers)
+        return
     one_db, two_db = os.path.join(tmp, "one.db"), os.path.join(tmp, "two.db")
     keys = {}
     for db in (one_db, two_db):
@@ -182,6 +191,21 @@ def main() -> None:
             stored = s.job_stats("hc")["runs"]
         verdict = "ok" if stored >= acked else "LOST ACKNOWLEDGED PINGS"
         print(f"{label}: {acked:,} acknowledged, {stored:,} stored: {verdict}")
+
+
+def postgres_takeovers(tmp: str, n: int) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from pg import migrated_template, start_cluster
+
+    cluster = start_cluster(fsync=True)
+    try:
+        template = migrated_template(cluster)
+        taken = takeover(tmp, n, lambda i: cluster.new_database("takeover", template=template))
+    finally:
+        cluster.stop()
+    print(f"PostgreSQL: scheduler takeover after kill -9 of the leader (advisory lock, "
+          f"--leader-ttl 5): {', '.join(f'{t:.2f}' for t in taken)} s "
+          f"(median {statistics.median(taken):.2f})")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -6,9 +6,11 @@ same transaction as the change, so a stream can resume exactly with ``Last-Event
 
 One ``Broadcaster`` task reads what is new and encodes each frame once; every open stream
 is handed the same bytes through its own bounded queue, so the cost of a commit does not
-grow with the number of streams. The writers wake it after their commits; it also looks
-once a second, because the wrapper, ``cronwatch check`` or another replica write to the
-same database without telling this process. A stream that falls too far behind (its
+grow with the number of streams. The writers wake it after their commits; a store that
+hears other processes' commits (``EventWaker``: PostgreSQL's notifications) wakes it
+too; it also looks once a second, because the wrapper, ``cronwatch check`` or another
+replica write to the same database without telling this process (SQLite), and as the
+fallback of a listener that lost its connection. A stream that falls too far behind (its
 client does not read) is dropped rather than buffered: its EventSource reconnects with
 ``Last-Event-ID`` and catches up from the database.
 """
