@@ -14,6 +14,8 @@ on, the server's defaults otherwise) and removed at the end.
    SQLite file and one on a PostgreSQL database, driven in turn, round after round, by
    wrk -t2 at ``/ping/{key}``: req/s, p50, p99, errors (medians of the rounds); then the
    runs stored are counted against the pings acknowledged (stored >= acknowledged).
+   ``--notify-ab``: two PostgreSQL databases instead, with the events' notify trigger
+   (migration 15) and without it, to see what the notifications cost the ping writer.
 """
 
 from __future__ import annotations
@@ -111,6 +113,9 @@ def main() -> None:
                     "throwaway cluster); databases are created beside it")  # fmt: skip
     ap.add_argument("--skip-migrate", action="store_true")
     ap.add_argument("--skip-pings", action="store_true")
+    ap.add_argument("--notify-ab", action="store_true",
+                    help="pings on two PostgreSQL databases instead of SQLite and one: with "
+                         "the events' notify trigger (migration 15) and with it dropped")  # fmt: skip
     args = ap.parse_args()
     check_tools()
     cluster = None
@@ -144,6 +149,18 @@ def main() -> None:
         if cluster is not None:  # a local server: its socket, as a local deployment would
             pg_url = cluster.url(pg_url.rsplit("/", 1)[1], unix=True)
         targets = {"sqlite": os.path.join(tmp, "h.db"), "postgresql": pg_url}
+        if args.notify_ab:
+            quiet = url_for()
+            if cluster is not None:
+                quiet = cluster.url(quiet.rsplit("/", 1)[1], unix=True)
+            from cronwatch.store import open_store
+
+            open_store(quiet).close()  # migrated, then without the trigger
+            import psycopg
+
+            with psycopg.connect(quiet, autocommit=True) as c:
+                c.execute("DROP TRIGGER events_notify ON events")
+            targets = {"postgresql, notify trigger": pg_url, "postgresql, no trigger": quiet}
         servers = {name: serve(db) for name, db in targets.items()}
         results: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
         load = os.getloadavg()[0]

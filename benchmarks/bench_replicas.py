@@ -129,6 +129,9 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--takeovers", type=int, default=5)
+    ap.add_argument("--postgres-stream", type=int, default=0, metavar="PINGS",
+                    help="only this: PINGS pings at one PostgreSQL replica, the seconds until "
+                         "each event reaches a stream at the other (its poll made 60 s)")  # fmt: skip
     ap.add_argument("--postgres-takeovers", action="store_true",
                     help="only the takeover times, on PostgreSQL (a throwaway cluster, "
                          "tests/pg.py): its leader is an advisory lock, not a lease")  # fmt: skip
@@ -138,6 +141,9 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="cw-replicas-")
     if args.postgres_takeovers:
         postgres_takeovers(tmp, args.takeovers)
+        return
+    if args.postgres_stream:
+        postgres_stream(args.postgres_stream)
         return
     one_db, two_db = os.path.join(tmp, "one.db"), os.path.join(tmp, "two.db")
     keys = {}
@@ -206,6 +212,74 @@ def postgres_takeovers(tmp: str, n: int) -> None:
     print(f"PostgreSQL: scheduler takeover after kill -9 of the leader (advisory lock, "
           f"--leader-ttl 5): {', '.join(f'{t:.2f}' for t in taken)} s "
           f"(median {statistics.median(taken):.2f})")  # fmt: skip
+
+
+def serve_env(db: str, name: str, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cronwatch.main", "serve", "--port", "0", "--db", db,
+         "--replica-id", name],
+        stderr=subprocess.PIPE, env={**os.environ, **env},
+    )  # fmt: skip
+    assert proc.stderr is not None
+    url = proc.stderr.readline().decode().strip().rsplit(" ", 1)[-1]
+    wait_up(url + "/healthz")
+    return proc, url
+
+
+def postgres_stream(n: int) -> None:
+    """Pings at replica a, one every 0.1 s; the seconds from each ping's answer to its
+    event on a stream at replica b, which polls once a minute: what notifications do."""
+    import threading
+    import urllib.request
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from cronwatch.store import open_store
+    from pg import migrated_template, start_cluster
+
+    cluster = start_cluster(fsync=True)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        db = cluster.new_database("stream", template=migrated_template(cluster))
+        with open_store(db) as s:
+            key = s.ensure_ping_key("streamed", now=time.time())
+            token = s.create_token("bench", read_only=True, now=time.time())
+        a, a_url = serve_env(db, "a", {})
+        b, b_url = serve_env(db, "b", {"CRONWATCH_EVENT_POLL": "60"})
+        procs += [a, b]
+        arrived: list[float] = []
+
+        def read() -> None:
+            req = urllib.request.Request(b_url + "/api/v1/stream",
+                                         headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+            with urllib.request.urlopen(req, timeout=120) as r:
+                for line in r:
+                    if line.startswith(b"event: run.ok"):
+                        arrived.append(time.monotonic())
+                        if len(arrived) == n:
+                            return
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        time.sleep(1.0)
+        sent: list[float] = []
+        for _ in range(n):
+            with urllib.request.urlopen(f"{a_url}/ping/{key}", timeout=10) as r:
+                r.read()
+            sent.append(time.monotonic())
+            time.sleep(0.1)
+        reader.join(90)
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        cluster.stop()
+    lat = sorted(x - y for x, y in zip(arrived, sent, strict=False))
+    if len(lat) < n:
+        print(f"only {len(lat)} of {n} events arrived within 90 s")
+    if lat:
+        print(f"PostgreSQL: {len(lat)} events pinged at replica a, on a stream at replica b "
+              f"(poll 60 s): median {statistics.median(lat) * 1000:.0f} ms, "
+              f"p90 {lat[int(len(lat) * 0.9) - 1] * 1000:.0f} ms, max {lat[-1] * 1000:.0f} ms")  # fmt: skip
 
 
 if __name__ == "__main__":
