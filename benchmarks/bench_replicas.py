@@ -132,6 +132,9 @@ def main() -> None:
     ap.add_argument("--postgres-stream", type=int, default=0, metavar="PINGS",
                     help="only this: PINGS pings at one PostgreSQL replica, the seconds until "
                          "each event reaches a stream at the other (its poll made 60 s)")  # fmt: skip
+    ap.add_argument("--postgres-notify-ab", action="store_true",
+                    help="only this: two replicas side by side on a PostgreSQL database with "
+                         "the events' notify trigger, and two on one without it, in turn")  # fmt: skip
     ap.add_argument("--postgres-takeovers", action="store_true",
                     help="only the takeover times, on PostgreSQL (a throwaway cluster, "
                          "tests/pg.py): its leader is an advisory lock, not a lease")  # fmt: skip
@@ -144,6 +147,9 @@ def main() -> None:
         return
     if args.postgres_stream:
         postgres_stream(args.postgres_stream)
+        return
+    if args.postgres_notify_ab:
+        postgres_notify_ab(args.duration, args.connections, args.rounds)
         return
     one_db, two_db = os.path.join(tmp, "one.db"), os.path.join(tmp, "two.db")
     keys = {}
@@ -280,6 +286,58 @@ def postgres_stream(n: int) -> None:
         print(f"PostgreSQL: {len(lat)} events pinged at replica a, on a stream at replica b "
               f"(poll 60 s): median {statistics.median(lat) * 1000:.0f} ms, "
               f"p90 {lat[int(len(lat) * 0.9) - 1] * 1000:.0f} ms, max {lat[-1] * 1000:.0f} ms")  # fmt: skip
+
+
+def postgres_notify_ab(duration: int, connections: int, rounds: int) -> None:
+    """Two replicas writing at once, on a database whose event inserts notify (migration
+    15's trigger) and on one without the trigger: their commits take turns on
+    PostgreSQL's notification queue lock, which one writer alone never waits for."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    import psycopg
+
+    from cronwatch.store import open_store
+    from pg import migrated_template, start_cluster
+
+    cluster = start_cluster(fsync=True)
+    procs: list[subprocess.Popen[bytes]] = []
+    results: dict[str, list[dict[str, float]]] = {"notify trigger": [], "no trigger": []}
+    try:
+        template = migrated_template(cluster)
+        urls: dict[str, list[str]] = {}
+        for label in results:
+            name = cluster.new_database("ab", template=template).rsplit("/", 1)[1]
+            db = cluster.url(name, unix=True)  # the local socket, as a local deployment
+            if label == "no trigger":
+                with psycopg.connect(db, autocommit=True) as c:
+                    c.execute("DROP TRIGGER events_notify ON events")
+            with open_store(db) as s:
+                key = s.ensure_ping_key("hc", now=time.time())
+            pair = [serve(db, "a"), serve(db, "b")]
+            procs += [p for p, _ in pair]
+            urls[label] = [f"{u}/ping/{key}" for _, u in pair]
+        for label in results:
+            side_by_side(urls[label], 2, connections)  # warm up
+        load = os.getloadavg()[0]
+        for _ in range(rounds):
+            for label in results:
+                results[label].append(side_by_side(urls[label], duration, connections))
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        cluster.stop()
+    print(f"two replicas on one PostgreSQL database, wrk -t1 -c{connections // 2} at each, "
+          f"-d{duration}s, {rounds} rounds (medians), load average {load:.1f} at start, "
+          f"{os.getloadavg()[0]:.1f} at end\n")  # fmt: skip
+    print("| events | req/s (sum) | p50 ms | p99 ms (worse) | errors |")
+    print("|---|---:|---:|---:|---:|")
+    for label, rs in results.items():
+
+        def med(key: str, rs: list[dict[str, float]] = rs) -> float:
+            return statistics.median(r[key] for r in rs)
+
+        print(f"| {label} | {med('rps'):,.0f} | {med('p50'):.2f} | {med('p99'):.2f} "
+              f"| {int(sum(r['errors'] for r in rs))} |")  # fmt: skip
 
 
 if __name__ == "__main__":
