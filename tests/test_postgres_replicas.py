@@ -216,6 +216,30 @@ def test_a_stream_resuming_below_passed_gaps_is_not_held_up(
     assert [r[0] for r in reader.events_since(ids[0])] == ids[1:]
 
 
+def test_a_transaction_holding_an_event_id_too_long_is_passed(
+    url: str,
+    stores: Callable[[], Any],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A forgotten open transaction that inserted an event must not stall every stream:
+    after ``HOLD`` the reader goes on past its id (and says so)."""
+    from cronwatch.store.postgres import eventlog
+
+    monkeypatch.setattr(eventlog, "HOLD", 0.5)
+    reader, other = stores(), stores()
+    start = reader.last_event_id()
+    with psycopg.connect(url) as a:
+        insert_event(a, "forgotten")
+        kept = other.add_event("b", {}, now=time.time())
+        assert reader.events_since(start) == []
+        time.sleep(0.7)
+        with caplog.at_level("WARNING", logger="cronwatch"):
+            assert [r[0] for r in reader.events_since(start)] == [kept]
+        assert "missing for" in caplog.text
+        a.rollback()
+
+
 def test_the_newest_id_waits_for_events_in_flight(url: str, stores: Callable[[], Any]) -> None:
     """A stream starts from ``last_event_id``: an event that is in flight then, with a
     smaller id than the newest, is committed (or gone) once the call returns, so that
@@ -271,6 +295,26 @@ def test_an_event_made_at_one_replica_reaches_a_stream_at_the_other_by_notificat
     events, at = out[0]
     assert [e["event"] for e in events] == ["run.started", "run.ok"]
     assert at - pinged < 5, f"{at - pinged:.1f}s: the poll (60 s), not a notification"
+
+    # b's listening session ends (a failover, an administrator): it listens again
+    with psycopg.connect(a.db, autocommit=True) as admin:
+        ended = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = 'cronwatch listener'"
+        ).fetchone()[0]
+        assert ended == 2  # one a replica
+        assert wait_for(lambda: admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'cronwatch listener'"
+        ).fetchone()[0] == 2, 10)  # fmt: skip
+    out.clear()
+    reader = threading.Thread(target=read)
+    reader.start()
+    time.sleep(1.5)
+    pinged = time.monotonic()
+    assert httpx.get(f"{a.url}/ping/{key}/start", timeout=10).text == "OK"
+    assert httpx.get(f"{a.url}/ping/{key}", timeout=10).text == "OK"
+    reader.join(40)
+    assert out and out[0][1] - pinged < 5, "no notification after the listener reconnected"
 
 
 def test_the_event_poll_setting_is_checked(cw: Callable[..., Any]) -> None:
