@@ -38,7 +38,7 @@ from cronwatch.store.sqlite.backend import SQLiteStore
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-    from cronwatch.store.interface import Maintenance, Store
+    from cronwatch.store.interface import EventWaker, Maintenance, Store
 
 _IDLE, _INTRANS, _INERROR = (
     TransactionStatus.IDLE,
@@ -646,4 +646,7 @@ def _error(e: Exception, what: str) -> StoreError:
 if TYPE_CHECKING:  # mypy checks here that the PostgreSQL store is a whole Store
 
     def _is_a_store(s: PostgresStore) -> Store:
+        return s
+
+    def _is_a_waker(s: PostgresStore) -> EventWaker:  # it hears other processes' events
         return s

@@ -29,13 +29,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psycopg
-
-if TYPE_CHECKING:
-    from cronwatch.store.interface import EventWaker
-    from cronwatch.store.postgres.backend import PostgresStore
 
 log = logging.getLogger("cronwatch")
 
@@ -173,9 +169,3 @@ class Listener:
     def close(self) -> None:
         self.stopped.set()
         self.thread.join(3.0)
-
-
-if TYPE_CHECKING:  # mypy checks here that the PostgreSQL store hears other processes
-
-    def _is_a_waker(s: PostgresStore) -> EventWaker:
-        return s
