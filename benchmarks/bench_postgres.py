@@ -11,11 +11,15 @@ on, the server's defaults otherwise) and removed at the end.
    ``cronwatch migrate-db --to URL`` into an empty database: runs/s over the whole
    command (COPY of every table, sequences, the count check).
 2. pings: one ``cronwatch serve`` (the defaults: uvicorn, the ping writer process) on a
-   SQLite file and one on a PostgreSQL database, driven in turn, round after round, by
-   wrk -t2 at ``/ping/{key}``: req/s, p50, p99, errors (medians of the rounds); then the
-   runs stored are counted against the pings acknowledged (stored >= acknowledged).
-   ``--notify-ab``: two PostgreSQL databases instead, with the events' notify trigger
-   (migration 15) and without it, to see what the notifications cost the ping writer.
+   SQLite file, one on a PostgreSQL database, and two replicas side by side on another
+   PostgreSQL database (each driven by its own wrk with half the connections, at the
+   same time: their sum is the row's rate), driven in turn, round after round, by wrk -t2
+   at ``/ping/{key}``: req/s, p50, p99, errors (medians of the rounds); then the runs
+   stored are counted against the pings acknowledged (stored >= acknowledged). Also the
+   CPU each acknowledged ping cost: cronwatch's processes (the HTTP server and its ping
+   writer), and PostgreSQL's backends of that database. ``--notify-ab``: one server on a
+   PostgreSQL database with the events' notify trigger (migration 15) and one on a
+   database without it, instead, to see what the notifications cost the ping writer.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from pathlib import Path
 from _common import CACHE, CRONWATCH, ROOT, bench_env, check_tools
 
 sys.path.insert(0, str(ROOT / "tests"))  # the throwaway cluster of the tests
-from bench_server import wait_up, wrk  # noqa: E402
+from bench_server import cpu_seconds, wait_up, wrk  # noqa: E402
 
 T0 = 1_760_000_000.0
 
@@ -103,6 +107,75 @@ def serve(db: str) -> tuple[str, subprocess.Popen[bytes], str]:
     return url, proc, key
 
 
+def backend_cpu(dbname: str) -> float:
+    """CPU seconds used so far by PostgreSQL's backends of ``dbname`` (their process titles
+    name it: ``postgres: USER DBNAME ...``)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    used = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                title = f.read().decode(errors="replace").split()
+            if len(title) < 3 or title[0] != "postgres:" or title[2] != dbname:
+                continue
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            used += (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):
+            continue
+    return used
+
+
+def drive(
+    group: list[tuple[str, subprocess.Popen[bytes], str]],
+    dbname: str | None,
+    duration: int,
+    connections: int,
+) -> dict[str, float]:
+    """wrk at each server of ``group`` at once (``connections`` shared out): the sum of
+    their rates, the worst p50/p99, and the CPU per acknowledged ping."""
+    import threading
+
+    def used() -> tuple[float, float]:
+        ours = sum(sum(cpu_seconds(proc.pid)) for _u, proc, _k in group)
+        return ours, backend_cpu(dbname) if dbname else 0.0
+
+    results: list[dict[str, float]] = []
+    before = used()
+    threads = [
+        threading.Thread(
+            target=lambda u=u, k=k: results.append(
+                wrk(f"{u}/ping/{k}", duration, connections // len(group))
+            )
+        )
+        for u, _p, k in group
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    after = used()
+    ok = sum(r["ok"] for r in results)
+    return {"rps": sum(r["rps"] for r in results), "p50": max(r["p50"] for r in results),
+            "p99": max(r["p99"] for r in results), "ok": ok,
+            "errors": sum(r["errors"] for r in results),
+            "cw_us": (after[0] - before[0]) / max(ok, 1) * 1e6,
+            "pg_us": (after[1] - before[1]) / max(ok, 1) * 1e6}  # fmt: skip
+
+
+def without_notify_trigger(db: str) -> None:
+    """Migrate ``db``, then drop the events' notify trigger (what it costs: --notify-ab)."""
+    import psycopg
+
+    from cronwatch.store import open_store
+
+    open_store(db).close()
+    with psycopg.connect(db, autocommit=True) as c:
+        c.execute("DROP TRIGGER events_notify ON events")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=1_000_000)
@@ -114,8 +187,8 @@ def main() -> None:
     ap.add_argument("--skip-migrate", action="store_true")
     ap.add_argument("--skip-pings", action="store_true")
     ap.add_argument("--notify-ab", action="store_true",
-                    help="pings on two PostgreSQL databases instead of SQLite and one: with "
-                         "the events' notify trigger (migration 15) and with it dropped")  # fmt: skip
+                    help="pings on two PostgreSQL databases instead: with the events' notify "
+                         "trigger (migration 15) and with it dropped")  # fmt: skip
     args = ap.parse_args()
     check_tools()
     cluster = None
@@ -145,44 +218,50 @@ def main() -> None:
         if args.skip_pings:
             return
         tmp = tempfile.mkdtemp(prefix="cw-bench-pg-")
-        pg_url = url_for()
-        if cluster is not None:  # a local server: its socket, as a local deployment would
-            pg_url = cluster.url(pg_url.rsplit("/", 1)[1], unix=True)
-        targets = {"sqlite": os.path.join(tmp, "h.db"), "postgresql": pg_url}
+
+        def pg_db() -> str:
+            url = url_for()
+            if cluster is not None:  # a local server: its socket, as a deployment would
+                url = cluster.url(url.rsplit("/", 1)[1], unix=True)
+            return url
+
         if args.notify_ab:
-            quiet = url_for()
-            if cluster is not None:
-                quiet = cluster.url(quiet.rsplit("/", 1)[1], unix=True)
-            from cronwatch.store import open_store
-
-            open_store(quiet).close()  # migrated, then without the trigger
-            import psycopg
-
-            with psycopg.connect(quiet, autocommit=True) as c:
-                c.execute("DROP TRIGGER events_notify ON events")
-            targets = {"postgresql, notify trigger": pg_url, "postgresql, no trigger": quiet}
-        servers = {name: serve(db) for name, db in targets.items()}
-        results: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
+            targets = {"postgresql, notify trigger": pg_db(), "postgresql, no trigger": pg_db()}
+            without_notify_trigger(targets["postgresql, no trigger"])
+            groups = {name: [serve(db)] for name, db in targets.items()}
+        else:
+            targets = {"sqlite": os.path.join(tmp, "h.db"), "postgresql": pg_db(),
+                       "postgresql, 2 replicas": pg_db()}  # fmt: skip
+            groups = {name: [serve(db)] for name, db in targets.items()}
+            groups["postgresql, 2 replicas"].append(serve(targets["postgresql, 2 replicas"]))
+        results: dict[str, list[dict[str, float]]] = {name: [] for name in groups}
         load = os.getloadavg()[0]
         try:
-            for url, _proc, _key in servers.values():
-                wrk(url + "/healthz", 2, args.connections)  # warm up
+            for group in groups.values():
+                for url, _proc, _key in group:
+                    wrk(url + "/healthz", 2, args.connections)  # warm up
             for _ in range(args.rounds):
-                for name, (url, _proc, key) in servers.items():
-                    results[name].append(wrk(f"{url}/ping/{key}", args.duration,
-                                             args.connections))  # fmt: skip
+                for name, group in groups.items():
+                    db = targets[name]
+                    dbname = None if name == "sqlite" else db.split("?")[0].rsplit("/", 1)[1]
+                    results[name].append(drive(group, dbname, args.duration,
+                                               args.connections))  # fmt: skip
         finally:
-            for _url, proc, _key in servers.values():
-                proc.terminate()
-                proc.wait()
+            for group in groups.values():
+                for _url, proc, _key in group:
+                    proc.terminate()
+                    proc.wait()
         from cronwatch.store import open_store
 
         print(f"wrk -t2 -c{args.connections} -d{args.duration}s at /ping/{{key}}, "
               f"{args.rounds} rounds (medians), server, PostgreSQL and wrk on the same "
               f"{os.cpu_count()}-core machine, load average {load:.1f} at start, "
               f"{os.getloadavg()[0]:.1f} at end\n")  # fmt: skip
-        print("| store | pings/s | p50 ms | p99 ms | errors | acknowledged | stored |")
-        print("|---|---:|---:|---:|---:|---:|---:|")
+        print(
+            "| store | pings/s | p50 ms | p99 ms | errors | acknowledged | stored "
+            "| CPU us/ping: cronwatch | PostgreSQL |"
+        )
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for name, rs in results.items():
             with open_store(targets[name]) as s:
                 stored = int(s.job_stats("bench")["runs"])
@@ -192,7 +271,8 @@ def main() -> None:
                 return statistics.median(r[key] for r in rs)
 
             print(f"| {name} | {med('rps'):,.0f} | {med('p50'):.1f} | {med('p99'):.1f} | "
-                  f"{int(sum(r['errors'] for r in rs))} | {acked:,} | {stored:,} |")  # fmt: skip
+                  f"{int(sum(r['errors'] for r in rs))} | {acked:,} | {stored:,} | "
+                  f"{med('cw_us'):.0f} | {med('pg_us'):.0f} |")  # fmt: skip
             if stored < acked:
                 print(f"  LOST: {acked - stored} acknowledged pings are not stored")
     finally:

@@ -286,3 +286,39 @@ def test_the_server_outlives_postgresql_dropping_its_connections(
             assert len(s.list_runs(job="survivor")) == statuses.count(200) + 1
     finally:
         server.stop()
+
+
+def test_a_steady_batch_of_pings_is_one_statement(pg_database: Callable[[], str]) -> None:
+    """The ping writer's steady batches (quick pings, nothing else committed since its
+    last batch) cost one statement each: the rows and the look for other connections'
+    commits together, no BEGIN, no separate look, no COMMIT. Each statement is a round
+    trip and a fixed cost on both sides (benchmarks/README.md). What the batch records
+    and that another connection's commit is still seen: test_store_replicas.py."""
+    import psycopg
+
+    from test_store_replicas import _writer
+
+    url = pg_database()
+    with open_store(url) as s:
+        key = s.ensure_ping_key("steady", now=time.time())
+        send = _writer(s)
+        send(f"/ping/{key}")  # the first ping of a job is evaluated, and swept
+        send(f"/ping/{key}")  # the next reads what the quick path needs to know
+        raw = s.conn._pg  # type: ignore[attr-defined]
+        sent: list[str] = []
+        real = psycopg.Connection.execute
+
+        def counted(self: Any, query: Any, *a: Any, **kw: Any) -> Any:
+            if self is raw:
+                sent.append(str(query)[:40])
+            return real(self, query, *a, **kw)
+
+        psycopg.Connection.execute = counted  # type: ignore[method-assign]
+        try:
+            for _ in range(5):  # well within a second: no retention sweep is due
+                send(f"/ping/{key}", f"/ping/{key}", f"/ping/{key}")
+        finally:
+            psycopg.Connection.execute = real  # type: ignore[method-assign]
+        assert len(sent) == 5, sent
+    with open_store(url) as s:
+        assert s.job_stats("steady")["runs"] == 17

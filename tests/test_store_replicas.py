@@ -319,3 +319,61 @@ def test_a_job_that_cannot_be_checked_does_not_hold_up_the_others(
     assert "job broken: cannot check it" in caplog.text
     assert "broken" not in store.due_jobs(now=NOW + 59)
     assert "broken" in store.due_jobs(now=NOW + 60)
+
+
+# --- the ping writer's caches: another replica's commit is seen before a batch is written --
+def _writer(store: Any) -> Callable[..., list[tuple[bool, Any]]]:
+    """The ping writer process's loop (server/pingproc.py) on ``store``: ``send(url, ...)``
+    records one batch of pings in one transaction and returns each ping's result."""
+    from cronwatch.server.apply import Applier
+    from cronwatch.server.ingest import Committer
+    from cronwatch.server.ping import parse_ping
+
+    store.writer_maintenance()
+    applier = Applier(store.project_ping_key())
+    committer = Committer(store, cache=applier)
+
+    def send(*urls: str) -> list[tuple[bool, Any]]:
+        items = []
+        for url in urls:
+            path, _, query = url.partition("?")
+            items.append((parse_ping(path, query), None))
+        results = committer.commit_each(applier.apply_item, items)
+        assert all(ok for ok, _ in results), results
+        return results
+
+    return send
+
+
+def _events(result: Any) -> list[str]:
+    """The event types of a ping's result (a quick ping's result is its answer: none)."""
+    return [e["type"] for e in result["events"]] if isinstance(result, dict) else []
+
+
+def test_a_steady_writer_sees_another_replicas_failure_at_its_next_batch(
+    store_factory: Callable[..., Any],
+) -> None:
+    """A writer records steady successes from what it remembers (the quick path; on
+    PostgreSQL its look for other commits is made by the batch's one statement). When
+    another replica has meanwhile recorded a failure, the next success is a recovery, as
+    if the writer had remembered nothing, and no ping is written twice."""
+    import time
+
+    a, b = store_factory(), store_factory()
+    key = a.ensure_ping_key("j", now=time.time())
+    at_a, at_b = _writer(a), _writer(b)
+    at_a(f"/ping/{key}")  # the first ping of a job is evaluated: then steady
+    for _ in range(3):
+        assert [_events(r) for _ok, r in at_a(f"/ping/{key}", f"/ping/{key}")] == [[], []]
+    assert b.job_stats("j")["runs"] == 7  # committed: another connection sees them
+    fails = at_b(f"/ping/{key}/fail", f"/ping/{key}/fail")  # two failures open an incident
+    assert "incident.opened" in _events(fails[1][1])
+    assert "incident.closed" in _events(at_a(f"/ping/{key}")[0][1])
+    assert "incident.opened" in _events(at_b(f"/ping/{key}/fail", f"/ping/{key}/fail")[1][1])
+    # a batch whose first ping would be quick and whose others are not: the look is made
+    # before the first statement, and the whole batch is decided on what is stored
+    first, _, third = at_a(f"/ping/{key}", f"/ping/{key}/fail", f"/ping/{key}/fail")
+    assert "incident.closed" in _events(first[1])
+    assert "incident.opened" in _events(third[1])
+    assert b.job_stats("j")["runs"] == 1 + 6 + 2 + 1 + 2 + 3
+    assert len(b.list_incidents(job="j")) == 3

@@ -7,7 +7,8 @@ CronwatchError              anything cronwatch reports to a user (CLI exit 1, HT
 │                           a finish before its run's start) (exit 1, 409)
 ├── StoreError              the database cannot be opened, read or written
 │   └── StoreBusy           another writer holds it (retry later; HTTP 503)
-│       └── LostClaim       another process changed what this transaction read (retry it)
+│       ├── LostClaim       another process changed what this transaction read (retry it)
+│       └── StaleCache      another process committed while a writer trusted its caches
 └── DeliveryError           a notification channel failed (transport error, bad answer)
 """
 
@@ -54,3 +55,9 @@ class LostClaim(StoreBusy):
     """A conditional update matched nothing: another process (a replica, ``check``, a
     wrapper's post-run step) changed what this transaction decided on. Roll back and run
     the whole transaction again; it will decide on what is stored now."""
+
+
+class StaleCache(StoreBusy):
+    """A writer applied a batch on what it remembered (jobs, alert states) and found, at
+    the moment of writing, that another connection had committed since: nothing of the
+    batch was written. Forget what is remembered and run the batch again."""

@@ -32,7 +32,7 @@ from typing import Any
 
 from cronwatch.app import evaluate as checks
 from cronwatch.core import events as ev
-from cronwatch.core.errors import NotFound
+from cronwatch.core.errors import NotFound, StaleCache
 from cronwatch.core.model import Job, Run, Status, new_run_id
 from cronwatch.server.ingest import BufferLost
 from cronwatch.server.ping import FAIL, HEARTBEAT, LOG, START, SUCCESS, Ping
@@ -95,16 +95,18 @@ class Applier:
 
     def flush(self, store: Store) -> None:
         sql: Any = store  # the SQLite store's own methods
+        if not self.runs and not self.rows:
+            return
+        runs, self.runs = self.runs, []
+        rows, self.rows = self.rows, []
         try:
-            if self.runs:
-                runs, self.runs = self.runs, []
-                sql.add_finished_runs(runs, self.run_jobs, now=time.time())
-                self.run_jobs.clear()
-            if self.rows:
-                rows, self.rows = self.rows, []
-                sql.add_event_rows(rows)
+            sql.add_quick_rows(runs, self.run_jobs, rows, now=time.time())
+        except StaleCache:
+            raise  # nothing was written: the batch runs again on fresh caches
         except Exception as e:  # other pings' rows: the writer replays the batch
             raise BufferLost(f"buffered rows not written: {e}") from e
+        finally:
+            self.run_jobs.clear()
 
     def discard(self) -> None:
         self.rows.clear()

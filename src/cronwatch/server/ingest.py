@@ -15,7 +15,10 @@ which is then replayed once with a savepoint per op, so only the bad one is undo
 The writer may keep caches (``Cache``: jobs by ping key, alert states) that are valid
 only while nothing else changes the database. It drops them after any operation that is
 not a cache-aware ping, after a rollback, and when another connection committed (the
-store's data_version, read once a batch).
+store's data_version, read once a batch). A backend may check that last point only when
+the batch is written (one statement instead of a look first, see PostgresStore): if
+another connection had committed, nothing is written (``StaleCache``) and the batch runs
+again at once, on fresh caches.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
-from cronwatch.core.errors import LostClaim, StoreError
+from cronwatch.core.errors import LostClaim, StaleCache, StoreError
 from cronwatch.store.interface import Store
 
 T = TypeVar("T")
@@ -113,6 +116,8 @@ class Committer:
             except _Replay:
                 self._rolled_back()
                 safe = True
+            except StaleCache:  # nothing written; the caches are void: at once, as it was
+                self._rolled_back()
             except StoreError as e:  # busy (another process writes) or I/O
                 self._rolled_back()
                 if attempt == self.retries - 1:
@@ -160,6 +165,8 @@ class Committer:
                 before = changes()
                 try:
                     append((True, op(store)))
+                except StaleCache:
+                    raise
                 except Exception as e:
                     if changes() != before or not in_transaction() or isinstance(e, BufferLost):
                         raise _Replay from e  # partial writes: undo them with the batch
@@ -189,6 +196,8 @@ class Committer:
                 before = changes()
                 try:
                     append((True, fn(store, item)))
+                except StaleCache:
+                    raise
                 except Exception as e:
                     if changes() != before or not in_transaction() or isinstance(e, BufferLost):
                         raise _Replay from e  # partial writes: undo them with the batch
@@ -204,6 +213,8 @@ class Committer:
             try:
                 result = op(self.store)
                 self.cache.flush(self.store)  # its buffered rows too: a bad one fails with it
+            except StaleCache:
+                raise
             except Exception as e:  # this op fails alone; its partial writes are undone
                 if not store.in_transaction():  # the database rolled back the whole transaction
                     raise StoreError(f"database write failed: {e}") from e

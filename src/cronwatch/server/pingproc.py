@@ -248,8 +248,9 @@ def _record(
 
 
 def _flush_some(applier: Any, store: Any, rows: int) -> None:
-    """Write the writer's buffered rows if there are at least ``rows`` of them."""
-    if len(applier.rows) >= rows:
+    """Write the writer's buffered rows if there are at least ``rows`` of them (and the
+    store gains by writing them before the commit: ``Store.flush_early``)."""
+    if store.flush_early and len(applier.rows) >= rows:
         applier.flush(store)
 
 

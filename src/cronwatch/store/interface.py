@@ -282,6 +282,24 @@ class RunStore(Protocol):
         started_at, ended_at, duration, exit_code, host, message, source)."""
         ...
 
+    def add_quick_rows(
+        self,
+        runs: list[tuple[Any, ...]],
+        jids: Iterable[int],
+        events: list[tuple[float, str, str]],
+        *,
+        now: float,
+    ) -> None:
+        """The ping writer's buffered rows: ``add_finished_runs`` then ``add_event_rows``,
+        together (a backend may write them with one statement). May raise ``StaleCache``
+        when the backend checks the writer's caches only now (``data_version``)."""
+        ...
+
+    # Whether the ping writer should write its buffered rows while it waits for the rest
+    # of a batch (SQLite: the inserts overlap the wait) or only once, at the end (a
+    # database server: each statement is a round trip and a fixed cost of its own).
+    flush_early: bool
+
 
 class StatsStore(Protocol):
     # The per-day rollup, written once for every backend (store/rollup.py); the contract

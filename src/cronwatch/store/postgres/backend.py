@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import atexit
 import threading
-from typing import TYPE_CHECKING, Any
+import time
+from functools import partial
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg.adapt import Dumper
 from psycopg.pq import TransactionStatus
 
-from cronwatch.core.errors import StoreBusy, StoreError
+from cronwatch.core.errors import StaleCache, StoreBusy, StoreError
 from cronwatch.store.postgres import leader
 from cronwatch.store.postgres.dialect import DML, RETURNING, SQL, translate, unnest_insert
 from cronwatch.store.postgres.eventlog import EventLog, Listener
@@ -90,6 +92,12 @@ class _Conn:
         # replaced at the next use outside a transaction: a long-lived store (the
         # server's) would otherwise fail every call from then on.
         self.reconnect: Callable[[], psycopg.Connection[Any]] | None = None
+        # The writer's look for other connections' commits, put off (data_version): run
+        # before the transaction's first statement, unless the batch's rows go in one
+        # statement that makes the look itself (PostgresStore.add_quick_rows).
+        self.deferred_check: Callable[[], None] | None = None
+        # That one statement was its own transaction, committed: nothing left to commit.
+        self.autocommitted = False
 
     def _usable(self) -> psycopg.Connection[Any]:
         assert self._pg is not None, "the store is closed"
@@ -102,6 +110,8 @@ class _Conn:
         """The connection, its transaction begun."""
         self._usable()
         assert self._pg is not None
+        if self.deferred_check is not None and self.begin_pending:
+            self.deferred_check()  # begins the transaction with its look
         if self.begin_pending:
             self.begin_pending = False
             self._pg.execute("BEGIN")
@@ -115,6 +125,8 @@ class _Conn:
         """A statement without parameters (no ``%`` either), sent with a pending BEGIN."""
         self._usable()
         assert self._pg is not None
+        if self.deferred_check is not None and self.begin_pending:
+            self.deferred_check()
         if not self.begin_pending:
             return self._pg.execute(q)
         self.begin_pending = False
@@ -266,6 +278,10 @@ class PostgresStore(SQLiteStore):
         self._versions: tuple[int, int, bool] | None = None  # see data_version
         self._mine: list[int] = []
         self._looked = False
+        self._writer = False  # the ping writer's long-lived store (writer_maintenance)
+        # Until when (monotonic) the writer looks at once: another connection committed
+        # during a recent batch (another replica writes too: it would again).
+        self._look_now_until = 0.0
         try:
             self.set_timeout(timeout)
             self._migrate_pg(create)
@@ -378,6 +394,44 @@ class PostgresStore(SQLiteStore):
     def data_version(self) -> int:
         """Changes when another connection may have committed a write since the last call.
 
+        The ping writer does not look at once when its last look found nothing and its
+        own commits since are accounted for: it assumes nothing changed and the look is
+        made with the batch's first statement (``_Conn.deferred_check``), or inside the
+        one statement that writes a batch of quick pings (``add_quick_rows``). If the
+        look then finds a change, the batch is undone and ``StaleCache`` runs it again.
+        A steady batch costs one statement instead of four (BEGIN and the look, the
+        rows, COMMIT): on PostgreSQL each is a round trip and a fixed cost on both sides.
+        """
+        if self._writer and self.conn.begin_pending and self._can_defer():
+            assert self._versions is not None
+            version = self._versions[0]
+            self.conn.deferred_check = partial(self._check_deferred, version)
+            return version
+        return self._read_version()
+
+    def _can_defer(self) -> bool:
+        state = self._versions
+        if state is None or not state[2] or time.monotonic() < self._look_now_until:
+            return False
+        mine = sorted(self._mine)
+        return mine == list(range(state[1] + 1, state[1] + 1 + len(mine)))
+
+    def _check_deferred(self, version: int) -> None:
+        self.conn.deferred_check = None
+        if self._read_version() != version:
+            self._stale()
+
+    def _stale(self) -> NoReturn:
+        self._look_now_until = time.monotonic() + self.LOOK_NOW_FOR
+        raise StaleCache("another connection committed: the batch runs again")
+
+    # Seconds the writer looks at once after a batch found another's commit: with two
+    # replicas writing, a batch put off would be undone each time.
+    LOOK_NOW_FOR = 2.0
+
+    def _read_version(self) -> int:
+        """``data_version``, looked up now.
+
         PostgreSQL has no such counter; transaction ids tell it. Each call takes an id
         (in the writer's batch, its transaction's: it writes anyway) and looks at the
         snapshot. If no write transaction was in flight and ours was the next id to be
@@ -414,6 +468,7 @@ class PostgresStore(SQLiteStore):
 
     def writer_maintenance(self) -> Maintenance:
         """Nothing runs beside PostgreSQL's writer (its checkpoints are the server's)."""
+        self._writer = True
         return _NoMaintenance()
 
     def _insert_rows(self, head: str, values: str, rows: list[tuple[Any, ...]]) -> int:
@@ -427,13 +482,17 @@ class PostgresStore(SQLiteStore):
         self.conn.total_changes += max(cur.rowcount, 0)
         return int(cur.rowcount)
 
-    def _arrays(self, sql: str, params: list[Any]) -> Any:
+    def _arrays(
+        self, sql: str, params: list[Any], pg: psycopg.Connection[Any] | None = None
+    ) -> Any:
+        """Run ``sql`` on ``pg`` (default: the connection, its transaction begun)."""
+        on = self.conn.pg if pg is None else pg
         try:
-            return self.conn.pg.execute(sql, params)
+            return on.execute(sql, params)
         except psycopg.DataError as e:  # found while encoding: nothing was sent
             if "NUL" not in str(e):
                 raise
-            return self.conn.pg.execute(sql, without_nul(params))
+            return on.execute(sql, without_nul(params))
 
     _FINISHED = (
         "INSERT OR IGNORE INTO runs(uid, job_id, env, status, started_at, ended_at, "
@@ -466,6 +525,69 @@ class PostgresStore(SQLiteStore):
                 self._fold_late([(r[1], r[4]) for r in rows])
             for jid in jids:
                 self._retention(jid, now)
+
+    # --- the ping writer's buffered rows ---------------------------------------------------
+    flush_early = False  # each statement costs a round trip: write them once, at the end
+
+    def add_quick_rows(
+        self,
+        runs: list[tuple[Any, ...]],
+        jids: Iterable[int],
+        events: list[tuple[float, str, str]],
+        *,
+        now: float,
+    ) -> None:
+        """A batch of quick pings whose transaction has sent nothing yet (the steady
+        case) is one statement, its own transaction: the events, the runs, the jobs'
+        next-check reset, and the put-off look for other connections' commits
+        (``data_version``), which undoes the statement if it finds one. Otherwise (a
+        transaction under way, a retention sweep or the seal due, no look put off), the
+        same rows by the usual statements."""
+        conn = self.conn
+        jids = list(jids)
+        if not (
+            conn.begin_pending
+            and conn.deferred_check is not None
+            and self._versions is not None
+            and runs
+            and not self._sweep_due(jids, now)
+        ):
+            super().add_quick_rows(runs, jids, events, now=now)
+            return
+        version, last, _ = self._versions
+        ours = last + 1 + len(self._mine)
+        params: list[Any] = [list(c) for c in zip(*events, strict=True)] if events else [[]] * 3
+        params += [list(c) for c in zip(*runs, strict=True)]
+        # The look: our transaction id is the next after ours and our own commits, and no
+        # other transaction took one or was running when the statement began. The seal:
+        # a run of a sealed day needs its day folded again (the usual statements do it).
+        params += [jids, ours, ours, ours, min(r[4] for r in runs)]
+        conn.deferred_check = None
+        conn.begin_pending = False  # no BEGIN: the statement is its own transaction
+        try:
+            row = self._arrays(_QUICK_SQL, params, conn._usable()).fetchone()
+        except pg_errors.InvalidTextRepresentation as e:
+            if _STALE not in str(e):
+                raise _error(e, "database write failed") from None
+            self._versions = (version, last, False)
+            self._stale()
+        except psycopg.Error as e:
+            raise _error(e, "database write failed") from None
+        conn.autocommitted = True
+        self._versions = (version, int(row[0]), True)
+        self._mine = []
+        conn.total_changes += len(runs) + len(events)
+
+    def _sweep_due(self, jids: list[int], now: float) -> bool:
+        """Whether ``_retention`` would do more than look at the clock for these jobs."""
+        if now >= self.rollup.seal_due:
+            return True
+        swept = self._swept
+        for jid in jids:
+            last = swept.get(jid)
+            if last is None or not 0 <= now - last < self.RETENTION_EVERY:
+                return True
+        return False
 
     # --- what has no translation -----------------------------------------------------------
     def alert_summary(self, job: str, env: str = "") -> dict[str, Any] | None:
@@ -573,6 +695,8 @@ class _PgTx:
         db = self.store.conn
         if db.status() == _IDLE:
             self.outer = True
+            db.autocommitted = False
+            db.deferred_check = None
             db.savepoints = 0
             self.store._looked = False
             self.store.seal_cache.known = None
@@ -582,6 +706,11 @@ class _PgTx:
         if not self.outer:
             return
         db = self.store.conn
+        db.deferred_check = None
+        if db.autocommitted:  # its one statement committed it (add_quick_rows)
+            db.autocommitted = False
+            if exc_type is None:
+                return
         if exc_type is None:
             if db.begin_pending:  # nothing was sent: nothing to commit
                 db.begin_pending = False
@@ -606,6 +735,10 @@ class _PgTx:
     def _rollback(self) -> None:
         db = self.store.conn
         db.savepoints = 0
+        db.deferred_check = None
+        versions = self.store._versions
+        if versions is not None:  # its transaction id is a gap: the next look is made at once
+            self.store._versions = (versions[0], versions[1], False)
         self.store.seal_cache.known = None
         if db.begin_pending:
             db.begin_pending = False
@@ -617,6 +750,24 @@ class _PgTx:
         except psycopg.Error:
             pass  # a lost connection: the server rolled it back
         self.on_rollback()
+
+
+_STALE = "cronwatch: another connection committed"
+_QUICK_SQL = (
+    "WITH e AS (INSERT INTO events (at, type, data)"
+    " SELECT * FROM unnest(%b::float8[], %b::text[], %b::text[])),"
+    " r AS (INSERT INTO runs (uid, job_id, env, status, started_at, ended_at, duration,"
+    " exit_code, host, message, source) SELECT * FROM unnest(%b::text[], %b::bigint[],"
+    " %b::text[], %b::text[], %b::float8[], %b::float8[], %b::float8[], %b::integer[],"
+    " %b::text[], %b::text[], %b::text[]) ON CONFLICT DO NOTHING),"
+    " u AS (UPDATE jobs SET next_check=NULL WHERE id = ANY(%b::bigint[])"
+    " AND next_check IS NOT NULL)"
+    " SELECT CAST(CASE WHEN pg_current_xact_id()::text::bigint = %b"
+    " AND pg_snapshot_xmin(s)::text::bigint = %b AND pg_snapshot_xmax(s)::text::bigint = %b"
+    " AND coalesce((SELECT sealed FROM rollup WHERE id=1), '-infinity') <= %b"
+    f" THEN pg_current_xact_id()::text ELSE '{_STALE}' END AS bigint)"
+    " FROM pg_current_snapshot() s"
+)
 
 
 def _has_meta(pg: psycopg.Connection[Any]) -> bool:

@@ -1537,6 +1537,22 @@ class SQLiteStore(StoreBase):
                 )
                 self._retention(jid, now)
 
+    flush_early = True  # an insert costs no round trip: overlap it with the writer's wait
+
+    def add_quick_rows(
+        self,
+        runs: list[tuple[Any, ...]],
+        jids: Iterable[int],
+        events: list[tuple[float, str, str]],
+        *,
+        now: float,
+    ) -> None:
+        with self._write():
+            if runs:
+                self.add_finished_runs(runs, jids, now=now)
+            if events:
+                self.add_event_rows(events)
+
     def add_event_rows(self, rows: list[tuple[float, str, str]]) -> None:
         """``add_events`` with multi-row INSERTs (the ping writer's batches)."""
         with self._write():
