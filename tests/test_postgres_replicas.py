@@ -240,20 +240,25 @@ def test_a_transaction_holding_an_event_id_too_long_is_passed(
         a.rollback()
 
 
-def test_the_newest_id_waits_for_events_in_flight(url: str, stores: Callable[[], Any]) -> None:
+def test_the_newest_id_waits_for_events_in_flight(
+    url: str, stores: Callable[[], Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A stream starts from ``last_event_id``: an event that is in flight then, with a
     smaller id than the newest, is committed (or gone) once the call returns, so that
     the stream cannot start past something that commits later."""
+    from cronwatch.store.postgres import eventlog
+
+    monkeypatch.setattr(eventlog, "SETTLE", 30.0)  # far beyond the commit below
     reader, other = stores(), stores()
     a = psycopg.connect(url)
     first = insert_event(a, "a")
     newest = other.add_event("b", {}, now=time.time())
-    threading.Timer(0.5, a.commit).start()
+    threading.Timer(0.3, a.commit).start()
     try:
         assert reader.last_event_id() == newest
         assert [r[0] for r in reader.events_since(first - 1)] == [first, newest]
     finally:
-        time.sleep(0.6)
+        time.sleep(0.5)
         a.close()
 
 

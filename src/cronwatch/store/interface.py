@@ -423,7 +423,8 @@ class EventStore(Protocol):
 
     def last_event_id(self) -> int:
         """The newest event's id: a stream that goes on from it misses nothing committed
-        after the call returned."""
+        after the call returned (PostgreSQL waits, briefly, for the transactions that
+        may hold smaller ids)."""
         ...
 
 

@@ -37,7 +37,7 @@ log = logging.getLogger("cronwatch")
 
 CHANNEL = "cronwatch_events"  # the trigger of migration 15 notifies it
 HOLD = 30.0  # seconds a gap may hold readers back while its writers still run
-SETTLE = 2.0  # seconds ``newest`` waits, at most, for the writers it saw to end
+SETTLE = 0.5  # seconds ``newest`` waits, at most, for the writers it saw to end
 
 _WRITERS = (
     "SELECT DISTINCT virtualtransaction FROM pg_locks WHERE locktype = 'relation' "
@@ -108,17 +108,19 @@ class EventLog:
 
     def newest(self, db: Any) -> int:
         """The newest event's id, once the transactions that may hold smaller ids have
-        ended: a stream that starts from it misses nothing committed after it started."""
+        ended (those writing events right after the read; usually a batch, a few ms):
+        a stream that starts from it misses nothing committed after it started. After
+        ``SETTLE`` it returns anyway (logged): it runs in the server's event loop."""
         row = db.execute("SELECT max(id) FROM events").fetchone()
         top = int(row[0] or 0)
         writers = self._writers(db)
         until = time.monotonic() + SETTLE
         while writers and time.monotonic() < until:
-            time.sleep(0.005)
+            time.sleep(0.002)
             writers &= self._writers(db)
         if writers:
-            log.warning("event log: transactions writing events for over %.0f s; a stream "
-                        "starting now may miss what they commit", SETTLE)  # fmt: skip
+            log.warning("event log: a transaction has written events for over %.1f s; a "
+                        "stream starting now may miss them", SETTLE)  # fmt: skip
         self.final = max(self.final or 0, top)
         return top
 
