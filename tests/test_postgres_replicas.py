@@ -102,7 +102,7 @@ def test_of_two_processes_one_leads_and_the_other_takes_over_when_it_is_killed(
 
 
 def test_a_holder_whose_session_ended_is_not_the_leader_and_does_not_take_it_back(
-    url: str, stores: Callable[[], Any], pg_cluster: Any
+    url: str, stores: Callable[[], Any]
 ) -> None:
     """The server ends the leader's session (an administrator, a failover): its next
     renewal says it lost the lock, at once, and another process holds it by then; the
