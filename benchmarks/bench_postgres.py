@@ -17,7 +17,9 @@ on, the server's defaults otherwise) and removed at the end.
    at ``/ping/{key}``: req/s, p50, p99, errors (medians of the rounds); then the runs
    stored are counted against the pings acknowledged (stored >= acknowledged). Also the
    CPU each acknowledged ping cost: cronwatch's processes (the HTTP server and its ping
-   writer), and PostgreSQL's backends of that database.
+   writer), and PostgreSQL's backends of that database. ``--notify-ab``: one server on a
+   PostgreSQL database with the events' notify trigger (migration 15) and one on a
+   database without it, instead, to see what the notifications cost the ping writer.
 """
 
 from __future__ import annotations
@@ -163,6 +165,17 @@ def drive(
             "pg_us": (after[1] - before[1]) / max(ok, 1) * 1e6}  # fmt: skip
 
 
+def without_notify_trigger(db: str) -> None:
+    """Migrate ``db``, then drop the events' notify trigger (what it costs: --notify-ab)."""
+    import psycopg
+
+    from cronwatch.store import open_store
+
+    open_store(db).close()
+    with psycopg.connect(db, autocommit=True) as c:
+        c.execute("DROP TRIGGER events_notify ON events")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=1_000_000)
@@ -173,6 +186,9 @@ def main() -> None:
                     "throwaway cluster); databases are created beside it")  # fmt: skip
     ap.add_argument("--skip-migrate", action="store_true")
     ap.add_argument("--skip-pings", action="store_true")
+    ap.add_argument("--notify-ab", action="store_true",
+                    help="pings on two PostgreSQL databases instead: with the events' notify "
+                         "trigger (migration 15) and with it dropped")  # fmt: skip
     args = ap.parse_args()
     check_tools()
     cluster = None
@@ -209,10 +225,15 @@ def main() -> None:
                 url = cluster.url(url.rsplit("/", 1)[1], unix=True)
             return url
 
-        targets = {"sqlite": os.path.join(tmp, "h.db"), "postgresql": pg_db(),
-                   "postgresql, 2 replicas": pg_db()}  # fmt: skip
-        groups = {name: [serve(db)] for name, db in targets.items()}
-        groups["postgresql, 2 replicas"].append(serve(targets["postgresql, 2 replicas"]))
+        if args.notify_ab:
+            targets = {"postgresql, notify trigger": pg_db(), "postgresql, no trigger": pg_db()}
+            without_notify_trigger(targets["postgresql, no trigger"])
+            groups = {name: [serve(db)] for name, db in targets.items()}
+        else:
+            targets = {"sqlite": os.path.join(tmp, "h.db"), "postgresql": pg_db(),
+                       "postgresql, 2 replicas": pg_db()}  # fmt: skip
+            groups = {name: [serve(db)] for name, db in targets.items()}
+            groups["postgresql, 2 replicas"].append(serve(targets["postgresql, 2 replicas"]))
         results: dict[str, list[dict[str, float]]] = {name: [] for name in groups}
         load = os.getloadavg()[0]
         try:

@@ -11,6 +11,7 @@ load balancer's share, without a balancer's own cost in the figures). Prints the
 req/s (summed over the two), p50, p99 (the worse of the two), errors; then checks that
 every acknowledged ping is stored. Last, ``--takeovers`` times: two fresh replicas, the
 leader killed with SIGKILL, the seconds until the other one leads (its /healthz).
+``--postgres-takeovers``: only those times, on a throwaway PostgreSQL cluster.
 
 The two replicas share one SQLite writer lock: their group commits take turns, so the
 pair cannot commit more than one writer does; what it buys is a second process to
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -98,11 +100,12 @@ def leads(url: str) -> bool:
         return False
 
 
-def takeover(tmp: str, n: int) -> list[float]:
-    """Seconds from the leader's SIGKILL to the other replica leading, ``n`` times."""
+def takeover(tmp: str, n: int, new_db: Callable[[int], str] | None = None) -> list[float]:
+    """Seconds from the leader's SIGKILL to the other replica leading, ``n`` times (on a
+    new database each time: a SQLite file, or ``new_db(i)``)."""
     out = []
     for i in range(n):
-        db = os.path.join(tmp, f"takeover-{i}.db")
+        db = new_db(i) if new_db is not None else os.path.join(tmp, f"takeover-{i}.db")
         a, a_url = serve(db, "a")
         deadline = time.monotonic() + 30
         while not leads(a_url) and time.monotonic() < deadline:
@@ -126,10 +129,28 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--takeovers", type=int, default=5)
+    ap.add_argument("--postgres-stream", type=int, default=0, metavar="PINGS",
+                    help="only this: PINGS pings at one PostgreSQL replica, the seconds until "
+                         "each event reaches a stream at the other (its poll made 60 s)")  # fmt: skip
+    ap.add_argument("--postgres-notify-ab", action="store_true",
+                    help="only this: two replicas side by side on a PostgreSQL database with "
+                         "the events' notify trigger, and two on one without it, in turn")  # fmt: skip
+    ap.add_argument("--postgres-takeovers", action="store_true",
+                    help="only the takeover times, on PostgreSQL (a throwaway cluster, "
+                         "tests/pg.py): its leader is an advisory lock, not a lease")  # fmt: skip
     args = ap.parse_args()
     from cronwatch.store import open_store
 
     tmp = tempfile.mkdtemp(prefix="cw-replicas-")
+    if args.postgres_takeovers:
+        postgres_takeovers(tmp, args.takeovers)
+        return
+    if args.postgres_stream:
+        postgres_stream(args.postgres_stream)
+        return
+    if args.postgres_notify_ab:
+        postgres_notify_ab(args.duration, args.connections, args.rounds)
+        return
     one_db, two_db = os.path.join(tmp, "one.db"), os.path.join(tmp, "two.db")
     keys = {}
     for db in (one_db, two_db):
@@ -182,6 +203,141 @@ def main() -> None:
             stored = s.job_stats("hc")["runs"]
         verdict = "ok" if stored >= acked else "LOST ACKNOWLEDGED PINGS"
         print(f"{label}: {acked:,} acknowledged, {stored:,} stored: {verdict}")
+
+
+def postgres_takeovers(tmp: str, n: int) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from pg import migrated_template, start_cluster
+
+    cluster = start_cluster(fsync=True)
+    try:
+        template = migrated_template(cluster)
+        taken = takeover(tmp, n, lambda i: cluster.new_database("takeover", template=template))
+    finally:
+        cluster.stop()
+    print(f"PostgreSQL: scheduler takeover after kill -9 of the leader (advisory lock, "
+          f"--leader-ttl 5): {', '.join(f'{t:.2f}' for t in taken)} s "
+          f"(median {statistics.median(taken):.2f})")  # fmt: skip
+
+
+def serve_env(db: str, name: str, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cronwatch.main", "serve", "--port", "0", "--db", db,
+         "--replica-id", name],
+        stderr=subprocess.PIPE, env={**os.environ, **env},
+    )  # fmt: skip
+    assert proc.stderr is not None
+    url = proc.stderr.readline().decode().strip().rsplit(" ", 1)[-1]
+    wait_up(url + "/healthz")
+    return proc, url
+
+
+def postgres_stream(n: int) -> None:
+    """Pings at replica a, one every 0.1 s; the seconds from each ping's answer to its
+    event on a stream at replica b, which polls once a minute: what notifications do."""
+    import threading
+    import urllib.request
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from cronwatch.store import open_store
+    from pg import migrated_template, start_cluster
+
+    cluster = start_cluster(fsync=True)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        db = cluster.new_database("stream", template=migrated_template(cluster))
+        with open_store(db) as s:
+            key = s.ensure_ping_key("streamed", now=time.time())
+            token = s.create_token("bench", read_only=True, now=time.time())
+        a, a_url = serve_env(db, "a", {})
+        b, b_url = serve_env(db, "b", {"CRONWATCH_EVENT_POLL": "60"})
+        procs += [a, b]
+        arrived: list[float] = []
+
+        def read() -> None:
+            req = urllib.request.Request(b_url + "/api/v1/stream",
+                                         headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+            with urllib.request.urlopen(req, timeout=120) as r:
+                for line in r:
+                    if line.startswith(b"event: run.ok"):
+                        arrived.append(time.monotonic())
+                        if len(arrived) == n:
+                            return
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        time.sleep(1.0)
+        sent: list[float] = []
+        for _ in range(n):
+            with urllib.request.urlopen(f"{a_url}/ping/{key}", timeout=10) as r:
+                r.read()
+            sent.append(time.monotonic())
+            time.sleep(0.1)
+        reader.join(90)
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        cluster.stop()
+    lat = sorted(x - y for x, y in zip(arrived, sent, strict=False))
+    if len(lat) < n:
+        print(f"only {len(lat)} of {n} events arrived within 90 s")
+    if lat:
+        print(f"PostgreSQL: {len(lat)} events pinged at replica a, on a stream at replica b "
+              f"(poll 60 s): median {statistics.median(lat) * 1000:.0f} ms, "
+              f"p90 {lat[int(len(lat) * 0.9) - 1] * 1000:.0f} ms, max {lat[-1] * 1000:.0f} ms")  # fmt: skip
+
+
+def postgres_notify_ab(duration: int, connections: int, rounds: int) -> None:
+    """Two replicas writing at once, on a database whose event inserts notify (migration
+    15's trigger) and on one without the trigger: their commits take turns on
+    PostgreSQL's notification queue lock, which one writer alone never waits for."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    import psycopg
+
+    from cronwatch.store import open_store
+    from pg import migrated_template, start_cluster
+
+    cluster = start_cluster(fsync=True)
+    procs: list[subprocess.Popen[bytes]] = []
+    results: dict[str, list[dict[str, float]]] = {"notify trigger": [], "no trigger": []}
+    try:
+        template = migrated_template(cluster)
+        urls: dict[str, list[str]] = {}
+        for label in results:
+            name = cluster.new_database("ab", template=template).rsplit("/", 1)[1]
+            db = cluster.url(name, unix=True)  # the local socket, as a local deployment
+            if label == "no trigger":
+                with psycopg.connect(db, autocommit=True) as c:
+                    c.execute("DROP TRIGGER events_notify ON events")
+            with open_store(db) as s:
+                key = s.ensure_ping_key("hc", now=time.time())
+            pair = [serve(db, "a"), serve(db, "b")]
+            procs += [p for p, _ in pair]
+            urls[label] = [f"{u}/ping/{key}" for _, u in pair]
+        for label in results:
+            side_by_side(urls[label], 2, connections)  # warm up
+        load = os.getloadavg()[0]
+        for _ in range(rounds):
+            for label in results:
+                results[label].append(side_by_side(urls[label], duration, connections))
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        cluster.stop()
+    print(f"two replicas on one PostgreSQL database, wrk -t1 -c{connections // 2} at each, "
+          f"-d{duration}s, {rounds} rounds (medians), load average {load:.1f} at start, "
+          f"{os.getloadavg()[0]:.1f} at end\n")  # fmt: skip
+    print("| events | req/s (sum) | p50 ms | p99 ms (worse) | errors |")
+    print("|---|---:|---:|---:|---:|")
+    for label, rs in results.items():
+
+        def med(key: str, rs: list[dict[str, float]] = rs) -> float:
+            return statistics.median(r[key] for r in rs)
+
+        print(f"| {label} | {med('rps'):,.0f} | {med('p50'):.2f} | {med('p99'):.2f} "
+              f"| {int(sum(r['errors'] for r in rs))} |")  # fmt: skip
 
 
 if __name__ == "__main__":

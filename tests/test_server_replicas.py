@@ -300,17 +300,54 @@ def test_a_leader_that_lost_its_lease_stops_leading(
     replicas: Callable[..., LiveServer], database: str
 ) -> None:
     """Another holder in the lease (as when a paused leader's lease ran out and another
-    replica took it): the replica that led sees its renewal refused and steps down; once
-    the lease is free again, a replica takes it."""
+    replica took it; on PostgreSQL, when the server ended the leader's session and
+    another took the lock): the replica that led sees its renewal refused and steps
+    down; once the lease is free again, a replica takes it."""
     a = replicas("a")
     assert wait_for(lambda: leads(a), 20)
     with open_store(database) as s:
-        s.release_lead("scheduler", s.lead_holder("scheduler", now=time.time()) or "")
-        assert s.acquire_lead("scheduler", "elsewhere#1", now=time.time(), ttl=3600)
-    assert wait_for(lambda: not leads(a), 10), "it still claims to lead"
-    with open_store(database) as s:
-        s.release_lead("scheduler", "elsewhere#1")
+        holder = s.lead_holder("scheduler", now=time.time())
+        assert holder is not None and holder.startswith("a#")
+        if database.startswith("postgresql:"):
+            release = _take_pg_lock_from(database, holder, "elsewhere#1")
+        else:
+            s.release_lead("scheduler", holder)
+            assert s.acquire_lead("scheduler", "elsewhere#1", now=time.time(), ttl=3600)
+            release = lambda: s.release_lead("scheduler", "elsewhere#1")  # noqa: E731
+        assert s.lead_holder("scheduler", now=time.time()) == "elsewhere#1"
+        assert wait_for(lambda: not leads(a), 10), "it still claims to lead"
+        release()
     assert wait_for(lambda: leads(a), 10), "it did not take the free lease again"
+
+
+def _take_pg_lock_from(database: str, holder: str, name: str) -> Callable[[], None]:
+    """End ``holder``'s session while a session named ``name`` waits for the leader's
+    advisory lock, which it gets as the holder's session ends (before the old holder can
+    try again); returns what gives it up."""
+    import psycopg
+
+    from cronwatch.store.postgres.leader import SPACE, role_key
+
+    key = (SPACE, role_key("scheduler"))
+    thief = psycopg.connect(database, autocommit=True, application_name=name)
+    waiting = threading.Thread(
+        target=lambda: thief.execute("SELECT pg_advisory_lock(%s::int, %s::int)", key)
+    )
+    waiting.start()
+    with psycopg.connect(database, autocommit=True) as admin:
+
+        def queued() -> bool:
+            return bool(admin.execute(
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+                "WHERE l.locktype = 'advisory' AND NOT l.granted AND a.application_name = %s",
+                (name,)).fetchone()[0])  # fmt: skip
+
+        assert wait_for(queued, 10)
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                      "WHERE application_name = %s", (holder,))  # fmt: skip
+    waiting.join(10)
+    assert not waiting.is_alive(), "the lock did not pass on"
+    return thief.close
 
 
 def test_events_reach_every_replica_and_resume_across_replicas(

@@ -74,12 +74,38 @@ def test_one_open_incident_per_job_and_environment(store_factory: Callable[..., 
 
 
 def test_the_leader_lease(store_factory: Callable[..., Any]) -> None:
+    """What both backends keep: one holder per role, renewals, who holds it, a release
+    that frees it at once (and only by its holder)."""
     a, b = store_factory(), store_factory()
     assert a.lead_holder("scheduler", now=NOW) is None
     assert a.acquire_lead("scheduler", "a#1", now=NOW, ttl=5)
     assert a.acquire_lead("scheduler", "a#1", now=NOW + 1, ttl=5)  # its own: kept
-    assert not b.acquire_lead("scheduler", "b#2", now=NOW + 4, ttl=5)  # held till NOW+6
-    assert b.acquire_lead("other-role", "b#2", now=NOW + 4, ttl=5)  # roles are apart
+    assert not b.acquire_lead("scheduler", "b#2", now=NOW + 2, ttl=5)
+    assert b.acquire_lead("other-role", "b#2", now=NOW + 2, ttl=5)  # roles are apart
+    assert a.renew_lead("scheduler", "a#1", now=NOW + 3, ttl=5)
+    assert not b.renew_lead("scheduler", "b#2", now=NOW + 3, ttl=5)  # never b's
+    assert not b.acquire_lead("scheduler", "b#2", now=NOW + 4, ttl=5)
+    assert b.lead_holder("scheduler", now=NOW + 4) == "a#1"
+    assert a.lead_holder("other-role", now=NOW + 4) == "b#2"
+    b.release_lead("scheduler", "b#2")  # not b's: nothing happens
+    assert a.lead_holder("scheduler", now=NOW + 4) == "a#1"
+    # a clean shutdown frees it at once, though a acquired it twice
+    a.release_lead("scheduler", "a#1")
+    assert a.lead_holder("scheduler", now=NOW + 5) is None
+    assert not a.renew_lead("scheduler", "a#1", now=NOW + 5, ttl=5)
+    assert b.acquire_lead("scheduler", "b#2", now=NOW + 5, ttl=5)
+    assert not a.acquire_lead("scheduler", "a#1", now=NOW + 6, ttl=5)
+    assert a.lead_holder("scheduler", now=NOW + 6) == "b#2"
+
+
+@pytest.mark.sqlite_only
+def test_the_leader_lease_expires_when_its_holder_stops_renewing(
+    store_factory: Callable[..., Any],
+) -> None:
+    """SQLite's lease row runs out ``ttl`` after its last renewal (PostgreSQL's lock lasts
+    as long as its holder's session: test_postgres_replicas.py)."""
+    a, b = store_factory(), store_factory()
+    assert a.acquire_lead("scheduler", "a#1", now=NOW, ttl=5)
     assert a.renew_lead("scheduler", "a#1", now=NOW + 4, ttl=5)  # now till NOW+9
     assert not b.acquire_lead("scheduler", "b#2", now=NOW + 8, ttl=5)
     assert b.lead_holder("scheduler", now=NOW + 8) == "a#1"

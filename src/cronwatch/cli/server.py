@@ -152,6 +152,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                             ping_process=args.ping_writer == "process",
                             public_metrics=args.public_metrics,
                             replica_id=args.replica_id, leader_ttl=args.leader_ttl,
+                            event_poll=_event_poll(),
                             session_ttl=args.session_hours * 3600.0,
                             trusted_user_header=args.trusted_user_header or None))  # fmt: skip
     from cronwatch.server.events import AbandonedStreamFilter
@@ -270,3 +271,19 @@ def cmd_ping_key(args: argparse.Namespace) -> int:
             store.set_project_ping_key(args.set)
         print(store.project_ping_key())
     return 0
+
+
+def _event_poll() -> float:
+    """$CRONWATCH_EVENT_POLL: seconds between the event streams' polls (1 by default; the
+    tests make it long to see that notifications, not the poll, deliver)."""
+    import math
+    import os
+
+    raw = os.environ.get("CRONWATCH_EVENT_POLL", "")
+    try:
+        value = float(raw) if raw else 1.0
+    except ValueError:
+        value = math.nan
+    if not 0.05 <= value <= 3600:  # NaN too
+        raise ValidationError(f"CRONWATCH_EVENT_POLL: seconds from 0.05 to 3600, got {raw!r}")
+    return value

@@ -65,6 +65,9 @@ class Config:
     # seconds the scheduler's leader lease lasts without a renewal: when the leader
     # dies, another replica takes over within about this long
     leader_ttl: float = 5.0
+    # seconds between the event streams' looks for other processes' events (a test
+    # knob, $CRONWATCH_EVENT_POLL: PostgreSQL's notifications wake them sooner)
+    event_poll: float = 1.0
     # the console: seconds a sign-in lasts; a header naming the signed-in user, set by an
     # SSO proxy in front (None: off; see docs/console.md for what trusting it means)
     session_ttl: float = 12 * 3600.0
@@ -115,7 +118,8 @@ class Server:
                         "'cronwatch user add NAME --role admin', then sign in at /")  # fmt: skip
         limits = StreamLimits(per_token=self.config.max_streams_per_token,
                               total=self.config.max_streams, backlog=self.config.stream_backlog)  # fmt: skip
-        self.hub = Broadcaster(self.reader, limits, keepalive=self.config.keepalive)
+        self.hub = Broadcaster(self.reader, limits, keepalive=self.config.keepalive,
+                               poll=self.config.event_poll)  # fmt: skip
         self.hub.dialects["loom"] = loom_dialect(self.reader)
         self.hub.start()
         if self.config.ping_process:

@@ -6,9 +6,11 @@ same transaction as the change, so a stream can resume exactly with ``Last-Event
 
 One ``Broadcaster`` task reads what is new and encodes each frame once; every open stream
 is handed the same bytes through its own bounded queue, so the cost of a commit does not
-grow with the number of streams. The writers wake it after their commits; it also looks
-once a second, because the wrapper, ``cronwatch check`` or another replica write to the
-same database without telling this process. A stream that falls too far behind (its
+grow with the number of streams. The writers wake it after their commits; a store that
+hears other processes' commits (``EventWaker``: PostgreSQL's notifications) wakes it
+too; it also looks once a second, because the wrapper, ``cronwatch check`` or another
+replica write to the same database without telling this process (SQLite), and as the
+fallback of a listener that lost its connection. A stream that falls too far behind (its
 client does not read) is dropped rather than buffered: its EventSource reconnects with
 ``Last-Event-ID`` and catches up from the database.
 """
@@ -30,7 +32,7 @@ from urllib.parse import parse_qsl
 from cronwatch.core.errors import CronwatchError
 from cronwatch.server.auth import authorize
 from cronwatch.server.gzipstream import HEADER, Member, Packed, accepts_gzip
-from cronwatch.store.interface import EventStore
+from cronwatch.store.interface import Closable, EventStore, EventWaker
 
 log = logging.getLogger("cronwatch.server")
 
@@ -173,6 +175,8 @@ class Broadcaster:
         self.dialects: dict[str, Dialect] = {}  # other APIs' streams, by name
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._listener: Closable | None = None  # other processes' commits (EventWaker)
+        self._read_at = 0.0  # monotonic: the last look at the database
 
     # --- the writers' side -----------------------------------------------------------------
     def wake(self) -> None:
@@ -180,10 +184,25 @@ class Broadcaster:
         self._wake.set()
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run())
+
+        def wake() -> None:  # called in the listener's thread
+            loop.call_soon_threadsafe(self._wake.set)
+
+        if isinstance(self.store, EventWaker):
+            # other replicas' events wake the streams at once; the poll stays the fallback
+            try:
+                self._listener = self.store.listen_events(wake)
+            except Exception as e:
+                log.warning("event stream: cannot listen for other processes' events "
+                            "(%s); polling every %gs", e, self.poll)  # fmt: skip
 
     async def close(self) -> None:
         self.closed = True
+        if self._listener is not None:
+            await asyncio.to_thread(self._listener.close)
+            self._listener = None
         for sub in list(self.subscribers):
             sub.stop("closed")
         if self._task is not None:
@@ -241,16 +260,21 @@ class Broadcaster:
         wake = self._wake
         full = False
         while not self.closed:
+            woke = full
             if not full:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), min(self.poll, self.keepalive))
+                    woke = True
                 wake.clear()
             full = False
             if self.subscribers:
-                try:
-                    full = self.publish() == self.page
-                except Exception as e:  # a locked or lost database: try again next time
-                    log.warning("event stream: cannot read new events: %s", e)
+                # a keep-alive turn reads only when the poll is due as well
+                if woke or time.monotonic() - self._read_at >= self.poll:
+                    self._read_at = time.monotonic()
+                    try:
+                        full = self.publish() == self.page
+                    except Exception as e:  # a locked or lost database: try again next time
+                        log.warning("event stream: cannot read new events: %s", e)
                 self._keep_alive()
             # The commits of the next moment are read together: a stream gets one send for
             # many commits. A full page means more is waiting (a burst): read on soon, so

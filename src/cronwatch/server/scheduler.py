@@ -3,8 +3,9 @@
 Several replicas may serve one database. Missed and timed-out runs are the leader's
 work: one replica at a time holds the ``scheduler`` lease (``LeaderStore``), renews it a
 few times per ``leader_ttl`` and acts only while its lease is surely valid; when it dies,
-another takes the lease once it expires (at once after a clean shutdown) and starts from
-what the database says is due, so nothing due in between is skipped. Every replica
+another takes the lease once it expires (at once after a clean shutdown; on PostgreSQL,
+whose lease is an advisory lock of the holder's session, as soon as its connection ends)
+and starts from what the database says is due, so nothing due in between is skipped. Every replica
 delivers the outbox and evaluates wrapped runs: those take their work by claims
 (conditional updates), so two replicas never send the same notification.
 

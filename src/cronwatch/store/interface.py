@@ -28,8 +28,8 @@ against ``Store`` (or a narrower Protocol); mypy checks that each backend satisf
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol, runtime_checkable
 
 from cronwatch.core.model import Job, Run, Status
 from cronwatch.store.base import run_row
@@ -416,12 +416,31 @@ class EventStore(Protocol):
         same log), so a stream resumes on any replica with ``Last-Event-ID``. They must
         become visible in id order: once an id is returned, no event with a smaller id
         may appear later (a reader would skip it). SQLite has one writer at a time, so
-        its rowids are committed in order. PostgreSQL sequences are not: its backend
-        takes a transaction-level advisory lock before inserting events (or returns only
-        ids below the oldest transaction still writing them)."""
+        its rowids are committed in order. PostgreSQL's identity ids are not: its backend
+        stops before a missing id while a transaction that may hold it is still running
+        (store/postgres/eventlog.py)."""
         ...
 
-    def last_event_id(self) -> int: ...
+    def last_event_id(self) -> int:
+        """The newest event's id: a stream that goes on from it misses nothing committed
+        after the call returned (PostgreSQL waits, briefly, for the transactions that
+        may hold smaller ids)."""
+        ...
+
+
+@runtime_checkable
+class EventWaker(Protocol):
+    """Optional (PostgreSQL): tells this process when any process committed events, so
+    that its event streams need not wait for their next poll."""
+
+    def listen_events(self, wake: Callable[[], None]) -> Closable:
+        """Call ``wake`` (from another thread) after other processes' commits of events,
+        until the returned object is closed."""
+        ...
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
 
 
 class TokenStore(Protocol):
@@ -486,16 +505,23 @@ class LeaderStore(Protocol):
     """A lease that one process at a time holds per ``role`` (the server's scheduler:
     missed and timed-out runs). ``holder``: the replica's id, unique per process.
 
-    Call these on a store of their own (one connection, not shared with the writer or
-    a pool): a backend may tie the lease to its connection. SQLite keeps a row per role
-    with an expiry (``now + ttl``, wall clock), taken by a conditional update; when the
-    holder dies, another process takes the lease once it has expired. PostgreSQL uses
-    ``pg_try_advisory_lock`` on that dedicated connection instead: the lock lasts as
-    long as the session (the server drops it when the holder's connection dies, so
-    ``ttl`` is unused), ``renew_lead`` checks that the session still holds it, and
-    ``lead_holder`` reads ``pg_locks`` joined with ``pg_stat_activity`` (the holder id
-    as ``application_name``). Either way: at most one holder at a time for ``ttl``
-    after its last successful acquire or renew, as its own clock counts."""
+    Call these on a store of their own (not the writer's): a backend may tie the lease
+    to a connection. SQLite keeps a row per role with an expiry (``now + ttl``, wall
+    clock), taken by a conditional update; when the holder dies, another process takes
+    the lease once it has expired. PostgreSQL uses ``pg_try_advisory_lock`` on a
+    connection the store opens for the role (never a pooled one) and keeps open while
+    it holds the lock: the lock lasts as long as the session, and the server drops it
+    when the holder's connection ends (a killed process at once; a dead host within
+    about ``ttl`` + 3 s, by keepalives), so another process takes it at its next try.
+    ``renew_lead`` checks that the session still holds it (a lost connection: False,
+    never a silent reconnect), and ``lead_holder`` reads ``pg_locks`` joined with
+    ``pg_stat_activity`` (the holder id as ``application_name``, at most 63 ASCII
+    bytes). SQLite: at most one holder for ``ttl`` after its last successful acquire or
+    renew, as its own clock counts. PostgreSQL: one session holds the lock; a holder
+    whose session the server ended while its host still runs (``pg_terminate_backend``,
+    a failover) learns it at its next renew, so two processes may act for up to that
+    long (the claims, conditional updates, keep it harmless); a holder cut off from the
+    server stops acting (its renewals fail) before keepalives end its session."""
 
     def acquire_lead(self, role: str, holder: str, *, now: float, ttl: float) -> bool:
         """Take the lease if it is free or expired (or already ``holder``'s): True if

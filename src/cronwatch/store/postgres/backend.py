@@ -27,7 +27,10 @@ from psycopg.adapt import Dumper
 from psycopg.pq import TransactionStatus
 
 from cronwatch.core.errors import StaleCache, StoreBusy, StoreError
+from cronwatch.store.postgres import leader
 from cronwatch.store.postgres.dialect import DML, RETURNING, SQL, translate, unnest_insert
+from cronwatch.store.postgres.eventlog import EventLog, Listener
+from cronwatch.store.postgres.leader import Leads
 from cronwatch.store.rollup import Rollup
 from cronwatch.store.sqlite import migrations
 from cronwatch.store.sqlite.backend import SQLiteStore
@@ -35,7 +38,7 @@ from cronwatch.store.sqlite.backend import SQLiteStore
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-    from cronwatch.store.interface import Maintenance, Store
+    from cronwatch.store.interface import EventWaker, Maintenance, Store
 
 _IDLE, _INTRANS, _INERROR = (
     TransactionStatus.IDLE,
@@ -322,6 +325,7 @@ class PostgresStore(SQLiteStore):
             )
 
     def close(self) -> None:
+        _close_leads(self)
         conn = getattr(self, "conn", None)
         pg = None if conn is None else conn.detach()
         if conn is None or pg is None:
@@ -624,6 +628,54 @@ class PostgresStore(SQLiteStore):
     ) -> int:
         return self._add_rows(rows, now, days)
 
+    # --- the leader: an advisory lock on a connection of its own (leader.py) ---------------
+    _leads: Leads | None = None
+
+    def _lead_conns(self) -> Leads:
+        if self._leads is None:
+            self._leads = Leads(self.url, self._timeout)
+        return self._leads
+
+    def acquire_lead(self, role: str, holder: str, *, now: float, ttl: float) -> bool:
+        try:
+            return self._lead_conns().acquire(role, holder, ttl)
+        except psycopg.Error as e:
+            raise _error(e, f"cannot take the {role} lock") from None
+
+    def renew_lead(self, role: str, holder: str, *, now: float, ttl: float) -> bool:
+        return self._leads is not None and self._leads.renew(role, holder)
+
+    def release_lead(self, role: str, holder: str) -> None:
+        if self._leads is not None:
+            self._leads.release(role, holder)
+
+    def lead_holder(self, role: str, *, now: float) -> str | None:
+        row = self.conn.execute(leader.HOLDER, (leader.SPACE, leader.role_key(role))).fetchone()
+        return None if row is None else str(row[0])
+
+    # --- the event log: ids in order, and notifications (eventlog.py) -----------------------
+    _events: EventLog | None = None
+
+    def _event_log(self) -> EventLog:
+        if self._events is None:
+            self._events = EventLog()
+        return self._events
+
+    def events_since(self, last_id: int, *, limit: int = 500) -> list[tuple[int, float, str, str]]:
+        return self._event_log().since(self.conn, last_id, limit)
+
+    def last_event_id(self) -> int:
+        return self._event_log().newest(self.conn)
+
+    def listen_events(self, wake: Callable[[], None]) -> Listener:
+        return Listener(self.url, wake, timeout=self._timeout)
+
+
+def _close_leads(store: PostgresStore) -> None:
+    if store._leads is not None:
+        store._leads.close()
+        store._leads = None
+
 
 class _PgRollup(Rollup):
     """The rollup, with the seal the writer's transaction read at its start (with
@@ -777,4 +829,7 @@ def _error(e: Exception, what: str) -> StoreError:
 if TYPE_CHECKING:  # mypy checks here that the PostgreSQL store is a whole Store
 
     def _is_a_store(s: PostgresStore) -> Store:
+        return s
+
+    def _is_a_waker(s: PostgresStore) -> EventWaker:  # it hears other processes' events
         return s

@@ -382,6 +382,9 @@ SQLITE: list[str] = [
         since REAL NOT NULL
     );
     """,
+    # 15: PostgreSQL's event notifications (its step below); nothing to do on SQLite,
+    # whose replicas share one host and poll the file.
+    "",
     # 16: PostgreSQL's count of changes to what the ping writer remembers (its step
     # below); SQLite's writer asks the file's data_version instead.
     "",
@@ -391,8 +394,10 @@ SQLITE: list[str] = [
 # N (the same ``schema_version`` in ``meta``), so a column SQLite gains in step N is
 # PostgreSQL's step N too. Differences are of the dialect only: identity ids, DOUBLE
 # PRECISION times, BYTEA output, "user" quoted (a reserved word), names sorted bytewise
-# (COLLATE "C", SQLite's order), no triggers at any step (the rollup's Python path,
-# migration 6). An empty step has nothing to do on PostgreSQL.
+# (COLLATE "C", SQLite's order), no rollup triggers (the rollup's Python path, migration
+# 6). Steps 15 and 16 are PostgreSQL's alone (its replicas on several hosts: event
+# notifications, the ping writers' change count); SQLite's are empty. An empty step has
+# nothing to do on PostgreSQL.
 POSTGRES: list[str] = [
     # 1
     """
@@ -608,6 +613,16 @@ POSTGRES: list[str] = [
         expires_at DOUBLE PRECISION NOT NULL,
         since DOUBLE PRECISION NOT NULL
     );
+    """,
+    # 15: every transaction that inserts events notifies ``cronwatch_events`` (the event
+    # streams of every replica listen: store/postgres/eventlog.py). Once a statement, not
+    # a row, and PostgreSQL delivers equal notifications of a transaction once.
+    """
+    CREATE OR REPLACE FUNCTION cronwatch_events_notify() RETURNS trigger
+    LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_notify('cronwatch_events', ''); RETURN NULL; END $$;
+    DROP TRIGGER IF EXISTS events_notify ON events;
+    CREATE TRIGGER events_notify AFTER INSERT ON events
+        FOR EACH STATEMENT EXECUTE FUNCTION cronwatch_events_notify();
     """,
     # 16: ``cache_epoch`` counts the changes to what a ping writer remembers between its
     # batches (jobs but their next check, alert states, open runs, the meta keys, keys and
