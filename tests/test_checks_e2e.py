@@ -171,3 +171,26 @@ def test_a_resumed_job_is_not_missed_for_its_paused_window(
 def test_check_rejects_a_bad_timestamp(cw: Callable[..., Result]) -> None:
     r = cw("check", "--at", "yesterday-ish")
     assert r.rc == 2 and b"invalid timestamp" in r.err
+
+
+def test_a_job_check_cannot_read_is_an_error_and_the_others_are_checked(
+    cw: Callable[..., Result], cw_env: dict[str, str]
+) -> None:
+    """A schedule stored by an older version that this one cannot read: `check` still
+    checks every other job, then says which job it could not check and why, on stderr,
+    and exits 1 (cron mails it; a script sees it), never with a traceback."""
+    import sqlite3
+
+    now = time.time()
+    ok(cw("job", "set", "fine", "--schedule", "every 1h", "--grace", "5m"))
+    with sqlite3.connect(cw_env["CRONWATCH_DB"]) as db:
+        db.execute("INSERT INTO jobs(name, created_at, settings) VALUES ('broken', ?, ?)",
+                   (now - 7200, json.dumps({"schedule": "every banana"})))  # fmt: skip
+    r = cw("check", "--at", at(now + 3600 + 600))
+    assert r.rc == 1
+    assert "job.missed" in r.out.decode() and "fine" in r.out.decode()
+    (line,) = r.err.decode().splitlines()
+    assert line.startswith("cronwatch: job broken: cannot check it (ValidationError: ")
+    assert "cronwatch job set" in line
+    out = json.loads(cw("check", "--at", at(now + 3600 + 700), "--json").out)
+    assert len(out["unchecked"]) == 1 and out["unchecked"][0].startswith("job broken: ")

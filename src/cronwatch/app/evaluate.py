@@ -457,11 +457,14 @@ def _missed(job: Job, grace: float, anchor: float, now: float) -> list[float]:
     return missed_deadlines(parse_schedule(job.schedule), job.tz, grace, anchor, now)
 
 
-def check_all(store: Any, *, now: float) -> list[dict[str, Any]]:
+def check_all(
+    store: Any, *, now: float, unchecked: list[str] | None = None
+) -> list[dict[str, Any]]:
     """Evaluate every job that can have changed by ``now``.
 
     Each job remembers when it next needs a look (its missed or max-runtime deadline, or
     a reminder); writes reset that. So a check touches only the due jobs, not all of them.
+    ``unchecked``: see ``check_jobs``.
     """
     # Runs recorded but not evaluated yet (their post-run step was cut short) come first:
     # they happened before anything the clock decides now.
@@ -470,7 +473,8 @@ def check_all(store: Any, *, now: float) -> list[dict[str, Any]]:
         try:
             with store.transaction():
                 events = close_abandoned(store, now=now)
-                events += check_jobs(store, store.due_jobs(now=now), now=now)
+                events += check_jobs(store, store.due_jobs(now=now), now=now,
+                                     unchecked=unchecked)  # fmt: skip
                 log_events(store, events, now=now)
             return settled + events
         except LostClaim:  # another process decided meanwhile: decide on what it stored
@@ -479,12 +483,16 @@ def check_all(store: Any, *, now: float) -> list[dict[str, Any]]:
     raise AssertionError("unreachable")
 
 
-def check_jobs(store: Any, names: list[str], *, now: float) -> list[dict[str, Any]]:
+def check_jobs(
+    store: Any, names: list[str], *, now: float, unchecked: list[str] | None = None
+) -> list[dict[str, Any]]:
     """Evaluate ``names`` as of ``now`` and store when each next needs a look; inside the
     caller's transaction (the events are the caller's to log). Each job in a savepoint:
-    one that cannot be evaluated (a schedule stored by an older version) is logged and
-    looked at again in a minute, and the others go on. A lost claim (``LostClaim``)
-    rolls back that job alone and evaluates it again on what is stored now."""
+    one that cannot be evaluated (a schedule stored by an older version) is looked at
+    again in a minute, and the others go on; what it says is appended to ``unchecked``
+    when given (`cronwatch check` reports it and fails), else logged (the server). A lost
+    claim (``LostClaim``) rolls back that job alone and evaluates it again on what is
+    stored now."""
     events: list[dict[str, Any]] = []
     deadlines: list[tuple[str, float | None]] = []
     for name in names:
@@ -506,12 +514,14 @@ def check_jobs(store: Any, names: list[str], *, now: float) -> list[dict[str, An
                 raise  # the database's trouble: the caller retries the whole write
             except (CronwatchError, TypeError, ValueError, KeyError, AttributeError) as e:
                 _undo(store)
-                import logging
+                why = (f"job {name}: cannot check it ({type(e).__name__}: {e}); fix its "
+                       "settings with `cronwatch job set`")  # fmt: skip
+                if unchecked is not None:
+                    unchecked.append(why)
+                else:
+                    import logging
 
-                logging.getLogger("cronwatch").error(
-                    "job %s: cannot check it (%s: %s); fix its settings with `cronwatch job "
-                    "set`", name, type(e).__name__, e,
-                )  # fmt: skip
+                    logging.getLogger("cronwatch").error("%s", why)
                 deadlines.append((name, now + 60.0))
                 break
             store.release_savepoint()

@@ -69,7 +69,8 @@ def register(sub: Any, command: Any) -> None:
     p.add_argument("--dry-run", action="store_true", help="print what would change, change nothing")
     add_common(p)
 
-    p = command(sub, "check", cmd_check, "evaluate every job now: record missed and timed-out runs, send due alerts",
+    p = command(sub, "check", cmd_check, "evaluate every job now: record missed and timed-out runs, send due alerts "
+                "(exit 1 when a job's stored settings cannot be read: the others are checked)",
                 "* * * * * cronwatch check          (in crontab, when no server runs)\n"
                 "cronwatch check --at 2026-03-29T02:30:00Z")  # fmt: skip
     p.add_argument("--at", metavar="TIME", help="evaluate as of this instant (ISO 8601, UTC if no offset)")  # fmt: skip
@@ -443,12 +444,13 @@ def cmd_integration_rm(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     now = parse_timestamp(args.at) if args.at else time.time()
+    unchecked: list[str] = []  # jobs it could not check: reported, and the exit is 1
     with _store(args) as store:
         _merge_spool(store, now)
-        events = check_all(store, now=now)
+        events = check_all(store, now=now, unchecked=unchecked)
         sent = deliver_outbox(store, now=now)
     if args.json:
-        emit_json({"at": now, "events": events, "notifications_sent": sent})
+        emit_json({"at": now, "events": events, "notifications_sent": sent, "unchecked": unchecked})
     else:
         # Consecutive events of one kind for one job (say, 30 missed runs after a machine
         # was off for a month) print as one line with a count.
@@ -470,7 +472,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
         if sent:
             print(f"{sent} notification(s) sent")
-    return 0
+    for why in unchecked:
+        sys.stderr.write(f"cronwatch: {why}\n")
+    return 1 if unchecked else 0
 
 
 def _merge_spool(store: Any, now: float) -> None:
