@@ -468,6 +468,13 @@ def test_notification_lists_and_integrations_cli(cw: Callable[..., Result], tmp_
     job = _json(cw("job", "show", "tomljob", "--json"))
     assert (job["schedule_tolerance"], job["surge_threshold"], job["paused"]) == (1, 4, True)
     assert "nothing to change" in ok(cw("apply", "--config", str(config))).out.decode()
+    # one rule, one message, whichever way a list comes in (core/settings.notification_list)
+    for body, says in (('[lists]\nnested = ["oncall"]\n', "not other lists"),
+                       ('[lists]\nnone = []\n', "give at least one channel"),
+                       ('[lists]\n"Bad Name" = ["email:a@b.c"]\n', "a list name is")):  # fmt: skip
+        config.write_text(body)
+        bad = cw("apply", "--config", str(config))
+        assert bad.rc == 2 and says.encode() in bad.err, bad.err
 
 
 def test_every_shorthand_delivers_through_its_integration(

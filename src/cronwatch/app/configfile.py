@@ -30,7 +30,7 @@ from typing import Any
 
 from cronwatch.core.errors import ValidationError
 from cronwatch.core.model import validate_name
-from cronwatch.core.settings import ALIASES, BY_NAME, normalize_all
+from cronwatch.core.settings import ALIASES, BY_NAME, normalize_all, notification_list
 from cronwatch.system import config_path
 
 
@@ -92,15 +92,7 @@ def load_alerting(
     if not isinstance(raw_lists, dict) or not isinstance(raw_integrations, dict):
         raise ValidationError(f"{path}: [lists] and [integrations.NAME] must be tables")
     for name, channels in raw_lists.items():
-        where = f"{base} [lists] {name}:"
-        try:
-            validate_name(name)
-        except ValidationError as e:
-            raise ValidationError(f"{where} {e}".replace("job name", "list name")) from None
-        found = normalize_all({"notify": channels}, where=where)["notify"]
-        if any(":" not in c for c in found):
-            raise ValidationError(f"{where} a list's channels are channels, not other lists")
-        lists[name] = found
+        lists[name] = notification_list(name, channels, where=f"{base} [lists]")
     return lists, dict(raw_integrations)
 
 

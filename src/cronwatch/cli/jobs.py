@@ -21,6 +21,7 @@ from cronwatch.core.settings import (
     Setting,
     apply_settings,
     normalize,
+    notification_list,
     timed_pause,
 )
 from cronwatch.core.values import format_duration, format_time, parse_timestamp
@@ -356,23 +357,12 @@ def cmd_job_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_notify_list_set(args: argparse.Namespace) -> int:
-    from cronwatch.notify.shorthand import validate_list_name
-
-    name = validate_list_name(args.name)
-    channels = normalize("notify", args.channels, where=f"notify-list {name}:")
-    if any(":" not in c for c in channels):
-        raise_list_in_list(name)
+    name = args.name
+    channels = notification_list(name, args.channels)
     with _store(args) as store:
         store.set_notification_list(name, channels)
     print(f"notification list {name}: {', '.join(_redact(c) for c in channels)}")
     return 0
-
-
-def raise_list_in_list(name: str) -> None:
-    raise ValidationError(
-        f"notification list {name}: its channels are channels (URLs or shorthands such as "
-        "email:ADDRESS), not other lists"
-    )
 
 
 def cmd_notify_list_show(args: argparse.Namespace) -> int:

@@ -45,6 +45,7 @@ NAME_RULE = (
     f"a job name is 1-{NAME_MAX} characters of a-z, 0-9, '-', '_' and '.', "
     "starting with a letter or digit"
 )
+LIST_NAME_RULE = NAME_RULE.replace("a job name", "a list name")  # notification lists
 NAME_PATTERN = f"^[{_NAME_FIRST_CLASS}][{_NAME_CLASS}]{{0,{NAME_MAX - 1}}}$"
 _NAME_FIRST = _chars(_NAME_FIRST_CLASS)
 _NAME_CHARS = _chars(_NAME_CLASS)

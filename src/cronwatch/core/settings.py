@@ -23,12 +23,14 @@ from cronwatch.core.errors import ValidationError
 from cronwatch.core.model import (
     DEFAULT_ENV,
     ENV_RULE,
+    LIST_NAME_RULE,
     PING_KEY_MAX,
     PING_KEY_RULE,
     TAG_RULE,
     Job,
     env_key,
     validate_env,
+    validate_name,
     validate_ping_key,
     validate_tag,
 )
@@ -230,6 +232,29 @@ def normalize_all(settings: dict[str, Any], *, where: str = "") -> dict[str, Any
             raise ValidationError(f"{_at(where)}{name} is given twice (as {key!r} too)")
         out[name] = normalize(key, value, where=where)
     return out
+
+
+def notification_list(name: str, channels: Any, *, where: str = "") -> list[str]:
+    """A notification list's channels as every interface takes them (the CLI, the API,
+    the console, the TOML file): ``name`` a valid list name, the channels normalised as
+    the ``notify`` setting's (channel URLs and shorthands), and no list inside a list,
+    since lists are resolved once, when an alert is sent; at least one channel.
+    ValidationError otherwise."""
+    try:
+        validate_name(name)
+    except ValidationError:
+        raise ValidationError(
+            f"{_at(where)}invalid notification list name {name!r}: {LIST_NAME_RULE}"
+        ) from None
+    found: list[str] = normalize("notify", channels, where=where)
+    if not found:
+        raise ValidationError(f"{_at(where)}notification list {name}: give at least one channel")
+    if any(":" not in c for c in found):
+        raise ValidationError(
+            f"{_at(where)}notification list {name}: its channels are channels (URLs or "
+            "shorthands such as email:ADDRESS), not other lists"
+        )
+    return found
 
 
 def _at(where: str) -> str:

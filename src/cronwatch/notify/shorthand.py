@@ -20,7 +20,7 @@ import re
 from urllib.parse import quote
 
 from cronwatch.core.errors import ValidationError
-from cronwatch.core.model import NAME_RULE, validate_name
+from cronwatch.core.model import LIST_NAME_RULE, validate_name
 
 SHORTHANDS = ("email", "slack", "pagerduty", "sms", "webhook")
 ADDRESS_RE = re.compile(r"[^@\s,<>\"'/?&=]+@[^@\s,<>\"'/?&=]+")
@@ -44,9 +44,6 @@ def is_list_name(channel: str) -> bool:
     except ValidationError:
         return False
     return True
-
-
-LIST_NAME_RULE = NAME_RULE.replace("a job name", "a list name")
 
 
 def validate_list_name(name: str) -> str:

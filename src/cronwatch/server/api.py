@@ -34,7 +34,7 @@ from cronwatch.core.model import (
     Status,
     env_key,
 )
-from cronwatch.core.settings import normalize_all, timed_pause
+from cronwatch.core.settings import normalize_all, notification_list, timed_pause
 from cronwatch.notify import redact
 from cronwatch.server.api_models import (
     JobCreate,
@@ -467,14 +467,8 @@ def _redact_incident(incident: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_list(name: str, channels: list[str]) -> list[str]:
-    """A notification list's channels, normalised; a list inside a list is refused."""
-    found: list[str] = normalize_all({"notify": channels})["notify"]
-    if any(":" not in c for c in found):
-        raise ValidationError(
-            f"notify: the channels of list {name} are channel URLs or shorthands "
-            "(email:ADDRESS, ...), not other lists"
-        )
-    return found
+    """A notification list's channels, normalised (``settings.notification_list``)."""
+    return notification_list(name, channels)
 
 
 def _save(store: Store, job: Job, settings: dict[str, Any]) -> Job:
