@@ -22,7 +22,7 @@ run: venv
 # before the suite's minutes. mypy is strict through pyproject.toml.
 test: lint
 	@sh scripts/ensure-test-deps.sh
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks
