@@ -325,3 +325,35 @@ def test_an_event_made_at_one_replica_reaches_a_stream_at_the_other_by_notificat
 def test_the_event_poll_setting_is_checked(cw: Callable[..., Any]) -> None:
     rc, _, err = cw("serve", "--port", "0", env={"CRONWATCH_EVENT_POLL": "soon"})
     assert rc == 2 and "CRONWATCH_EVENT_POLL" in err.decode()
+
+
+def test_an_event_held_behind_a_rolled_back_one_reaches_the_stream_soon(
+    two_replicas: list[LiveServer],
+) -> None:
+    """A transaction holds an event id and rolls back, which notifies nobody: the event
+    committed after it (at replica a) waits on b's stream only while that transaction
+    runs, and then arrives without waiting for the poll (60 s)."""
+    a, b = two_replicas
+    headers = a.token("sse", read_only=True)
+    key = a.job_key("held")
+    out: list[Any] = []
+
+    def read() -> None:
+        events, _ = read_events(b, headers, 1, 40)
+        out.append((events, time.monotonic()))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    time.sleep(1.5)  # connected to b
+    with psycopg.connect(str(a.db)) as doomed:
+        insert_event(doomed, "never")
+        assert httpx.get(f"{a.url}/ping/{key}", timeout=10).text == "OK"
+        time.sleep(1.5)
+        assert not out, "delivered past an id still in flight"
+        rolled_back = time.monotonic()
+        doomed.rollback()
+    reader.join(45)
+    assert out, "the held event never arrived"
+    events, at = out[0]
+    assert [e["event"] for e in events] == ["run.ok"]
+    assert at - rolled_back < 5, f"{at - rolled_back:.1f}s: the poll, not the recheck"

@@ -668,7 +668,8 @@ class PostgresStore(SQLiteStore):
         return self._event_log().newest(self.conn)
 
     def listen_events(self, wake: Callable[[], None]) -> Listener:
-        return Listener(self.url, wake, timeout=self._timeout)
+        log = self._event_log()
+        return Listener(self.url, wake, timeout=self._timeout, held=lambda: log.gap is not None)
 
 
 def _close_leads(store: PostgresStore) -> None:

@@ -19,7 +19,8 @@ catching up with ``Last-Event-ID``) are not held up by gaps passed before.
 Notifications: migration 15's statement-level trigger does ``pg_notify(CHANNEL)`` in every
 transaction that inserts events (once a transaction: PostgreSQL folds equal
 notifications), whichever process writes them; ``Listener`` hears it on a connection of
-its own, in a thread, and calls ``wake``.
+its own, in a thread, and calls ``wake``; while a gap holds the reader back, it also wakes
+it every ``RECHECK`` seconds (a rollback notifies nobody).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ log = logging.getLogger("cronwatch")
 CHANNEL = "cronwatch_events"  # the trigger of migration 15 notifies it
 HOLD = 30.0  # seconds a gap may hold readers back while its writers still run
 SETTLE = 0.5  # seconds ``newest`` waits, at most, for the writers it saw to end
+RECHECK = 0.1  # seconds between reads while a gap holds the reader (Listener)
 
 _WRITERS = (
     "SELECT DISTINCT virtualtransaction FROM pg_locks WHERE locktype = 'relation' "
@@ -130,9 +132,19 @@ class Listener:
     ``CHANNEL``; it reconnects after a failure (and wakes then, as it may have missed
     some). ``close`` stops it."""
 
-    def __init__(self, url: str, wake: Callable[[], None], *, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        wake: Callable[[], None],
+        *,
+        timeout: float = 10.0,
+        held: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.url = url
         self.wake = wake
+        # Whether the reader waits before a missing id: a transaction that rolls back
+        # notifies nobody, so meanwhile it wakes the reader every RECHECK seconds.
+        self.held = held
         self.timeout = timeout
         self.stopped = threading.Event()
         self.listening = threading.Event()  # set while LISTEN is in effect
@@ -157,7 +169,12 @@ class Listener:
                     self.listening.set()
                     self._call()  # what was committed before LISTEN took effect
                     while not self.stopped.is_set():
-                        for _ in pg.notifies(timeout=1.0, stop_after=1):
+                        held = self.held()
+                        heard = False
+                        for _ in pg.notifies(timeout=RECHECK if held else 1.0, stop_after=1):
+                            heard = True
+                            self._call()
+                        if held and not heard:
                             self._call()
             except psycopg.Error as e:
                 self.listening.clear()
