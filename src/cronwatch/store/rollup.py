@@ -47,25 +47,41 @@ class RollupSQL:
     n_dur, sum_dur, max_dur) of some runs; a day is ``started_at / 86400`` rounded down.
     """
 
-    sealed: str  # () -> (sealed,)
-    set_sealed: str  # (sealed,)
+    # The statements every dialect spells alike are given here; a dialect sets the rest.
+    sealed: str = "SELECT sealed FROM rollup WHERE id=1"  # () -> (sealed,)
+    set_sealed: str = "UPDATE rollup SET sealed=? WHERE id=1"  # (sealed,)
     seal: str  # (from, to): merge the aggregates of runs in [from, to) into run_days
-    delete_day: str  # (jid, day)
+    delete_day: str = "DELETE FROM run_days WHERE job_id=? AND day=?"  # (jid, day)
     refold_day: str  # {jid, day, sealed}: the day's row recomputed from runs (none if empty)
     day_durations: str  # {jid, day, sealed} -> durations of a sealed day's runs
     stale_days: str  # () -> (jid, day) of rows whose durations are unknown
-    drop_empty_day: str  # (jid, day)
-    set_durs: str  # (blob, jid, day)
-    days_aggregate: str  # (jid, first_day) -> an aggregate of whole sealed days
+    drop_empty_day: str = "DELETE FROM run_days WHERE job_id=? AND day=? AND runs=0"
+    set_durs: str = "UPDATE run_days SET durs=? WHERE job_id=? AND day=?"  # (blob, jid, day)
+    # (jid, first_day) -> an aggregate of whole sealed days
+    days_aggregate: str = (
+        "SELECT sum(runs), sum(running), sum(success), sum(failed), sum(timeout),"
+        " sum(missed), sum(n_dur), sum(sum_dur), max(max_dur) FROM run_days"
+        " WHERE job_id=? AND day>=?"
+    )
     first_day_aggregate: str  # (jid, lo, sealed, first_day) -> of the partial first day
     unsealed_aggregate: str  # (jid, from) -> of runs from ``from`` on
-    days_durs: str  # (jid, first_day) -> (day, durs blob or None)
+    # (jid, first_day) -> (day, durs blob or None)
+    days_durs: str = "SELECT day, durs FROM run_days WHERE job_id=? AND day>=? AND n_dur>0"
     durations: str  # (jid, from, to) -> durations
     durations_first_day: str  # (jid, lo, sealed, first_day) -> durations
-    last_finished: str  # (jid,) -> (status, started_at) of the newest finished run
+    # (jid,) -> (status, started_at) of the newest finished run
+    last_finished: str = (
+        "SELECT status, started_at FROM runs WHERE job_id=? AND status!='running' "
+        "ORDER BY started_at DESC LIMIT 1"
+    )
     at_start: str  # (jid, started_at) -> (count, running)
     deleted_days: str  # (jid, before, sealed) -> (day, *aggregate) of sealed runs about to go
-    unfold_day: str  # (*aggregate[:8], jid, day): subtract, durations unknown
+    # (*aggregate[:8], jid, day): subtract, durations unknown
+    unfold_day: str = (
+        "UPDATE run_days SET runs=runs-?, running=running-?, success=success-?,"
+        " failed=failed-?, timeout=timeout-?, missed=missed-?, n_dur=n_dur-?,"
+        " sum_dur=sum_dur-?, durs=NULL WHERE job_id=? AND day=?"
+    )
     max_of_day: str  # {jid, day, sealed, gone}: max_dur again if a run as long went
     counts_by_job: str  # () -> (name, running, success, failed, timeout, missed)
     unsealed_counts: str  # (sealed,) -> (name, status, count)
@@ -77,7 +93,7 @@ class RollupSQL:
 
     def newest_sealed_day(self, columns: list[str]) -> str:
         """(jid,) -> (max day,) with one of these status columns > 0."""
-        raise NotImplementedError
+        return f"SELECT max(day) FROM run_days WHERE job_id=? AND ({'+'.join(columns)})>0"
 
     def newest_in_day(self, n: int) -> str:
         """(jid, day_lo, day_hi, day, *statuses) -> (started_at,) newest in that day."""

@@ -35,50 +35,30 @@ _BY_START = "FROM runs INDEXED BY runs_job_started"
 
 
 class SQLiteRollupSQL(RollupSQL):
-    sealed = "SELECT sealed FROM rollup WHERE id=1"
-    set_sealed = "UPDATE rollup SET sealed=? WHERE id=1"
     seal = (
         f"INSERT INTO run_days ({_COLUMNS}) SELECT job_id, {_DAY} AS d, {_AGGREGATE}"
         " FROM runs WHERE started_at >= ? AND started_at < ?"
         f" GROUP BY job_id, d ON CONFLICT (job_id, day) DO UPDATE SET {_MERGE}"
     )
-    delete_day = "DELETE FROM run_days WHERE job_id=? AND day=?"
     refold_day = (
         f"INSERT INTO run_days ({_COLUMNS}) SELECT :jid, :day, {_AGGREGATE} FROM runs"
         f"{_IN_SEALED_DAY} HAVING count(*)>0"
     )
     day_durations = f"SELECT duration {_BY_START}{_IN_SEALED_DAY} AND duration IS NOT NULL"
     stale_days = "SELECT job_id, day FROM run_days INDEXED BY run_days_stale WHERE durs IS NULL"
-    drop_empty_day = "DELETE FROM run_days WHERE job_id=? AND day=? AND runs=0"
-    set_durs = "UPDATE run_days SET durs=? WHERE job_id=? AND day=?"
-    days_aggregate = (
-        "SELECT sum(runs), sum(running), sum(success), sum(failed), sum(timeout),"
-        " sum(missed), sum(n_dur), sum(sum_dur), max(max_dur) FROM run_days"
-        " WHERE job_id=? AND day>=?"
-    )
     first_day_aggregate = (
         f"SELECT {_AGGREGATE} {_BY_START} WHERE job_id=? AND started_at>=? AND started_at<?"
         f" AND {_DAY} < ?"
     )
     unsealed_aggregate = f"SELECT {_AGGREGATE} {_BY_START} WHERE job_id=? AND started_at>=?"
-    days_durs = "SELECT day, durs FROM run_days WHERE job_id=? AND day>=? AND n_dur>0"
     durations = (
         f"SELECT duration {_BY_START} WHERE job_id=? AND started_at>=? AND started_at<?"
         " AND duration IS NOT NULL"
     )
     durations_first_day = durations + f" AND {_DAY}<?"
-    last_finished = (
-        "SELECT status, started_at FROM runs WHERE job_id=? AND status!='running' "
-        "ORDER BY started_at DESC LIMIT 1"
-    )
     at_start = "SELECT count(*), sum(status='running') FROM runs WHERE job_id=? AND started_at=?"
     deleted_days = (
         f"SELECT {_DAY} AS d, {_AGGREGATE} {_BY_START} WHERE job_id=? AND started_at<? GROUP BY d"
-    )
-    unfold_day = (
-        "UPDATE run_days SET runs=runs-?, running=running-?, success=success-?,"
-        " failed=failed-?, timeout=timeout-?, missed=missed-?, n_dur=n_dur-?,"
-        " sum_dur=sum_dur-?, durs=NULL WHERE job_id=? AND day=?"
     )
     max_of_day = (
         f"UPDATE run_days SET max_dur=(SELECT max(duration) FROM runs{_IN_SEALED_DAY})"
@@ -102,9 +82,6 @@ class SQLiteRollupSQL(RollupSQL):
             f"SELECT started_at {_BY_START} WHERE job_id=? AND started_at>=?"
             f" AND status IN ({','.join('?' * n)}) ORDER BY started_at DESC LIMIT 1"
         )
-
-    def newest_sealed_day(self, columns: list[str]) -> str:
-        return f"SELECT max(day) FROM run_days WHERE job_id=? AND ({'+'.join(columns)})>0"
 
     def newest_in_day(self, n: int) -> str:
         return (
