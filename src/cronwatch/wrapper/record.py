@@ -181,10 +181,15 @@ def on_start(o: Options, res: Result) -> None:
         remote_start(o, res.run_id, res.started_at)
 
 
+def _open_run(o: Options, res: Result) -> Run:
+    """The run as it is on record while the job runs (its end replaces it)."""
+    return Run(id=res.run_id, job=o.name, started_at=res.started_at, status=Status.RUNNING,
+               host=os.uname().nodename, user=user(), command=_command(o), env=env_key(o.env),
+               source="wrapper")  # fmt: skip
+
+
 def _open_local(o: Options, res: Result) -> None:
-    run = Run(id=res.run_id, job=o.name, started_at=res.started_at, status=Status.RUNNING,
-              host=os.uname().nodename, user=user(), command=_command(o), env=env_key(o.env),
-              source="wrapper")  # fmt: skip
+    run = _open_run(o, res)
     try:
         _load_sqlite()
         from cronwatch.store import open_store
@@ -210,11 +215,8 @@ def _open_on_server(o: Options, res: Result) -> None:
         from cronwatch.system import process_token
         from cronwatch.wrapper import spool
 
-        run = Run(id=res.run_id, job=o.name, started_at=res.started_at, status=Status.RUNNING,
-                  host=os.uname().nodename, user=user(), command=_command(o),
-                  env=env_key(o.env), source="wrapper")  # fmt: skip
         db_path = o.db or default_db_path()
-        spool.spool_run(db_path, run, owner=process_token(o.timeout))
+        spool.spool_run(db_path, _open_run(o, res), owner=process_token(o.timeout))
         _spawn_detached(db_path, None)
     except Exception:
         pass
