@@ -269,3 +269,40 @@ def test_every_ingest_path_logs_run_events_of_one_shape(
     for e in runs_events:
         if e["type"] != "run.started":  # a started run's event is of the open run
             assert e == ev.run_finished(by_id[e["run"]])
+
+
+@pytest.mark.all_backends
+def test_a_quick_ping_whose_run_id_is_taken_is_stored_or_fails_never_acknowledged_unstored(
+    store_factory: Any,
+) -> None:
+    """A run id the writer draws that is already taken fails its batch, which is replayed a
+    ping at a time: every ping acknowledged is a run stored, and the run that held the id
+    is untouched (an insert that ignored the conflict acknowledged the ping and dropped it)."""
+    store = store_factory()
+    store.writer_maintenance()  # as the ping writer's store (PostgreSQL: the one statement)
+    key = store.ensure_ping_key("q", now=T0)
+    applier = Applier(store.project_ping_key())
+    committer = Committer(store, cache=applier)
+    p = parse_ping(f"/ping/{key}", "")
+    assert p is not None
+
+    def record(n: int, now: float) -> list[tuple[bool, Any]]:
+        return committer.commit_each(lambda s, item: applier.apply(s, item, None, now=now), [p] * n)
+
+    assert all(ok for ok, _v in record(1, T0))  # the first is evaluated: the alert state
+    taken = store.list_runs(job="q")[0]
+    drawn = applier.run_id
+    calls = {"n": 0}
+
+    def run_id(now: float) -> str:
+        calls["n"] += 1
+        return taken.id if calls["n"] == 2 else drawn(now)
+
+    applier.run_id = run_id  # type: ignore[assignment]
+    results = record(3, T0 + 10)
+    acknowledged = sum(ok for ok, _v in results)
+    stored = store.list_runs(job="q", oldest_first=True)
+    assert acknowledged == len(stored) - 1 and acknowledged >= 2, (results, stored)
+    assert calls["n"] > 3  # the taken id was drawn, and the batch was replayed
+    assert stored[0] == taken and len({r.id for r in stored}) == len(stored)
+    assert applier.quick >= 3  # the quick path's rows, not the full path's

@@ -1523,8 +1523,8 @@ class SQLiteStore(StoreBase):
         reset and the retention sweep, as after any insert."""
         db = self.db
         with self._write():
-            self._insert_rows(
-                "INSERT OR IGNORE INTO runs(uid, job_id, env, status, started_at, ended_at, "
+            self._insert_rows(  # no OR IGNORE: a run id taken fails its ping, never drops it
+                "INSERT INTO runs(uid, job_id, env, status, started_at, ended_at, "
                 "duration, exit_code, host, message, source) VALUES ",
                 "(?,?,?,?,?,?,?,?,?,?,?)",
                 rows,
