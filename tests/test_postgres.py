@@ -233,6 +233,11 @@ def test_migrate_db_copies_a_history_resumes_and_verifies(
     tables = json.loads(out)["tables"]
     for table, n in expected.items():
         assert tables[table] == {"sqlite": n, "postgresql": n}, table
+    import psycopg
+
+    with psycopg.connect(url) as pg:  # analyzed: the planner knows what was copied
+        row = pg.execute("SELECT count(*) FROM pg_stats WHERE tablename = 'runs'").fetchone()
+        assert row is not None and row[0] > 0  # column statistics: only ANALYZE makes them
     with open_store(url) as s:
         after = {r.id: r for r in s.list_runs(output=True)}
         assert after.keys() == before.keys()
@@ -374,3 +379,40 @@ def test_a_steady_batch_of_pings_is_one_statement(pg_database: Callable[[], str]
         assert [len(s) for s in sent] == [5, 5], sent
     with open_store(url) as s:
         assert s.job_stats("steady")["runs"] == 2 * (2 + 15)
+
+
+def test_the_retention_sweep_walks_the_index_even_with_stale_statistics(
+    pg_database: Callable[[], str],
+) -> None:
+    """The sweep (once a second a job, on the ping writer's path) finds where the output
+    it keeps begins with a walk down the job's index from its newest run, reading about as
+    many entries as the runs whose output is kept, however long the history and whatever
+    the planner's statistics say. Before, a database that grew faster than autoanalyze
+    (a new one under load, or one just migrated) got a scan of the whole history and a
+    sort, every sweep: tens of ms growing with the history (benchmarks/README.md)."""
+    import psycopg
+
+    url = pg_database()
+    with open_store(url) as s:
+        s.ensure_ping_key("busy", now=time.time())
+    with psycopg.connect(url, autocommit=True) as pg:
+        (jid,) = pg.execute("SELECT id FROM jobs WHERE name='busy'").fetchone()  # type: ignore[misc]
+        pg.execute("ANALYZE runs")  # statistics of an empty table: what autoanalyze lags
+        pg.execute(
+            "INSERT INTO runs (uid, job_id, env, status, started_at, ended_at, duration, "
+            "exit_code, host, message, source) SELECT 'r' || g, %s, '', 'success', "
+            "1.7e9 + g, 1.7e9 + g, 0, 0, '', '', 'test' FROM generate_series(1, 50000) g",
+            (jid,),
+        )
+    with open_store(url) as s, s.transaction():
+        cutoff = s._nth_newest_start(jid, 1000)  # type: ignore[attr-defined]
+        row = s.conn.pg.execute(  # type: ignore[attr-defined]
+            "SELECT sum(pg_stat_get_xact_tuples_returned(indexrelid)) FROM pg_index "
+            "WHERE indrelid = 'runs'::regclass"  # index entries read in this transaction
+        ).fetchone()
+        seq = s.conn.pg.execute(  # type: ignore[attr-defined]
+            "SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'runs'"
+        ).fetchone()
+    assert cutoff == 1.7e9 + 50000 - 1000
+    assert row is not None and 1000 <= row[0] <= 1100, row  # not the 50,000 of a bitmap scan
+    assert seq is not None and seq[0] == 0

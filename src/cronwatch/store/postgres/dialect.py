@@ -4,7 +4,9 @@ The store logic is written once, with SQLite's spelling (sqlite/backend.py); thi
 runs the same statements through ``translate`` (once per distinct text, then cached):
 placeholders (``?`` and ``:name``) become psycopg's, ``INSERT OR IGNORE``/``OR REPLACE``
 become ``ON CONFLICT``, SQLite's ``INDEXED BY`` hints go (PostgreSQL's planner picks the
-same indexes), the reserved word ``user`` is quoted, and an INSERT whose row id is read
+same indexes once its statistics are current; the one on the ping writer's path, the
+retention sweep's, is pinned in backend.py, since statistics lag a fast-growing history),
+the reserved word ``user`` is quoted, and an INSERT whose row id is read
 (``lastrowid``) gets ``RETURNING id``. Statements the translation cannot express are
 overridden in backend.py instead.
 """

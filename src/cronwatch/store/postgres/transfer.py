@@ -90,6 +90,10 @@ def migrate(
         _restore_indexes(pg, progress)
         _move_sequences(pg)
         counts = _verify(src, pg)
+        # The planner's statistics of what was copied, now rather than at autoanalyze's
+        # next round: with none, it plans for empty tables (scans and sorts of a whole
+        # job's history where an index walk reads a few rows).
+        pg.execute("ANALYZE")
     finally:
         src_store.close()
     return counts

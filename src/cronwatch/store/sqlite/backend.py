@@ -303,16 +303,11 @@ class SQLiteStore(StoreBase):
             db.execute("DELETE FROM outputs WHERE job_id=? AND started_at<?", (jid, cutoff))
         # Output of the newest keep_output runs is kept whatever their outcome; older
         # output goes, except for the newest keep_failed_output failures.
-        row = db.execute(
-            "SELECT started_at FROM runs INDEXED BY runs_job_started WHERE job_id=? "
-            "ORDER BY started_at DESC LIMIT 1 OFFSET ?",
-            (jid, keep_output),
-        ).fetchone()
-        if row is None:
+        kept_after = self._nth_newest_start(jid, keep_output)
+        if kept_after is None:
             return
-        cutoff = row[0]
         db.execute(
-            "DELETE FROM outputs WHERE job_id=? AND failed=0 AND started_at<=?", (jid, cutoff)
+            "DELETE FROM outputs WHERE job_id=? AND failed=0 AND started_at<=?", (jid, kept_after)
         )
         row = db.execute(
             "SELECT started_at FROM outputs WHERE job_id=? AND failed=1 "
@@ -322,8 +317,17 @@ class SQLiteStore(StoreBase):
         if row is not None:
             db.execute(
                 "DELETE FROM outputs WHERE job_id=? AND failed=1 AND started_at<=?",
-                (jid, min(cutoff, row[0])),
+                (jid, min(kept_after, row[0])),
             )
+
+    def _nth_newest_start(self, jid: int, n: int) -> float | None:
+        """When the job's run after its ``n`` newest started (None: it has no more runs)."""
+        row = self.db.execute(
+            "SELECT started_at FROM runs INDEXED BY runs_job_started WHERE job_id=? "
+            "ORDER BY started_at DESC LIMIT 1 OFFSET ?",
+            (jid, n),
+        ).fetchone()
+        return None if row is None else float(row[0])
 
     def _insert(
         self, jid: int, run: Run, rid: str | None = None, owner: str | None = None,
