@@ -123,6 +123,34 @@ def test_sign_ins_are_rate_limited_per_user_and_per_address(tmp_path: Path) -> N
         srv.stop()
 
 
+def test_the_sign_in_limit_is_one_for_every_replica_and_outlives_a_restart(
+    tmp_path: Path,
+) -> None:
+    """Failed sign-ins are counted in the database: two servers on one database (replicas
+    behind a load balancer) share one limit, and a restarted server still refuses."""
+    db = tmp_path / "h.db"
+    a = console_server(db)
+    b = LiveServer(db).start()
+    try:
+        for i in range(5):  # taking turns: 3 at one replica, 2 at the other
+            url = (a if i % 2 else b).url
+            r = httpx.post(url + "/login", data={"name": VIEWER, "password": "guess"})
+            assert r.status_code == 401, i
+        for srv in (a, b):
+            r = httpx.post(srv.url + "/login", data={"name": VIEWER, "password": VIEWER_PASSWORD})
+            assert r.status_code == 429 and "too many failed sign-ins" in error_of(r.text)
+    finally:
+        a.stop()
+        b.stop()
+    again = LiveServer(db).start()
+    try:
+        r = httpx.post(again.url + "/login", data={"name": VIEWER, "password": VIEWER_PASSWORD})
+        assert r.status_code == 429
+        assert sign_in(again.url).get("/").status_code == 200  # another account signs in
+    finally:
+        again.stop()
+
+
 def test_an_expired_session_sends_the_browser_back_to_sign_in(server: LiveServer) -> None:
     c = sign_in(server.url, VIEWER, VIEWER_PASSWORD)
     assert "Jobs" in c.get("/").text

@@ -67,3 +67,20 @@ def test_newest_runs_names_each_jobs_newest_run_of_any_status(store: Any) -> Non
     assert (newest["a"].status, newest["a"].started_at) == (Status.FAILED, NOW - 10)
     assert newest["b"].status is Status.RUNNING
     assert newest["a"] == store.list_runs(job="a", limit=1)[0]
+
+
+def test_failed_sign_ins_are_counted_by_key_since_a_time_and_forgotten_past_it(
+    store: Any,
+) -> None:
+    ann, addr = ("user", "ann"), ("address", "10.0.0.1")
+    assert store.sign_in_failures([ann, addr], since=0) == {}
+    for i in range(3):
+        store.add_sign_in_failure([ann, addr], at=NOW + i, forget_before=0)
+    store.add_sign_in_failure([("user", "bob"), addr], at=NOW + 3, forget_before=0)
+    assert store.sign_in_failures([ann, addr], since=NOW) == {
+        ann: (3, NOW), addr: (4, NOW)
+    }  # fmt: skip
+    assert store.sign_in_failures([ann], since=NOW + 1) == {ann: (2, NOW + 1)}
+    # a new failure forgets those before its window: they are gone, not only not counted
+    store.add_sign_in_failure([("user", "cid")], at=NOW + 900, forget_before=NOW + 2)
+    assert store.sign_in_failures([ann, addr], since=0) == {ann: (1, NOW + 2), addr: (2, NOW + 2)}

@@ -288,7 +288,7 @@ class Console:
         password = form.get("password", "")[:2048]
         address = request.client.host if request.client else ""
         now = time.time()
-        wait = self.limit.retry_after(name, address, now)
+        wait = self.limit.retry_after(self.reader, name, address, now)
         if wait > 0:
             minutes = max(1, math.ceil(wait / 60))
             return self.sign_in_page(request, 429, f"too many failed sign-ins: try again in "
@@ -296,7 +296,7 @@ class Console:
         user = self.reader.get_user(name) if name else None
         ok = await asyncio.to_thread(verify_password, password, user["password"] if user else None)
         if not ok or user is None:
-            self.limit.failed(name, address, now)
+            await self.write(self.limit.failed(name, address, now))
             return self.sign_in_page(request, 401, "wrong user name or password", name)
         ttl = self.server.config.session_ttl
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import hmac
 import time
-from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from typing import Any
 
 from cronwatch.app.users import session_digest
+from cronwatch.store.interface import Store
 
 COOKIE = "cw_session"
 # Failed sign-ins allowed in WINDOW seconds: per user name (a guesser of one account) and
@@ -24,7 +24,6 @@ COOKIE = "cw_session"
 WINDOW = 15 * 60.0
 PER_USER = 5
 PER_ADDRESS = 20
-_MAX_TRACKED = 10_000  # names and addresses remembered; the oldest are forgotten
 
 
 @dataclass(slots=True)
@@ -102,37 +101,31 @@ def csrf_ok(viewer: Viewer, sent: str) -> bool:
 
 
 class SignInLimit:
-    """Failed sign-ins per user name and per address in a sliding window (memory only:
-    a restart forgets them, which costs a guesser more than it gives)."""
+    """Failed sign-ins per user name and per address in a sliding window, counted in the
+    store: every replica behind a load balancer counts the same failures (a guesser gets
+    no more tries from more replicas), and a restart forgets none."""
 
     def __init__(self, per_user: int = PER_USER, per_address: int = PER_ADDRESS,
                  window: float = WINDOW) -> None:  # fmt: skip
         self.limits = {"user": per_user, "address": per_address}
         self.window = window
-        self.failures: dict[tuple[str, str], deque[float]] = {}
 
-    def _recent(self, key: tuple[str, str], now: float) -> deque[float]:
-        q = self.failures.get(key)
-        if q is None:
-            return deque()
-        while q and q[0] <= now - self.window:
-            q.popleft()
-        if not q:
-            del self.failures[key]
-        return q
+    @staticmethod
+    def keys(user: str, address: str) -> list[tuple[str, str]]:
+        return [("user", user.lower()), ("address", address)]
 
-    def retry_after(self, user: str, address: str, now: float) -> float:
+    def retry_after(self, store: Store, user: str, address: str, now: float) -> float:
         """Seconds until a sign-in may be tried again (0: now)."""
+        found = store.sign_in_failures(self.keys(user, address), since=now - self.window)
         wait = 0.0
-        for kind, value in (("user", user.lower()), ("address", address)):
-            q = self._recent((kind, value), now)
-            if len(q) >= self.limits[kind]:
-                wait = max(wait, q[0] + self.window - now)
+        for (kind, _value), (n, oldest) in found.items():
+            if n >= self.limits[kind]:  # until the oldest of them leaves the window
+                wait = max(wait, oldest + self.window - now)
         return wait
 
-    def failed(self, user: str, address: str, now: float) -> None:
-        if len(self.failures) > _MAX_TRACKED:
-            for key in list(self.failures)[: _MAX_TRACKED // 2]:
-                del self.failures[key]
-        for key in (("user", user.lower()), ("address", address)):
-            self.failures.setdefault(key, deque()).append(now)
+    def failed(self, user: str, address: str, now: float) -> Callable[[Store], None]:
+        """The write that records a failed sign-in (and forgets those past the window)."""
+        keys = self.keys(user, address)
+        return lambda store: store.add_sign_in_failure(
+            keys, at=now, forget_before=now - self.window
+        )

@@ -494,6 +494,18 @@ class UserStore(Protocol):
 
     def delete_session(self, digest: str) -> None: ...
     def delete_expired_sessions(self, *, now: float) -> int: ...
+    def add_sign_in_failure(
+        self, keys: list[tuple[str, str]], *, at: float, forget_before: float
+    ) -> None:
+        """Record a failed sign-in under each (kind, value) key (kind: "user" or
+        "address"), and forget every failure older than ``forget_before``."""
+        ...
+
+    def sign_in_failures(
+        self, keys: list[tuple[str, str]], *, since: float
+    ) -> dict[tuple[str, str], tuple[int, float]]:
+        """For each key with failures since ``since``: (how many, when the oldest was)."""
+        ...
 
 
 class MetaStore(Protocol):

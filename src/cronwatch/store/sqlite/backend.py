@@ -1426,6 +1426,30 @@ class SQLiteStore(StoreBase):
                 self.db.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,)).rowcount
             )
 
+    def add_sign_in_failure(
+        self, keys: list[tuple[str, str]], *, at: float, forget_before: float
+    ) -> None:
+        with self._write():
+            self.db.execute("DELETE FROM sign_in_failures WHERE at < ?", (forget_before,))
+            self.db.executemany(
+                "INSERT INTO sign_in_failures(kind, value, at) VALUES (?,?,?)",
+                [(kind, value, at) for kind, value in keys],
+            )
+
+    def sign_in_failures(
+        self, keys: list[tuple[str, str]], *, since: float
+    ) -> dict[tuple[str, str], tuple[int, float]]:
+        found: dict[tuple[str, str], tuple[int, float]] = {}
+        for kind, value in keys:
+            n, oldest = self.db.execute(
+                "SELECT count(*), min(at) FROM sign_in_failures "
+                "WHERE kind=? AND value=? AND at >= ?",
+                (kind, value, since),
+            ).fetchone()
+            if n:
+                found[(kind, value)] = (int(n), float(oldest))
+        return found
+
     def add_event(self, type: str, data: dict[str, Any], *, now: float) -> int:
         """Append to the event log (SSE); ids increase, so clients resume by Last-Event-ID."""
         import json

@@ -388,6 +388,18 @@ SQLITE: list[str] = [
     # 16: PostgreSQL's count of changes to what the ping writer remembers (its step
     # below); SQLite's writer asks the file's data_version instead.
     "",
+    # 17: failed console sign-ins, by user name and by address, for the sign-in limit:
+    # in the database, so that every replica counts the same failures and a restart
+    # forgets none (server/session.py). Rows older than the limit's window go.
+    """
+    CREATE TABLE IF NOT EXISTS sign_in_failures (
+        kind TEXT NOT NULL,
+        value TEXT NOT NULL,
+        at REAL NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS sign_in_failures_key ON sign_in_failures (kind, value, at);
+    CREATE INDEX IF NOT EXISTS sign_in_failures_at ON sign_in_failures (at);
+    """,
 ]
 
 # PostgreSQL's steps mirror SQLite's one for one: after step N both schemas are version
@@ -666,6 +678,16 @@ POSTGRES: list[str] = [
         EXECUTE FUNCTION cronwatch_cache_epoch();
     CREATE TRIGGER runs_gone_epoch AFTER DELETE ON runs FOR EACH ROW
         WHEN (OLD.status = 'running') EXECUTE FUNCTION cronwatch_cache_epoch();
+    """,
+    # 17: failed console sign-ins (SQLite's step 17)
+    """
+    CREATE TABLE IF NOT EXISTS sign_in_failures (
+        kind TEXT NOT NULL,
+        value TEXT NOT NULL,
+        at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS sign_in_failures_key ON sign_in_failures (kind, value, at);
+    CREATE INDEX IF NOT EXISTS sign_in_failures_at ON sign_in_failures (at);
     """,
 ]
 
