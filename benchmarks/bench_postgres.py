@@ -4,7 +4,10 @@
                                         [--rounds 3] [--url postgresql://...] [--skip-migrate]
 
 Without ``--url`` a throwaway cluster is started from Debian's binaries (tests/pg.py; fsync
-on, the server's defaults otherwise) and removed at the end.
+on, the server's defaults otherwise) and removed at the end. Before the pings it is warmed
+like a server that has been running a while (``warm_wal``; ``--cold`` skips it): a cluster
+minutes old has no WAL files to recycle, so every 16 MB of WAL the backend that needs a
+new file zero-fills it first, and a ping statement every few seconds takes 40-55 ms.
 
 1. migrate-db: a SQLite history of ``--runs`` runs over 50 jobs (one in ten with captured
    output), built once and cached in $CRONWATCH_BENCH_CACHE, copied by the real
@@ -34,6 +37,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from _common import CACHE, CRONWATCH, ROOT, bench_env, check_tools
 
@@ -165,6 +169,18 @@ def drive(
             "pg_us": (after[1] - before[1]) / max(ok, 1) * 1e6}  # fmt: skip
 
 
+def warm_wal(cluster: Any) -> None:
+    """~300 MB of WAL written and checkpointed: PostgreSQL keeps the old files as recycled
+    ones (what a server that has been running holds in pg_wal), instead of creating and
+    zero-filling each new one on a statement's time."""
+    cluster.sql(
+        "CREATE TABLE wal_warmup AS SELECT g, repeat('x', 1000) AS pad "
+        "FROM generate_series(1, 300000) g"
+    )
+    cluster.sql("DROP TABLE wal_warmup")
+    cluster.sql("CHECKPOINT")
+
+
 def without_notify_trigger(db: str) -> None:
     """Migrate ``db``, then drop the events' notify trigger (what it costs: --notify-ab)."""
     import psycopg
@@ -186,6 +202,8 @@ def main() -> None:
                     "throwaway cluster); databases are created beside it")  # fmt: skip
     ap.add_argument("--skip-migrate", action="store_true")
     ap.add_argument("--skip-pings", action="store_true")
+    ap.add_argument("--cold", action="store_true",
+                    help="no WAL warm-up of the throwaway cluster before the pings")  # fmt: skip
     ap.add_argument("--notify-ab", action="store_true",
                     help="pings on two PostgreSQL databases instead: with the events' notify "
                          "trigger (migration 15) and with it dropped")  # fmt: skip
@@ -218,6 +236,8 @@ def main() -> None:
         if args.skip_pings:
             return
         tmp = tempfile.mkdtemp(prefix="cw-bench-pg-")
+        if cluster is not None and not args.cold:
+            warm_wal(cluster)
 
         def pg_db() -> str:
             url = url_for()
@@ -253,9 +273,10 @@ def main() -> None:
                     proc.wait()
         from cronwatch.store import open_store
 
+        warm = "" if cluster is None else (", cold cluster" if args.cold else ", WAL warmed")
         print(f"wrk -t2 -c{args.connections} -d{args.duration}s at /ping/{{key}}, "
               f"{args.rounds} rounds (medians), server, PostgreSQL and wrk on the same "
-              f"{os.cpu_count()}-core machine, load average {load:.1f} at start, "
+              f"{os.cpu_count()}-core machine{warm}, load average {load:.1f} at start, "
               f"{os.getloadavg()[0]:.1f} at end\n")  # fmt: skip
         print(
             "| store | pings/s | p50 ms | p99 ms | errors | acknowledged | stored "
