@@ -277,21 +277,30 @@ def two_replicas(url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Liv
             s.stop(signal.SIGKILL)
 
 
+def read_in_background(
+    server: LiveServer, headers: dict[str, str], n: int, timeout: float
+) -> tuple[threading.Thread, list[Any]]:
+    """A thread reading ``n`` events from ``server``'s stream, connected when this returns
+    (its keep-alives come every 0.3 s); ``out`` gets (events, when they came)."""
+    out: list[Any] = []
+
+    def read() -> None:
+        events, _ = read_events(server, headers, n, timeout)
+        out.append((events, time.monotonic()))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    time.sleep(1.5)
+    return reader, out
+
+
 def test_an_event_made_at_one_replica_reaches_a_stream_at_the_other_by_notification(
     two_replicas: list[LiveServer],
 ) -> None:
     a, b = two_replicas
     headers = a.token("sse", read_only=True)
     key = a.job_key("notified")
-    out: list[Any] = []
-
-    def read() -> None:
-        events, _ = read_events(b, headers, 2, 30)
-        out.append((events, time.monotonic()))
-
-    reader = threading.Thread(target=read)
-    reader.start()
-    time.sleep(1.5)  # connected to b (its keep-alives come every 0.3 s)
+    reader, out = read_in_background(b, headers, 2, 30)
     pinged = time.monotonic()
     assert httpx.get(f"{a.url}/ping/{key}/start", timeout=10).text == "OK"
     assert httpx.get(f"{a.url}/ping/{key}", timeout=10).text == "OK"
@@ -311,10 +320,7 @@ def test_an_event_made_at_one_replica_reaches_a_stream_at_the_other_by_notificat
         assert wait_for(lambda: admin.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'cronwatch listener'"
         ).fetchone()[0] == 2, 10)  # fmt: skip
-    out.clear()
-    reader = threading.Thread(target=read)
-    reader.start()
-    time.sleep(1.5)
+    reader, out = read_in_background(b, headers, 2, 30)
     pinged = time.monotonic()
     assert httpx.get(f"{a.url}/ping/{key}/start", timeout=10).text == "OK"
     assert httpx.get(f"{a.url}/ping/{key}", timeout=10).text == "OK"
@@ -336,15 +342,7 @@ def test_an_event_held_behind_a_rolled_back_one_reaches_the_stream_soon(
     a, b = two_replicas
     headers = a.token("sse", read_only=True)
     key = a.job_key("held")
-    out: list[Any] = []
-
-    def read() -> None:
-        events, _ = read_events(b, headers, 1, 40)
-        out.append((events, time.monotonic()))
-
-    reader = threading.Thread(target=read)
-    reader.start()
-    time.sleep(1.5)  # connected to b
+    reader, out = read_in_background(b, headers, 1, 40)
     with psycopg.connect(str(a.db)) as doomed:
         insert_event(doomed, "never")
         assert httpx.get(f"{a.url}/ping/{key}", timeout=10).text == "OK"

@@ -133,52 +133,46 @@ def on_start(o: Options, res: Result) -> None:
 
     res.run_id = new_run_id(res.started_at)
     remote = remote_wanted(o)
-    if (o.local or not remote) and not _on_server(o.db or default_db_path()):
-        _load_sqlite()  # not on the thread: it swaps functools in sys.modules for a moment
-        import _thread  # the C module: `threading` costs imports that this does not need
-
-        done = _thread.allocate_lock()
-        done.acquire()
-
-        # The thread holds the GIL while it imports; the wrapper's loop, woken by the
-        # child's exit or output, should get it back at once rather than after 5 ms.
-        interval = sys.getswitchinterval()
-        sys.setswitchinterval(0.0002)
-
-        def work() -> None:
-            try:
-                _open_local(o, res)
-            finally:
-                sys.setswitchinterval(interval)
-                done.release()
-
-        try:
-            _thread.start_new_thread(work, ())
-            _opening.append(done)
-        except RuntimeError:  # no thread to be had: write it here
-            done.release()
-            _open_local(o, res)
-    elif o.local or not remote:
-        import _thread
-
-        opened = _thread.allocate_lock()
-        opened.acquire()
-
-        def spool_open() -> None:
-            try:
-                _open_on_server(o, res)
-            finally:
-                opened.release()
-
-        try:
-            _thread.start_new_thread(spool_open, ())
-            _opening.append(opened)
-        except RuntimeError:
-            pass  # no thread: the run is on record when it ends
+    if o.local or not remote:
+        if not _on_server(o.db or default_db_path()):
+            _load_sqlite()  # not on the thread: it swaps functools in sys.modules for a moment
+            _on_thread(lambda: _open_local(o, res), instead=True)
+        else:  # without a thread, the run is on record when it ends
+            _on_thread(lambda: _open_on_server(o, res), instead=False)
     if remote:
         from cronwatch.remote.hooks import on_start as remote_start
 
         remote_start(o, res.run_id, res.started_at)
+
+
+def _on_thread(work: Callable[[], None], *, instead: bool) -> None:
+    """Run ``work`` on a thread that the end waits for (``_opening``); when no thread is
+    to be had, here ``instead`` (or not at all)."""
+    import _thread  # the C module: `threading` costs imports that this does not need
+
+    done = _thread.allocate_lock()
+    done.acquire()
+
+    # The thread holds the GIL while it imports; the wrapper's loop, woken by the
+    # child's exit or output, should get it back at once rather than after 5 ms.
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(0.0002)
+
+    def run() -> None:
+        try:
+            work()
+        finally:
+            sys.setswitchinterval(interval)
+            done.release()
+
+    try:
+        _thread.start_new_thread(run, ())
+        _opening.append(done)
+    except RuntimeError:
+        sys.setswitchinterval(interval)
+        done.release()
+        if instead:
+            work()
 
 
 def _open_run(o: Options, res: Result) -> Run:
