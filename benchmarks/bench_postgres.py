@@ -13,7 +13,7 @@ new file zero-fills it first, and a ping statement every few seconds takes 40-55
    output), built once and cached in $CRONWATCH_BENCH_CACHE, copied by the real
    ``cronwatch migrate-db --to URL`` into an empty database: runs/s over the whole
    command (COPY of every table, sequences, the count check).
-2. pings: one ``cronwatch serve`` (the defaults: uvicorn, the ping writer process) on a
+2. pings: one ``cronwatch serve`` (the defaults: the ping front, the writer process) on a
    SQLite file, one on a PostgreSQL database, and two replicas side by side on another
    PostgreSQL database (each driven by its own wrk with half the connections, at the
    same time: their sum is the row's rate), driven in turn, round after round, by wrk -t2

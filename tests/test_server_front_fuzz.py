@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from cronwatch.server.app import Server
 from cronwatch.server.front import PingFront
+from cronwatch.server.limits import Caps, Limits
 
 
 class _App:
@@ -76,12 +77,17 @@ class _Transport:
     def resume_reading(self) -> None:
         pass
 
+    def get_extra_info(self, name: str) -> Any:
+        return ("127.0.0.1", 40000) if name == "peername" else None
+
     def set_protocol(self, protocol: Any) -> None:
         self.protocol = protocol
 
 
 class _HandedOver:
     """The hand-over target: records the bytes it is given."""
+
+    caps = Caps(Limits())
 
     def __init__(self, **_: Any) -> None:
         self.data = b""

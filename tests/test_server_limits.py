@@ -173,6 +173,9 @@ def wait_closed(socks: list[socket.socket], within: float) -> list[bytes]:
         (b"GET /ping/x?" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
         (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 70_000 + b"\r\n\r\n", 431),
         (b"GET /healthz HTTP/1.1\r\n" + b"X-Many: 0123456789abcdef\r\n" * 3000 + b"\r\n", 431),
+        # the same on a ping route, small enough to arrive in one read (the front's case)
+        (b"GET /ping/x HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 40_000 + b"\r\n\r\n", 431),
+        (b"GET /ping/x?" + b"a" * 8_300 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
         # before authentication, before reading a byte of the body (none is sent)
         (b"POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: 209715200\r\n\r\n", 413),
         (b"POST /ping/x HTTP/1.1\r\nHost: x\r\nContent-Length: 2097152\r\n\r\n", 413),
@@ -185,6 +188,8 @@ def wait_closed(socks: list[socket.socket], within: float) -> list[bytes]:
         "huge-query",
         "huge-header",
         "many-headers",
+        "ping-huge-header",
+        "ping-long-query",
         "api-413-no-token",
         "ping-413",
         "negative-length",
@@ -332,10 +337,13 @@ def test_held_bodies_do_not_hold_the_server(server: Server) -> None:
 # --- connection caps -------------------------------------------------------------------------
 
 
-def test_per_address_cap_refuses_with_a_log_line_and_others_are_served(tmp_path: Path) -> None:
+@pytest.mark.parametrize("front", ["fast", "uvicorn"])  # each admits connections itself
+def test_per_address_cap_refuses_with_a_log_line_and_others_are_served(
+    tmp_path: Path, front: str
+) -> None:
     # a long head deadline: the held connections stay until this test closes them
     srv = Server(tmp_path / "c.db", tmp_path / "c.log", "--max-connections-per-address", "20",
-                 "--max-connections", "31", "--head-timeout", "60")  # fmt: skip
+                 "--max-connections", "31", "--head-timeout", "60", "--front", front)  # fmt: skip
     try:
         key = srv.job_key("capped")
         held = [srv.connect() for _ in range(20)]
@@ -364,6 +372,45 @@ def test_per_address_cap_refuses_with_a_log_line_and_others_are_served(tmp_path:
             assert time.monotonic() < deadline, "the closed connections were not forgotten"
             time.sleep(0.1)
         assert {"capped-1", "capped-2"} <= srv.stored("capped")
+    finally:
+        srv.stop()
+
+
+def test_connections_handed_over_by_the_front_are_counted_once(tmp_path: Path) -> None:
+    """The front admits a connection, and hands it to the guarded protocol for anything
+    but a plain ping: the count moves with it, and goes when it closes, however often."""
+    srv = Server(tmp_path / "h.db", tmp_path / "h.log", "--max-connections-per-address", "4",
+                 "--head-timeout", "60")  # fmt: skip
+    try:
+        key = srv.job_key("handed")
+        for i in range(12):  # three times the cap, one after the other, each handed over
+            with srv.connect() as sock:
+                sock.sendall(f"GET /ping/{key}?rid=p{i} HTTP/1.1\r\nHost: x\r\n\r\n"
+                             "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                             .encode())  # fmt: skip
+                data, closed = answer(sock)
+            assert closed and data.count(b"HTTP/1.1 200 ") == 2, (i, data)
+        deadline = time.monotonic() + 10
+        while True:  # the server sees the last close a moment after the client
+            held = [srv.connect() for _ in range(4)]
+            time.sleep(0.2)
+            over = srv.connect()
+            over.settimeout(1)
+            try:
+                refused = over.recv(65536)
+            except TimeoutError:
+                refused = b""
+            finally:
+                over.close()
+            for s in held:
+                s.close()
+            if status(refused) == 503:
+                break
+            assert not refused and time.monotonic() < deadline, refused
+            time.sleep(0.1)
+        # four were welcome and the fifth was not: what was handed over was released
+        assert {f"p{i}" for i in range(12)} <= srv.stored("handed")
+        assert "Traceback" not in srv.log.read_text()
     finally:
         srv.stop()
 

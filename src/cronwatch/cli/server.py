@@ -52,9 +52,11 @@ def register(sub: Any, command: Any) -> None:
     p.add_argument("--ping-writer", choices=("process", "thread"), default="process",
                    help="record pings in a child process (default: uses a second core) or "
                         "in a thread of the server process")  # fmt: skip
-    p.add_argument("--front", choices=("uvicorn", "fast"), default="uvicorn",
-                   help="the HTTP front: uvicorn (httptools, the default) or fast (cronwatch's "
-                        "own parser for plain pings in front of it; experimental)")  # fmt: skip
+    p.add_argument("--front", choices=("fast", "uvicorn"), default="fast",
+                   help="the HTTP front: fast (the default: plain pings that arrive whole are "
+                        "parsed and answered by cronwatch itself, everything else by uvicorn "
+                        "under the same limits) or uvicorn (every request through uvicorn's "
+                        "httptools protocol)")  # fmt: skip
     g = p.add_argument_group("limits (a client over one is answered 4xx/503 and closed)")
     g.add_argument("--head-timeout", type=positive_float, default=10.0, metavar="SECONDS",
                    help="seconds a client has to send a request's head (default 10)")  # fmt: skip

@@ -1,22 +1,25 @@
-"""An opt-in HTTP front (``cronwatch serve --front fast``): pings without the ASGI machinery.
+"""The HTTP front (``cronwatch serve``, the default; ``--front uvicorn`` opts out): pings
+without the ASGI machinery or uvicorn's parser callbacks.
 
-Not the default: it is a parser of our own in front of uvicorn's (two parsers that must
-agree on message boundaries); tests/test_server_front_fuzz.py holds it to h11 (whatever
-it takes, h11 reads as the same requests; the rest it hands over). The default is
-uvicorn's httptools protocol with the limits of ``server.limits``. Here, uvicorn runs this as its HTTP protocol class. Each connection
-starts here; a request that is a plain ping (GET, POST or HEAD on /ping/, /p/ or
-/jobs/p/, HTTP/1.1, a well-formed head, no chunked body, no Expect or Upgrade) that
+It is a parser of our own in front of uvicorn's (two parsers that must agree on message
+boundaries); tests/test_server_front_fuzz.py holds it to h11 (whatever it takes, h11 reads
+as the same requests; the rest it hands over). uvicorn runs this as its HTTP protocol
+class. Each connection starts here, admitted under the guarded protocol's connection caps
+(``server.limits.Caps``: the same counts, handed over with the connection). A request
+that is a plain ping (GET, POST or HEAD on /ping/, /p/ or /jobs/p/, HTTP/1.1, a
+well-formed head within the size limits, no chunked body, no Expect or Upgrade) that
 arrived whole is parsed in a few string operations, forwarded to the ping writer
 process, and answered with bytes built once, when the writer reports the commit. Per
-ping that is one read, one write and no task, coroutine, scope dict or ASGI message.
+ping that is one read, one write and no task, coroutine, scope dict, ASGI message or
+parser callback.
 
 The first request that is anything else (the API, the event stream, metrics, a
-malformed request, a percent-encoded path, a head or body that did not arrive whole in
-one read) hands the connection over to the guarded uvicorn protocol (``fallback``, from
-``server.limits``: deadlines and size limits), with the bytes not yet consumed, once
-every ping answer owed on it has been written; the ASGI app then serves it, and
-everything after it on that connection. Nothing after a ``Connection: close`` request is
-read or kept.
+malformed or oversized request, a percent-encoded path, a head or body that did not
+arrive whole in one read) hands the connection over to the guarded uvicorn protocol
+(``fallback``, from ``server.limits``: deadlines and size limits), with the bytes not yet
+consumed, once every ping answer owed on it has been written; the ASGI app then serves
+it, and everything after it on that connection. Nothing after a ``Connection: close``
+request is read, from the socket or from what was already read.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import re
 from collections import deque
 from typing import Any
 
+from cronwatch.server.limits import client_network, refuse
 from cronwatch.server.pingproc import Reply
 
 _METHODS = (b"GET", b"POST", b"HEAD")
@@ -88,15 +92,29 @@ class PingFront(asyncio.Protocol):
         self.blocked = False  # the transport's write buffer is full
         self.idle_since = 0.0
         self.timer: asyncio.TimerHandle | None = None
+        # the guarded protocol's connection caps and size limits (server.limits)
+        self.caps = self.fallback.caps
+        limits = self.caps.limits
+        self.max_target, self.max_head = limits.max_target, limits.max_head
+        self.address: str | None = None  # counted against the caps while set
 
     # --- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
-        self.server_state.connections.add(self)
+        peer = transport.get_extra_info("peername")
+        address = client_network(peer[0]) if isinstance(peer, tuple) and peer else ""
+        connections = self.server_state.connections
+        if not self.caps.admit(address, len(connections) + 1):
+            self.closing = True
+            refuse(transport)
+            return
+        self.address = address
+        connections.add(self)
         self._idle()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server_state.connections.discard(self)
+        self._release()
         self.closing = True
         if self.timer is not None:
             self.timer.cancel()
@@ -132,7 +150,9 @@ class PingFront(asyncio.Protocol):
             target, _, version = rest.partition(b" ")
             headers = buf[nl:end].lower()
             if (
-                method not in _METHODS
+                len(target) > self.max_target  # the guarded protocol answers 414 or 431
+                or end - nl > self.max_head
+                or method not in _METHODS
                 or version != b"HTTP/1.1"
                 or _TARGET.fullmatch(target) is None
                 or _HEADERS.fullmatch(headers) is None
@@ -178,7 +198,8 @@ class PingFront(asyncio.Protocol):
             self._ping(method, target, body, close)
             if close:
                 self.closing = True
-                pos = size  # nothing after "Connection: close" is read
+                pos = size  # nothing after "Connection: close" is read: not even from
+                self._pause()  # the socket (a client flooding after it is not our load)
                 break
         self.buf = buf[pos:] if pos < size else b""
         if self.leaving:
@@ -241,6 +262,7 @@ class PingFront(asyncio.Protocol):
         self.buf = b""
         self.closing = True  # this object is done with the connection
         self.server_state.connections.discard(self)
+        self._release()  # the guarded protocol counts it again (it was under the caps)
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -250,6 +272,11 @@ class PingFront(asyncio.Protocol):
             transport.resume_reading()
         if buf:
             proto.data_received(buf)
+
+    def _release(self) -> None:
+        if self.address is not None:
+            self.caps.release(self.address)
+            self.address = None
 
     def shutdown(self) -> None:
         """uvicorn is stopping: close once the answers owed are written."""

@@ -108,6 +108,46 @@ class _Warnings:
         log.warning("%s%s", message, f" ({more} more since the last such line)" if more else "")
 
 
+class Caps:
+    """The connection caps of one server (``Limits.max_connections``, in total, and
+    ``max_per_address``): shared by every protocol class that accepts its connections
+    (the guarded protocol, and ``server.front`` in front of it)."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.per_address: Counter[str] = Counter()
+        self.warnings = _Warnings()
+
+    def admit(self, address: str, total: int) -> bool:
+        """Count a new connection from ``address`` (``total`` open, this one included)
+        unless it is over a cap: then False, with a log line (at most one a reason every
+        few seconds)."""
+        limits = self.limits
+        if total > limits.max_connections:
+            self.warnings.warn("total", f"connection limit reached ({limits.max_connections} "
+                               "in all): refusing new connections")  # fmt: skip
+            return False
+        if self.per_address[address] >= limits.max_per_address:
+            self.warnings.warn(address, f"connection limit reached for {address} "
+                               f"({limits.max_per_address} per address): refusing its new "
+                               "connections")  # fmt: skip
+            return False
+        self.per_address[address] += 1
+        return True
+
+    def release(self, address: str) -> None:
+        per_address = self.per_address
+        per_address[address] -= 1
+        if per_address[address] <= 0:
+            del per_address[address]
+
+
+def refuse(transport: Any) -> None:
+    """Answer a connection over a cap and close it."""
+    transport.write(_answer("503 Service Unavailable", b"too many connections\n"))
+    transport.close()
+
+
 class _Sweeper:
     """Closes the connections whose deadline passed; runs while there are connections."""
 
@@ -266,8 +306,8 @@ class RateLimitFilter(logging.Filter):
 def guarded_protocol(limits: Limits) -> type[asyncio.Protocol]:
     """uvicorn's ``http`` protocol class for ``limits`` (one class per server: the
     per-address counts are shared by its connections)."""
-    per_address: Counter[str] = Counter()
-    warnings = _Warnings()
+    shared = Caps(limits)
+    warnings = shared.warnings
     watched: set[Any] = set()  # the open connections, for the deadline sweep
     holding: list[_OneSend] = []  # connections with a write held until the turn's end
     # one sweep over the open connections a fraction of a deadline apart, instead of a
@@ -276,6 +316,8 @@ def guarded_protocol(limits: Limits) -> type[asyncio.Protocol]:
                                              limits.body_timeout / 4)))  # fmt: skip
 
     class Guarded(HttpToolsProtocol):
+        caps = shared  # server.front admits and releases its connections with the same counts
+
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.address = ""
@@ -300,36 +342,20 @@ def guarded_protocol(limits: Limits) -> type[asyncio.Protocol]:
             super().connection_made(transport)
             self.out = _OneSend(transport, self.loop, holding)
             self.address = client_network(self.client[0]) if self.client else ""
-            total = len(self.connections)
-            if total > limits.max_connections:
-                warnings.warn("total", f"connection limit reached ({limits.max_connections} "
-                              "in all): refusing new connections")  # fmt: skip
-                self._refuse()
+            if not shared.admit(self.address, len(self.connections)):
+                self.rejected = True
+                refuse(self.transport)
                 return
-            if per_address[self.address] >= limits.max_per_address:
-                warnings.warn(self.address, f"connection limit reached for {self.address} "
-                              f"({limits.max_per_address} per address): refusing its new "
-                              "connections")  # fmt: skip
-                self._refuse()
-                return
-            per_address[self.address] += 1
             self.counted = True
             watched.add(self)
             self.deadline = self.loop.time() + limits.head_timeout  # silence is a partial head
             sweeper.start(self.loop)
 
-        def _refuse(self) -> None:
-            self.rejected = True
-            self.transport.write(_answer("503 Service Unavailable", b"too many connections\n"))
-            self.transport.close()
-
         def connection_lost(self, exc: Exception | None) -> None:
             watched.discard(self)
             if self.counted:
                 self.counted = False
-                per_address[self.address] -= 1
-                if per_address[self.address] <= 0:
-                    del per_address[self.address]
+                shared.release(self.address)
             super().connection_lost(exc)
 
         # --- reading ---------------------------------------------------------------------
