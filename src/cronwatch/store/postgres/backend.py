@@ -27,7 +27,7 @@ from psycopg.adapt import Dumper
 from psycopg.pq import TransactionStatus
 
 from cronwatch.core.errors import StaleCache, StoreBusy, StoreError
-from cronwatch.store.postgres import leader
+from cronwatch.store.postgres import arrays, leader
 from cronwatch.store.postgres.dialect import DML, RETURNING, SQL, translate, unnest_insert
 from cronwatch.store.postgres.eventlog import EventLog, Listener
 from cronwatch.store.postgres.leader import Leads
@@ -188,6 +188,7 @@ class _BoolAsInt(Dumper):
 def _configure(pg: psycopg.Connection[Any]) -> None:
     pg.cursor_factory = _Cursor
     pg.adapters.register_dumper(bool, _BoolAsInt)
+    arrays.register(pg.adapters)
 
 
 def _connect(url: str, timeout: float) -> tuple[psycopg.Connection[Any], Any]:
@@ -515,14 +516,10 @@ class PostgresStore(SQLiteStore):
     def _arrays(
         self, sql: str, params: list[Any], pg: psycopg.Connection[Any] | None = None
     ) -> Any:
-        """Run ``sql`` on ``pg`` (default: the connection, its transaction begun)."""
+        """Run ``sql`` on ``pg`` (default: the connection, its transaction begun), its
+        ``%b::T[]`` arrays encoded by arrays.py (their NULs replaced there)."""
         on = self.conn.pg if pg is None else pg
-        try:
-            return on.execute(sql, params)
-        except psycopg.DataError as e:  # found while encoding: nothing was sent
-            if "NUL" not in str(e):
-                raise
-            return on.execute(sql, without_nul(params))
+        return on.execute(sql, arrays.params(sql, params, utf8=on.info.encoding == "utf-8"))
 
     _FINISHED = (
         "INSERT INTO runs(uid, job_id, env, status, started_at, ended_at, "
