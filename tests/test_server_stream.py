@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import re
@@ -14,12 +15,13 @@ import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from conftest import CRONWATCH
-from cronwatch.server.events import resume_point
+from cronwatch.server.events import Broadcaster, resume_point
 from cronwatch.server.gzipstream import HEADER, Member, Packed, accepts_gzip, crc32_combine
 from test_server_harness import LiveServer, client, live  # noqa: F401
 
@@ -379,3 +381,59 @@ def test_gzip_members_from_shared_and_own_pieces() -> None:
         assert gzip.decompress(body) == expected
         assert crc32_combine(zlib.crc32(own), zlib.crc32(expected[len(own):]),
                              len(expected) - len(own)) == zlib.crc32(expected)  # fmt: skip
+
+
+def test_other_processes_events_are_heard_only_while_streams_are_open() -> None:
+    """A replica listens for the others' notifications (PostgreSQL) only while it has
+    streams: each notification wakes a thread and a database backend, at every batch of
+    pings of every replica. A stream that comes back within ``LINGER`` finds the same
+    listener; after it, the listener is closed, and the next stream starts another."""
+
+    class Listener:
+        def __init__(self) -> None:
+            self.closed = threading.Event()
+
+        def close(self) -> None:
+            self.closed.set()
+
+    class Store:
+        def __init__(self) -> None:
+            self.listeners: list[Listener] = []
+
+        def listen_events(self, wake: Any) -> Listener:
+            self.listeners.append(Listener())
+            return self.listeners[-1]
+
+        def events_since(self, last_id: int, *, limit: int = 500) -> list[Any]:
+            return []
+
+        def last_event_id(self) -> int:
+            return 0
+
+    async def scenario() -> None:
+        store = Store()
+        hub = Broadcaster(store, poll=0.05, coalesce=0.01)  # type: ignore[arg-type]
+        hub.LINGER = 0.3
+        hub.start()
+        await asyncio.sleep(0.2)
+        assert store.listeners == []  # nobody streams: nobody listens
+        a, b = hub.subscribe("t"), hub.subscribe("t")
+        assert len(store.listeners) == 1
+        hub.unsubscribe(a)
+        await asyncio.sleep(0.6)
+        assert not store.listeners[0].closed.is_set()  # b still streams
+        hub.unsubscribe(b)
+        await asyncio.sleep(0.1)
+        c = hub.subscribe("t")  # back within the linger: the same listener
+        assert len(store.listeners) == 1 and not store.listeners[0].closed.is_set()
+        hub.unsubscribe(c)
+        deadline = time.monotonic() + 5
+        while not store.listeners[0].closed.is_set():
+            assert time.monotonic() < deadline, "the listener outlived its streams"
+            await asyncio.sleep(0.05)
+        hub.subscribe("t")
+        assert len(store.listeners) == 2 and not store.listeners[1].closed.is_set()
+        await hub.close()
+        assert store.listeners[1].closed.is_set()
+
+    asyncio.run(scenario())

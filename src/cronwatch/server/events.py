@@ -8,7 +8,8 @@ One ``Broadcaster`` task reads what is new and encodes each frame once; every op
 is handed the same bytes through its own bounded queue, so the cost of a commit does not
 grow with the number of streams. The writers wake it after their commits; a store that
 hears other processes' commits (``EventWaker``: PostgreSQL's notifications) wakes it
-too; it also looks once a second, because the wrapper, ``cronwatch check`` or another
+too, while streams are open (and ``LINGER`` seconds after the last one closed); it also
+looks once a second, because the wrapper, ``cronwatch check`` or another
 replica write to the same database without telling this process (SQLite), and as the
 fallback of a listener that lost its connection. A stream that falls too far behind (its
 client does not read) is dropped rather than buffered: its EventSource reconnects with
@@ -175,7 +176,13 @@ class Broadcaster:
         self.dialects: dict[str, Dialect] = {}  # other APIs' streams, by name
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._listener: Closable | None = None  # other processes' commits (EventWaker)
+        # other processes' commits (EventWaker), heard only while streams are open: each
+        # notification wakes a thread here and a backend in PostgreSQL, a batch of pings
+        # at every replica, which nobody needs while nobody streams
+        self._listener: Closable | None = None
+        self._listen_warned = False
+        self._quiet_since = 0.0  # monotonic: when the last stream closed
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._read_at = 0.0  # monotonic: the last look at the database
 
     # --- the writers' side -----------------------------------------------------------------
@@ -183,26 +190,40 @@ class Broadcaster:
         """Something was committed: read it soon (cheap; called after every commit)."""
         self._wake.set()
 
+    LINGER = 10.0  # seconds the listener stays after the last stream closed (reconnects)
+
     def start(self) -> None:
-        loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
         self._task = loop.create_task(self._run())
+
+    def _listen(self) -> None:
+        """Hear other replicas' events at once while streams are open (the poll stays the
+        fallback): start the listener (a thread of its own; this does not wait)."""
+        loop = self._loop
+        if self._listener is not None or loop is None or not isinstance(self.store, EventWaker):
+            return
 
         def wake() -> None:  # called in the listener's thread
             loop.call_soon_threadsafe(self._wake.set)
 
-        if isinstance(self.store, EventWaker):
-            # other replicas' events wake the streams at once; the poll stays the fallback
-            try:
-                self._listener = self.store.listen_events(wake)
-            except Exception as e:
+        try:
+            self._listener = self.store.listen_events(wake)
+        except Exception as e:
+            if not self._listen_warned:
+                self._listen_warned = True
                 log.warning("event stream: cannot listen for other processes' events "
                             "(%s); polling every %gs", e, self.poll)  # fmt: skip
+
+    def _unlisten(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None and self._loop is not None:
+            self._loop.run_in_executor(None, listener.close)  # it may take a second to stop
 
     async def close(self) -> None:
         self.closed = True
         if self._listener is not None:
-            await asyncio.to_thread(self._listener.close)
-            self._listener = None
+            listener, self._listener = self._listener, None
+            await asyncio.to_thread(listener.close)
         for sub in list(self.subscribers):
             sub.stop("closed")
         if self._task is not None:
@@ -229,6 +250,7 @@ class Broadcaster:
         sub = Subscriber(token, dialect)
         self.subscribers.add(sub)
         self.per_token[token] += 1
+        self._listen()
         return sub
 
     def unsubscribe(self, sub: Subscriber) -> None:
@@ -237,6 +259,8 @@ class Broadcaster:
             self.per_token[sub.token] -= 1
             if self.per_token[sub.token] <= 0:
                 del self.per_token[sub.token]
+            if not self.subscribers:
+                self._quiet_since = time.monotonic()
 
     def _push(self, item: _Batch | bytes, size: int, now: float) -> None:
         backlog = self.limits.backlog
@@ -276,6 +300,8 @@ class Broadcaster:
                     except Exception as e:  # a locked or lost database: try again next time
                         log.warning("event stream: cannot read new events: %s", e)
                 self._keep_alive()
+            elif self._listener is not None and time.monotonic() - self._quiet_since >= self.LINGER:
+                self._unlisten()
             # The commits of the next moment are read together: a stream gets one send for
             # many commits. A full page means more is waiting (a burst): read on soon, so
             # that the stream keeps up with ingestion; a client that cannot is dropped and
