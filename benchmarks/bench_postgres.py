@@ -2,12 +2,16 @@
 
     python benchmarks/bench_postgres.py [--runs 1000000] [--duration 8] [--connections 64]
                                         [--rounds 3] [--url postgresql://...] [--skip-migrate]
+                                        [--cold] [--no-sync]
 
 Without ``--url`` a throwaway cluster is started from Debian's binaries (tests/pg.py; fsync
 on, the server's defaults otherwise) and removed at the end. Before the pings it is warmed
 like a server that has been running a while (``warm_wal``; ``--cold`` skips it): a cluster
 minutes old has no WAL files to recycle, so every 16 MB of WAL the backend that needs a
 new file zero-fills it first, and a ping statement every few seconds takes 40-55 ms.
+Before each row the page cache is written back (``os.sync``; ``--no-sync`` does not), so
+that the kernel's periodic flush of what one row wrote does not stall another row's
+commits; a row's own flush (~30 s after its writes) shows with ``--duration 40``.
 
 1. migrate-db: a SQLite history of ``--runs`` runs over 50 jobs (one in ten with captured
    output), built once and cached in $CRONWATCH_BENCH_CACHE, copied by the real
@@ -198,6 +202,8 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=8)
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--no-sync", action="store_true",
+                    help="do not write the page cache back before each row")  # fmt: skip
     ap.add_argument("--url", help="an existing PostgreSQL server's database (default: a "
                     "throwaway cluster); databases are created beside it")  # fmt: skip
     ap.add_argument("--skip-migrate", action="store_true")
@@ -262,6 +268,13 @@ def main() -> None:
                     wrk(url + "/healthz", 2, args.connections)  # warm up
             for _ in range(args.rounds):
                 for name, group in groups.items():
+                    if not args.no_sync:
+                        # Each row starts with the page cache written back: the kernel
+                        # flushes dirty pages ~30 s after they were written, and a flush
+                        # of what the previous rows wrote (SQLite's WAL, PostgreSQL's new
+                        # pages) stalls this row's commits behind it. A row's own flush
+                        # is in its figures only if it runs long enough (--duration 40).
+                        os.sync()
                     db = targets[name]
                     dbname = None if name == "sqlite" else db.split("?")[0].rsplit("/", 1)[1]
                     results[name].append(drive(group, dbname, args.duration,
@@ -274,6 +287,7 @@ def main() -> None:
         from cronwatch.store import open_store
 
         warm = "" if cluster is None else (", cold cluster" if args.cold else ", WAL warmed")
+        warm += "" if args.no_sync else ", page cache written back before each row"
         print(f"wrk -t2 -c{args.connections} -d{args.duration}s at /ping/{{key}}, "
               f"{args.rounds} rounds (medians), server, PostgreSQL and wrk on the same "
               f"{os.cpu_count()}-core machine{warm}, load average {load:.1f} at start, "
