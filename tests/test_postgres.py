@@ -351,6 +351,7 @@ def test_a_steady_batch_of_pings_is_one_statement(pg_database: Callable[[], str]
     What the batches record, and that other changes are still seen: test_store_replicas.py."""
     import psycopg
 
+    from cronwatch.store.postgres import backend
     from test_store_replicas import _writer
 
     url = pg_database()
@@ -363,20 +364,28 @@ def test_a_steady_batch_of_pings_is_one_statement(pg_database: Callable[[], str]
         raws = {id(s.conn._pg): i for i, s in enumerate((a, b))}  # type: ignore[attr-defined]
         sent: list[list[str]] = [[], []]
         real = psycopg.Connection.execute
+        real_direct = backend._Prepared.run  # the steady batch's own way to the server
 
         def counted(self: Any, query: Any, *args: Any, **kw: Any) -> Any:
             if id(self) in raws:
                 sent[raws[id(self)]].append(str(query)[:40])
             return real(self, query, *args, **kw)
 
+        def counted_direct(self: Any, pg: Any, params: Any) -> None:
+            sent[raws[id(pg)]].append("direct: " + self.sql[:32])
+            real_direct(self, pg, params)
+
         psycopg.Connection.execute = counted  # type: ignore[method-assign]
+        backend._Prepared.run = counted_direct  # type: ignore[method-assign]
         try:
             for _ in range(5):  # well within a second: no retention sweep is due
                 for send in sends:
                     send(f"/ping/{key}", f"/ping/{key}", f"/ping/{key}")
         finally:
             psycopg.Connection.execute = real  # type: ignore[method-assign]
+            backend._Prepared.run = real_direct  # type: ignore[method-assign]
         assert [len(s) for s in sent] == [5, 5], sent
+        assert all(q.startswith("direct: ") for s in sent for q in s), sent
     with open_store(url) as s:
         assert s.job_stats("steady")["runs"] == 2 * (2 + 15)
 

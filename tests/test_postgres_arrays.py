@@ -280,6 +280,7 @@ def test_a_quick_batch_with_a_nul_is_one_statement_stored_with_u_fffd(
         committer = Committer(store, cache=applier)
         statements: list[tuple[str, bool]] = []
         arrays_of = store._arrays
+        direct = backend._Prepared.run  # the steady batch's statement goes this way
 
         def spy(sql: str, params: list[Any], pg: Any = None) -> Any:
             try:
@@ -290,7 +291,16 @@ def test_a_quick_batch_with_a_nul_is_one_statement_stored_with_u_fffd(
             statements.append((sql, True))
             return cur
 
+        def spy_direct(self: Any, pg: Any, params: list[Any]) -> None:
+            try:
+                direct(self, pg, params)
+            except Exception:
+                statements.append((self.sql, False))
+                raise
+            statements.append((self.sql, True))
+
         monkeypatch.setattr(store, "_arrays", spy)
+        monkeypatch.setattr(backend._Prepared, "run", spy_direct)
 
         def record(query: str, n: int, now: float) -> list[tuple[bool, Any]]:
             p = parse_ping(f"/ping/{key}", query)
@@ -343,3 +353,58 @@ def test_same_tells_nan_and_signed_zeros_apart() -> None:
     """``same``, which the tests above compare with, sees a float's bits."""
     assert same([NAN, -0.0, None, "a"], [NAN, -0.0, None, "a"])
     assert not same([-0.0], [0.0]) and not same([1], [1.0]) and not same([None], [0.0])
+
+
+def test_the_steady_batch_survives_its_statement_deallocated_and_its_connection_lost(
+    pg_database: Callable[[], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The steady batch's statement is prepared once a connection, outside psycopg: after
+    a ``DEALLOCATE ALL`` (a pooler, an administrator) it is prepared again, and after the
+    connection is lost the batch is retried on a new one; every ping acknowledged is
+    stored, each once."""
+    import psycopg
+
+    url = pg_database()
+    store = open_store(url)
+    try:
+        store.writer_maintenance()
+        monkeypatch.setattr(store, "RETENTION_EVERY", 3600.0)
+        key = store.ensure_ping_key("q", now=T0)
+        applier = Applier(store.project_ping_key())
+        committer = Committer(store, cache=applier)
+        p = parse_ping(f"/ping/{key}", "")
+        assert p is not None
+        prepared: list[Any] = []
+        prepare = backend._Prepared._prepare
+
+        def spy(self: Any, pg: Any) -> None:
+            prepared.append(pg.pgconn)
+            prepare(self, pg)
+
+        monkeypatch.setattr(backend._Prepared, "_prepare", spy)
+
+        def record(n: int, now: float) -> list[bool]:
+            return [ok for ok, _v in committer.commit_each(
+                lambda s, item: applier.apply(s, item, None, now=now), [p] * n)]  # fmt: skip
+
+        acknowledged = 0
+        for now in (T0, T0 + 5, T0 + 10):  # evaluated, read, then steady
+            acknowledged += sum(record(2, now))
+        assert acknowledged == 6 and len(prepared) == 1 and applier.quick >= 2
+        store.conn.pg.execute("DEALLOCATE ALL")  # type: ignore[attr-defined]
+        store.conn.pg.execute("COMMIT")  # type: ignore[attr-defined]
+        quick = applier.quick
+        acknowledged += sum(record(3, T0 + 15))
+        assert acknowledged == 9 and applier.quick == quick + 3
+        assert len(prepared) == 2  # prepared again, on the same connection
+        with psycopg.connect(url, autocommit=True) as admin:
+            pid = store.conn.pg.info.backend_pid  # type: ignore[attr-defined]
+            assert admin.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,)).fetchone()[0]
+        acknowledged += sum(record(3, T0 + 20))  # fails on the old one, then written anew
+        quick = applier.quick
+        acknowledged += sum(record(3, T0 + 25))  # steady again: prepared on the new one
+        assert acknowledged == 15 and applier.quick == quick + 3
+        assert len(prepared) == 3 and prepared[-1] is not prepared[0]
+        assert store.job_stats("q")["runs"] == acknowledged
+    finally:
+        store.close()

@@ -18,11 +18,14 @@ method's writes commit together.
 from __future__ import annotations
 
 import atexit
+import itertools
+import re
 import threading
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg import pq
 from psycopg.adapt import Dumper
 from psycopg.pq import TransactionStatus
 
@@ -555,6 +558,7 @@ class PostgresStore(SQLiteStore):
 
     # --- the ping writer's buffered rows ---------------------------------------------------
     flush_early = False  # each statement costs a round trip: write them once, at the end
+    _quick: _Prepared | None = None
 
     def add_quick_rows(
         self,
@@ -589,7 +593,9 @@ class PostgresStore(SQLiteStore):
         conn.deferred_check = None
         conn.begin_pending = False  # no BEGIN: the statement is its own transaction
         try:
-            self._arrays(_QUICK_SQL, params, conn._usable())
+            if self._quick is None:
+                self._quick = _Prepared("cronwatch_quick", _QUICK_SQL)
+            self._quick.run(conn._usable(), params)
         except pg_errors.InvalidTextRepresentation as e:
             if _STALE not in str(e):
                 raise _error(e, "database write failed") from None
@@ -814,6 +820,53 @@ _QUICK_SQL = (
     " AND coalesce((SELECT sealed FROM rollup WHERE id=1), '-infinity') <= %b"
     f" THEN '0' ELSE '{_STALE}' END AS integer)"
 )
+
+
+class _Prepared:
+    """A statement sent by libpq directly, prepared once a connection, its array
+    parameters encoded by arrays.py: the ping writer's steady batch (``_QUICK_SQL``), a
+    statement a few milliseconds. psycopg's ``execute`` around it (a cursor, the query's
+    conversion, its prepared-statement bookkeeping, the result's) cost the writer about
+    as much as encoding the rows. What arrays.py does not write goes through psycopg."""
+
+    def __init__(self, name: str, sql: str) -> None:
+        self.name = name.encode()
+        self.sql = sql  # psycopg's %b placeholders
+        n = itertools.count(1)
+        self.text = re.sub(r"%b", lambda _m: f"${next(n)}", sql).encode()
+        self.on: Any = None  # the libpq connection it is prepared on
+
+    def run(self, pg: psycopg.Connection[Any], params: list[Any]) -> None:
+        values = arrays.params(self.sql, params, utf8=pg.info.encoding == "utf-8")
+        if any(type(v) is list for v in values):
+            pg.execute(self.sql, values)
+            return
+        args = [v if isinstance(v, bytes) else repr(v).encode() for v in values]
+        formats = [1 if isinstance(v, bytes) else 0 for v in values]
+        pgconn = pg.pgconn
+        for attempt in (1, 2):
+            if self.on is not pgconn:
+                self._prepare(pg)
+            res = pgconn.exec_prepared(self.name, args, formats)
+            if res.status == pq.ExecStatus.TUPLES_OK:
+                return
+            error = pg_errors.error_from_result(res, encoding=pg.info.encoding)
+            if isinstance(error, pg_errors.InvalidSqlStatementName) and attempt == 1:
+                self.on = None  # deallocated behind our back (DISCARD ALL, a pooler)
+                continue
+            raise error
+
+    def _prepare(self, pg: psycopg.Connection[Any]) -> None:
+        res = pg.pgconn.prepare(self.name, self.text)
+        if res.status == pq.ExecStatus.COMMAND_OK:
+            self.on = pg.pgconn
+            return
+        error = pg_errors.error_from_result(res, encoding=pg.info.encoding)
+        if not isinstance(error, pg_errors.DuplicatePreparedStatement):
+            raise error
+        self.on = pg.pgconn  # prepared by an earlier store on this connection (a pool's)
+
+
 # At the end of a writer's transaction: the epoch, and how many of its moves were this
 # transaction's (the triggers count them): it holds the epoch's row from its first move
 # to its commit, so any other move is one committed before that, which it may have read
