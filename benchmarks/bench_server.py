@@ -77,7 +77,7 @@ class Hello:
     ok_headers = [(b"ping-body-limit", b"100000"), (b"content-type", b"text/plain; charset=utf-8"),
                   (b"content-length", b"2")]
 
-    def submit_ping(self, path, query, body, done):
+    def submit_ping(self, path, query, body, done, affinity=0):
         done((0, 200, b"OK", False, "", "", False))
 
     def ping_answer(self, head, reply):

@@ -355,3 +355,105 @@ def test_an_event_held_behind_a_rolled_back_one_reaches_the_stream_soon(
     events, at = out[0]
     assert [e["event"] for e in events] == ["run.ok"]
     assert at - rolled_back < 5, f"{at - rolled_back:.1f}s: the poll, not the recheck"
+
+
+# --- a replica's ping writers ---------------------------------------------------------------
+
+
+def _writers(server: LiveServer) -> list[int]:
+    assert server.proc is not None
+    try:
+        with open(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children") as f:
+            kids = [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+    out = []
+    for pid in kids:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"cronwatch.server.pingproc" in f.read():
+                    out.append(pid)
+        except OSError:
+            pass
+    return out
+
+
+def _cpu(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def _pipelined(server: LiveServer, requests: list[str]) -> list[bytes]:
+    """Send ``requests`` (paths) on one connection at once; their answers' status lines."""
+    import socket
+
+    host, port = server.url.rsplit("/", 1)[-1].split(":")
+    with socket.create_connection((host, int(port)), timeout=20) as sock:
+        sock.sendall(b"".join(f"GET {r} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for r in requests))
+        data = b""
+        while data.count(b"HTTP/1.1 ") < len(requests) or not data.endswith(b"OK"):
+            chunk = sock.recv(65536)
+            assert chunk, data
+            data += chunk
+    return [line for line in data.split(b"\r\n") if line.startswith(b"HTTP/1.1 ")]
+
+
+def test_a_replica_on_postgresql_runs_two_ping_writers_in_order_per_connection(
+    url: str,
+) -> None:
+    """Two writers by default on PostgreSQL (their statements overlap). A connection's
+    pings go to one of them, so a start and its end sent together are committed in that
+    order: no run is left open by an end recorded before its start."""
+    server = LiveServer(url).start()
+    try:
+        writers = _writers(server)
+        assert len(writers) == 2, writers
+        before = [_cpu(pid) for pid in writers]
+        key = server.job_key("ordered")
+        for batch in range(4):
+            threads = []
+            for i in range(15):
+                rid = f"r{batch}-{i}"
+                paths = [f"/ping/{key}/start?rid={rid}", f"/ping/{key}?rid={rid}"]
+                t = threading.Thread(target=lambda p=paths: _pipelined(server, p))
+                threads.append(t)
+                t.start()
+            for t in threads:
+                t.join(30)
+        after = [_cpu(pid) for pid in writers]
+        assert all(a > b for a, b in zip(after, before, strict=True)), (before, after)
+        with open_store(url) as s:
+            runs = s.list_runs(job="ordered", limit=1000)
+        assert len(runs) == 60 and {r.status.value for r in runs} == {"success"}, [
+            (r.status, r.started_at, r.ended_at) for r in runs if r.status.value != "success"
+        ]
+    finally:
+        server.stop()
+
+
+def test_a_killed_ping_writer_is_replaced_and_pings_go_on_meanwhile(url: str) -> None:
+    server = LiveServer(url).start()
+    try:
+        key = server.job_key("survivor")
+        writers = _writers(server)
+        assert len(writers) == 2
+        os_kill = __import__("os").kill
+        os_kill(writers[0], signal.SIGKILL)
+        answers = [httpx.get(f"{server.url}/ping/{key}?rid=k{i}", timeout=10) for i in range(30)]
+        # each on a new connection, half of them meant for the killed writer: served by
+        # the other one (or the new one) rather than answered 503
+        assert [a.status_code for a in answers] == [200] * 30, [a.text for a in answers]
+        assert wait_for(lambda: len(_writers(server)) == 2, 15), "the writer was not replaced"
+        assert writers[0] not in _writers(server)
+        with open_store(url) as s:
+            assert s.job_stats("survivor")["runs"] == 30
+    finally:
+        server.stop()
+
+
+def test_more_ping_writers_than_one_need_postgresql(cw: Callable[..., Any]) -> None:
+    rc, _, err = cw("serve", "--port", "0", "--ping-writers", "2")
+    assert rc == 2 and "SQLite has one writer at a time" in err.decode(), err
+    rc, _, err = cw("serve", "--port", "0", "--ping-writers", "0")
+    assert rc == 2 and "--ping-writers" in err.decode(), err

@@ -32,7 +32,9 @@ class _App:
         self.counters: Counter[str] = Counter()
         self.ok_headers = [(b"content-length", b"2")]
 
-    def submit_ping(self, path: str, query: bytes, body: bytes | None, done: Any) -> None:
+    def submit_ping(
+        self, path: str, query: bytes, body: bytes | None, done: Any, affinity: int = 0
+    ) -> None:
         done((0, 200, b"OK", False, "", "", False))
 
     def ping_answer(self, head: bool, reply: Any) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:

@@ -13,7 +13,7 @@ from cronwatch.cli.commands import add_common, positive_int
 from cronwatch.core.errors import ValidationError
 from cronwatch.core.model import validate_name
 from cronwatch.core.values import format_time
-from cronwatch.store import open_store
+from cronwatch.store import is_server_url, open_store
 
 
 def positive_float(text: str) -> float:
@@ -52,6 +52,9 @@ def register(sub: Any, command: Any) -> None:
     p.add_argument("--ping-writer", choices=("process", "thread"), default="process",
                    help="record pings in a child process (default: uses a second core) or "
                         "in a thread of the server process")  # fmt: skip
+    p.add_argument("--ping-writers", type=positive_int, default=None, metavar="N",
+                   help="ping writer processes: with PostgreSQL 2 by default (their "
+                        "statements overlap), with SQLite always 1 (its one writer)")  # fmt: skip
     p.add_argument("--front", choices=("fast", "uvicorn"), default="fast",
                    help="the HTTP front: fast (the default: plain pings that arrive whole are "
                         "parsed and answered by cronwatch itself, everything else by uvicorn "
@@ -145,13 +148,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     if len(args.replica_id) > 100 or not args.replica_id.isprintable():
         raise ValidationError("--replica-id: at most 100 printable characters")
-    _open(args).close()  # fail early, with a one-line message, on a bad database
+    opened = _open(args)  # fail early, with a one-line message, on a bad database
+    server_db = is_server_url(opened.url)
+    opened.close()
+    process = args.ping_writer == "process"
+    writers = args.ping_writers or (2 if server_db and process else 1)
+    if writers > 1 and not server_db:
+        raise ValidationError(
+            f"--ping-writers {writers}: SQLite has one writer at a time, so one ping writer "
+            "(more need a postgresql:// database)"
+        )
+    if writers > 1 and not process:
+        raise ValidationError(f"--ping-writers {writers} needs --ping-writer process")
+    if writers > 16:
+        raise ValidationError(f"--ping-writers {writers}: at most 16")
     app = create_app(Config(db=args.db, body_limit=args.body_limit, keepalive=args.keepalive,
                             max_streams=args.max_streams,
                             max_streams_per_token=args.max_streams_per_token,
                             stream_backlog=args.stream_backlog,
                             scheduler=not args.no_scheduler,
                             ping_process=args.ping_writer == "process",
+                            ping_writers=writers,
                             public_metrics=args.public_metrics,
                             replica_id=args.replica_id, leader_ttl=args.leader_ttl,
                             event_poll=_event_poll(),

@@ -31,7 +31,7 @@ from cronwatch.server.ingest import Writer
 from cronwatch.server.loom_events import dialect as loom_dialect
 from cronwatch.server.metrics import render
 from cronwatch.server.ping import BadPing, accepts_json, parse_ping
-from cronwatch.server.pingproc import PingProcess, Reply, reply_for
+from cronwatch.server.pingproc import PingWriters, Reply, reply_for
 from cronwatch.server.scheduler import Scheduler
 from cronwatch.store import open_store
 from cronwatch.store.interface import Store
@@ -57,6 +57,7 @@ class Config:
     outbox_interval: float = 5.0
     # record pings in a child process (its own GIL, the other core); False: in a thread
     ping_process: bool = True
+    ping_writers: int = 1  # processes (PostgreSQL: a few; SQLite: one, its one writer)
     # /metrics lists every job's name and state: a read token unless made public
     public_metrics: bool = False
     # this replica's name in /metrics, the logs and the scheduler's lease (default:
@@ -84,7 +85,7 @@ class Server:
         self._page: str | None = None  # the last dashboard page, for incremental renders
         self.writer: Writer | None = None
         self.applier: Applier | None = None
-        self.pings: PingProcess | None = None
+        self.pings: PingWriters | None = None
         self.project_key = ""
         self.counters: Counter[str] = Counter()
         self.started = time.time()
@@ -123,7 +124,9 @@ class Server:
         self.hub.dialects["loom"] = loom_dialect(self.reader)
         self.hub.start()
         if self.config.ping_process:
-            self.pings = PingProcess(self.writer_store.url, self._committed)
+            self.pings = PingWriters(
+                self.writer_store.url, self._committed, self.config.ping_writers
+            )
             await self.pings.start()
             self.writer = Writer(self.writer_store)  # the API's and the scheduler's writes
         else:
@@ -371,7 +374,9 @@ class Server:
             query += b"&format=json" if query else b"format=json"
         if self.pings is not None:  # the usual case: the ping writer process
             fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-            self.submit_ping(scope["path"], query, body, fut.set_result)
+            # the client's address and port: one connection's pings, one writer
+            self.submit_ping(scope["path"], query, body, fut.set_result,
+                             hash(scope.get("client")))  # fmt: skip
             reply = await fut
         else:
             reply = await self._ping_here(dict(scope, query_string=query), body)
@@ -380,15 +385,21 @@ class Server:
         await send({"type": "http.response.body", "body": out})
 
     def submit_ping(
-        self, path: str, query: bytes, body: bytes | None, done: Callable[[Reply], None]
+        self,
+        path: str,
+        query: bytes,
+        body: bytes | None,
+        done: Callable[[Reply], None],
+        affinity: int = 0,
     ) -> None:
-        """Forward a ping to the writer process; ``done(reply)`` once it is committed (or
-        with a 503 reply if the writer is not there)."""
+        """Forward a ping to a writer process (``affinity``: its connection's, whose pings
+        all go to the same writer); ``done(reply)`` once it is committed (or with a 503
+        reply if the writer is not there)."""
         pings = self.pings
         try:
             if pings is None:
                 raise StoreError("the ping writer is not running")
-            pings.submit(path, query, body, done)
+            pings.submit(path, query, body, done, affinity)
         except StoreError as e:
             done((0, 503, str(e).encode(), False, "", "", False))
 

@@ -219,7 +219,7 @@ class PingFront(asyncio.Protocol):
         if body is not None and len(body) > app.config.body_limit:
             body = body[: app.config.body_limit]
         app.counters["pings_received"] += 1
-        app.submit_ping(path.decode("ascii"), query, body, owed)
+        app.submit_ping(path.decode("ascii"), query, body, owed, id(self))
 
     def render(self, head: bool, close: bool, reply: Reply) -> bytes:
         """The HTTP answer to a ping, as the ASGI path would send it."""

@@ -501,7 +501,7 @@ def guarded_protocol(limits: Limits) -> type[asyncio.Protocol]:
                 app = self.ping_app
                 app.counters["pings_received"] += 1
                 body = cycle.body if cycle.post else None
-                app.submit_ping(path.decode("ascii"), query, body, cycle)
+                app.submit_ping(path.decode("ascii"), query, body, cycle, id(self))
                 return
             super().on_message_complete()
 

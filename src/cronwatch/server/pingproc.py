@@ -430,5 +430,44 @@ class PingProcess:
                 self.proc.wait()
 
 
+class PingWriters:
+    """The server's ping writer processes: one (SQLite has one writer at a time), or a
+    few on PostgreSQL, where their statements overlap: with one, the database works on
+    one batch while the server waits for it, and the machine's cores sat partly idle.
+
+    A connection's pings all go to one writer (``affinity``, the connection's), so that
+    pipelined pings are committed in the order they were sent (a start, then its end);
+    pings of different connections were never ordered. While a writer restarts, its
+    connections' pings go to another one rather than being answered 503."""
+
+    def __init__(self, db: str, on_replies: Callable[[int], None], n: int = 1) -> None:
+        self.procs = [PingProcess(db, on_replies) for _ in range(max(1, n))]
+
+    async def start(self) -> None:
+        for proc in self.procs:
+            await proc.start()
+
+    def submit(
+        self,
+        path: str,
+        query: bytes,
+        body: bytes | None,
+        done: Callable[[Reply], None],
+        affinity: int = 0,
+    ) -> None:
+        procs = self.procs
+        proc = procs[0] if len(procs) == 1 else procs[hash((affinity,)) % len(procs)]
+        if proc.link is None:  # restarting
+            proc = next((p for p in procs if p.link is not None), proc)
+        proc.submit(path, query, body, done)
+
+    def alive(self) -> bool:
+        """Pings can be recorded: a writer runs (the others' pings go to it meanwhile)."""
+        return any(proc.alive() for proc in self.procs)
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(proc.stop() for proc in self.procs))
+
+
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
