@@ -17,14 +17,16 @@ commits; a row's own flush (~30 s after its writes) shows with ``--duration 40``
    output), built once and cached in $CRONWATCH_BENCH_CACHE, copied by the real
    ``cronwatch migrate-db --to URL`` into an empty database: runs/s over the whole
    command (COPY of every table, sequences, the count check).
-2. pings: one ``cronwatch serve`` (the defaults: the ping front, the writer process) on a
-   SQLite file, one on a PostgreSQL database, and two replicas side by side on another
-   PostgreSQL database (each driven by its own wrk with half the connections, at the
-   same time: their sum is the row's rate), driven in turn, round after round, by wrk -t2
+2. pings: one ``cronwatch serve`` (the defaults: the ping front, one ping writer process
+   on SQLite, two on PostgreSQL) on a SQLite file, one on a PostgreSQL database, two
+   replicas side by side on another PostgreSQL database (each driven by its own wrk with
+   half the connections, at the same time: their sum is the row's rate), and two
+   replicas with one writer each (``--ping-writers 1``) on a fourth, driven in turn,
+   round after round, by wrk -t2
    at ``/ping/{key}``: req/s, p50, p99, errors (medians of the rounds); then the runs
    stored are counted against the pings acknowledged (stored >= acknowledged). Also the
    CPU each acknowledged ping cost: cronwatch's processes (the HTTP server and its ping
-   writer), and PostgreSQL's backends of that database. ``--notify-ab``: one server on a
+   writers), and PostgreSQL's backends of that database. ``--notify-ab``: one server on a
    PostgreSQL database with the events' notify trigger (migration 15) and one on a
    database without it, instead, to see what the notifications cost the ping writer.
 """
@@ -100,12 +102,12 @@ def bench_migrate(cluster: object, url_for: object, runs: int) -> dict[str, floa
             "outputs": tables["outputs"]["postgresql"]}  # fmt: skip
 
 
-def serve(db: str) -> tuple[str, subprocess.Popen[bytes], str]:
+def serve(db: str, *extra: str) -> tuple[str, subprocess.Popen[bytes], str]:
     from cronwatch.store import open_store
 
     with open_store(db) as s:
         key = s.ensure_ping_key("bench", now=time.time())
-    proc = subprocess.Popen([CRONWATCH, "serve", "--port", "0", "--db", db],
+    proc = subprocess.Popen([CRONWATCH, "serve", "--port", "0", "--db", db, *extra],
                             stderr=subprocess.PIPE, env=bench_env())  # fmt: skip
     line = proc.stderr.readline().decode()  # type: ignore[union-attr]
     if "serving on" not in line:
@@ -256,10 +258,14 @@ def main() -> None:
             without_notify_trigger(targets["postgresql, no trigger"])
             groups = {name: [serve(db)] for name, db in targets.items()}
         else:
+            two, thin = "postgresql, 2 replicas", "postgresql, 2 replicas, 1 writer each"
             targets = {"sqlite": os.path.join(tmp, "h.db"), "postgresql": pg_db(),
-                       "postgresql, 2 replicas": pg_db()}  # fmt: skip
-            groups = {name: [serve(db)] for name, db in targets.items()}
-            groups["postgresql, 2 replicas"].append(serve(targets["postgresql, 2 replicas"]))
+                       two: pg_db(), thin: pg_db()}  # fmt: skip
+            groups = {name: [serve(db)] for name, db in targets.items() if name != thin}
+            groups[two].append(serve(targets[two]))
+            # Two replicas on one small host: four writers (two each, the default) split
+            # the pings into batches too small for their statements' fixed cost.
+            groups[thin] = [serve(targets[thin], "--ping-writers", "1") for _ in range(2)]
         results: dict[str, list[dict[str, float]]] = {name: [] for name in groups}
         load = os.getloadavg()[0]
         try:
