@@ -435,13 +435,20 @@ class PingWriters:
     few on PostgreSQL, where their statements overlap: with one, the database works on
     one batch while the server waits for it, and the machine's cores sat partly idle.
 
-    A connection's pings all go to one writer (``affinity``, the connection's), so that
-    pipelined pings are committed in the order they were sent (a start, then its end);
-    pings of different connections were never ordered. While a writer restarts, its
-    connections' pings go to another one rather than being answered 503."""
+    The first writer takes the pings until ``FULL`` of them are unanswered, then the
+    next: a statement has a fixed cost, so a light load (or a replica sharing a small
+    host with others) keeps whole batches at one writer, and a second one writes only
+    what the first could not take in. While a connection has pings unanswered (by its
+    ``affinity``), its next ones go to the same writer, so that pipelined pings are
+    committed in the order they were sent (a start, then its end); pings of different
+    connections were never ordered. While a writer restarts, its connections' pings go
+    to another one rather than being answered 503."""
+
+    FULL = 32  # unanswered pings at a writer before the next one takes new connections'
 
     def __init__(self, db: str, on_replies: Callable[[int], None], n: int = 1) -> None:
         self.procs = [PingProcess(db, on_replies) for _ in range(max(1, n))]
+        self.held: dict[int, list[Any]] = {}  # affinity -> [its writer, pings unanswered]
 
     async def start(self) -> None:
         for proc in self.procs:
@@ -456,10 +463,32 @@ class PingWriters:
         affinity: int = 0,
     ) -> None:
         procs = self.procs
-        proc = procs[0] if len(procs) == 1 else procs[hash((affinity,)) % len(procs)]
-        if proc.link is None:  # restarting
-            proc = next((p for p in procs if p.link is not None), proc)
-        proc.submit(path, query, body, done)
+        if len(procs) == 1:
+            procs[0].submit(path, query, body, done)
+            return
+        held = self.held.get(affinity)
+        if held is None or held[0].link is None:  # free to go anywhere (or must: restarting)
+            proc = next((p for p in procs if p.link is not None
+                         and len(p.link.pending) < self.FULL), None)  # fmt: skip
+            if proc is None:  # all full: the least behind (a restarting one last)
+                proc = min(procs, key=lambda p: len(p.link.pending) if p.link else 1 << 30)
+            held = self.held[affinity] = [proc, 0]
+        held[1] += 1
+
+        def answered(reply: Reply) -> None:
+            self._release(affinity, held)
+            done(reply)
+
+        try:
+            held[0].submit(path, query, body, answered)
+        except BaseException:
+            self._release(affinity, held)
+            raise
+
+    def _release(self, affinity: int, held: list[Any]) -> None:
+        held[1] -= 1
+        if held[1] <= 0 and self.held.get(affinity) is held:
+            del self.held[affinity]
 
     def alive(self) -> bool:
         """Pings can be recorded: a writer runs (the others' pings go to it meanwhile)."""
