@@ -53,8 +53,9 @@ def register(sub: Any, command: Any) -> None:
                    help="record pings in a child process (default: uses a second core) or "
                         "in a thread of the server process")  # fmt: skip
     p.add_argument("--ping-writers", type=positive_int, default=None, metavar="N",
-                   help="ping writer processes: with PostgreSQL 2 by default (their "
-                        "statements overlap), with SQLite always 1 (its one writer)")  # fmt: skip
+                   help="ping writer processes: with PostgreSQL 2 by default (the second "
+                        "takes the pings the first has no room for, so their statements "
+                        "overlap under load), with SQLite always 1 (its one writer)")  # fmt: skip
     p.add_argument("--front", choices=("fast", "uvicorn"), default="fast",
                    help="the HTTP front: fast (the default: plain pings that arrive whole are "
                         "parsed and answered by cronwatch itself, everything else by uvicorn "
