@@ -168,7 +168,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                             max_streams_per_token=args.max_streams_per_token,
                             stream_backlog=args.stream_backlog,
                             scheduler=not args.no_scheduler,
-                            ping_process=args.ping_writer == "process",
+                            ping_process=process,
                             ping_writers=writers,
                             public_metrics=args.public_metrics,
                             replica_id=args.replica_id, leader_ttl=args.leader_ttl,

@@ -522,7 +522,7 @@ class PostgresStore(SQLiteStore):
         """Run ``sql`` on ``pg`` (default: the connection, its transaction begun), its
         ``%b::T[]`` arrays encoded by arrays.py (their NULs replaced there)."""
         on = self.conn.pg if pg is None else pg
-        return on.execute(sql, arrays.params(sql, params, utf8=on.info.encoding == "utf-8"))
+        return on.execute(sql, _encoded(on, sql, params))
 
     _FINISHED = (
         "INSERT INTO runs(uid, job_id, env, status, started_at, ended_at, "
@@ -822,6 +822,12 @@ _QUICK_SQL = (
 )
 
 
+def _encoded(pg: psycopg.Connection[Any], sql: str, params: list[Any]) -> list[Any]:
+    """``params`` of ``sql`` with its ``%b::T[]`` arrays encoded by arrays.py (text only
+    on a UTF-8 connection: what it writes)."""
+    return arrays.params(sql, params, utf8=pg.info.encoding == "utf-8")
+
+
 class _Prepared:
     """A statement sent by libpq directly, prepared once a connection, its array
     parameters encoded by arrays.py: the ping writer's steady batch (``_QUICK_SQL``), a
@@ -837,7 +843,7 @@ class _Prepared:
         self.on: Any = None  # the libpq connection it is prepared on
 
     def run(self, pg: psycopg.Connection[Any], params: list[Any]) -> None:
-        values = arrays.params(self.sql, params, utf8=pg.info.encoding == "utf-8")
+        values = _encoded(pg, self.sql, params)
         if any(type(v) is list for v in values):
             pg.execute(self.sql, values)
             return
