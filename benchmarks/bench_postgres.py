@@ -2,16 +2,19 @@
 
     python benchmarks/bench_postgres.py [--runs 1000000] [--duration 8] [--connections 64]
                                         [--rounds 3] [--url postgresql://...] [--skip-migrate]
-                                        [--cold] [--no-sync]
+                                        [--cold] [--no-sync] [--sustained 60]
 
 Without ``--url`` a throwaway cluster is started from Debian's binaries (tests/pg.py; fsync
 on, the server's defaults otherwise) and removed at the end. Before the pings it is warmed
 like a server that has been running a while (``warm_wal``; ``--cold`` skips it): a cluster
 minutes old has no WAL files to recycle, so every 16 MB of WAL the backend that needs a
-new file zero-fills it first, and a ping statement every few seconds takes 40-55 ms.
-Before each row the page cache is written back (``os.sync``; ``--no-sync`` does not), so
-that the kernel's periodic flush of what one row wrote does not stall another row's
-commits; a row's own flush (~30 s after its writes) shows with ``--duration 40``.
+new file zero-fills and fsyncs it first, and the pings waiting on that commit wait ~14 ms
+more. Before each row the page cache is written back (``os.sync``; ``--no-sync`` does
+not), so that the kernel's periodic flush of what one row wrote does not stall another
+row's commits. What a row's own writes cost once the kernel flushes them (~30 s after
+they were written) is in the sustained rows: after the rounds, the SQLite server and the
+one-replica PostgreSQL server are each driven ``--sustained`` seconds without a pause
+(0: not), and their p99 is that whole run's.
 
 1. migrate-db: a SQLite history of ``--runs`` runs over 50 jobs (one in ten with captured
    output), built once and cached in $CRONWATCH_BENCH_CACHE, copied by the real
@@ -23,7 +26,8 @@ commits; a row's own flush (~30 s after its writes) shows with ``--duration 40``
    half the connections, at the same time: their sum is the row's rate), and two
    replicas with one writer each (``--ping-writers 1``) on a fourth, driven in turn,
    round after round, by wrk -t2
-   at ``/ping/{key}``: req/s, p50, p99, errors (medians of the rounds); then the runs
+   at ``/ping/{key}``: req/s, p50, p99, errors (medians of the rounds, and each round
+   below the table); then the runs
    stored are counted against the pings acknowledged (stored >= acknowledged). Also the
    CPU each acknowledged ping cost: cronwatch's processes (the HTTP server and its ping
    writers), and PostgreSQL's backends of that database. ``--notify-ab``: one server on a
@@ -176,12 +180,21 @@ def drive(
 
 
 def warm_wal(cluster: Any) -> None:
-    """~300 MB of WAL written and checkpointed: PostgreSQL keeps the old files as recycled
-    ones (what a server that has been running holds in pg_wal), instead of creating and
-    zero-filling each new one on a statement's time."""
+    """``pg_wal`` as a server that has been running holds it: about ``max_wal_size`` of
+    recycled segments. At each checkpoint PostgreSQL keeps as many old segments as it
+    expects to fill before the next one (its estimate of the distance between checkpoints,
+    capped by max_wal_size) and renames them for reuse; a new cluster has none, so each
+    16 MB segment a ping writer fills is created and zero-filled on its commit's time (a
+    ~14 ms fsync, every second at 20,000 pings/s). One max_wal_size of WAL, checkpointed,
+    sets that estimate."""
+    import psycopg
+
+    with psycopg.connect(cluster.url(), autocommit=True) as c:
+        row = c.execute("SELECT pg_size_bytes(current_setting('max_wal_size'))").fetchone()
+    rows = int(row[0]) // 1100 if row else 300_000  # ~1.1 kB of WAL a row of 1,000 bytes
     cluster.sql(
         "CREATE TABLE wal_warmup AS SELECT g, repeat('x', 1000) AS pad "
-        "FROM generate_series(1, 300000) g"
+        f"FROM generate_series(1, {rows}) g"
     )
     cluster.sql("DROP TABLE wal_warmup")
     cluster.sql("CHECKPOINT")
@@ -210,6 +223,9 @@ def main() -> None:
                     "throwaway cluster); databases are created beside it")  # fmt: skip
     ap.add_argument("--skip-migrate", action="store_true")
     ap.add_argument("--skip-pings", action="store_true")
+    ap.add_argument("--sustained", type=int, default=60,
+                    help="seconds of one uninterrupted run each for SQLite and one "
+                         "PostgreSQL replica after the rounds (0: none)")  # fmt: skip
     ap.add_argument("--cold", action="store_true",
                     help="no WAL warm-up of the throwaway cluster before the pings")  # fmt: skip
     ap.add_argument("--notify-ab", action="store_true",
@@ -285,6 +301,15 @@ def main() -> None:
                     dbname = None if name == "sqlite" else db.split("?")[0].rsplit("/", 1)[1]
                     results[name].append(drive(group, dbname, args.duration,
                                                args.connections))  # fmt: skip
+            sustained: dict[str, dict[str, float]] = {}
+            for name in ("sqlite", "postgresql") if args.sustained > 0 else ():
+                if name not in groups:
+                    continue
+                if not args.no_sync:
+                    os.sync()  # what the rounds left; from here on, the row's own
+                db = targets[name]
+                dbname = None if name == "sqlite" else db.split("?")[0].rsplit("/", 1)[1]
+                sustained[name] = drive(groups[name], dbname, args.sustained, args.connections)
         finally:
             for group in groups.values():
                 for _url, proc, _key in group:
@@ -303,10 +328,13 @@ def main() -> None:
             "| CPU us/ping: cronwatch | PostgreSQL |"
         )
         print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        each: list[str] = []
         for name, rs in results.items():
             with open_store(targets[name]) as s:
                 stored = int(s.job_stats("bench")["runs"])
             acked = int(sum(r["ok"] for r in rs))
+            if name in sustained:
+                acked += int(sustained[name]["ok"])
 
             def med(key: str, rs: list[dict[str, float]] = rs) -> float:
                 return statistics.median(r[key] for r in rs)
@@ -314,8 +342,17 @@ def main() -> None:
             print(f"| {name} | {med('rps'):,.0f} | {med('p50'):.1f} | {med('p99'):.1f} | "
                   f"{int(sum(r['errors'] for r in rs))} | {acked:,} | {stored:,} | "
                   f"{med('cw_us'):.0f} | {med('pg_us'):.0f} |")  # fmt: skip
+            each.append(f"- {name}: " + ", ".join(f"{r['rps']:,.0f}/s p99 {r['p99']:.1f}"
+                                                  for r in rs))  # fmt: skip
+            if name in sustained:
+                r = sustained[name]
+                print(f"| {name}, {args.sustained} s without a pause | {r['rps']:,.0f} | "
+                      f"{r['p50']:.1f} | {r['p99']:.1f} | {int(r['errors'])} | "
+                      f"(in the row above) | | {r['cw_us']:.0f} | {r['pg_us']:.0f} |")  # fmt: skip
             if stored < acked:
                 print(f"  LOST: {acked - stored} acknowledged pings are not stored")
+        print("\nround by round (pings/s, p99 ms):")
+        print("\n".join(each))
     finally:
         if cluster is not None:
             from cronwatch.store.postgres.backend import close_pools
