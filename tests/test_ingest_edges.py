@@ -222,8 +222,13 @@ def _record(tmp_path: Path, name: str, quick: bool) -> tuple[list[Any], list[Any
         db = store.db  # type: ignore[attr-defined]
         rows = db.execute(f"SELECT uid, {_RUN_COLUMNS} FROM runs ORDER BY id").fetchall()
         ids = {r[0]: i for i, r in enumerate(rows)}
+        stored = [d for (d,) in db.execute("SELECT data FROM events ORDER BY id")]
+        # the quick path's rows are compact arrays, the full path's objects
+        assert [d[:1] for d in stored] == (
+            ["{", "[", "[", "{", "[", "[", "[", "["] if quick else ["{"] * 8
+        )
         events = []
-        for type_, data in db.execute("SELECT type, data FROM events ORDER BY id"):
+        for _id, _at, type_, data in store.events_since(0):  # expanded by the store
             e = json.loads(data)
             e["run"] = ids[e["run"]]  # run ids differ (random): compare which run
             events.append((type_, e))

@@ -357,6 +357,31 @@ def test_an_event_held_behind_a_rolled_back_one_reaches_the_stream_soon(
     assert at - rolled_back < 5, f"{at - rolled_back:.1f}s: the poll, not the recheck"
 
 
+def test_a_quick_pings_event_is_stored_compact_and_streamed_whole(
+    two_replicas: list[LiveServer],
+) -> None:
+    """The ping writer's steady batch stores a success's ``run.ok`` as a short array
+    (core.events.expand); the other replica's stream, resuming from the database, hands
+    out the whole object, the run's id and times included."""
+    a, b = two_replicas
+    key = a.job_key("compact")
+    httpx.get(f"{a.url}/ping/{key}", timeout=10)  # the first: the full path
+    with psycopg.connect(str(a.db)) as pg:
+        last = int(pg.execute("SELECT max(id) FROM events").fetchone()[0])
+    assert httpx.get(f"{a.url}/ping/{key}", timeout=10).text == "OK"  # steady: quick
+    with psycopg.connect(str(a.db)) as pg:
+        at, data = pg.execute("SELECT at, data FROM events WHERE id > %s", (last,)).fetchone()
+        uid = pg.execute("SELECT uid FROM runs ORDER BY id DESC LIMIT 1").fetchone()[0]
+    assert data == f'["compact","","{uid}"]'
+    headers = {**b.token("sse-compact", read_only=True), "Last-Event-ID": str(last)}
+    events, _ = read_events(b, headers, 1, 20)
+    assert events[0]["event"] == "run.ok"
+    assert events[0]["data"] == {
+        "type": "run.ok", "job": "compact", "env": "", "run": uid, "status": "success",
+        "started_at": at, "ended_at": at, "duration": None, "exit_code": None,
+    }  # fmt: skip
+
+
 # --- a replica's ping writers ---------------------------------------------------------------
 
 

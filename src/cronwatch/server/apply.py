@@ -18,8 +18,8 @@ when another connection committed. A ping that fails raises before writing its e
 The common ping needs less still (``_quick``): a success without a body or run id, for a
 job with no assertions, no open run to close and a steady alert state, is a synthetic
 finished run and one event and nothing else. Such pings become buffered rows, written
-with one executemany per batch (``flush``), with a run id from ``RunIds`` and the event's
-JSON from a per-(job, env) template. Any other ping writes the buffered rows first, so
+with one executemany per batch (``flush``), with a run id from ``RunIds`` and the event
+stored compact (``core.events.expand``) from a per-(job, env) head. Any other ping writes the buffered rows first, so
 rows and events stay in the order the pings came in.
 """
 
@@ -81,7 +81,7 @@ class Applier:
         self.rows: list[tuple[float, str, str]] = []  # event-log rows not yet written
         self.runs: list[tuple[Any, ...]] = []  # quick pings' runs not yet written
         self.run_jobs: set[int] = set()  # their job ids
-        # (job, env) -> (job id, event JSON head) while its successes take the quick path
+        # (job, env) -> (job id, compact event head) while its successes take the quick path
         self.ready: dict[tuple[str, str], tuple[int, str]] = {}
         self.run_id = RunIds()
         self.quick = 0  # pings recorded by the quick path (a counter for benchmarks)
@@ -268,27 +268,24 @@ class Applier:
         jid, head = ready
         rid = self.run_id(now)
         duration, code = p.duration, p.exit_code
-        at = repr(now)
         if duration is None and code is None:  # the usual ping
             self.runs.append((rid, jid, p.env, "success", now, now, None, None, p.host,
                               p.message, _SOURCES.get(p.dialect) or "ping:" + p.dialect))  # fmt: skip
-            data = (f'{head}{rid}", "status": "success", "started_at": {at}, "ended_at": '
-                    f'{at}, "duration": null, "exit_code": null}}')  # fmt: skip
+            data = f'{head}{rid}"]'  # compact: core.events.expand
         else:
             started = now - duration if duration else now
             self.runs.append((rid, jid, p.env, "success", started, now, duration, code, p.host,
                               p.message, "ping:" + p.dialect))  # fmt: skip
-            data = (f'{head}{rid}", "status": "success", "started_at": '
-                    f'{at if started == now else repr(started)}, "ended_at": {at}, "duration": '
-                    f'{"null" if duration is None else repr(duration)}, "exit_code": '
-                    f'{"null" if code is None else int(code)}}}')  # fmt: skip
+            data = (f'{head}{rid}",{repr(started)},'
+                    f'{"null" if duration is None else repr(duration)},'
+                    f'{"null" if code is None else int(code)}]')  # fmt: skip
         self.run_jobs.add(jid)
         self.rows.append((now, "run.ok", data))
         self.quick += 1
         return rid
 
     def _ready(self, store: Store, key: tuple[str, str], now: float) -> tuple[int, str] | None:
-        """(job id, event JSON head) if successes for (job, env) can take the quick path:
+        """(job id, compact event head) if successes for (job, env) can take the quick path:
         no assertions, a steady alert state, no open run. Remembered until a ping for
         (job, env) takes the full path or the caches are invalidated."""
         name, env = key
@@ -307,7 +304,7 @@ class Applier:
             return None  # finish_run closes it
         if len(self.ready) >= 4096:  # env names come from the URL: stay bounded
             self.ready.clear()
-        head = f'{{"type": "run.ok", "job": {_dumps(name)}, "env": {_dumps(env)}, "run": "'
+        head = f'[{_dumps(name)},{_dumps(env)},"'  # a compact run.ok: core.events.expand
         ready = self.ready[key] = (jid, head)
         return ready
 

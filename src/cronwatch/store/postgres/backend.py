@@ -30,6 +30,7 @@ from psycopg.adapt import Dumper
 from psycopg.pq import TransactionStatus
 
 from cronwatch.core.errors import StaleCache, StoreBusy, StoreError
+from cronwatch.core.events import expand
 from cronwatch.store.postgres import arrays, leader
 from cronwatch.store.postgres.dialect import DML, RETURNING, SQL, translate, unnest_insert
 from cronwatch.store.postgres.eventlog import EventLog, Listener
@@ -686,7 +687,8 @@ class PostgresStore(SQLiteStore):
         return self._events
 
     def events_since(self, last_id: int, *, limit: int = 500) -> list[tuple[int, float, str, str]]:
-        return self._event_log().since(self.conn, last_id, limit)
+        rows = self._event_log().since(self.conn, last_id, limit)
+        return [(i, at, t, expand(at, t, d)) for i, at, t, d in rows]
 
     def last_event_id(self) -> int:
         return self._event_log().newest(self.conn)

@@ -1468,10 +1468,13 @@ class SQLiteStore(StoreBase):
 
     def events_since(self, last_id: int, *, limit: int = 500) -> list[tuple[int, float, str, str]]:
         """(id, at, type, data JSON) of events after ``last_id``, oldest first."""
-        return self.db.execute(
+        rows = self.db.execute(
             "SELECT id, at, type, data FROM events WHERE id>? ORDER BY id LIMIT ?",
             (last_id, limit),
         ).fetchall()
+        from cronwatch.core.events import expand  # here: the wrapper never reads the log
+
+        return [(i, at, t, expand(at, t, d)) for i, at, t, d in rows]
 
     def last_event_id(self) -> int:
         row = self.db.execute("SELECT max(id) FROM events").fetchone()
