@@ -49,6 +49,10 @@ class RollupSQL:
 
     # The statements every dialect spells alike are given here; a dialect sets the rest.
     sealed: str = "SELECT sealed FROM rollup WHERE id=1"  # () -> (sealed,)
+    # () -> (sealed,), the row held until the transaction ends: two connections moving the
+    # seal at once would each fold the same days into run_days (counted twice). SQLite's
+    # write transaction already holds the whole database.
+    sealed_to_move: str = "SELECT sealed FROM rollup WHERE id=1"
     set_sealed: str = "UPDATE rollup SET sealed=? WHERE id=1"  # (sealed,)
     seal: str  # (from, to): merge the aggregates of runs in [from, to) into run_days
     delete_day: str = "DELETE FROM run_days WHERE job_id=? AND day=?"  # (jid, day)
@@ -149,6 +153,9 @@ class Rollup:
         Once a day, about a day of runs; until it happens readers read more of ``runs``."""
         target = float(int(now // DAY) * DAY)
         sealed = self.sealed()
+        if sealed < target:
+            row = self.db.execute(self.sql.sealed_to_move).fetchone()  # and wait for it
+            sealed = float("-inf") if row is None or row[0] is None else float(row[0])
         if sealed < target:
             self.db.execute(self.sql.seal, (sealed, target))
             self.db.execute(self.sql.set_sealed, (target,))

@@ -707,7 +707,7 @@ def _close_leads(store: PostgresStore) -> None:
 class _PgRollup(Rollup):
     """The rollup, with the seal the writer's transaction read at its start (with
     ``data_version``: a round trip less a batch). The seal moves once a day, in
-    ``seal``; another connection moving it meanwhile is the race a fresh read has too."""
+    ``seal``, which reads it again with the row locked (``sealed_to_move``)."""
 
     def __init__(self, db: _Conn, sql: Any) -> None:
         super().__init__(db, sql)

@@ -45,6 +45,7 @@ _BY_START = "FROM runs"
 
 
 class PostgresRollupSQL(RollupSQL):
+    sealed_to_move = "SELECT sealed FROM rollup WHERE id=1 FOR UPDATE"
     seal = (
         f"INSERT INTO run_days ({_COLUMNS}) SELECT job_id, {_DAY} AS d, {_AGGREGATE}"
         " FROM runs WHERE started_at >= ? AND started_at < ?"
