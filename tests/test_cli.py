@@ -102,6 +102,35 @@ def test_name_form_and_run_form_behave_the_same(cw_env, db_path, argv):
     assert (run.exit_code, run.stdout, run.stderr) == (3, b"out\n", b"err\n")
 
 
+@pytest.mark.parametrize("before", [["--db", "{db}"], ["--db={db}"], ["--db", "{db}", "--json"]])
+def test_options_before_run_are_the_wrappers_and_the_command_runs(cw, tmp_path, before):
+    # `cronwatch --db X run NAME -- CMD` once parsed `run` as the help-only subcommand: CMD
+    # never ran and the exit code was 0, a crontab line that silently did nothing
+    other = tmp_path / "other.db"  # not $CRONWATCH_DB: the --db given is the one used
+    before = [a.replace("{db}", str(other)) for a in before]
+    rc, out, err = cw(*before, "run", "job", "--", "sh", "-c", "echo out; exit 3")
+    assert (rc, out) == (3, b"out\n"), err
+    run = last_run(other, "job")
+    assert (run.exit_code, run.stdout) == (3, b"out\n")
+
+
+def test_serve_uses_the_db_given_before_the_command(cw_env, db_path, tmp_path):
+    # serve's own --db default once overwrote the one given before `serve`: it served (and
+    # created) the default database instead
+    pytest.importorskip("starlette")
+    other = tmp_path / "given.db"
+    proc = subprocess.Popen([CRONWATCH, "--db", str(other), "serve", "--port", "0"],
+                            env=cw_env, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline().decode()
+        assert "serving on" in line, line
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert other.exists() and not db_path.exists()
+
+
 def test_options_after_the_command_belong_to_the_command(cw, db_path):
     rc, out, _ = cw("run", "echo", "--", "echo", "--timeout", "1s", "--help")
     assert (rc, out) == (0, b"--timeout 1s --help\n")

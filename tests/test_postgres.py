@@ -259,6 +259,23 @@ def test_migrate_db_copies_a_history_resumes_and_verifies(
         assert len(s.list_runs(job="flaky")) == 4
 
 
+def test_migrate_db_copies_the_file_given_before_the_command(
+    cw, tmp_path: Path, pg_database: Callable[[], str]
+) -> None:
+    # migrate-db's own --db default once overwrote `cronwatch --db FILE migrate-db`'s: it
+    # copied the default (empty) database, said so successfully, and tied the PostgreSQL
+    # database to the wrong file
+    db = tmp_path / "old.db"
+    expected = sqlite_history(cw, db)
+    url = pg_database()
+    rc, out, err = cw("--db", db, "migrate-db", "--to", url, "--json")
+    assert rc == 0, err
+    import json
+
+    assert json.loads(out)["tables"]["runs"] == {"sqlite": expected["runs"],
+                                                 "postgresql": expected["runs"]}  # fmt: skip
+
+
 def test_an_interrupted_migrate_db_resumes_where_it_stopped(
     cw, tmp_path: Path, pg_database: Callable[[], str]
 ) -> None:

@@ -30,8 +30,28 @@ def _name_form(argv: list[str]) -> bool:
     return False
 
 
+def _global_options_then_run(argv: list[str]) -> list[str] | None:
+    """``--db X [--json] run NAME -- CMD`` as ``run --db X [--json] NAME -- CMD``: the
+    options every command takes before its name, here before ``run``. Without this,
+    argparse would read ``run`` as the help-only subcommand and CMD would never run."""
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--db":
+            i += 2
+        elif a.startswith("--db=") or a == "--json":
+            i += 1
+        else:
+            break
+    if 0 < i < len(argv) and argv[i] == "run":
+        return ["run", *argv[:i], *argv[i + 1 :]]
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
+    if args and args[0].startswith("--") and (moved := _global_options_then_run(args)):
+        args = moved
     try:
         if args and args[0] == "run":
             if not _help_requested(args[1:], name_form=False):

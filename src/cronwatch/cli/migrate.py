@@ -19,10 +19,13 @@ def register(sub: Any, command: Any) -> None:
     p.add_argument("--to", required=True, metavar="URL",
                    help="the PostgreSQL database (postgresql://user@host:port/dbname), "
                         "empty or holding an interrupted copy of the same file")  # fmt: skip
-    p.add_argument("--db", metavar="PATH",
+    # SUPPRESS: a default here would overwrite `cronwatch --db FILE migrate-db`'s
+    p.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS,
                    help="the SQLite file (default: $CRONWATCH_DB or "
                         "$XDG_DATA_HOME/cronwatch/history.db)")  # fmt: skip
-    p.add_argument("--json", action="store_true", help="the counts as JSON")
+    p.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="the counts as JSON"
+    )
 
 
 def cmd_migrate_db(args: argparse.Namespace) -> int:

@@ -32,7 +32,9 @@ def register(sub: Any, command: Any) -> None:
                 "cronwatch serve --host 0.0.0.0 --port 8000")  # fmt: skip
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
-    p.add_argument("--db", metavar="PATH|URL", help="database (default: the wrapper's)")
+    # SUPPRESS: a default here would overwrite `cronwatch --db URL serve`'s (add_common)
+    p.add_argument("--db", metavar="PATH|URL", default=argparse.SUPPRESS,
+                   help="database (default: the wrapper's)")  # fmt: skip
     p.add_argument("--body-limit", type=positive_int, default=100_000, metavar="BYTES",
                    help="bytes of a ping body kept as output (default 100000)")  # fmt: skip
     p.add_argument("--keepalive", type=float, default=15.0, metavar="SECONDS",
