@@ -131,6 +131,37 @@ def test_serve_uses_the_db_given_before_the_command(cw_env, db_path, tmp_path):
     assert other.exists() and not db_path.exists()
 
 
+def test_the_config_files_database_is_used_when_none_is_given(cw, cw_env, tmp_path):
+    from pathlib import Path
+
+    config = Path(cw_env["XDG_CONFIG_HOME"]) / "cronwatch" / "config.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    named = tmp_path / "from-config.db"
+    config.write_text(f'[database]\nurl = "{named}"\n\n[jobs.nightly]\nschedule = "0 3 * * *"\n')
+    unset = {"CRONWATCH_DB": None}
+    rc, _, err = cw("run", "job", "--", "sh", "-c", "echo hi", env=unset)
+    assert (rc, warnings(err)) == (0, [])
+    assert last_run(named, "job").stdout == b"hi\n"
+    assert cw("apply", env=unset).rc == 0  # the file that names the database is also apply's
+    rc, out, _ = cw("jobs", "--json", env=unset)
+    assert rc == 0 and {j["name"] for j in json.loads(out)} == {"job", "nightly"}
+    # $CRONWATCH_DB, then --db, win over the file
+    env_db, flag_db = tmp_path / "env.db", tmp_path / "flag.db"
+    assert cw("run", "second", "--", "true", env={"CRONWATCH_DB": str(env_db)}).rc == 0
+    assert last_run(env_db, "second").exit_code == 0
+    assert cw("run", "--db", flag_db, "third", "--", "true", env=unset).rc == 0
+    assert last_run(flag_db, "third").exit_code == 0
+    # a [database] without a usable url: one warning, and the job runs and is recorded in
+    # the default database all the same
+    config.write_text("[database]\nurl = 5\n")
+    rc, _, err = cw("run", "fourth", "--", "sh", "-c", "exit 4", env=unset)
+    assert rc == 4
+    (line,) = warnings(err)
+    assert b"[database] needs url" in line
+    default = Path(cw_env["XDG_DATA_HOME"]) / "cronwatch" / "history.db"
+    assert last_run(default, "fourth").exit_code == 4
+
+
 def test_options_after_the_command_belong_to_the_command(cw, db_path):
     rc, out, _ = cw("run", "echo", "--", "echo", "--timeout", "1s", "--help")
     assert (rc, out) == (0, b"--timeout 1s --help\n")

@@ -184,6 +184,16 @@ def test_the_cli_reads_and_writes_postgresql_by_flag_environment_and_config_file
     assert cw("apply", "--config", config, env={"CRONWATCH_DB": url}).rc == 0
     with open_store(url) as s:
         assert (s.get_job("weekly").schedule, s.get_job("weekly").grace) == ("0 4 * * 1", 3600)
+    # the default config file's [database] names it when neither --db nor $CRONWATCH_DB do
+    xdg = tmp_path / "xdg-config" / "cronwatch"
+    xdg.mkdir(parents=True, exist_ok=True)
+    (xdg / "config.toml").write_text(f'[database]\nurl = "{url}"\n')
+    unset = {"CRONWATCH_DB": None, "XDG_CONFIG_HOME": str(tmp_path / "xdg-config")}
+    assert cw("job", "set", "hourly", "--schedule", "0 * * * *", env=unset).rc == 0
+    rc, out, _ = cw("jobs", "--json", env=unset)
+    assert rc == 0 and b'"nightly"' in out and b'"hourly"' in out
+    with open_store(url) as s:
+        assert s.get_job("hourly").schedule == "0 * * * *"
 
 
 def test_a_bad_postgresql_url_is_one_line_without_the_password(cw, proxy: Proxy) -> None:

@@ -18,7 +18,46 @@ def data_dir() -> str:
 
 
 def default_db_path() -> str:
-    return os.environ.get("CRONWATCH_DB") or os.path.join(data_dir(), "history.db")
+    """--db aside: $CRONWATCH_DB, then the config file's ``[database] url``, then
+    $XDG_DATA_HOME/cronwatch/history.db."""
+    return os.environ.get("CRONWATCH_DB") or _config_db() or os.path.join(data_dir(), "history.db")
+
+
+_warned: set[str] = set()
+
+
+def _config_db() -> str | None:
+    """``url`` of the config file's ``[database]`` table, or None."""
+    path = config_path()
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    # Most config files name no database: only they pay for tomllib (the wrapper's budget)
+    if b"[database]" not in raw:
+        return None
+    import tomllib
+
+    try:
+        table = tomllib.loads(raw.decode())
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        problem = f"invalid TOML ({e})"
+    else:
+        url = (
+            table.get("database", {}).get("url")
+            if isinstance(table.get("database"), dict)
+            else None
+        )
+        if isinstance(url, str) and url.strip():
+            return url.strip()
+        problem = '[database] needs url = "postgresql://..." or a file path'
+    # A job must still be recorded somewhere: the default file, said once a process
+    message = f"{path}: {problem}; using the default database"
+    if message not in _warned:
+        _warned.add(message)
+        warn(message)
+    return None
 
 
 def config_path() -> str:

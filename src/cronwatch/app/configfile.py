@@ -18,6 +18,9 @@
     host = "smtp.example.com"
     sender = "cron@example.com"
 
+    [database]                 # every command's, when no --db or $CRONWATCH_DB names one
+    url = "postgresql://cronwatch@db.example:5432/cronwatch"
+
 The keys are the settings of core/settings.py (with their aliases); every invalid value
 is rejected with the file, the job, the setting, the value and what is accepted.
 """
@@ -46,12 +49,12 @@ def load(path: str | None = None) -> dict[str, dict[str, Any]]:
         raise ValidationError(f"{path}: invalid TOML: {e}") from None
     except OSError as e:
         raise ValidationError(f"cannot read {path}: {e.strerror}") from None
-    # [server] is read by the client
-    unknown = set(data) - {"defaults", "jobs", "server", "lists", "integrations"}
+    # [server] is read by the client, [database] by every command (system.default_db_path)
+    unknown = set(data) - {"defaults", "jobs", "server", "database", "lists", "integrations"}
     if unknown:
         raise ValidationError(
             f"{path}: unknown section {sorted(unknown)[0]!r}: expected [defaults], [jobs.NAME], "
-            "[lists], [integrations.NAME] and [server]"
+            "[lists], [integrations.NAME], [server] and [database]"
         )
     defaults = data.get("defaults", {})
     jobs = data.get("jobs", {})
