@@ -21,7 +21,15 @@ import yaml
 from conftest import Result
 from test_checks_e2e import Receiver, at, ok, receiver  # noqa: F401
 from test_notify import Mailbox, smtp_server  # noqa: F401
-from test_server_harness import LiveServer, client, live  # noqa: F401
+from test_server_harness import LiveServer, client, live_any  # noqa: F401
+
+
+@pytest.fixture(scope="module")
+def live(live_any: LiveServer) -> LiveServer:
+    """Every test of this module runs on SQLite and on PostgreSQL (a replica's API must
+    answer the same whichever store is behind it)."""
+    return live_any
+
 
 CRONITOR_KEY = "9b4c2ffa3b6e4ac0b1d9a0e6c4f7d812"  # an API key in Cronitor's form
 

@@ -21,7 +21,15 @@ import httpx
 import pytest
 
 from conftest import CRONWATCH
-from test_server_harness import LiveServer, live  # noqa: F401
+from test_server_harness import LiveServer, live_any  # noqa: F401
+
+
+@pytest.fixture(scope="module")
+def live(live_any: LiveServer) -> LiveServer:
+    """Every test of this module runs on SQLite and on PostgreSQL (a replica's API must
+    answer the same whichever store is behind it)."""
+    return live_any
+
 
 DOC = "https://loom.example.com"
 KEY = "abc123-def456"  # the document's ping key: 13 characters, a key carried over

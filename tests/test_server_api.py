@@ -6,7 +6,14 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from test_server_harness import LiveServer, client, live  # noqa: F401
+from test_server_harness import LiveServer, client, live_any  # noqa: F401
+
+
+@pytest.fixture(scope="module")
+def live(live_any: LiveServer) -> LiveServer:
+    """Every test of this module runs on SQLite and on PostgreSQL (a replica's API must
+    answer the same whichever store is behind it)."""
+    return live_any
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +167,10 @@ def test_a_run_captured_as_one_stream_says_so(
     from conftest import CRONWATCH
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRONWATCH_")}
-    env.update(CRONWATCH_DASHBOARD="off", XDG_STATE_HOME=str(tmp_path))
+    # before-exit: on PostgreSQL the run is otherwise written by a detached process, after
+    # the wrapper has exited
+    env.update(CRONWATCH_DASHBOARD="off", XDG_STATE_HOME=str(tmp_path),
+               CRONWATCH_POSTRUN="before-exit")  # fmt: skip
     with open(tmp_path / "log", "wb") as log:
         rc = subprocess.run([CRONWATCH, "run", "merged", "--db", str(live.db), "--", "sh", "-c",
                              "echo 1; echo 2 >&2"], env=env, stdin=subprocess.DEVNULL,

@@ -11,7 +11,15 @@ import httpx
 import pytest
 
 from cronwatch.core.model import Run, Status
-from test_server_harness import LiveServer, client, live  # noqa: F401
+from test_server_harness import LiveServer, client, live_any  # noqa: F401
+
+
+@pytest.fixture(scope="module")
+def live(live_any: LiveServer) -> LiveServer:
+    """Every test of this module runs on SQLite and on PostgreSQL (a replica's API must
+    answer the same whichever store is behind it)."""
+    return live_any
+
 
 HOOK = "https://alice:s3cret-pw@hooks.example.com/hooks/abc123def456?key=tok3n"
 BOT = "tgram://123456789:AAHsecretBotToken_abcdefghijklmnopqrstu/-1001234567890"

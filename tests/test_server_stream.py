@@ -23,7 +23,14 @@ import pytest
 from conftest import CRONWATCH
 from cronwatch.server.events import Broadcaster, resume_point
 from cronwatch.server.gzipstream import HEADER, Member, Packed, accepts_gzip, crc32_combine
-from test_server_harness import LiveServer, client, live  # noqa: F401
+from test_server_harness import LiveServer, client, live_any  # noqa: F401
+
+
+@pytest.fixture(scope="module")
+def live(live_any: LiveServer) -> LiveServer:
+    """Every test of this module runs on SQLite and on PostgreSQL (a replica's API must
+    answer the same whichever store is behind it)."""
+    return live_any
 
 
 def read_events(
