@@ -369,6 +369,48 @@ def test_the_server_outlives_postgresql_dropping_its_connections(
         server.stop()
 
 
+def test_concurrent_pings_over_http_share_transactions(pg_database: Callable[[], str]) -> None:
+    """Group commit, seen from outside: pings sent at once by many clients are written in
+    fewer transactions than pings (each write transaction takes one transaction id), and
+    every ping answered OK is stored."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+    import psycopg
+
+    from test_server_harness import LiveServer
+
+    url = pg_database()
+    server = LiveServer(url).start()
+    try:
+        key = server.job_key("grouped")
+        with httpx.Client(base_url=server.url, timeout=30) as warm:
+            assert warm.get(f"/ping/{key}").text == "OK"
+
+        def txid() -> int:
+            with psycopg.connect(url, autocommit=True) as c:
+                row = c.execute("SELECT txid_current()").fetchone()
+                assert row is not None
+                return int(row[0])
+
+        def client(_: int) -> list[int]:
+            with httpx.Client(base_url=server.url, timeout=30) as c:
+                return [c.get(f"/ping/{key}").status_code for _ in range(20)]
+
+        before = txid()
+        with ThreadPoolExecutor(32) as pool:
+            statuses = [s for batch in pool.map(client, range(32)) for s in batch]
+        used = txid() - before - 1  # the second txid_current() takes one itself
+        assert statuses.count(200) == len(statuses) == 640, sorted(set(statuses))
+        # one transaction a ping would use 640 ids, and so would a writer that committed
+        # each ping as it came
+        assert used < len(statuses) / 2, used
+        with open_store(url) as s:
+            assert len(s.list_runs(job="grouped")) == 641
+    finally:
+        server.stop()
+
+
 def test_a_steady_batch_of_pings_is_one_statement(pg_database: Callable[[], str]) -> None:
     """The ping writer's steady batches (quick pings, nothing it remembers changed since
     its last batch) cost one statement each: the rows and the look for changes together,
