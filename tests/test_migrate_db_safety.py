@@ -40,6 +40,7 @@ def test_migrate_db_again_after_the_cutover_is_refused_before_it_writes(
 ) -> None:
     db = tmp_path / "old.db"
     sqlite_history(cw, db)
+    assert cw("ping-key", env={"CRONWATCH_DB": str(db)}).rc == 0  # made on first use
     url = pg_database()
     assert cw("migrate-db", "--db", db, "--to", url).rc == 0
     # PostgreSQL in use: flaky fails there (its streak and alert state move on), and the
@@ -68,6 +69,7 @@ def test_migrate_db_refuses_a_target_with_more_rows_than_its_source(
 
     db = tmp_path / "old.db"
     sqlite_history(cw, db)
+    assert cw("ping-key", env={"CRONWATCH_DB": str(db)}).rc == 0  # made on first use
     url = pg_database()
     assert cw("migrate-db", "--db", db, "--to", url).rc == 0
     with psycopg.connect(url) as pg:
