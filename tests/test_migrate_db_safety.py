@@ -7,6 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from test_postgres import sqlite_history
 
 
@@ -102,3 +104,40 @@ def test_migrate_db_again_copies_what_only_the_source_gained(
     rc, out, err = cw("migrate-db", "--db", db, "--to", url, "--json")  # and again: nothing new
     assert rc == 0, err
     assert json.loads(out)["tables"]["runs"] == {"sqlite": 5, "postgresql": 5}
+
+
+def stub_package(tmp_path: Path, name: str) -> str:
+    """A PYTHONPATH directory in which importing ``name`` fails as if not installed."""
+    root = tmp_path / f"without-{name}"
+    (root / name).mkdir(parents=True)
+    (root / name / "__init__.py").write_text(
+        f"raise ModuleNotFoundError(\"No module named '{name}'\", name={name!r})\n"
+    )
+    return str(root)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["jobs"],
+        ["serve", "--port", "0", "--no-scheduler"],
+        ["migrate-db", "--db", "{sqlite}", "--to", "{url}"],
+    ],
+    ids=["jobs", "serve", "migrate-db"],
+)
+@pytest.mark.parametrize("missing", ["psycopg", "psycopg_pool"])
+def test_a_missing_postgresql_driver_is_one_line_naming_the_extra(
+    cw, tmp_path: Path, pg_database: Callable[[], str], command: list[str], missing: str
+) -> None:
+    db = tmp_path / "old.db"
+    sqlite_history(cw, db)
+    url = pg_database()
+    args = [a.format(sqlite=db, url=url) for a in command]
+    env = {"CRONWATCH_DB": url, "PYTHONPATH": stub_package(tmp_path, missing)}
+    rc, out, err = cw(*args, env=env, timeout=30)
+    if missing == "psycopg_pool" and command[0] != "serve":
+        assert rc == 0, err  # one connection each: no pool
+        return
+    assert rc != 0
+    line = one_line(err)
+    assert "pip install 'cronwatch[postgres]'" in line
