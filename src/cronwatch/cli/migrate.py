@@ -38,11 +38,12 @@ def cmd_migrate_db(args: argparse.Namespace) -> int:
         raise ValidationError(f"--db must be a SQLite file to copy from, not {source!r}")
     if not is_server_url(args.to):
         raise ValidationError(f"--to must be a postgresql:// URL, not {args.to!r}")
-    from cronwatch.store.postgres.transfer import migrate
-
     bar = _Bar() if sys.stderr.isatty() and not args.json else None
     t0 = time.monotonic()
     with open_store(args.to) as target:
+        # after open_store, which says in one line that the driver is missing
+        from cronwatch.store.postgres.transfer import migrate
+
         counts = migrate(source, target, progress=bar)  # type: ignore[arg-type]
     if bar is not None:
         bar.done()

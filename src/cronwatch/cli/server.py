@@ -154,6 +154,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     opened = _open(args)  # fail early, with a one-line message, on a bad database
     server_db = is_server_url(opened.url)
     opened.close()
+    if server_db:
+        # the server's pool: imported only once it starts, where a missing one would be
+        # an "Application startup failed" from uvicorn
+        try:
+            import psycopg_pool  # noqa: F401
+        except ImportError as e:
+            raise ValidationError(
+                f"PostgreSQL storage needs psycopg-pool ({e}): pip install 'cronwatch[postgres]'"
+            ) from None
     process = args.ping_writer == "process"
     writers = args.ping_writers or (2 if server_db and process else 1)
     if writers > 1 and not server_db:

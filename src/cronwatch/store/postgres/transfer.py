@@ -11,7 +11,11 @@ outputs, incidents and notifications refer to each other by them), and PostgreSQ
 sequences are moved past them, so that new rows do not collide.
 
 The target must be empty, or a copy of this same source: ``meta.migrated_from`` names the
-source a copy started from, and a database that holds jobs without it is refused.
+source a copy started from, and a database that holds jobs without it is refused. A copy
+that completes leaves ``meta.migrate_db_copied``, what PostgreSQL held then; a database
+that has changed since (in use after the cutover), or that holds more rows than the source
+(changed before a copy completed), is refused before anything is written: copying again
+would upsert the source's older alert state, settings and keys over the newer ones.
 Writers on the SQLite file (wrappers, a server) should be stopped for the copy: runs
 recorded during it may be missed by the chunk that already passed them.
 """
@@ -53,7 +57,7 @@ SMALL = (
 # (the replicas on PostgreSQL take it afresh).
 IDENTITY = ("jobs", "runs", "incidents", "notifications", "tokens", "events", "users")
 # meta keys that are each database's own
-_OWN_META = ("schema_version", "migrated_from", "migrate_db_indexes")
+_OWN_META = ("schema_version", "migrated_from", "migrate_db_indexes", "migrate_db_copied")
 
 Progress = Callable[[str, int, int], None]
 
@@ -82,7 +86,7 @@ def migrate(
     src = src_store.db
     try:
         pg = target.conn.pg
-        _claim(pg, source)
+        _claim(src, pg, source)
         _drop_indexes(pg)
         for table, key in BY_ID:
             _copy_by_key(src, pg, table, key, chunk, progress)
@@ -90,6 +94,7 @@ def migrate(
         _restore_indexes(pg, progress)
         _move_sequences(pg)
         counts = _verify(src, pg)
+        _mark_copied(pg)
         # The planner's statistics of what was copied, now rather than at autoanalyze's
         # next round: with none, it plans for empty tables (scans and sorts of a whole
         # job's history where an index walk reads a few rows).
@@ -103,13 +108,15 @@ def _columns(src: sqlite3.Connection, table: str) -> list[str]:
     return [r[1] for r in src.execute(f"PRAGMA table_info({table})")]
 
 
-def _claim(pg: Any, source: str) -> None:
+def _claim(src: sqlite3.Connection, pg: Any, source: str) -> None:
     with pg.transaction():
         row = pg.execute("SELECT value FROM meta WHERE key='migrated_from'").fetchone()
         if row is not None and row[0] != source:
             raise ValidationError(
                 f"this PostgreSQL database holds a copy of {row[0]}, not of {source}"
             )
+        if row is not None:
+            _refuse_if_diverged(src, pg)
         if row is None:
             has = pg.execute(
                 "SELECT EXISTS (SELECT 1 FROM jobs) OR EXISTS (SELECT 1 FROM runs)"
@@ -120,6 +127,69 @@ def _claim(pg: Any, source: str) -> None:
                     "into an empty one (create a new database, or drop its tables)"
                 )
             pg.execute("INSERT INTO meta(key, value) VALUES ('migrated_from', %s)", (source,))
+
+
+def _fingerprint(pg: Any) -> dict[str, list[Any]]:
+    """What PostgreSQL holds, to tell later whether it changed: the rows and highest key
+    of each table copied by key (those grow when used), a digest of each upserted one
+    (those change in place: a streak, a rotated key)."""
+    found: dict[str, list[Any]] = {}
+    for table, key in BY_ID:
+        found[table] = list(pg.execute(f"SELECT count(*), max({key}) FROM {table}").fetchone())
+    for table, _keys in SMALL:
+        where = f" WHERE key NOT IN {_OWN_META}" if table == "meta" else ""
+        found[table] = list(
+            pg.execute(
+                f"SELECT count(*), md5(coalesce(string_agg(t::text, E'\\n' ORDER BY "
+                f"t::text), '')) FROM {table} t{where}"
+            ).fetchone()
+        )
+    return found
+
+
+def _mark_copied(pg: Any) -> None:
+    import json
+
+    pg.execute(
+        "INSERT INTO meta(key, value) VALUES ('migrate_db_copied', %s) "
+        "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+        (json.dumps(_fingerprint(pg)),),
+    )
+
+
+def _refuse_if_diverged(src: sqlite3.Connection, pg: Any) -> None:
+    import json
+
+    advice = (
+        "copying again would overwrite its newer rows with the SQLite file's older ones; "
+        "to copy afresh, migrate-db into a new, empty database"
+    )
+    row = pg.execute("SELECT value FROM meta WHERE key='migrate_db_copied'").fetchone()
+    if row is not None:
+        then, now = json.loads(row[0]), _fingerprint(pg)
+        changed = [t for t in now if then.get(t) != now[t]]
+        if changed:
+            detail = ", ".join(
+                f"{t} {then[t][0]} then, {now[t][0]} now" if then[t][0] != now[t][0] else t
+                for t in changed
+            )
+            raise ValidationError(
+                f"this PostgreSQL database changed after migrate-db copied into it "
+                f"({detail}): it is in use; {advice}"
+            )
+        return
+    # a copy that did not complete: PostgreSQL holds at most what the source has
+    beyond = []
+    for table, key in BY_ID:
+        n_pg, top_pg = pg.execute(f"SELECT count(*), max({key}) FROM {table}").fetchone()
+        n_src, top_src = src.execute(f"SELECT count(*), max({key}) FROM {table}").fetchone()
+        if n_pg > n_src or (top_pg is not None and (top_src is None or top_pg > top_src)):
+            beyond.append(f"{table} {n_pg} in PostgreSQL, {n_src} in SQLite")
+    if beyond:
+        raise ValidationError(
+            f"this PostgreSQL database holds rows the copy did not put there "
+            f"({', '.join(beyond)}): it is in use; {advice}"
+        )
 
 
 # Secondary indexes of the big tables are dropped for the copy and made again at the end
