@@ -169,8 +169,11 @@ def _refuse_if_diverged(src: sqlite3.Connection, pg: Any) -> None:
         then, now = json.loads(row[0]), _fingerprint(pg)
         changed = [t for t in now if then.get(t) != now[t]]
         if changed:
+            # .get: a table a later cronwatch added is not in an older copy's record
             detail = ", ".join(
-                f"{t} {then[t][0]} then, {now[t][0]} now" if then[t][0] != now[t][0] else t
+                f"{t} {then.get(t, [None])[0]} then, {now[t][0]} now"
+                if then.get(t, [None])[0] != now[t][0]
+                else t
                 for t in changed
             )
             raise ValidationError(
