@@ -1,13 +1,17 @@
 """The wrapper against a PostgreSQL that connects and then never answers: the job's exit
 code and output are never delayed past the post-run budget, the run waits in the spool,
-and a later `cronwatch check` delivers it."""
+and a later `cronwatch check` delivers it. Also the detached post-run step can be stopped
+by the usual signals (it does not inherit the wrapper's blocked ones)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -133,3 +137,52 @@ def test_a_stalled_postgresql_never_holds_the_wrapper_past_its_budget(
     (run,) = wait_for_runs(url, "stalled", 1)
     assert (run.status, run.exit_code, run.stdout) == (Status.FAILED, 3, b"kept\n")
     assert spooled_ids(cw_env, url, monkeypatch) == []
+
+
+def detached_steps(marker: str) -> list[int]:
+    """The pids of post-run steps started for a database URL holding ``marker``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"cronwatch.wrapper.postrun" in argv and any(marker.encode() in a for a in argv):
+            pids.append(int(entry.name))
+    return pids
+
+
+def test_the_detached_step_does_not_inherit_the_wrappers_blocked_signals(
+    cw, pg_database: Callable[[], str], stall_proxy: StallProxy
+) -> None:
+    """The wrapper blocks SIGTERM, SIGINT, SIGHUP and SIGQUIT while its job runs (it
+    forwards them): the post-run step it starts meanwhile (the open run's, for
+    PostgreSQL) must not keep them blocked, or only SIGKILL stops it. A stalled
+    PostgreSQL keeps that step alive long enough to look at it."""
+    url = pg_database().replace(f":{stall_proxy.target}/", f":{stall_proxy.port}/")
+    stall_proxy.mode = "after-startup"
+    env = {"CRONWATCH_DB": url, "CRONWATCH_POSTRUN": "detached"}
+    marker = f":{stall_proxy.port}/"
+    pids: list[int] = []
+    try:
+        assert cw("run", "watched", "--", "true", env=env).rc == 0
+        deadline = time.monotonic() + 30
+        while not pids and time.monotonic() < deadline:
+            pids = detached_steps(marker)
+            time.sleep(0.05)
+        assert pids, "no detached post-run step found"
+        for pid in pids:
+            status = Path(f"/proc/{pid}/status").read_text()
+            (blocked,) = [ln.split()[1] for ln in status.splitlines() if ln.startswith("SigBlk:")]
+            assert int(blocked, 16) == 0, f"pid {pid} blocks {blocked}"
+        for pid in pids:  # SIGTERM ends it, stalled or not
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while detached_steps(marker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert detached_steps(marker) == []
+    finally:
+        for pid in detached_steps(marker):
+            os.kill(pid, signal.SIGKILL)

@@ -432,7 +432,14 @@ def _spawn_detached(db_path: str, page: str | None) -> None:
     argv = [sys.executable, "-m", "cronwatch.wrapper.postrun", target]
     if page is not None:
         argv.append(page)
-    os.posix_spawn(sys.executable, argv, os.environ, file_actions=actions, setsid=True)
+    import _signal as signal  # the C module: `signal` would import enum and more
+
+    # Not the wrapper's mask, which blocks the signals it forwards while the job runs
+    # (runner._Forwarder): kept across exec, only SIGKILL would stop this step. Nor an
+    # ignored SIGTERM or SIGHUP inherited from the wrapper's own parent.
+    stoppers = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+    os.posix_spawn(sys.executable, argv, os.environ, file_actions=actions, setsid=True,
+                   setsigmask=(), setsigdef=stoppers)  # fmt: skip
 
 
 def _load_sqlite() -> None:
