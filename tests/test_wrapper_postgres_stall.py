@@ -1,7 +1,7 @@
 """The wrapper against a PostgreSQL that connects and then never answers: the job's exit
 code and output are never delayed past the post-run budget, the run waits in the spool,
-and a later `cronwatch check` delivers it. Also the detached post-run step can be stopped
-by the usual signals (it does not inherit the wrapper's blocked ones)."""
+and a later `cronwatch check` delivers it. The detached post-run step can be stopped by
+the usual signals (it does not inherit the wrapper's blocked ones), and ends at its limit."""
 
 from __future__ import annotations
 
@@ -186,3 +186,25 @@ def test_the_detached_step_does_not_inherit_the_wrappers_blocked_signals(
     finally:
         for pid in detached_steps(marker):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_a_detached_step_ends_whatever_the_database_does(
+    cw_env: dict[str, str], pg_database: Callable[[], str], stall_proxy: StallProxy
+) -> None:
+    """Nobody waits for the detached step, but one held forever by a stalled PostgreSQL
+    piles up a process per run: it ends at its limit (here made short) all the same."""
+    import subprocess
+    import sys
+
+    url = pg_database().replace(f":{stall_proxy.target}/", f":{stall_proxy.port}/")
+    stall_proxy.mode = "after-startup"
+    step = ("import sys; from cronwatch.wrapper import postrun; postrun.DETACHED_LIMIT = 2; "
+            "sys.exit(postrun.main(sys.argv[1:]))")  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-c", step, url], env=cw_env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        assert proc.wait(timeout=30) == -signal.SIGALRM
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
