@@ -80,7 +80,8 @@ def _wrap(args: list[str], *, name_form: bool, argv: list[str] | None) -> int:
         gc.disable()
     from cronwatch.wrapper.runner import main as run_main
 
-    return _exit(run_main(args, name_form=name_form), argv, wrapper=True)
+    code = run_main(args, name_form=name_form, own_process=argv is None)
+    return _exit(code, argv, wrapper=True)
 
 
 def _help_requested(args: list[str], *, name_form: bool) -> bool:

@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 # run spooled because of that lock gets merged as soon as it is released.
 DETACHED_DB_TIMEOUT = 60.0
 SEND_TIMEOUT = 5.0  # one notification attempt (the outbox's default)
+# A detached step ends after this many seconds whatever it waits for (a database that
+# accepts a query and never answers holds the driver forever). What it has not done
+# stays recorded for the next step, `check` or the server.
+DETACHED_LIMIT = 300
 
 
 def run_steps(
@@ -101,6 +105,10 @@ def main(argv: list[str]) -> int:
     if len(argv) not in (1, 2):
         sys.stderr.write("usage: python -m cronwatch.wrapper.postrun DB [PAGE]\n")
         return 2
+    import signal
+
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)  # the alarm ends the process
+    signal.alarm(DETACHED_LIMIT)
     run_steps(argv[0], argv[1] if len(argv) == 2 else None, budget=None)
     return 0
 

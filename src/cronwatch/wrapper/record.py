@@ -22,6 +22,7 @@ from cronwatch.system import data_dir, default_db_path, user, warn
 TYPE_CHECKING = False  # no runtime `typing` import: the wrapper pays for every module
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Any
 
     from cronwatch.store.interface import Store
     from cronwatch.wrapper.options import Options, Result
@@ -216,8 +217,11 @@ def _open_on_server(o: Options, res: Result) -> None:
         pass
 
 
-def after_run(o: Options, res: Result) -> None:
-    """Record locally and/or report to the server; never raises, never changes the exit."""
+def after_run(o: Options, res: Result, *, own_process: bool = False) -> None:
+    """Record locally and/or report to the server; never raises, never changes the exit.
+
+    ``own_process``: this is a wrapper process of its own, which a post-run step before
+    exit may end (with the job's exit code) when it outlasts its budget."""
     from cronwatch.wrapper.options import remote_wanted
 
     run = build_run(o, res)
@@ -227,7 +231,8 @@ def after_run(o: Options, res: Result) -> None:
             warn("--no-local needs a server (--server/--key or CRONWATCH_URL/CRONWATCH_KEY); "
                  "recorded locally")  # fmt: skip
         db_path = o.db or default_db_path()
-        record_local(db_path, run, page=dashboard_path(o, db_path), leave_open=True)
+        record_local(db_path, run, page=dashboard_path(o, db_path), leave_open=True,
+                     exit_code=res.wrapper_exit if own_process else None)  # fmt: skip
     if remote:
         from cronwatch.remote.hooks import on_finish
 
@@ -241,6 +246,7 @@ def record_local(
     page: str | None,
     warn: Callable[[str], None] = warn,
     leave_open: bool = False,
+    exit_code: int | None = None,
 ) -> None:
     """Record a finished run in the local database (closing its open record, if any),
     pending its evaluation, or spool it when that fails; then the post-run step. Every
@@ -251,12 +257,15 @@ def record_local(
     ``leave_open``: the process ends right after (the wrapper, which skips the
     interpreter's teardown): the connection is left to the exit, without the WAL
     checkpoint and its fsync that closing the last connection makes; the post-run step's
-    connection, or the next, checkpoints."""
+    connection, or the next, checkpoints.
+
+    ``exit_code``: the wrapper's; given, a post-run step before exit that outlasts its
+    budget ends the process with it (see post_run)."""
     if _on_server(db_path):
         for done in _opening:  # the open run's file first: no half-written file at exit
             done.acquire(timeout=1.0)  # type: ignore[attr-defined]
         _spool_for_server(db_path, run, warn)
-        post_run(db_path, page, stored=True, warn=warn)
+        post_run(db_path, page, stored=True, warn=warn, exit_code=exit_code)
         return
     timeout = _db_timeout()
     t0 = time.monotonic()
@@ -289,7 +298,7 @@ def record_local(
             warn(f"{e}; run {run.id} spooled to {where}")
         except OSError as e2:
             warn(f"{e}; and the run could not be spooled either: {e2}")
-    post_run(db_path, page, stored=stored, warn=warn)
+    post_run(db_path, page, stored=stored, warn=warn, exit_code=exit_code)
 
 
 def _on_server(db_path: str) -> bool:
@@ -331,11 +340,19 @@ def postrun_mode() -> str:
 
 
 def post_run(
-    db_path: str, page: str | None, *, stored: bool, warn: Callable[[str], None] = warn
+    db_path: str,
+    page: str | None,
+    *,
+    stored: bool,
+    warn: Callable[[str], None] = warn,
+    exit_code: int | None = None,
 ) -> None:
     """Start the post-run step: detached, or here within $CRONWATCH_POSTRUN_BUDGET seconds
     (default 1). What it leaves undone stays recorded (a pending run, a pending
-    notification, the page's ``.pending`` marker) for the next run, `check` or the server."""
+    notification, the page's ``.pending`` marker) for the next run, `check` or the server.
+
+    ``exit_code``: the wrapper's own process ends with it once the budget (and a margin)
+    is over, whatever the step is waiting for."""
     if page is not None:
         page = _request_page(page, warn)
     if postrun_mode() == "detached":
@@ -348,7 +365,44 @@ def post_run(
         return  # the database is unusable right now: the next run or `check` merges the spool
     from cronwatch.wrapper.postrun import run_steps
 
-    run_steps(db_path, page, budget=_seconds("CRONWATCH_POSTRUN_BUDGET", 1.0, "1"), warn=warn)
+    budget = _seconds("CRONWATCH_POSTRUN_BUDGET", 1.0, "1")
+    done = None if exit_code is None else _deadline(budget + POSTRUN_MARGIN, exit_code, warn)
+    run_steps(db_path, page, budget=budget, warn=warn)
+    if done is not None:
+        done.release()
+
+
+# The budget is checked between the post-run step's parts, and a database can hold one
+# forever (a server that accepts the connection and never answers: no timeout of the
+# driver's covers that). Past the budget and this margin the wrapper exits anyway.
+POSTRUN_MARGIN = 0.5
+
+
+def _deadline(seconds: float, code: int, warn: Callable[[str], None]) -> Any:
+    """A lock to release within ``seconds``, or the process exits with ``code`` then.
+    Nothing is lost: the run is recorded or spooled already, and each part of the step
+    is committed as it is done, so the next run, `check` or the server finishes it."""
+    import _thread
+
+    done = _thread.allocate_lock()
+    done.acquire()
+
+    def watch() -> None:
+        if done.acquire(timeout=seconds):
+            return
+        warn(f"the post-run step outlasted its {seconds - POSTRUN_MARGIN:g}s budget; "
+             "exiting: the next run or `cronwatch check` finishes it")  # fmt: skip
+        try:
+            sys.stdout.flush()
+        except Exception:
+            pass
+        os._exit(code)
+
+    try:
+        _thread.start_new_thread(watch, ())
+    except RuntimeError:
+        return None
+    return done
 
 
 def _request_page(page: str, warn: Callable[[str], None]) -> str | None:
@@ -378,7 +432,14 @@ def _spawn_detached(db_path: str, page: str | None) -> None:
     argv = [sys.executable, "-m", "cronwatch.wrapper.postrun", target]
     if page is not None:
         argv.append(page)
-    os.posix_spawn(sys.executable, argv, os.environ, file_actions=actions, setsid=True)
+    import _signal as signal  # the C module: `signal` would import enum and more
+
+    # Not the wrapper's mask, which blocks the signals it forwards while the job runs
+    # (runner._Forwarder): kept across exec, only SIGKILL would stop this step. Nor an
+    # ignored SIGTERM or SIGHUP inherited from the wrapper's own parent.
+    stoppers = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+    os.posix_spawn(sys.executable, argv, os.environ, file_actions=actions, setsid=True,
+                   setsigmask=(), setsigdef=stoppers)  # fmt: skip
 
 
 def _load_sqlite() -> None:

@@ -592,8 +592,11 @@ def _drain_plain(pid: int, fds: dict[int, int], open_fds: set[int], forward: _Fo
     return os.waitpid(pid, 0)[1]
 
 
-def main(args: list[str], *, name_form: bool) -> int:
-    """Entry point of ``cronwatch run`` and ``cronwatch --name``. Returns the exit code."""
+def main(args: list[str], *, name_form: bool, own_process: bool = False) -> int:
+    """Entry point of ``cronwatch run`` and ``cronwatch --name``. Returns the exit code.
+
+    ``own_process``: a wrapper process of its own (not a call from Python), which the
+    post-run step may end early with the job's exit code (record.post_run)."""
     try:
         o = parse_run_args(args, name_form=name_form)
     except Usage as e:
@@ -623,7 +626,7 @@ def main(args: list[str], *, name_form: bool) -> int:
     try:
         from cronwatch.wrapper.record import after_run
 
-        after_run(o, res)
+        after_run(o, res, own_process=own_process)
     except Exception as e:  # never let our failure change the job's outcome
         try:
             sys.stderr.write(f"cronwatch: warning: could not record the run: {e}\n")

@@ -208,7 +208,7 @@ def _connect(url: str, timeout: float) -> tuple[psycopg.Connection[Any], Any]:
             pool = _pools.get(url)
             if pool is None:
                 pool = _pools[url] = ConnectionPool(
-                    url, min_size=1, max_size=16, kwargs={"autocommit": True},
+                    url, min_size=1, max_size=16, kwargs={"autocommit": True, **_tcp(url)},
                     configure=_configure, open=True, name="cronwatch",
                 )  # fmt: skip
                 atexit.register(pool.close, timeout=1.0)
@@ -219,9 +219,25 @@ def _connect(url: str, timeout: float) -> tuple[psycopg.Connection[Any], Any]:
             pass
     if timeout < 2:
         _probe(url, timeout)
-    pg = psycopg.connect(url, autocommit=True, connect_timeout=max(2, int(timeout + 0.999)))
+    pg = psycopg.connect(
+        url, autocommit=True, connect_timeout=max(2, int(timeout + 0.999)), **_tcp(url)
+    )
     _configure(pg)
     return pg, None
+
+
+# A server that vanished (a host down, a dropped route) otherwise holds a query forever:
+# without keepalives an idle wait never learns of it, and unacknowledged data is resent
+# for ~15 minutes. What the URL sets itself is kept.
+_TCP_DEFAULTS = {"keepalives": "1", "keepalives_idle": "30", "keepalives_interval": "10",
+                 "keepalives_count": "3", "tcp_user_timeout": "60000"}  # fmt: skip
+
+
+def _tcp(url: str) -> dict[str, Any]:
+    from psycopg.conninfo import conninfo_to_dict
+
+    given = conninfo_to_dict(url)
+    return {k: v for k, v in _TCP_DEFAULTS.items() if k not in given}
 
 
 def _probe(url: str, timeout: float) -> None:
