@@ -367,9 +367,11 @@ def post_run(
 
     budget = _seconds("CRONWATCH_POSTRUN_BUDGET", 1.0, "1")
     done = None if exit_code is None else _deadline(budget + POSTRUN_MARGIN, exit_code, warn)
-    run_steps(db_path, page, budget=budget, warn=warn)
-    if done is not None:
-        done.release()
+    try:
+        run_steps(db_path, page, budget=budget, warn=warn)
+    finally:  # a step that raised must not leave the watchdog to end what follows it
+        if done is not None:
+            done.release()
 
 
 # The budget is checked between the post-run step's parts, and a database can hold one
