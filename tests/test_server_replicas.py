@@ -488,3 +488,27 @@ def test_the_load_balancer_examples_of_the_docs_keep_pings_answered_through_a_ki
         proc.wait(10)
     with open_store(str(a.db)) as s:
         assert len(s.list_runs(job="balanced")) == 30
+
+
+def test_a_rotated_project_key_is_refused_at_every_replica_at_once(
+    replicas: Callable[..., LiveServer],
+) -> None:
+    a, b = replicas("a"), replicas("b")
+    old, headers = a.project_key(), a.token("admin")
+    for s in (a, b):  # both replicas' ping writers have used the old key
+        assert httpx.get(f"{s.url}/ping/{old}/rot/start", params={"create": "1"}).text == "OK"
+        assert httpx.get(f"{s.url}/ping/{old}/rot").text == "OK"
+    new = "N" * 8 + "newprojectkey0123456"
+    r = httpx.put(f"{a.url}/api/v1/project-key", json={"key": new}, headers=headers)
+    assert r.status_code == 200, r.text
+
+    # answered only once committed: the next ping at any replica sees the new key
+    for s in (a, b):
+        assert httpx.get(f"{s.url}/ping/{old}/rot").status_code == 404
+        assert httpx.get(f"{s.url}/ping/{old}/rot/start").status_code == 404
+    assert httpx.get(f"{a.url}/ping/{new}/rot").text == "OK"
+    for s in (a, b):  # a has now seen the new key, b not yet: neither takes the old one
+        assert httpx.get(f"{s.url}/ping/{old}/rot").status_code == 404
+    assert httpx.get(f"{b.url}/ping/{new}/rot").text == "OK"
+    for s in (a, b):
+        assert httpx.get(f"{s.url}/ping/{old}/rot").status_code == 404
