@@ -512,3 +512,37 @@ def test_a_rotated_project_key_is_refused_at_every_replica_at_once(
     assert httpx.get(f"{b.url}/ping/{new}/rot").text == "OK"
     for s in (a, b):
         assert httpx.get(f"{s.url}/ping/{old}/rot").status_code == 404
+
+
+def test_a_job_deleted_and_made_again_at_one_replica_reads_the_same_at_the_other(
+    replicas: Callable[..., LiveServer],
+) -> None:
+    a, b = replicas("a"), replicas("b")
+    headers = a.token("admin")
+
+    def runs(s: LiveServer, job: str) -> list[dict[str, Any]]:
+        r = httpx.get(f"{s.url}/api/v1/jobs/{job}/runs", headers=headers)
+        assert r.status_code == 200, r.text
+        return r.json()  # type: ignore[no-any-return]
+
+    assert (
+        httpx.post(f"{a.url}/api/v1/jobs", json={"name": "x"}, headers=headers).status_code == 201
+    )
+    assert httpx.get(f"{a.url}/ping/{a.job_key('x')}").text == "OK"
+    assert len(runs(b, "x")) == 1  # b has read x under its first id
+
+    assert httpx.delete(f"{a.url}/api/v1/jobs/x", headers=headers).status_code == 204
+    # Another job first: SQLite may give it x's old id, and x a new one (PostgreSQL's
+    # ids are new anyway), so b's old idea of x's id now names another job's runs.
+    for job in ("other", "x"):
+        r = httpx.post(f"{a.url}/api/v1/jobs", json={"name": job}, headers=headers)
+        assert r.status_code == 201, r.text
+    for _ in range(2):
+        assert httpx.get(f"{a.url}/ping/{a.job_key('other')}").text == "OK"
+    assert httpx.get(f"{a.url}/ping/{a.job_key('x')}").text == "OK"
+
+    for s in (a, b):
+        assert len(runs(s, "other")) == 2
+        got = runs(s, "x")
+        assert len(got) == 1 and got[0]["job"] == "x", (s.url, got)
+    assert runs(a, "x") == runs(b, "x")
