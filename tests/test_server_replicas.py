@@ -495,15 +495,20 @@ def test_a_rotated_project_key_is_refused_at_every_replica_at_once(
 ) -> None:
     a, b = replicas("a"), replicas("b")
     old, headers = a.project_key(), a.token("admin")
+    off = {"name": "off", "disabled": True}  # its pings are answered, nothing written
+    assert httpx.post(f"{a.url}/api/v1/jobs", json=off, headers=headers).status_code == 201
     for s in (a, b):  # both replicas' ping writers have used the old key
         assert httpx.get(f"{s.url}/ping/{old}/rot/start", params={"create": "1"}).text == "OK"
         assert httpx.get(f"{s.url}/ping/{old}/rot").text == "OK"
+        assert httpx.get(f"{s.url}/ping/{old}/off").text == "OK"
     new = "N" * 8 + "newprojectkey0123456"
     r = httpx.put(f"{a.url}/api/v1/project-key", json={"key": new}, headers=headers)
     assert r.status_code == 200, r.text
 
     # answered only once committed: the next ping at any replica sees the new key
     for s in (a, b):
+        # a disabled job's ping alone: a batch that sends nothing to the database
+        assert httpx.get(f"{s.url}/ping/{old}/off").status_code == 404
         assert httpx.get(f"{s.url}/ping/{old}/rot").status_code == 404
         assert httpx.get(f"{s.url}/ping/{old}/rot/start").status_code == 404
     assert httpx.get(f"{a.url}/ping/{new}/rot").text == "OK"
