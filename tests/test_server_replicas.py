@@ -488,3 +488,66 @@ def test_the_load_balancer_examples_of_the_docs_keep_pings_answered_through_a_ki
         proc.wait(10)
     with open_store(str(a.db)) as s:
         assert len(s.list_runs(job="balanced")) == 30
+
+
+def test_a_rotated_project_key_is_refused_at_every_replica_at_once(
+    replicas: Callable[..., LiveServer],
+) -> None:
+    a, b = replicas("a"), replicas("b")
+    old, headers = a.project_key(), a.token("admin")
+    off = {"name": "off", "disabled": True}  # its pings are answered, nothing written
+    assert httpx.post(f"{a.url}/api/v1/jobs", json=off, headers=headers).status_code == 201
+    for s in (a, b):  # both replicas' ping writers have used the old key
+        assert httpx.get(f"{s.url}/ping/{old}/rot/start", params={"create": "1"}).text == "OK"
+        assert httpx.get(f"{s.url}/ping/{old}/rot").text == "OK"
+        assert httpx.get(f"{s.url}/ping/{old}/off").text == "OK"
+    new = "N" * 8 + "newprojectkey0123456"
+    r = httpx.put(f"{a.url}/api/v1/project-key", json={"key": new}, headers=headers)
+    assert r.status_code == 200, r.text
+
+    # answered only once committed: the next ping at any replica sees the new key
+    for s in (a, b):
+        # a disabled job's ping alone: a batch that sends nothing to the database
+        assert httpx.get(f"{s.url}/ping/{old}/off").status_code == 404
+        assert httpx.get(f"{s.url}/ping/{old}/rot").status_code == 404
+        assert httpx.get(f"{s.url}/ping/{old}/rot/start").status_code == 404
+    assert httpx.get(f"{a.url}/ping/{new}/rot").text == "OK"
+    for s in (a, b):  # a has now seen the new key, b not yet: neither takes the old one
+        assert httpx.get(f"{s.url}/ping/{old}/rot").status_code == 404
+    assert httpx.get(f"{b.url}/ping/{new}/rot").text == "OK"
+    for s in (a, b):
+        assert httpx.get(f"{s.url}/ping/{old}/rot").status_code == 404
+
+
+def test_a_job_deleted_and_made_again_at_one_replica_reads_the_same_at_the_other(
+    replicas: Callable[..., LiveServer],
+) -> None:
+    a, b = replicas("a"), replicas("b")
+    headers = a.token("admin")
+
+    def runs(s: LiveServer, job: str) -> list[dict[str, Any]]:
+        r = httpx.get(f"{s.url}/api/v1/jobs/{job}/runs", headers=headers)
+        assert r.status_code == 200, r.text
+        return r.json()  # type: ignore[no-any-return]
+
+    assert (
+        httpx.post(f"{a.url}/api/v1/jobs", json={"name": "x"}, headers=headers).status_code == 201
+    )
+    assert httpx.get(f"{a.url}/ping/{a.job_key('x')}").text == "OK"
+    assert len(runs(b, "x")) == 1  # b has read x under its first id
+
+    assert httpx.delete(f"{a.url}/api/v1/jobs/x", headers=headers).status_code == 204
+    # Another job first: SQLite may give it x's old id, and x a new one (PostgreSQL's
+    # ids are new anyway), so b's old idea of x's id now names another job's runs.
+    for job in ("other", "x"):
+        r = httpx.post(f"{a.url}/api/v1/jobs", json={"name": job}, headers=headers)
+        assert r.status_code == 201, r.text
+    for _ in range(2):
+        assert httpx.get(f"{a.url}/ping/{a.job_key('other')}").text == "OK"
+    assert httpx.get(f"{a.url}/ping/{a.job_key('x')}").text == "OK"
+
+    for s in (a, b):
+        assert len(runs(s, "other")) == 2
+        got = runs(s, "x")
+        assert len(got) == 1 and got[0]["job"] == "x", (s.url, got)
+    assert runs(a, "x") == runs(b, "x")

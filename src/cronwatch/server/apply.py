@@ -74,7 +74,7 @@ class RunIds:
 
 class Applier:
     def __init__(self, project_key: str) -> None:
-        self.project_key = project_key
+        self.project_key: str | None = project_key  # None: read it again (invalidate)
         self.by_key: dict[str, Job] = {}
         self.by_name: dict[str, Job] = {}
         self.alert: dict[tuple[str, str], dict[str, Any] | None] = {}
@@ -88,6 +88,9 @@ class Applier:
 
     # --- the writer's cache protocol ----------------------------------------------------
     def invalidate(self) -> None:
+        # The key lives in meta, which another replica may have rotated: a ping with the
+        # old key must not keep matching what this process read before.
+        self.project_key = None
         self.by_key.clear()
         self.by_name.clear()
         self.alert.clear()
@@ -134,8 +137,9 @@ class Applier:
                 self.by_name[job.name] = job
             return job.name
         if p.project_key != self.project_key:
-            # the key may have been set since (`ping-key --set`, the API): read it again
-            # (only a ping with another key pays for it)
+            # the key may have been set since (`ping-key --set`, the API) or forgotten
+            # (invalidate): read it again (only a ping with another key, or the first
+            # after a change, pays for it)
             self.project_key = store.project_ping_key()
             if p.project_key != self.project_key:
                 raise NotFound("not found")

@@ -775,12 +775,23 @@ class _PgTx:
         if not self.outer:
             return
         db = self.store.conn
-        db.deferred_check = None
+        check, db.deferred_check = db.deferred_check, None
         if db.autocommitted:  # its one statement committed it (add_quick_rows)
             db.autocommitted = False
             if exc_type is None:
                 return
         if exc_type is None:
+            if db.begin_pending and check is not None:
+                # Nothing was sent, yet the batch was answered from the writer's caches
+                # (a disabled job's pings): the look put off must still be made, or those
+                # answers outlive another replica's change (a rotated project key).
+                try:
+                    check()
+                except BaseException as e:
+                    self._rollback()
+                    if isinstance(e, psycopg.Error):
+                        raise _error(e, "database write failed") from None
+                    raise
             if db.begin_pending:  # nothing was sent: nothing to commit
                 db.begin_pending = False
                 self.store.seal_cache.known = None

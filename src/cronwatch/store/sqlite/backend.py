@@ -202,12 +202,19 @@ class SQLiteStore(StoreBase):
         return _Tx(self.db, self._forget)
 
     def _job_id(self, name: str) -> int:
-        jid = self._job_ids.get(name)
+        # Only a transaction's ids are remembered: a writer's (group commit) forgets them
+        # when another connection committed (ingest.Committer, data_version). Outside one
+        # (the server's reads) nothing would tell it that another replica deleted the job
+        # and made it again under a new id, so the name is looked up each time.
+        remember = self.in_transaction()
+        jid = self._job_ids.get(name) if remember else None
         if jid is None:
             row = self.db.execute("SELECT id FROM jobs WHERE name=?", (name,)).fetchone()
             if row is None:
                 raise NotFound(f"unknown job {name!r}")
-            jid = self._job_ids[name] = row[0]
+            jid = row[0]
+            if remember:
+                self._job_ids[name] = jid
         return jid
 
     def _ensure_job_id(self, name: str, now: float) -> int:
