@@ -740,3 +740,24 @@ def test_a_runs_output_shows_the_wrappers_cut_marker_apart(
     assert pre.startswith("&lt;head&gt;") and pre.endswith("&lt;tail&gt;")
     cut = re.findall(r'<mark class="cut">(.*?)</mark>', pre)
     assert len(cut) == 1 and re.fullmatch(r"\[\.\.\. cronwatch: \d+ bytes cut \.\.\.\]", cut[0])
+
+
+def test_the_slug_snippet_shows_the_project_key_after_it_is_rotated(
+    server: LiveServer, admin: httpx.Client, api: httpx.Client
+) -> None:
+    """The console once showed the key the server read at its start: after a rotation its
+    slug snippet pinged with a key every replica refuses."""
+    import html
+    import re
+
+    post(admin, "/new", {"name": "rotated", "schedule": "@hourly"}, "/new")
+    new_key = "rotated-project-key-0001"
+    assert api.put("/api/v1/project-key", json={"key": new_key}).status_code == 200
+    page = admin.get("/job/rotated").text
+    (slug,) = re.findall(r'<pre id="snip-slug"[^>]*>(.*?)</pre>', page, re.S)
+    script = html.unescape(slug).replace("/path/to/command", "true")
+    assert new_key in script
+    p = subprocess.run(["sh", "-c", script], capture_output=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    runs = api.get("/api/v1/jobs/rotated/runs").json()
+    assert [r["status"] for r in runs] == ["success"]

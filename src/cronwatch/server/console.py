@@ -128,6 +128,11 @@ class Console:
     async def write(self, op: Any, touch: str | None = None) -> Any:
         return await self.server.write(op, touch)
 
+    def _project_key(self) -> str:
+        # read each time, not the server's copy from its start: the key may have been
+        # rotated since, here or at another replica, and the snippets must show the new
+        return self.reader.get_meta("project_ping_key") or self.server.project_key
+
     # --- responses ---------------------------------------------------------------------
     def page(self, request: Request, template: str, status: int = 200, **ctx: Any) -> Response:
         viewer: Viewer | None = getattr(request.state, "viewer", None)
@@ -438,7 +443,7 @@ class Console:
             slow_from=(len([r for r in recent if r.duration is not None]) - 10
                        if finding else None),
             stats=stats, incidents=incidents, settings=settings_view(job),
-            snippets=snippets(base, job, key, self.server.project_key if viewer.admin else ""),
+            snippets=snippets(base, job, key, self._project_key() if viewer.admin else ""),
             next=next_expected(job, info, now), badge=badges.urls(self.server, base, "job", job.name),
             notice=request.query_params.get("notice", ""),
         )  # fmt: skip
