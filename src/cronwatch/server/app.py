@@ -531,8 +531,7 @@ def _console_secret(store: Store) -> bytes:
 
     value = store.get_meta("console_secret")
     if not value:
-        value = secrets.token_hex(32)
-        store.set_meta("console_secret", value)
+        value = store.add_meta("console_secret", secrets.token_hex(32))
     return bytes.fromhex(value)
 
 
