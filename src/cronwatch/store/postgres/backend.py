@@ -195,6 +195,13 @@ def _configure(pg: psycopg.Connection[Any]) -> None:
     arrays.register(pg.adapters)
 
 
+# The pool's connections (the server's): a host that stops answering, or a network that
+# drops everything, fails them in seconds instead of leaving a query waiting for ever.
+# Defaults only: what the URL sets stays.
+_ALIVE = {"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 10,
+          "keepalives_interval": 5, "keepalives_count": 3, "tcp_user_timeout": 30_000}  # fmt: skip
+
+
 def _connect(url: str, timeout: float) -> tuple[psycopg.Connection[Any], Any]:
     """A connection (and the pool it came from, or None)."""
     with _lock:
@@ -202,13 +209,17 @@ def _connect(url: str, timeout: float) -> tuple[psycopg.Connection[Any], Any]:
         first = url not in _opened
         _opened.add(url)
     if pool is None and not first:
+        from psycopg.conninfo import conninfo_to_dict
         from psycopg_pool import ConnectionPool
+
+        given = conninfo_to_dict(url)
+        alive = {k: v for k, v in _ALIVE.items() if k not in given}
 
         with _lock:
             pool = _pools.get(url)
             if pool is None:
                 pool = _pools[url] = ConnectionPool(
-                    url, min_size=1, max_size=16, kwargs={"autocommit": True},
+                    url, min_size=1, max_size=16, kwargs={"autocommit": True, **alive},
                     configure=_configure, open=True, name="cronwatch",
                 )  # fmt: skip
                 atexit.register(pool.close, timeout=1.0)
