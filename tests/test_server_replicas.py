@@ -401,7 +401,7 @@ def test_healthz_is_503_when_the_database_cannot_be_read() -> None:
             raise sqlite3.OperationalError("disk I/O error")
 
     server = Server(Config(replica_id="r1"))
-    server.reader = Unreachable()  # type: ignore[assignment]
+    server.health_store = Unreachable()  # type: ignore[assignment]
     sent: list[dict[str, Any]] = []
 
     async def send(message: dict[str, Any]) -> None:

@@ -405,3 +405,38 @@ def test_a_steady_writer_sees_other_replicas_changes_to_a_job_and_its_runs(
     ((ok, dropped),) = at_a(f"/ping/{key}")
     assert ok and isinstance(dropped, dict) and dropped["run"] is None
     assert b.job_stats("j")["runs"] == 7
+
+
+def test_replicas_starting_together_on_a_new_database_keep_one_key_and_one_secret(
+    store_factory: Callable[..., Any],
+) -> None:
+    """Two replicas' first start on one new database: each reads the project's ping key,
+    the console's secret and a job's ping key as unset and makes one at the same moment.
+    Both end with the same values (no duplicate-key error, no replica left with a secret
+    the other rejects). PostgreSQL's READ COMMITTED lets both reads through; several
+    rounds, since a round need not interleave."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cronwatch.server.app import _console_secret
+
+    for i in range(8):
+        a, b = store_factory(f"new{i}"), store_factory(f"new{i}")
+        at_once = threading.Barrier(2, timeout=30)
+
+        def first_start(s: Any, at_once: threading.Barrier = at_once) -> tuple[str, bytes, str]:
+            try:
+                at_once.wait()
+                project = s.project_ping_key()
+                at_once.wait()
+                secret = _console_secret(s)
+                at_once.wait()
+                return project, secret, s.ensure_ping_key("j", now=NOW)
+            except BaseException:
+                at_once.abort()  # the other replica's thread must not wait for this one
+                raise
+
+        with ThreadPoolExecutor(2) as pool:
+            at_a, at_b = pool.map(first_start, (a, b))
+        assert at_a == at_b
+        assert at_a == (a.project_ping_key(), _console_secret(b), b.ensure_ping_key("j", now=NOW))

@@ -42,6 +42,9 @@ T = TypeVar("T")
 Scope = dict[str, Any]
 _PING_PREFIXES = ("/ping/", "/p/", "/jobs/p/")
 _PING_METHODS = frozenset(("GET", "POST", "HEAD"))
+# How long /healthz waits for its database read: a load balancer checks about every
+# second, and a database that does not answer must not hold the check (or anything else).
+HEALTH_DEADLINE = 1.0
 _TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
 
 
@@ -82,6 +85,10 @@ class Server:
         self.config = config
         self.writer_store: Store | None = None
         self.reader: Store | None = None
+        # /healthz's own store, used by one worker thread at a time: the probe in flight,
+        # which every check shares while the database takes its time
+        self.health_store: Store | None = None
+        self._probe: asyncio.Future[None] | None = None
         self._page: str | None = None  # the last dashboard page, for incremental renders
         self.writer: Writer | None = None
         self.applier: Applier | None = None
@@ -165,6 +172,8 @@ class Server:
         for s in (self.writer_store, self.reader):
             if s is not None:
                 s.close()
+        if self.health_store is not None and (self._probe is None or self._probe.done()):
+            self.health_store.close()  # one still in a probe's thread is left to exit
 
     # --- ASGI ----------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
@@ -324,12 +333,9 @@ class Server:
     async def healthz(self, send: Any) -> None:
         """For a load balancer, without a token: 200 when this replica can read the
         database and its ping writer runs, else 503 (take it out of the pool). Cheap: one
-        indexed read on a connection of its own."""
-        problem = ""
-        try:
-            self.reader.get_meta("schema_version")  # type: ignore[union-attr]
-        except Exception as e:  # whatever the driver raises: the database is not usable
-            problem = f"database unreachable: {e}"
+        indexed read on a connection of its own, in a worker thread: a database that
+        does not answer (stopped, frozen, cut off) gets 503 within HEALTH_DEADLINE."""
+        problem = await self._database_problem()
         if not problem and self.pings is not None and not self.pings.alive():
             problem = "the ping writer process is not running"
         # no replica name here: it holds the host's name, and this answers anyone
@@ -344,6 +350,27 @@ class Server:
         body.update(status="ok", uptime=round(time.time() - self.started, 3))
         await respond(send, 200, json.dumps(body).encode(),
                       [(b"content-type", b"application/json"), (b"cache-control", b"no-store")])  # fmt: skip
+
+    async def _database_problem(self) -> str:
+        probe = self._probe
+        if probe is None or probe.done():
+            probe = self._probe = asyncio.ensure_future(asyncio.to_thread(self._read_database))
+            # a check that gave up on it never looks at its outcome
+            probe.add_done_callback(lambda f: f.cancelled() or f.exception())
+        try:
+            # shielded: a check that gives up leaves the probe to the next (one thread
+            # at most waits on a database that does not answer)
+            await asyncio.wait_for(asyncio.shield(probe), HEALTH_DEADLINE)
+        except TimeoutError:
+            return f"database unreachable: no answer in {HEALTH_DEADLINE:g} s"
+        except Exception as e:  # whatever the driver raises: the database is not usable
+            return f"database unreachable: {e}"
+        return ""
+
+    def _read_database(self) -> None:
+        if self.health_store is None:
+            self.health_store = open_store(self.config.db)
+        self.health_store.get_meta("schema_version")
 
     def leads(self) -> bool:
         """Whether this replica runs the scheduler now (holds its lease)."""
@@ -531,8 +558,7 @@ def _console_secret(store: Store) -> bytes:
 
     value = store.get_meta("console_secret")
     if not value:
-        value = secrets.token_hex(32)
-        store.set_meta("console_secret", value)
+        value = store.add_meta("console_secret", secrets.token_hex(32))
     return bytes.fromhex(value)
 
 

@@ -511,6 +511,9 @@ class UserStore(Protocol):
 class MetaStore(Protocol):
     def get_meta(self, key: str) -> str | None: ...
     def set_meta(self, key: str, value: str) -> None: ...
+    def add_meta(self, key: str, value: str) -> str:
+        """``value`` stored under ``key`` unless one is there already: the value kept."""
+        ...
 
 
 class LeaderStore(Protocol):

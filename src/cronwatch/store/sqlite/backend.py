@@ -1186,6 +1186,14 @@ class SQLiteStore(StoreBase):
         with self._write():
             self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
 
+    def add_meta(self, key: str, value: str) -> str:
+        """Store ``value`` under ``key`` unless a value is there already; the one stored.
+        Several replicas starting on a new database at once all get the first one's."""
+        with self._write():
+            self.db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)", (key, value))
+            row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return str(row[0])
+
     # --- server: ping keys, tokens, the event log, incidents, log output ------------------
     def ensure_ping_key(self, name: str, *, now: float) -> str:
         """The job's ping key, made (random, 128 bits, URL-safe) and stored on first need."""
@@ -1194,9 +1202,14 @@ class SQLiteStore(StoreBase):
             row = self.db.execute("SELECT ping_key FROM jobs WHERE id=?", (jid,)).fetchone()
             if row[0]:
                 return str(row[0])
-            key = _new_ping_key()
-            self.db.execute("UPDATE jobs SET ping_key=? WHERE id=?", (key, jid))
-        return key
+            # Only if still unset, then read back: another replica may have read the same
+            # empty key meanwhile (PostgreSQL's READ COMMITTED lets both through the read).
+            self.db.execute(
+                "UPDATE jobs SET ping_key=? WHERE id=? AND (ping_key IS NULL OR ping_key='')",
+                (_new_ping_key(), jid),
+            )
+            row = self.db.execute("SELECT ping_key FROM jobs WHERE id=?", (jid,)).fetchone()
+        return str(row[0])
 
     def set_ping_key(self, name: str, key: str) -> None:
         """Give a job an explicit ping key; a key another job holds is refused."""
@@ -1215,14 +1228,8 @@ class SQLiteStore(StoreBase):
 
     def project_ping_key(self) -> str:
         """The project-wide ping key for slug URLs, made on first use and kept in meta."""
-        with self._write():
-            key = self.get_meta("project_ping_key")
-            if key is None:
-                key = _new_ping_key()
-                self.db.execute(
-                    "INSERT INTO meta(key, value) VALUES ('project_ping_key', ?)", (key,)
-                )
-        return key
+        key = self.get_meta("project_ping_key")
+        return key if key is not None else self.add_meta("project_ping_key", _new_ping_key())
 
     def set_project_ping_key(self, key: str) -> None:
         from cronwatch.core.model import validate_ping_key
