@@ -35,6 +35,7 @@ from cronwatch.store.postgres import arrays, leader
 from cronwatch.store.postgres.dialect import DML, RETURNING, SQL, translate, unnest_insert
 from cronwatch.store.postgres.eventlog import EventLog, Listener
 from cronwatch.store.postgres.leader import Leads
+from cronwatch.store.postgres.tcp import tcp_options
 from cronwatch.store.rollup import Rollup
 from cronwatch.store.sqlite import migrations
 from cronwatch.store.sqlite.backend import SQLiteStore
@@ -205,7 +206,7 @@ def _connect(url: str, timeout: float) -> tuple[psycopg.Connection[Any], Any]:
         from psycopg_pool import ConnectionPool
 
         # the server's connections: a pool that cannot connect in 5 s says so (/healthz)
-        alive = _tcp(url, connect_timeout="5")
+        alive = tcp_options(url, connect_timeout="5")
         with _lock:
             pool = _pools.get(url)
             if pool is None:
@@ -222,26 +223,10 @@ def _connect(url: str, timeout: float) -> tuple[psycopg.Connection[Any], Any]:
     if timeout < 2:
         _probe(url, timeout)
     pg = psycopg.connect(
-        url, autocommit=True, connect_timeout=max(2, int(timeout + 0.999)), **_tcp(url)
+        url, autocommit=True, connect_timeout=max(2, int(timeout + 0.999)), **tcp_options(url)
     )
     _configure(pg)
     return pg, None
-
-
-# A server that vanished (a host down, a dropped route) otherwise holds a query forever:
-# without keepalives an idle wait never learns of it, and unacknowledged data is resent
-# for ~15 minutes; with these a connection fails in about 30 s. (A server that still
-# acknowledges packets but never answers, frozen, is not detected by TCP: the wrapper's
-# watchdog and /healthz's deadline cover that.) What the URL sets itself is kept.
-_TCP_DEFAULTS = {"keepalives": "1", "keepalives_idle": "10", "keepalives_interval": "5",
-                 "keepalives_count": "3", "tcp_user_timeout": "30000"}  # fmt: skip
-
-
-def _tcp(url: str, **more: str) -> dict[str, Any]:
-    from psycopg.conninfo import conninfo_to_dict
-
-    given = conninfo_to_dict(url)
-    return {k: v for k, v in {**_TCP_DEFAULTS, **more}.items() if k not in given}
 
 
 def _probe(url: str, timeout: float) -> None:

@@ -34,6 +34,8 @@ from typing import Any
 
 import psycopg
 
+from cronwatch.store.postgres.tcp import tcp_options
+
 log = logging.getLogger("cronwatch")
 
 CHANNEL = "cronwatch_events"  # the trigger of migration 15 notifies it
@@ -161,14 +163,12 @@ class Listener:
         # the store's TCP defaults: a listener whose server vanished silently would wait
         # for notifications that never come (the streams then only poll) instead of
         # connecting again
-        from cronwatch.store.postgres.backend import _tcp
-
         failed = 0.0
         while not self.stopped.is_set():
             try:
                 with psycopg.connect(
                     self.url, autocommit=True, application_name="cronwatch listener",
-                    connect_timeout=max(2, int(self.timeout + 0.999)), **_tcp(self.url),
+                    connect_timeout=max(2, int(self.timeout + 0.999)), **tcp_options(self.url),
                 ) as pg:  # fmt: skip
                     pg.execute(f"LISTEN {CHANNEL}")
                     self.listening.set()
