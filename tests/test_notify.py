@@ -581,3 +581,29 @@ def test_pagerduty_triggers_and_resolves_with_one_dedup_key(receiver: Receiver) 
     assert resolve_["event_action"] == "resolve" and trigger["dedup_key"] == resolve_["dedup_key"]
     assert trigger["payload"]["summary"] == alert().title()
     assert redact(url) == "pagerduty://***"
+
+
+def test_every_attempt_of_an_outbox_webhook_carries_the_same_idempotency_key(
+    receiver: Receiver, tmp_path: Any
+) -> None:
+    """A replica that dies mid-send leaves the attempt to another, which sends it again:
+    the receiver can tell the copies by one key (and two notifications apart)."""
+    from cronwatch.app.evaluate import deliver_outbox
+    from cronwatch.store import open_store
+
+    now = 1_900_000_000.0
+    with open_store(str(tmp_path / "h.db")) as store:
+        store.start_run("nightly", now=now)
+        for at in (now, now + 1):
+            msg = Message(kind="alert", job="nightly", status="failed", at=at)
+            store.enqueue_notification(job="nightly", incident_id=None, kind="alert",
+                                       channel=receiver.url(), payload=msg.to_dict(), at=at)  # fmt: skip
+        receiver.status = 500  # the first attempts fail: both are retried later
+        assert deliver_outbox(store, now=now + 2) == 0
+        receiver.status = 200
+        assert deliver_outbox(store, now=now + 3600) == 2
+    keys = [r.headers.get("Idempotency-Key") for r in receiver.requests]
+    assert len(keys) == 4 and all(keys), keys
+    first, second = keys[0], keys[1]
+    assert first != second and keys[2:] == [first, second]
+    assert "delivery" not in receiver.requests[0].json()  # the payload is as documented

@@ -599,7 +599,12 @@ def deliver_outbox(store: Any, *, now: float, budget: float = 30.0, timeout: flo
                                         lease=timeout * 3):  # fmt: skip
             continue  # another process took it
         try:
-            msg = Message.from_dict(item["payload"])
+            # one key for every attempt of this notification (its id, and its event's
+            # time: ids alone repeat across databases)
+            payload = item["payload"]
+            if isinstance(payload, dict):
+                payload = {**payload, "delivery": _delivery_key(item["id"], payload.get("at"))}
+            msg = Message.from_dict(payload)
             if integrations is None and ":" in item["channel"] and "://" not in item["channel"]:
                 integrations = store.integrations()  # a shorthand: email:, slack:#, ...
             send(item["channel"], msg, timeout=timeout, integrations=integrations)
@@ -618,6 +623,14 @@ def deliver_outbox(store: Any, *, now: float, budget: float = 30.0, timeout: flo
         store.finish_notification(item["id"], ok=True, now=at)
         sent += 1
     return sent
+
+
+def _delivery_key(nid: int, at: Any) -> str:
+    try:
+        at_ms = int(float(at) * 1000)
+    except (TypeError, ValueError, OverflowError):
+        at_ms = 0
+    return f"cronwatch-{nid}-{at_ms}"
 
 
 # Which of several environments' healths a job shows: the most urgent (core/health.py)

@@ -43,6 +43,10 @@ class Message:
     env: str = ""
     at: float = field(default_factory=time.time)
     dashboard_url: str = ""
+    # The outbox's delivery key, the same at every attempt of one notification: sent as a
+    # webhook's Idempotency-Key, so that a receiver can drop the second copy a replica
+    # that died mid-send leaves to another (docs/deployment.md). Not stored, not shown.
+    delivery: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -159,7 +163,9 @@ class Message:
 
     def to_dict(self) -> dict[str, Any]:
         """The raw fields (for storing in the outbox); ``from_dict`` is the inverse."""
-        return asdict(self)
+        d = asdict(self)
+        del d["delivery"]  # each delivery's own (evaluate.deliver_outbox)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Message:

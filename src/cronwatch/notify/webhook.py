@@ -37,6 +37,8 @@ def validate(url: str) -> str:
 def send(url: str, message: Message, *, timeout: float, template: str | None = None) -> None:
     parts = urlsplit(url)
     headers = {}
+    if message.delivery:
+        headers["Idempotency-Key"] = message.delivery
     if parts.username is not None:
         creds = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
         headers["Authorization"] = "Basic " + base64.b64encode(creds.encode()).decode("ascii")
