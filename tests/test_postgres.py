@@ -402,9 +402,10 @@ def test_concurrent_pings_over_http_share_transactions(pg_database: Callable[[],
             statuses = [s for batch in pool.map(client, range(32)) for s in batch]
         used = txid() - before - 1  # the second txid_current() takes one itself
         assert statuses.count(200) == len(statuses) == 640, sorted(set(statuses))
-        # one transaction a ping would use 640 ids, and so would a writer that committed
-        # each ping as it came
-        assert used < len(statuses) / 2, used
+        # One transaction a ping would use 640 ids (or more), and so would a writer that
+        # committed each ping as it came. How many share one depends on the machine's
+        # load: ~9 on a quiet one, ~2 in the suite beside another worker (336 ids).
+        assert used < len(statuses) * 0.8, used
         with open_store(url) as s:
             assert len(s.list_runs(job="grouped")) == 641
     finally:
