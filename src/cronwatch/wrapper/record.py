@@ -125,6 +125,14 @@ _opening: list[object] = []
 _kept: list[Store] = []
 
 
+def _db_path(o: Options) -> str:
+    """The run's database, resolved once: the config file's [database] is read once a run,
+    and the open record and the finished run go to the same place."""
+    if not o.db:
+        o.db = default_db_path()
+    return o.db
+
+
 def on_start(o: Options, res: Result) -> None:
     """Right after the spawn: give the run its id, put it on record as open (on a thread,
     so that the wrapper is back relaying output and sees the child's exit at once, and
@@ -135,7 +143,7 @@ def on_start(o: Options, res: Result) -> None:
     res.run_id = new_run_id(res.started_at)
     remote = remote_wanted(o)
     if o.local or not remote:
-        if not _on_server(o.db or default_db_path()):
+        if not _on_server(_db_path(o)):
             _load_sqlite()  # not on the thread: it swaps functools in sys.modules for a moment
             _on_thread(lambda: _open_local(o, res), instead=True)
         else:  # without a thread, the run is on record when it ends
@@ -190,7 +198,7 @@ def _open_local(o: Options, res: Result) -> None:
         from cronwatch.store import open_store
         from cronwatch.system import process_token
 
-        store = open_store(o.db or default_db_path(), timeout=START_TIMEOUT)
+        store = open_store(_db_path(o), timeout=START_TIMEOUT)
     except Exception:
         return  # unusable: the end records the whole run, or spools it and says why
     try:
@@ -210,7 +218,7 @@ def _open_on_server(o: Options, res: Result) -> None:
         from cronwatch.system import process_token
         from cronwatch.wrapper import spool
 
-        db_path = o.db or default_db_path()
+        db_path = _db_path(o)
         spool.spool_run(db_path, _open_run(o, res), owner=process_token(o.timeout))
         _spawn_detached(db_path, None)
     except Exception:
@@ -230,7 +238,7 @@ def after_run(o: Options, res: Result, *, own_process: bool = False) -> None:
         if not o.local:
             warn("--no-local needs a server (--server/--key or CRONWATCH_URL/CRONWATCH_KEY); "
                  "recorded locally")  # fmt: skip
-        db_path = o.db or default_db_path()
+        db_path = _db_path(o)
         record_local(db_path, run, page=dashboard_path(o, db_path), leave_open=True,
                      exit_code=res.wrapper_exit if own_process else None)  # fmt: skip
     if remote:
