@@ -44,11 +44,8 @@ def _config_db() -> str | None:
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         problem = f"invalid TOML ({e})"
     else:
-        url = (
-            table.get("database", {}).get("url")
-            if isinstance(table.get("database"), dict)
-            else None
-        )
+        database = table.get("database")
+        url = database.get("url") if isinstance(database, dict) else None
         if isinstance(url, str) and url.strip():
             return url.strip()
         problem = '[database] needs url = "postgresql://..." or a file path'
